@@ -1,0 +1,1 @@
+//! The GEPA engine (placeholder; being written).

@@ -1,0 +1,1 @@
+//! The HTTP API (axum): routes, auth, error envelope, OpenAPI, SSE.

@@ -1,0 +1,1 @@
+//! The Store interface and its SQL implementation (SQLite, later PostgreSQL), with migrations.
