@@ -1,1 +1,9 @@
-//! Capability and dataset bundle formats, agent rollouts and reward recipes: the adapter between GEPA and a capability agent.
+//! The adapter between the GEPA engine and a capability agent.
+//!
+//! - [`bundle`]: the on-disk and over-the-wire formats of capabilities (`capability.yaml` +
+//!   `agents/*.md`) and datasets (`dataset.yaml` + `jsonl` / `csv` rows), packed as gzip'd tar.
+//!
+//! This crate knows files and formats; it must not depend on the store, the server or any
+//! HTTP framework.
+
+pub mod bundle;

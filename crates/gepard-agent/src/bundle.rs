@@ -1,0 +1,1027 @@
+//! Capability and dataset bundles: a directory packed as a gzip'd tar, parsed and validated.
+//!
+//! Parsing is all-or-nothing: a bundle either yields a complete [`Capability`] / [`Dataset`]
+//! or a [`BundleError`] naming the file (and field or line) that is wrong, so a registry can
+//! store it in one transaction or not at all.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use gepard_core::names::{parse_version, ArtifactName};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Most files a bundle may hold.
+pub const MAX_FILES: usize = 2_000;
+/// Most bytes a bundle may hold once unpacked (guards against gzip bombs).
+pub const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
+/// Most rows a dataset version may hold.
+pub const MAX_ROWS: usize = 500_000;
+
+/// What is wrong with a bundle. `file` is the bundle-relative path; `field` a dotted field name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BundleError {
+    /// The body is not a readable gzip'd tar.
+    #[error("the bundle is not a readable gzip'd tar archive: {0}")]
+    Archive(String),
+    /// An entry escapes the bundle root or is not a plain file or directory.
+    #[error("`{path}`: {reason}")]
+    UnsafeEntry {
+        /// The entry's path as given.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Too many files or bytes.
+    #[error("the bundle is too large: {0}")]
+    TooLarge(String),
+    /// A required file is absent.
+    #[error("`{file}` is missing: {hint}")]
+    MissingFile {
+        /// The file that should be there.
+        file: String,
+        /// What the file is for.
+        hint: &'static str,
+    },
+    /// A file's content (or one of its fields) is invalid.
+    #[error("`{file}`{}: {message}", field.as_ref().map(|f| format!(" field `{f}`")).unwrap_or_default())]
+    Invalid {
+        /// The offending file.
+        file: String,
+        /// The offending field, when one can be named.
+        field: Option<String>,
+        /// What is wrong, as a sentence.
+        message: String,
+    },
+    /// A dataset row is invalid.
+    #[error("`{file}` line {line}: {message}")]
+    Row {
+        /// The rows file.
+        file: String,
+        /// 1-based line (for csv, counting the header).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl BundleError {
+    fn invalid(file: &str, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            file: file.to_owned(),
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// Where the error is, as a path of names (file, then field or line), for API error locations.
+    pub fn location(&self) -> Vec<String> {
+        match self {
+            Self::Archive(_) | Self::TooLarge(_) => vec![],
+            Self::UnsafeEntry { path, .. } => vec![path.clone()],
+            Self::MissingFile { file, .. } => vec![file.clone()],
+            Self::Invalid { file, field, .. } => {
+                let mut loc = vec![file.clone()];
+                loc.extend(field.iter().flat_map(|f| f.split('.').map(str::to_owned)));
+                loc
+            }
+            Self::Row { file, line, .. } => vec![file.clone(), format!("line {line}")],
+        }
+    }
+}
+
+/// One file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleFile {
+    /// Bundle-relative path with `/` separators.
+    pub path: String,
+    /// The raw bytes.
+    pub content: Vec<u8>,
+    /// Hex SHA-256 of `content`.
+    pub sha256: String,
+}
+
+impl BundleFile {
+    /// A file from its path and bytes.
+    pub fn new(path: impl Into<String>, content: Vec<u8>) -> Self {
+        let sha256 = hex::encode(Sha256::digest(&content));
+        Self {
+            path: path.into(),
+            content,
+            sha256,
+        }
+    }
+
+    fn text(&self) -> Result<&str, BundleError> {
+        std::str::from_utf8(&self.content)
+            .map_err(|_| BundleError::invalid(&self.path, None, "is not valid UTF-8 text"))
+    }
+}
+
+/// The files of a bundle, sorted by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    files: Vec<BundleFile>,
+}
+
+impl Bundle {
+    /// A bundle from files (sorted here, so the digest does not depend on input order).
+    pub fn from_files(mut files: Vec<BundleFile>) -> Self {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Self { files }
+    }
+
+    /// The files, sorted by path.
+    pub fn files(&self) -> &[BundleFile] {
+        &self.files
+    }
+
+    /// Consumes the bundle into its files.
+    pub fn into_files(self) -> Vec<BundleFile> {
+        self.files
+    }
+
+    /// The file at `path`, if present.
+    pub fn get(&self, path: &str) -> Option<&BundleFile> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// Content digest: SHA-256 over every `(path, file digest)` pair in path order, so equal
+    /// content means an equal digest whatever the archive's entry order or timestamps.
+    pub fn sha256(&self) -> String {
+        let mut h = Sha256::new();
+        for f in &self.files {
+            h.update(f.path.as_bytes());
+            h.update([0]);
+            h.update(f.sha256.as_bytes());
+            h.update([b'\n']);
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Unpacks a gzip'd tar. Directories are skipped; anything but plain files and directories,
+    /// absolute paths and `..` components are refused; size limits are enforced while reading.
+    pub fn from_tar_gz(bytes: &[u8]) -> Result<Self, BundleError> {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+        let entries = archive
+            .entries()
+            .map_err(|e| BundleError::Archive(e.to_string()))?;
+        let mut files: BTreeMap<String, BundleFile> = BTreeMap::new();
+        let mut total: u64 = 0;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| BundleError::Archive(e.to_string()))?;
+            let raw_path = entry
+                .path()
+                .map_err(|e| BundleError::Archive(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            let kind = entry.header().entry_type();
+            if kind.is_dir() {
+                continue;
+            }
+            // pax headers carry metadata for the next entry; tar reads them for us.
+            if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(BundleError::UnsafeEntry {
+                    path: raw_path,
+                    reason: "only regular files are allowed in a bundle (no links or devices)",
+                });
+            }
+            let path = normalize_entry_path(&raw_path)?;
+            if files.len() >= MAX_FILES {
+                return Err(BundleError::TooLarge(format!(
+                    "more than {MAX_FILES} files"
+                )));
+            }
+            let mut content = Vec::new();
+            let budget = MAX_UNPACKED_BYTES - total;
+            (&mut entry)
+                .take(budget + 1)
+                .read_to_end(&mut content)
+                .map_err(|e| BundleError::Archive(format!("`{path}`: {e}")))?;
+            total += content.len() as u64;
+            if total > MAX_UNPACKED_BYTES {
+                return Err(BundleError::TooLarge(format!(
+                    "more than {} MiB once unpacked",
+                    MAX_UNPACKED_BYTES / 1024 / 1024
+                )));
+            }
+            files.insert(path.clone(), BundleFile::new(path, content));
+        }
+        if files.is_empty() {
+            return Err(BundleError::Archive("the archive holds no files".into()));
+        }
+        Ok(Self::from_files(files.into_values().collect()))
+    }
+
+    /// Packs the files as a gzip'd tar with fixed metadata (so equal content packs equally).
+    pub fn to_tar_gz(&self) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut builder = tar::Builder::new(gz);
+        for f in &self.files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(f.content.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            // Writing into a Vec cannot fail for I/O reasons; path errors were excluded when
+            // the bundle was built (relative, no `..`).
+            builder
+                .append_data(&mut header, &f.path, f.content.as_slice())
+                .expect("appending to an in-memory tar");
+        }
+        let gz = builder.into_inner().expect("finishing an in-memory tar");
+        gz.finish().expect("finishing an in-memory gzip")
+    }
+
+    /// Reads a directory into a bundle, skipping hidden files and directories (`.git`, …).
+    pub fn from_dir(dir: &Path) -> std::io::Result<Self> {
+        let mut files = Vec::new();
+        collect_dir(dir, dir, &mut files)?;
+        if files.len() > MAX_FILES {
+            return Err(std::io::Error::other(format!(
+                "{} holds more than {MAX_FILES} files",
+                dir.display()
+            )));
+        }
+        Ok(Self::from_files(files))
+    }
+}
+
+fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<BundleFile>) -> std::io::Result<()> {
+    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect_dir(root, &path, out)?;
+        } else if kind.is_file() {
+            let rel = path
+                .strip_prefix(root)
+                .expect("walked paths are under the root");
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>();
+            out.push(BundleFile::new(rel.join("/"), std::fs::read(&path)?));
+        }
+    }
+    Ok(())
+}
+
+fn normalize_entry_path(raw: &str) -> Result<String, BundleError> {
+    let unsafe_entry = |reason| BundleError::UnsafeEntry {
+        path: raw.to_owned(),
+        reason,
+    };
+    if raw.starts_with('/') || raw.contains('\\') {
+        return Err(unsafe_entry("paths must be relative and use '/'"));
+    }
+    let mut parts = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(unsafe_entry("paths must not contain '..'")),
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Err(unsafe_entry("empty path"));
+    }
+    Ok(parts.join("/"))
+}
+
+fn parse_yaml<T: for<'de> Deserialize<'de>>(file: &BundleFile) -> Result<T, BundleError> {
+    serde_yaml_ng::from_str(file.text()?).map_err(|e| yaml_error(&file.path, &e))
+}
+
+/// Turns a serde_yaml error into a bundle error, extracting the field name serde reports
+/// (`missing field `version``) so the API can point at it.
+fn yaml_error(file: &str, e: &serde_yaml_ng::Error) -> BundleError {
+    let msg = e.to_string();
+    let field = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.contains("field"))
+        .map(str::to_owned);
+    BundleError::Invalid {
+        file: file.to_owned(),
+        field,
+        message: msg,
+    }
+}
+
+fn checked_name(file: &str, field: &str, value: &str) -> Result<ArtifactName, BundleError> {
+    ArtifactName::parse(value).map_err(|e| BundleError::invalid(file, Some(field), e.to_string()))
+}
+
+fn checked_version(file: &str, value: &str) -> Result<semver::Version, BundleError> {
+    parse_version(value).map_err(|e| BundleError::invalid(file, Some("version"), e.to_string()))
+}
+
+/// `capability.yaml`.
+#[derive(Debug, Deserialize)]
+struct CapabilityManifest {
+    #[serde(default)]
+    schema: Option<Value>,
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    agents: Option<Vec<String>>,
+}
+
+/// Front matter of an `agents/*.md` file.
+#[derive(Debug, Default, Deserialize)]
+struct AgentFrontMatter {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    tools: Option<Value>,
+}
+
+/// One agent of a capability.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Agent {
+    /// The agent's name (front matter `name`, else the file stem).
+    pub name: String,
+    /// What the agent does.
+    pub description: Option<String>,
+    /// The model the agent was written for, if it says.
+    pub model: Option<String>,
+    /// Tools the agent may use, as written in its front matter.
+    pub tools: Value,
+    /// The markdown body: the agent's instructions (its system prompt).
+    pub instructions: String,
+    /// The file the agent came from.
+    pub path: String,
+}
+
+/// A parsed, validated capability version.
+#[derive(Debug, Clone)]
+pub struct Capability {
+    /// The capability's name.
+    pub name: ArtifactName,
+    /// Its version.
+    pub version: semver::Version,
+    /// Its description.
+    pub description: Option<String>,
+    /// Manifest `schema` value, kept as written.
+    pub schema: Option<Value>,
+    /// Agents, in manifest order (or file order when the manifest lists none).
+    pub agents: Vec<Agent>,
+    /// Content digest of all files.
+    pub sha256: String,
+    /// The bundle it came from.
+    pub bundle: Bundle,
+}
+
+/// The manifest file name of a capability.
+pub const CAPABILITY_MANIFEST: &str = "capability.yaml";
+/// The manifest file name of a dataset.
+pub const DATASET_MANIFEST: &str = "dataset.yaml";
+
+impl Capability {
+    /// Parses and validates a capability bundle.
+    pub fn parse(bundle: Bundle) -> Result<Self, BundleError> {
+        let manifest_file = bundle
+            .get(CAPABILITY_MANIFEST)
+            .ok_or(BundleError::MissingFile {
+                file: CAPABILITY_MANIFEST.into(),
+                hint: "a capability needs capability.yaml with name and version",
+            })?;
+        let manifest: CapabilityManifest = parse_yaml(manifest_file)?;
+        let name = checked_name(CAPABILITY_MANIFEST, "name", &manifest.name)?;
+        let version = checked_version(CAPABILITY_MANIFEST, &manifest.version)?;
+
+        let mut agents = Vec::new();
+        for file in bundle.files() {
+            let Some(stem) = file
+                .path
+                .strip_prefix("agents/")
+                .and_then(|p| p.strip_suffix(".md"))
+            else {
+                continue;
+            };
+            if stem.contains('/') {
+                continue;
+            }
+            agents.push(parse_agent(file, stem)?);
+        }
+        if agents.is_empty() {
+            return Err(BundleError::MissingFile {
+                file: "agents/*.md".into(),
+                hint: "a capability needs at least one agent file under agents/",
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in &agents {
+            if !seen.insert(a.name.clone()) {
+                return Err(BundleError::invalid(
+                    &a.path,
+                    Some("name"),
+                    format!("agent name `{}` is used by more than one file", a.name),
+                ));
+            }
+        }
+        if let Some(order) = &manifest.agents {
+            let mut ordered = Vec::with_capacity(order.len());
+            for (i, wanted) in order.iter().enumerate() {
+                let pos = agents
+                    .iter()
+                    .position(|a| &a.name == wanted)
+                    .ok_or_else(|| {
+                        BundleError::invalid(
+                            CAPABILITY_MANIFEST,
+                            Some(&format!("agents.{i}")),
+                            format!("lists agent `{wanted}` but no agents/*.md file defines it"),
+                        )
+                    })?;
+                ordered.push(agents.remove(pos));
+            }
+            // Agents present but not listed keep file order after the listed ones.
+            ordered.append(&mut agents);
+            agents = ordered;
+        }
+        Ok(Self {
+            name,
+            version,
+            description: manifest.description,
+            schema: manifest.schema,
+            agents,
+            sha256: bundle.sha256(),
+            bundle,
+        })
+    }
+}
+
+/// Splits `---\n<yaml>\n---\n<body>` into front matter and body.
+fn split_front_matter(text: &str) -> Option<(&str, &str)> {
+    let rest = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))?;
+    let mut offset = 0;
+    for line in rest.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            return Some((&rest[..offset], &rest[offset + line.len()..]));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+fn parse_agent(file: &BundleFile, stem: &str) -> Result<Agent, BundleError> {
+    let text = file.text()?;
+    let (front, body) = split_front_matter(text).ok_or_else(|| {
+        BundleError::invalid(
+            &file.path,
+            None,
+            "must start with YAML front matter between `---` lines (name, description, model, tools)",
+        )
+    })?;
+    let meta: AgentFrontMatter = if front.trim().is_empty() {
+        AgentFrontMatter::default()
+    } else {
+        serde_yaml_ng::from_str(front).map_err(|e| yaml_error(&file.path, &e))?
+    };
+    let name = meta.name.unwrap_or_else(|| stem.to_owned());
+    checked_name(&file.path, "name", &name)?;
+    let instructions = body.trim().to_owned();
+    if instructions.is_empty() {
+        return Err(BundleError::invalid(
+            &file.path,
+            None,
+            "has no instructions: the markdown body after the front matter is empty",
+        ));
+    }
+    let tools = match meta.tools {
+        None | Some(Value::Null) => Value::Array(vec![]),
+        Some(v @ Value::Array(_)) => v,
+        Some(_) => {
+            return Err(BundleError::invalid(
+                &file.path,
+                Some("tools"),
+                "must be a list",
+            ));
+        }
+    };
+    Ok(Agent {
+        name,
+        description: meta.description,
+        model: meta.model,
+        tools,
+        instructions,
+        path: file.path.clone(),
+    })
+}
+
+/// `dataset.yaml`.
+#[derive(Debug, Deserialize)]
+struct DatasetManifest {
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: Option<String>,
+    /// The rows file; defaults to the bundle's only `.jsonl` / `.csv` file.
+    #[serde(default)]
+    file: Option<String>,
+}
+
+/// Row file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated with a header row.
+    Csv,
+}
+
+/// A parsed, validated dataset version.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// The dataset's name.
+    pub name: ArtifactName,
+    /// Its version.
+    pub version: semver::Version,
+    /// Its description.
+    pub description: Option<String>,
+    /// The rows file it was read from.
+    pub rows_file: String,
+    /// The rows file's format.
+    pub format: RowFormat,
+    /// Every row, a JSON object each.
+    pub rows: Vec<Map<String, Value>>,
+    /// Inferred schema: per field, the JSON types seen and whether every row has it.
+    pub schema: Value,
+    /// Content digest of all files.
+    pub sha256: String,
+    /// The bundle it came from.
+    pub bundle: Bundle,
+}
+
+impl Dataset {
+    /// Parses and validates a dataset bundle.
+    pub fn parse(bundle: Bundle) -> Result<Self, BundleError> {
+        let manifest_file = bundle
+            .get(DATASET_MANIFEST)
+            .ok_or(BundleError::MissingFile {
+                file: DATASET_MANIFEST.into(),
+                hint: "a dataset needs dataset.yaml with name and version",
+            })?;
+        let manifest: DatasetManifest = parse_yaml(manifest_file)?;
+        let name = checked_name(DATASET_MANIFEST, "name", &manifest.name)?;
+        let version = checked_version(DATASET_MANIFEST, &manifest.version)?;
+        let rows_path = match manifest.file {
+            Some(path) => path,
+            None => {
+                let candidates: Vec<_> = bundle
+                    .files()
+                    .iter()
+                    .filter(|f| row_format(&f.path).is_some())
+                    .map(|f| f.path.clone())
+                    .collect();
+                match candidates.as_slice() {
+                    [one] => one.clone(),
+                    [] => {
+                        return Err(BundleError::MissingFile {
+                            file: "*.jsonl or *.csv".into(),
+                            hint: "a dataset needs a rows file (jsonl or csv)",
+                        })
+                    }
+                    _ => {
+                        return Err(BundleError::invalid(
+                            DATASET_MANIFEST,
+                            Some("file"),
+                            format!(
+                                "the bundle holds several rows files ({}); name one in `file`",
+                                candidates.join(", ")
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        let format = row_format(&rows_path).ok_or_else(|| {
+            BundleError::invalid(
+                DATASET_MANIFEST,
+                Some("file"),
+                "must name a .jsonl or .csv file",
+            )
+        })?;
+        let rows_file = bundle.get(&rows_path).ok_or_else(|| {
+            BundleError::invalid(
+                DATASET_MANIFEST,
+                Some("file"),
+                format!("names `{rows_path}`, which is not in the bundle"),
+            )
+        })?;
+        let rows = match format {
+            RowFormat::Jsonl => parse_jsonl(rows_file)?,
+            RowFormat::Csv => parse_csv(rows_file)?,
+        };
+        if rows.is_empty() {
+            return Err(BundleError::invalid(&rows_path, None, "holds no rows"));
+        }
+        if rows.len() > MAX_ROWS {
+            return Err(BundleError::TooLarge(format!("more than {MAX_ROWS} rows")));
+        }
+        let schema = infer_schema(&rows);
+        Ok(Self {
+            name,
+            version,
+            description: manifest.description,
+            rows_file: rows_path,
+            format,
+            rows,
+            schema,
+            sha256: bundle.sha256(),
+            bundle,
+        })
+    }
+}
+
+fn row_format(path: &str) -> Option<RowFormat> {
+    if path.ends_with(".jsonl") {
+        Some(RowFormat::Jsonl)
+    } else if path.ends_with(".csv") {
+        Some(RowFormat::Csv)
+    } else {
+        None
+    }
+}
+
+fn parse_jsonl(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> {
+    let text = file.text()?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row_err = |message: String| BundleError::Row {
+            file: file.path.clone(),
+            line: i + 1,
+            message,
+        };
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(map)) => rows.push(map),
+            Ok(other) => {
+                return Err(row_err(format!(
+                    "each row must be a JSON object, found {}",
+                    type_name(&other)
+                )))
+            }
+            Err(e) => return Err(row_err(format!("invalid JSON: {e}"))),
+        }
+    }
+    Ok(rows)
+}
+
+/// CSV cells are text; `reward` cells that parse as numbers become numbers, and cells of the
+/// structured columns (`metadata`, `tools`, `expected_trajectory`) that parse as JSON become
+/// JSON, so a csv row means the same as its jsonl twin.
+fn parse_csv(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(file.content.as_slice());
+    let headers = reader
+        .headers()
+        .map_err(|e| BundleError::Row {
+            file: file.path.clone(),
+            line: 1,
+            message: e.to_string(),
+        })?
+        .clone();
+    if headers.iter().any(str::is_empty) {
+        return Err(BundleError::Row {
+            file: file.path.clone(),
+            line: 1,
+            message: "a header cell is empty".into(),
+        });
+    }
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| BundleError::Row {
+            file: file.path.clone(),
+            line: i + 2,
+            message: e.to_string(),
+        })?;
+        let mut row = Map::new();
+        for (h, cell) in headers.iter().zip(record.iter()) {
+            let value = match h {
+                "reward" => cell
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or_else(|| Value::String(cell.to_owned()), Value::Number),
+                "metadata" | "tools" | "expected_trajectory" => {
+                    serde_json::from_str(cell).unwrap_or_else(|_| Value::String(cell.to_owned()))
+                }
+                _ => Value::String(cell.to_owned()),
+            };
+            row.insert(h.to_owned(), value);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `{field: {"types": [...], "required": bool}}`, fields in name order.
+fn infer_schema(rows: &[Map<String, Value>]) -> Value {
+    let mut fields: BTreeMap<&str, (std::collections::BTreeSet<&'static str>, usize)> =
+        BTreeMap::new();
+    for row in rows {
+        for (k, v) in row {
+            let entry = fields.entry(k.as_str()).or_default();
+            entry.0.insert(type_name(v));
+            entry.1 += 1;
+        }
+    }
+    let mut out = Map::new();
+    for (name, (types, count)) in fields {
+        out.insert(
+            name.to_owned(),
+            serde_json::json!({ "types": types, "required": count == rows.len() }),
+        );
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, text: &str) -> BundleFile {
+        BundleFile::new(path, text.as_bytes().to_vec())
+    }
+
+    fn capability(files: &[(&str, &str)]) -> Result<Capability, BundleError> {
+        Capability::parse(Bundle::from_files(
+            files.iter().map(|(p, t)| file(p, t)).collect(),
+        ))
+    }
+
+    const MANIFEST: &str = "schema: 1\nname: support\nversion: 1.0.0\ndescription: Help desk\n";
+    const AGENT: &str = "---\nname: triage\ndescription: Routes tickets\nmodel: openai/gpt-4o-mini\ntools: [search]\n---\n\nYou route tickets.\n";
+
+    #[test]
+    fn a_capability_bundle_yields_its_agents_with_instructions() {
+        let cap =
+            capability(&[("capability.yaml", MANIFEST), ("agents/triage.md", AGENT)]).unwrap();
+        assert_eq!(cap.name.as_str(), "support");
+        assert_eq!(cap.version.to_string(), "1.0.0");
+        assert_eq!(cap.agents.len(), 1);
+        assert_eq!(cap.agents[0].name, "triage");
+        assert_eq!(cap.agents[0].instructions, "You route tickets.");
+        assert_eq!(cap.agents[0].tools, serde_json::json!(["search"]));
+    }
+
+    #[test]
+    fn the_digest_ignores_archive_order_and_tracks_content() {
+        let a = capability(&[("capability.yaml", MANIFEST), ("agents/triage.md", AGENT)]).unwrap();
+        let b = capability(&[("agents/triage.md", AGENT), ("capability.yaml", MANIFEST)]).unwrap();
+        let c = capability(&[
+            ("capability.yaml", MANIFEST),
+            ("agents/triage.md", &AGENT.replace("route", "sort")),
+        ])
+        .unwrap();
+        assert_eq!(a.sha256, b.sha256);
+        assert_ne!(a.sha256, c.sha256);
+    }
+
+    #[test]
+    fn tar_gz_round_trips_and_keeps_the_digest() {
+        let bundle = Bundle::from_files(vec![
+            file("capability.yaml", MANIFEST),
+            file("agents/triage.md", AGENT),
+        ]);
+        let back = Bundle::from_tar_gz(&bundle.to_tar_gz()).unwrap();
+        assert_eq!(back, bundle);
+        assert_eq!(back.sha256(), bundle.sha256());
+    }
+
+    #[test]
+    fn manifest_agent_order_is_kept_and_unknown_agents_are_named() {
+        let m = format!("{MANIFEST}agents: [b, a]\n");
+        let a = "---\nname: a\n---\nA.";
+        let b = "---\nname: b\n---\nB.";
+        let cap = capability(&[
+            ("capability.yaml", &m),
+            ("agents/a.md", a),
+            ("agents/b.md", b),
+        ])
+        .unwrap();
+        assert_eq!(
+            cap.agents
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        let m = format!("{MANIFEST}agents: [c]\n");
+        let err = capability(&[("capability.yaml", &m), ("agents/a.md", a)]).unwrap_err();
+        assert_eq!(err.location(), ["capability.yaml", "agents", "0"]);
+        assert!(err.to_string().contains("`c`"), "{err}");
+    }
+
+    #[test]
+    fn each_bad_capability_names_the_file_and_field() {
+        let cases: &[(&[(&str, &str)], &[&str])] = &[
+            (&[("agents/triage.md", AGENT)], &["capability.yaml"]),
+            (
+                &[
+                    ("capability.yaml", "name: support\n"),
+                    ("agents/triage.md", AGENT),
+                ],
+                &["capability.yaml", "version"],
+            ),
+            (
+                &[
+                    ("capability.yaml", "name: Support\nversion: 1.0.0\n"),
+                    ("agents/triage.md", AGENT),
+                ],
+                &["capability.yaml", "name"],
+            ),
+            (
+                &[
+                    ("capability.yaml", "name: support\nversion: one\n"),
+                    ("agents/triage.md", AGENT),
+                ],
+                &["capability.yaml", "version"],
+            ),
+            (
+                &[
+                    ("capability.yaml", "name: [\n"),
+                    ("agents/triage.md", AGENT),
+                ],
+                &["capability.yaml"],
+            ),
+            (&[("capability.yaml", MANIFEST)], &["agents/*.md"]),
+            (
+                &[
+                    ("capability.yaml", MANIFEST),
+                    ("agents/x.md", "no front matter"),
+                ],
+                &["agents/x.md"],
+            ),
+            (
+                &[
+                    ("capability.yaml", MANIFEST),
+                    ("agents/x.md", "---\nname: x\n---\n  \n"),
+                ],
+                &["agents/x.md"],
+            ),
+            (
+                &[
+                    ("capability.yaml", MANIFEST),
+                    ("agents/x.md", "---\ntools: 3\n---\nHi"),
+                ],
+                &["agents/x.md", "tools"],
+            ),
+        ];
+        for (files, loc) in cases {
+            let err = capability(files).unwrap_err();
+            assert_eq!(err.location(), *loc, "{err}");
+        }
+    }
+
+    #[test]
+    fn unsafe_archive_entries_are_refused() {
+        for bad in ["/etc/passwd", "../x", "a/../../x"] {
+            assert!(
+                matches!(
+                    normalize_entry_path(bad),
+                    Err(BundleError::UnsafeEntry { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            normalize_entry_path("./agents//a.md").unwrap(),
+            "agents/a.md"
+        );
+        assert!(matches!(
+            Bundle::from_tar_gz(b"not gzip"),
+            Err(BundleError::Archive(_))
+        ));
+    }
+
+    fn dataset(files: &[(&str, &str)]) -> Result<Dataset, BundleError> {
+        Dataset::parse(Bundle::from_files(
+            files.iter().map(|(p, t)| file(p, t)).collect(),
+        ))
+    }
+
+    #[test]
+    fn jsonl_datasets_count_rows_and_infer_a_schema() {
+        let rows = "{\"goal\": \"a\", \"expected_output\": \"x\"}\n\n{\"goal\": \"b\", \"expected_output\": \"y\", \"reward\": 0.5}\n";
+        let ds = dataset(&[
+            ("dataset.yaml", "name: s\nversion: 0.1.0\n"),
+            ("rows.jsonl", rows),
+        ])
+        .unwrap();
+        assert_eq!(ds.rows.len(), 2);
+        assert_eq!(ds.format, RowFormat::Jsonl);
+        assert_eq!(
+            ds.schema["goal"],
+            serde_json::json!({"types": ["string"], "required": true})
+        );
+        assert_eq!(
+            ds.schema["reward"],
+            serde_json::json!({"types": ["number"], "required": false})
+        );
+    }
+
+    #[test]
+    fn csv_datasets_read_numbers_and_json_cells() {
+        let rows = "goal,expected_output,reward,metadata\nhi,x,1,\"{\"\"k\"\": 1}\"\n";
+        let ds = dataset(&[
+            ("dataset.yaml", "name: s\nversion: 0.1.0\nfile: r.csv\n"),
+            ("r.csv", rows),
+        ])
+        .unwrap();
+        assert_eq!(ds.rows[0]["reward"], serde_json::json!(1.0));
+        assert_eq!(ds.rows[0]["metadata"], serde_json::json!({"k": 1}));
+        assert_eq!(ds.rows[0]["goal"], serde_json::json!("hi"));
+    }
+
+    #[test]
+    fn each_bad_dataset_names_the_file_and_line_or_field() {
+        let m = "name: s\nversion: 0.1.0\n";
+        let cases: &[(&[(&str, &str)], &[&str])] = &[
+            (&[("rows.jsonl", "{}")], &["dataset.yaml"]),
+            (&[("dataset.yaml", m)], &["*.jsonl or *.csv"]),
+            (
+                &[("dataset.yaml", m), ("rows.jsonl", "{\"a\":1}\nnot json\n")],
+                &["rows.jsonl", "line 2"],
+            ),
+            (
+                &[("dataset.yaml", m), ("rows.jsonl", "[1,2]\n")],
+                &["rows.jsonl", "line 1"],
+            ),
+            (
+                &[("dataset.yaml", m), ("rows.jsonl", "\n")],
+                &["rows.jsonl"],
+            ),
+            (
+                &[("dataset.yaml", m), ("a.jsonl", "{}"), ("b.jsonl", "{}")],
+                &["dataset.yaml", "file"],
+            ),
+            (
+                &[
+                    ("dataset.yaml", "name: s\nversion: 0.1.0\nfile: x.jsonl\n"),
+                    ("a.jsonl", "{}"),
+                ],
+                &["dataset.yaml", "file"],
+            ),
+            (
+                &[("dataset.yaml", m), ("r.csv", "a,b\n1,2,3\n")],
+                &["r.csv", "line 2"],
+            ),
+        ];
+        for (files, loc) in cases {
+            let err = dataset(files).unwrap_err();
+            assert_eq!(err.location(), *loc, "{err}");
+        }
+    }
+
+    #[test]
+    fn directories_pack_without_hidden_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("agents")).unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join("capability.yaml"), MANIFEST).unwrap();
+        std::fs::write(dir.path().join("agents/triage.md"), AGENT).unwrap();
+        std::fs::write(dir.path().join(".git/HEAD"), "x").unwrap();
+        std::fs::write(dir.path().join(".DS_Store"), "x").unwrap();
+        let bundle = Bundle::from_dir(dir.path()).unwrap();
+        let paths: Vec<_> = bundle.files().iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["agents/triage.md", "capability.yaml"]);
+    }
+}
