@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::LlmError;
 use crate::http::{HttpTransport, ProviderSettings};
-use crate::schema::normalize_schema;
+use crate::schema::{normalize_schema, ToolNames};
 use crate::types::{ChatRequest, ChatResponse, FinishReason, Message, ToolCall, Usage};
 use crate::{ChatModel, ProviderFactory};
 
@@ -68,7 +68,8 @@ impl ChatModel for AnthropicModel {
         } else {
             request.model.as_str()
         };
-        let body = request_body(request, model);
+        let names = ToolNames::for_request(request);
+        let body = request_body(&names.apply(request), model);
         let path = if self
             .transport
             .settings
@@ -89,12 +90,14 @@ impl ChatModel for AnthropicModel {
             .transport
             .post_json(&url, &headers, &body, model)
             .await?;
-        parse_response(&value).map_err(|detail| LlmError::BadResponse {
+        let mut response = parse_response(&value).map_err(|detail| LlmError::BadResponse {
             provider: self.transport.settings.name.clone(),
             url,
             status: 200,
             detail: self.transport.redact(&detail),
-        })
+        })?;
+        names.restore(&mut response);
+        Ok(response)
     }
 }
 

@@ -348,14 +348,15 @@ async fn a_400_is_an_invalid_request_that_is_fatal_and_not_retried() {
 }
 
 #[tokio::test]
-async fn openai_tool_calls_are_parsed_and_tools_are_sent_with_dict_mapped_to_object() {
+async fn openai_tool_calls_are_parsed_and_tools_are_sent_with_dict_mapped_to_object_and_safe_names()
+{
     let (base, seen) = serve(
         "/chat/completions",
         Arc::new(|_, _| {
             Json(json!({
                 "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
                     {"id": "call_a", "type": "function",
-                     "function": {"name": "maps.shortest_path", "arguments": "{\"start_location\": \"NYC\", \"mode\": \"walk\"}"}},
+                     "function": {"name": "maps_shortest_path", "arguments": "{\"start_location\": \"NYC\", \"mode\": \"walk\"}"}},
                     {"type": "function", "function": {"name": "broken", "arguments": "{not json"}}
                 ]}, "finish_reason": "tool_calls"}],
                 "system_fingerprint": "extra fields are fine"
@@ -411,6 +412,10 @@ async fn openai_tool_calls_are_parsed_and_tools_are_sent_with_dict_mapped_to_obj
         json!({"role": "system", "content": "Be brief."})
     );
     assert_eq!(body["tools"][0]["type"], "function");
+    assert_eq!(
+        body["tools"][0]["function"]["name"], "maps_shortest_path",
+        "dots are not allowed in tool names on the wire"
+    );
     let params = &body["tools"][0]["function"]["parameters"];
     assert_eq!(params["type"], "object");
     assert_eq!(params["properties"]["opts"]["type"], "object");
