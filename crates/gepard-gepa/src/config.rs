@@ -22,8 +22,10 @@ pub enum CandidateSelection {
 }
 
 /// Everything that shapes a run. Limits left `None` do not apply, but at least one limit must be
-/// set so that a run always ends without outside help.
+/// set so that a run always ends without outside help. Fields missing from serialized input take
+/// their [`Default`] values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Config {
     /// Seed of the one RNG behind every random choice (parent selection, minibatch order).
     pub seed: u64,
@@ -185,6 +187,23 @@ mod tests {
         assert_eq!(c.max_reflection_examples, 10);
         assert_eq!(c.max_side_info_chars, 4000);
         assert_eq!(c.candidate_selection, CandidateSelection::Pareto);
+    }
+
+    #[test]
+    fn a_partial_json_config_takes_the_defaults_for_missing_fields() {
+        let c: Config = serde_json::from_str(
+            r#"{"seed": 3, "max_metric_calls": 300,
+                "candidate_selection": {"kind": "epsilon_greedy", "epsilon": 0.1}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.seed, 3);
+        assert_eq!(c.max_metric_calls, Some(300));
+        assert_eq!(
+            c.candidate_selection,
+            CandidateSelection::EpsilonGreedy { epsilon: 0.1 }
+        );
+        assert_eq!(c.minibatch_size, 3);
+        assert_eq!(c.concurrency, Config::default().concurrency);
     }
 
     #[test]
