@@ -7,3 +7,5 @@
 //! HTTP framework.
 
 pub mod bundle;
+pub mod recipe;
+pub mod rollout;

@@ -1,0 +1,489 @@
+//! One agent rollout on one dataset row: the candidate instructions as system message, the row
+//! as user message, the row's tools offered, one model turn.
+//!
+//! Single turn by design: tool calls are recorded, never executed (the tool-call datasets score
+//! the calls themselves). A per-row model failure becomes [`Outcome::error`] so the run goes on
+//! and the row scores 0; an error that dooms the whole run ([`LlmError::is_fatal_for_run`]: bad
+//! key, unknown model, unreachable server…) is returned as `Err` so the run can fail fast.
+
+use gepard_llm::{ChatModel, ChatRequest, LlmError, Message, ToolCall, ToolSpec, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::recipe::{Recipe, Scored};
+
+/// What the agent did on one row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The final text answer, if the model gave one.
+    pub final_text: Option<String>,
+    /// The tool calls the model made (not executed), in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// The whole trajectory: system, user and (when the call succeeded) assistant messages.
+    pub messages: Vec<Message>,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Why there is no answer (a non-fatal model error, or a row the mapping cannot read).
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// The agent's output as one text, for the reflective dataset: the final text, then one line
+    /// per tool call (`name({"arg": …})`), or the error.
+    pub fn rendered(&self) -> String {
+        if let Some(error) = &self.error {
+            return format!("(no answer: {error})");
+        }
+        let mut parts = Vec::new();
+        if let Some(text) = self.final_text.as_deref().filter(|t| !t.trim().is_empty()) {
+            parts.push(text.to_owned());
+        }
+        parts.extend(
+            self.tool_calls
+                .iter()
+                .map(|c| format!("{}({})", c.name, c.arguments)),
+        );
+        if parts.is_empty() {
+            "(empty answer)".to_owned()
+        } else {
+            parts.join("\n")
+        }
+    }
+}
+
+/// How a row becomes the user message (the job's `config.dataset_input_mapping`).
+///
+/// - absent / `null`: the row's `goal` (a non-string goal is sent as JSON);
+/// - a string: a template where `{field}` (or a dotted path, `{metadata.source}`) is replaced by
+///   that row value, and `{{` / `}}` are literal braces;
+/// - a list of field paths, `["question", "context"]`: one `field: value` line each, in order;
+/// - an object `{"Label": "field.path"}`: one `Label: value` line each, in label order.
+///
+/// A path the row lacks makes that row's rollout fail (score 0, error as feedback).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum InputMapping {
+    /// The row's `goal`.
+    #[default]
+    Goal,
+    /// A `{field}` template.
+    Template(String),
+    /// `(label, path)` pairs rendered as `label: value` lines.
+    Fields(Vec<(String, String)>),
+}
+
+impl InputMapping {
+    /// Reads `config.dataset_input_mapping`; the error says what shape is expected.
+    pub fn from_config(value: Option<&Value>) -> Result<Self, String> {
+        let bad = || {
+            "dataset_input_mapping must be a template string such as \"{goal}\", a list of row \
+             field names, or an object mapping labels to row field names"
+                .to_owned()
+        };
+        match value {
+            None | Some(Value::Null) => Ok(Self::Goal),
+            Some(Value::String(template)) => {
+                let mapping = Self::Template(template.clone());
+                // Validate the braces once, up front.
+                render_template(template, &Value::Null, true)?;
+                Ok(mapping)
+            }
+            Some(Value::Array(fields)) if !fields.is_empty() => fields
+                .iter()
+                .map(|f| f.as_str().map(|s| (s.to_owned(), s.to_owned())))
+                .collect::<Option<Vec<_>>>()
+                .map(Self::Fields)
+                .ok_or_else(bad),
+            Some(Value::Object(map)) if !map.is_empty() => map
+                .iter()
+                .map(|(label, f)| f.as_str().map(|s| (label.clone(), s.to_owned())))
+                .collect::<Option<Vec<_>>>()
+                .map(Self::Fields)
+                .ok_or_else(bad),
+            Some(_) => Err(bad()),
+        }
+    }
+
+    /// The user message for `row`, or why the row cannot provide it.
+    pub fn user_message(&self, row: &Value) -> Result<String, String> {
+        match self {
+            Self::Goal => lookup(row, "goal").map(text_of).ok_or_else(|| {
+                "the row has no `goal` field (and no dataset_input_mapping was given)".to_owned()
+            }),
+            Self::Template(template) => render_template(template, row, false),
+            Self::Fields(fields) => fields
+                .iter()
+                .map(|(label, path)| {
+                    lookup(row, path)
+                        .map(|v| format!("{label}: {}", text_of(v)))
+                        .ok_or_else(|| {
+                            format!(
+                                "the row has no `{path}` field (named in dataset_input_mapping)"
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|lines| lines.join("\n")),
+        }
+    }
+}
+
+fn lookup<'a>(row: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(row, |v, key| v.get(key))
+        .filter(|v| !v.is_null())
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders `{path}` placeholders; with `check_only` it only validates the braces.
+fn render_template(template: &str, row: &Value, check_only: bool) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                out.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                out.push('}');
+            }
+            '{' => {
+                let mut path = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(ch) => path.push(ch),
+                        None => return Err(format!("dataset_input_mapping template has an unclosed `{{{path}`")),
+                    }
+                }
+                let path = path.trim();
+                if path.is_empty() {
+                    return Err("dataset_input_mapping template has an empty `{}` placeholder".to_owned());
+                }
+                if !check_only {
+                    let value = lookup(row, path).ok_or_else(|| {
+                        format!("the row has no `{path}` field (named in dataset_input_mapping)")
+                    })?;
+                    out.push_str(&text_of(value));
+                }
+            }
+            '}' => return Err("dataset_input_mapping template has a `}` without `{` (write `}}` for a literal brace)".to_owned()),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// Sampling settings and the input mapping of a rollout.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RolloutOptions {
+    /// How the row becomes the user message.
+    pub input_mapping: InputMapping,
+    /// Sampling temperature (provider default when `None`).
+    pub temperature: Option<f32>,
+    /// Output token limit (provider default when `None`).
+    pub max_tokens: Option<u32>,
+}
+
+/// Runs the agent (`instructions` as system prompt) on `row` with `model`, one turn.
+///
+/// Returns `Err` only for errors fatal to the whole run; anything else that goes wrong is in
+/// [`Outcome::error`].
+pub async fn rollout(
+    model: &dyn ChatModel,
+    instructions: &str,
+    row: &Value,
+    options: &RolloutOptions,
+) -> Result<Outcome, LlmError> {
+    let mut outcome = Outcome::default();
+    let user = match options.input_mapping.user_message(row) {
+        Ok(text) => text,
+        Err(e) => {
+            outcome.error = Some(e);
+            return Ok(outcome);
+        }
+    };
+    let tools = match row_tools(row) {
+        Ok(tools) => tools,
+        Err(e) => {
+            outcome.error = Some(e);
+            return Ok(outcome);
+        }
+    };
+    outcome.messages = vec![Message::system(instructions), Message::user(user)];
+    let request = ChatRequest {
+        model: String::new(),
+        messages: outcome.messages.clone(),
+        tools,
+        temperature: options.temperature,
+        max_tokens: options.max_tokens,
+        stop: Vec::new(),
+    };
+    match model.chat(&request).await {
+        Ok(response) => {
+            outcome.messages.push(response.to_message());
+            outcome.final_text = response.content;
+            outcome.tool_calls = response.tool_calls;
+            outcome.usage = response.usage;
+        }
+        Err(e) if e.is_fatal_for_run() => return Err(e),
+        Err(e) => outcome.error = Some(e.to_string()),
+    }
+    Ok(outcome)
+}
+
+/// A rollout scored by `recipe`: the unit of work of one GEPA metric call.
+pub async fn rollout_and_score(
+    model: &dyn ChatModel,
+    instructions: &str,
+    row: &Value,
+    recipe: &Recipe,
+    options: &RolloutOptions,
+) -> Result<(Outcome, Scored), LlmError> {
+    let outcome = rollout(model, instructions, row, options).await?;
+    let scored = recipe.score(row, &outcome);
+    Ok((outcome, scored))
+}
+
+/// The row's `tools` as tool specs (none when absent).
+fn row_tools(row: &Value) -> Result<Vec<ToolSpec>, String> {
+    match row.get("tools") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::from_value::<ToolSpec>(t.clone())
+                    .map_err(|e| format!("the row's tools[{i}] is not a tool spec {{name, description, parameters}}: {e}"))
+            })
+            .collect(),
+        Some(_) => Err("the row's `tools` must be a list of tool specs".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use gepard_llm::{OpenAiModel, OpenAiProvider, ProviderSettings};
+    use serde_json::json;
+
+    /// A fake OpenAI server answering every request with `(status, body)`; returns the model
+    /// and the request bodies it saw.
+    async fn fake_openai(status: u16, answer: Value) -> (OpenAiModel, Arc<Mutex<Vec<Value>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let app = Router::new().route(
+            "/v1/chat/completions",
+            post(move |Json(body): Json<Value>| {
+                let log = Arc::clone(&log);
+                let answer = answer.clone();
+                async move {
+                    log.lock().unwrap().push(body);
+                    (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let mut settings = ProviderSettings::new("openai", base).with_api_key("sk-test-12345");
+        settings.retry.max_retries = 1;
+        settings.retry.base_delay = Duration::from_millis(1);
+        let model = OpenAiProvider::new(settings)
+            .unwrap()
+            .chat_model("gpt-test");
+        (model, seen)
+    }
+
+    fn text_answer(text: &str) -> Value {
+        json!({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 20, "completion_tokens": 2}})
+    }
+
+    fn tool_row() -> Value {
+        json!({
+            "goal": "Find hotels in Paris with at least 4 stars",
+            "tools": [{"name": "hotel.find", "description": "Search hotels.", "parameters": {
+                "type": "dict", "properties": {"location": {"type": "string"}, "stars": {"type": "integer"}},
+                "required": ["location"]}}],
+            "expected_trajectory": [{"name": "hotel.find", "arguments": {"location": "Paris", "stars": 4}}]
+        })
+    }
+
+    #[tokio::test]
+    async fn a_rollout_sends_instructions_and_goal_and_records_the_tool_calls_it_does_not_run() {
+        let (model, seen) = fake_openai(
+            200,
+            json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "hotel_find",
+                 "arguments": "{\"location\": \"Paris\", \"stars\": 4}"}}]}, "finish_reason": "tool_calls"}],
+                   "usage": {"prompt_tokens": 50, "completion_tokens": 9}}),
+        )
+        .await;
+        let row = tool_row();
+        let recipe = Recipe::from_spec("trajectory_imitation_v1", &Value::Null).unwrap();
+        let (outcome, scored) = rollout_and_score(
+            &model,
+            "Call the right tool.",
+            &row,
+            &recipe,
+            &RolloutOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.error, None);
+        assert_eq!(outcome.tool_calls.len(), 1);
+        assert_eq!(outcome.tool_calls[0].name, "hotel.find");
+        assert_eq!(
+            outcome.tool_calls[0].arguments,
+            json!({"location": "Paris", "stars": 4})
+        );
+        assert_eq!(outcome.usage.input_tokens, 50);
+        assert_eq!(outcome.messages.len(), 3);
+        assert!((scored.score - 1.0).abs() < 1e-12, "{scored:?}");
+        assert!(
+            outcome.rendered().contains("hotel.find({"),
+            "{}",
+            outcome.rendered()
+        );
+
+        let body = seen.lock().unwrap()[0].clone();
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "one turn, tools are not executed"
+        );
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "system", "content": "Call the right tool."},
+                   {"role": "user", "content": "Find hotels in Paris with at least 4 stars"}])
+        );
+        assert_eq!(body["tools"][0]["function"]["parameters"]["type"], "object");
+    }
+
+    #[tokio::test]
+    async fn a_row_without_tools_offers_none_and_scores_the_text() {
+        let (model, seen) = fake_openai(200, text_answer("negative")).await;
+        let row = json!({"goal": "Awful film.", "expected_output": "negative"});
+        let recipe = Recipe::from_spec("exact_match_v1", &Value::Null).unwrap();
+        let (outcome, scored) = rollout_and_score(
+            &model,
+            "Classify.",
+            &row,
+            &recipe,
+            &RolloutOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.final_text.as_deref(), Some("negative"));
+        assert!((scored.score - 1.0).abs() < 1e-12);
+        assert!(seen.lock().unwrap()[0].get("tools").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_model_error_on_one_row_becomes_feedback_and_the_run_goes_on() {
+        let (model, seen) = fake_openai(503, json!({"error": {"message": "overloaded"}})).await;
+        let row = json!({"goal": "x", "expected_output": "y"});
+        let recipe = Recipe::from_spec("exact_match_v1", &Value::Null).unwrap();
+        let (outcome, scored) =
+            rollout_and_score(&model, "Do it.", &row, &recipe, &RolloutOptions::default())
+                .await
+                .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 2, "retried once, then given up");
+        let error = outcome.error.as_deref().unwrap();
+        assert!(
+            error.contains("HTTP 503") && error.contains("overloaded"),
+            "{error}"
+        );
+        assert!(scored.score.abs() < f64::EPSILON);
+        assert!(scored.feedback.contains("HTTP 503"), "{}", scored.feedback);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_model_error_is_returned_so_the_run_can_fail_fast() {
+        let (model, seen) = fake_openai(401, json!({"error": {"message": "invalid key"}})).await;
+        let err = rollout(
+            &model,
+            "Do it.",
+            &json!({"goal": "x"}),
+            &RolloutOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_fatal_for_run());
+        assert!(err.to_string().contains("401"), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_input_mapping_builds_the_user_message_and_a_missing_field_skips_the_call() {
+        let (model, seen) = fake_openai(200, text_answer("ok")).await;
+        let row = json!({"question": "Who?", "metadata": {"source": "trec"}});
+        let template =
+            InputMapping::from_config(Some(&json!("Q: {question} ({metadata.source}) {{raw}}")))
+                .unwrap();
+        let options = RolloutOptions {
+            input_mapping: template,
+            temperature: Some(0.0),
+            max_tokens: Some(5),
+        };
+        rollout(&model, "Answer.", &row, &options).await.unwrap();
+        let body = seen.lock().unwrap()[0].clone();
+        assert_eq!(body["messages"][1]["content"], "Q: Who? (trec) {raw}");
+        assert_eq!(body["max_tokens"], 5);
+
+        let fields =
+            InputMapping::from_config(Some(&json!(["question", "metadata.source"]))).unwrap();
+        assert_eq!(
+            fields.user_message(&row).unwrap(),
+            "question: Who?\nmetadata.source: trec"
+        );
+        let labelled =
+            InputMapping::from_config(Some(&json!({"Source": "metadata.source"}))).unwrap();
+        assert_eq!(labelled.user_message(&row).unwrap(), "Source: trec");
+
+        // No goal and no mapping: the row fails alone, without a model call.
+        let outcome = rollout(&model, "Answer.", &row, &RolloutOptions::default())
+            .await
+            .unwrap();
+        assert!(outcome.error.as_deref().unwrap().contains("no `goal`"));
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_input_mapping_is_refused_with_the_expected_shape() {
+        for bad in [
+            json!(3),
+            json!([]),
+            json!({"a": 1}),
+            json!("{unclosed"),
+            json!("a } b"),
+        ] {
+            let err = InputMapping::from_config(Some(&bad)).unwrap_err();
+            assert!(err.contains("dataset_input_mapping"), "{bad}: {err}");
+        }
+        assert_eq!(InputMapping::from_config(None).unwrap(), InputMapping::Goal);
+    }
+
+    #[test]
+    fn a_row_with_malformed_tools_fails_alone() {
+        let err = row_tools(&json!({"tools": [{"description": "no name"}]})).unwrap_err();
+        assert!(err.contains("tools[0]"), "{err}");
+        assert!(row_tools(&json!({"tools": "x"})).is_err());
+        assert_eq!(row_tools(&tool_row()).unwrap()[0].name, "hotel.find");
+    }
+}
