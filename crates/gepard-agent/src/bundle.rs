@@ -850,9 +850,12 @@ mod tests {
         assert!(err.to_string().contains("`c`"), "{err}");
     }
 
+    /// Bundle files, and the error location they must produce.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
     #[test]
     fn each_bad_capability_names_the_file_and_field() {
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        let cases: &[Case] = &[
             (&[("agents/triage.md", AGENT)], &["capability.yaml"]),
             (
                 &[
@@ -974,7 +977,7 @@ mod tests {
     #[test]
     fn each_bad_dataset_names_the_file_and_line_or_field() {
         let m = "name: s\nversion: 0.1.0\n";
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        let cases: &[Case] = &[
             (&[("rows.jsonl", "{}")], &["dataset.yaml"]),
             (&[("dataset.yaml", m)], &["*.jsonl or *.csv"]),
             (

@@ -1,1 +1,146 @@
-//! The Store interface and its SQL implementation (SQLite, later PostgreSQL), with migrations.
+//! gepard's persistence: one [`Store`] over SQL.
+//!
+//! The store speaks to SQLite (the embedded default: one WAL file, nothing to install) and is
+//! written so PostgreSQL runs the very same statements: ids and timestamps are `TEXT`, flags
+//! and counts `BIGINT`, placeholders `$N`, and everything goes through sqlx's `Any` driver.
+//! What differs between the two databases (migrations, how a write transaction starts) is
+//! decided here from the URL and never leaks to callers.
+//!
+//! Only this crate names `sqlx`. It must not depend on the server, HTTP or the GEPA engine.
+
+mod registry;
+mod rows;
+mod tenancy;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use registry::Published;
+pub use tenancy::{AuthenticatedKey, Bootstrap};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// What can go wrong in the store. Messages are safe for logs; the server decides what a
+/// client sees (never the database text of a [`StoreError::Database`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no database we speak.
+    #[error("unsupported database URL `{0}`: expected sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// A lookup found nothing.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A write collided with existing data (duplicate key, version with other content).
+    #[error("{0}")]
+    Conflict(String),
+    /// Stored data could not be read back (a bug or a hand-edited database).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed at start.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The store: a pool over one database, shared by every request and worker of a process.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if needed,
+    /// and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        if backend == Backend::Postgres {
+            // The PostgreSQL schema and conformance run come with the scale-out work; refuse
+            // clearly rather than half-work.
+            return Err(StoreError::UnsupportedUrl(format!(
+                "{url} (PostgreSQL support is not available in this build yet)"
+            )));
+        }
+        let url = if url.contains('?') {
+            url.to_owned()
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; busy_timeout makes a second
+                    // writer (another process) wait instead of failing at once.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The database behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction.
+    ///
+    /// On SQLite this is `BEGIN IMMEDIATE`: it takes the write lock up front, so two writers
+    /// queue on `busy_timeout` instead of one failing when it upgrades a read lock.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Whether a database error is a unique-constraint violation (a lost insert race).
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,322 @@
+//! Records as the API serves them. The store returns these, the server sends them, the client
+//! reads them: one definition per entity, so the three cannot drift apart.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Scopes;
+
+/// Longest `max_runtime_sec` gepard allows a job (the platform ceiling).
+pub const PLATFORM_MAX_RUNTIME_SECONDS: i64 = 24 * 3600;
+/// `max_runtime_sec` a job gets when it does not set one.
+pub const PLATFORM_DEFAULT_RUNTIME_SECONDS: i64 = 2 * 3600;
+
+/// A person or automation that holds API keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    /// Stable id.
+    pub id: Uuid,
+    /// Email, when known.
+    pub email_address: Option<String>,
+    /// Login-style name.
+    pub username: String,
+    /// Display name.
+    pub full_name: Option<String>,
+    /// When the user was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An organization: the top of the tenancy tree and the owner of registries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Organization {
+    /// Stable id.
+    pub id: Uuid,
+    /// URL key, `[a-z0-9-]`.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Inactive organizations are kept but refuse work.
+    pub is_active: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Ceiling applied to a job's `max_runtime_sec`.
+    pub effective_max_sandbox_runtime_seconds: i64,
+    /// Where that ceiling comes from (`platform`).
+    pub max_sandbox_runtime_source_level: String,
+    /// `max_runtime_sec` when a job sets none.
+    pub effective_default_sandbox_runtime_seconds: i64,
+    /// Where that default comes from (`platform`).
+    pub default_sandbox_runtime_source_level: String,
+    /// The platform-wide ceiling.
+    pub platform_max_sandbox_runtime_seconds: i64,
+    /// The platform-wide default.
+    pub platform_default_sandbox_runtime_seconds: i64,
+}
+
+/// A workspace inside an organization; jobs live in workspaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    /// Stable id.
+    pub id: Uuid,
+    /// URL key, `[a-z0-9-]`.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// The owning organization.
+    pub org_id: Uuid,
+    /// Whether this is the organization's default workspace.
+    pub is_default: bool,
+    /// Inactive workspaces are kept but refuse work.
+    pub is_active: bool,
+    /// Number of projects in it.
+    pub project_count: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A project inside a workspace; jobs are project-scoped records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    /// Stable id.
+    pub id: Uuid,
+    /// URL key, `[a-z0-9-]`.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The owning workspace.
+    pub workspace_id: Uuid,
+    /// Whether this is the workspace's default project.
+    pub is_default: bool,
+    /// Number of runtimes bootstrapped for it.
+    pub runtime_count: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A runtime record: what a project gets when its first job bootstraps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Runtime {
+    /// Stable id.
+    pub id: Uuid,
+    /// The owning project.
+    pub project_id: Uuid,
+    /// URL key.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// Stable id (used to revoke).
+    pub id: Uuid,
+    /// What the key is for.
+    pub name: String,
+    /// First characters of the key, to tell keys apart.
+    pub prefix: String,
+    /// Organization key the key is scoped to.
+    pub org: String,
+    /// Workspace key the key is limited to, if any.
+    pub workspace: Option<String>,
+    /// What the key may do.
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Scopes,
+    /// The user the key acts as.
+    pub user_id: Uuid,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last time the key authenticated a request (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When the key was revoked; revoked keys authenticate nothing.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A newly created API key: the only time the secret is returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The key's record.
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+    /// The secret itself. Shown once; store it now.
+    pub key: String,
+}
+
+/// The two kinds of registry artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    /// Agents whose markdown body is their instructions.
+    Capability,
+    /// Rows for training and validation.
+    Dataset,
+}
+
+impl ArtifactKind {
+    /// The kind as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Capability => "capability",
+            Self::Dataset => "dataset",
+        }
+    }
+}
+
+/// A capability or dataset as listed: its name and latest version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactSummary {
+    /// Stable id of the artifact (all versions).
+    pub id: Uuid,
+    /// The artifact's name.
+    pub name: String,
+    /// Description of the latest version.
+    pub description: Option<String>,
+    /// Highest published version (semver order).
+    pub latest_version: String,
+    /// Number of published versions.
+    pub version_count: i64,
+    /// First publication.
+    pub created_at: DateTime<Utc>,
+    /// Last publication.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One version in a versions listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VersionSummary {
+    /// Stable id of this version.
+    pub id: Uuid,
+    /// The version.
+    pub version: String,
+    /// Content digest.
+    pub sha256: String,
+    /// Publication time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored file of a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileInfo {
+    /// Bundle-relative path.
+    pub path: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: i64,
+}
+
+/// An agent of a capability version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentInfo {
+    /// The agent's name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// Model it was written for.
+    pub model: Option<String>,
+    /// Tools from its front matter.
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Value,
+    /// Its instructions (the markdown body).
+    pub instructions: String,
+    /// The file it came from.
+    pub path: String,
+}
+
+/// A capability version in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CapabilityVersion {
+    /// Stable id of this version (the job's `capability.artifact_id`).
+    pub id: Uuid,
+    /// Capability name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Content digest over all files.
+    pub sha256: String,
+    /// Agents in manifest order.
+    pub agents: Vec<AgentInfo>,
+    /// Stored files.
+    pub files: Vec<FileInfo>,
+    /// For promoted versions: where the instructions came from.
+    #[schema(value_type = Option<Object>)]
+    pub provenance: Option<Value>,
+    /// Who published it (user id).
+    pub created_by: Option<Uuid>,
+    /// Publication time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A dataset version in full (without its rows; page them separately).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DatasetVersion {
+    /// Stable id of this version.
+    pub id: Uuid,
+    /// Dataset name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Content digest over all files.
+    pub sha256: String,
+    /// Number of rows.
+    pub row_count: i64,
+    /// Inferred schema: per field, the JSON types seen and whether every row has it.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// Rows file format (`jsonl` or `csv`).
+    pub format: String,
+    /// The rows file.
+    pub rows_file: String,
+    /// Stored files.
+    pub files: Vec<FileInfo>,
+    /// Who published it (user id).
+    pub created_by: Option<Uuid>,
+    /// Publication time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// The items on this page.
+    pub items: Vec<T>,
+    /// Items over all pages.
+    pub total: i64,
+    /// 1-based page number.
+    pub page: u32,
+    /// Page size asked for.
+    pub page_size: u32,
+}
+
+/// A window of dataset rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RowsPage {
+    /// Rows, each a JSON object.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+    /// Index of the first row returned.
+    pub offset: i64,
+    /// Most rows asked for.
+    pub limit: i64,
+    /// Rows in the version.
+    pub total: i64,
+}
