@@ -1,1 +1,158 @@
-//! The HTTP API (axum): routes, auth, error envelope, OpenAPI, SSE.
+//! The gepard HTTP API.
+//!
+//! Layout: [`router`] builds the axum `Router` over an [`AppState`]; [`auth`] turns headers
+//! into a [`auth::Caller`] and enforces the 401 / 404 / 403 order; [`error`] is the single
+//! error envelope; [`routes`] holds one module per area of API.md. [`serve`] runs the router
+//! with graceful shutdown.
+//!
+//! Only this crate names `axum`. It depends on the store and the domain crates, never on the
+//! binary or the GEPA engine.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get};
+use axum::Router;
+use gepard_store::Store;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::routes::{keys, ops, registry, tenancy};
+
+/// Shared state of every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+}
+
+impl AppState {
+    /// State over a connected store.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+/// The OpenAPI document of everything this server routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "gepard", description = "Control plane for improving LLM agents with GEPA."),
+    paths(
+        ops::healthz, ops::readyz, ops::openapi,
+        tenancy::current_user, tenancy::get_org, tenancy::list_workspaces, tenancy::create_workspace, tenancy::get_workspace,
+        tenancy::list_projects, tenancy::create_project, tenancy::get_project,
+        keys::create_key, keys::list_keys, keys::revoke_key,
+        registry::publish_capability, registry::list_capabilities, registry::get_capability,
+        registry::capability_versions, registry::capability_version, registry::capability_file,
+        registry::publish_dataset, registry::list_datasets, registry::get_dataset,
+        registry::dataset_versions, registry::dataset_version, registry::dataset_file, registry::dataset_rows,
+    ),
+    components(schemas(error::ErrorBody, error::FieldError)),
+    modifiers(&SecurityAddon),
+    security(("api_key" = []), ("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole API as a router.
+pub fn router(state: AppState) -> Router {
+    let org = Router::new()
+        .route("/", get(tenancy::get_org))
+        .route(
+            "/ws",
+            get(tenancy::list_workspaces).post(tenancy::create_workspace),
+        )
+        .route("/ws/{ws}", get(tenancy::get_workspace))
+        .route(
+            "/ws/{ws}/projects",
+            get(tenancy::list_projects).post(tenancy::create_project),
+        )
+        .route("/ws/{ws}/projects/{project}", get(tenancy::get_project))
+        .route("/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/keys/{id}", delete(keys::revoke_key))
+        .route(
+            "/capabilities",
+            get(registry::list_capabilities)
+                .post(registry::publish_capability)
+                .layer(DefaultBodyLimit::max(registry::MAX_BUNDLE_BYTES)),
+        )
+        .route("/capabilities/{name}", get(registry::get_capability))
+        .route(
+            "/capabilities/{name}/versions",
+            get(registry::capability_versions),
+        )
+        .route(
+            "/capabilities/{name}/{version}",
+            get(registry::capability_version),
+        )
+        .route(
+            "/capabilities/{name}/{version}/files/{*path}",
+            get(registry::capability_file),
+        )
+        .route(
+            "/datasets",
+            get(registry::list_datasets)
+                .post(registry::publish_dataset)
+                .layer(DefaultBodyLimit::max(registry::MAX_BUNDLE_BYTES)),
+        )
+        .route("/datasets/{name}", get(registry::get_dataset))
+        .route("/datasets/{name}/versions", get(registry::dataset_versions))
+        .route("/datasets/{name}/{version}", get(registry::dataset_version))
+        .route(
+            "/datasets/{name}/{version}/files/{*path}",
+            get(registry::dataset_file),
+        )
+        .route(
+            "/datasets/{name}/{version}/rows",
+            get(registry::dataset_rows),
+        );
+    let api = Router::new()
+        .route("/user", get(tenancy::current_user))
+        .route("/openapi.json", get(ops::openapi))
+        .nest("/org/{org}", org);
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/openapi.json", get(ops::openapi))
+        .nest("/api/v1", api)
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::not_found(format!("no route for {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish (graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -219,6 +219,36 @@ impl Store {
         row.as_ref().map(workspace).transpose()
     }
 
+    /// Creates a (non-default) workspace with its default project, in one transaction. A taken
+    /// key is a [`StoreError::Conflict`].
+    pub async fn create_workspace(&self, org_id: Uuid, key: &str, name: &str) -> Result<Workspace> {
+        let now = now_text();
+        let (ws_id, project_id) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut tx = self.write_tx().await?;
+        let inserted = sqlx::query("INSERT INTO workspaces (id, org_id, key, name, is_default, is_active, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, 1, $5, $5)")
+            .bind(ws_id.to_string())
+            .bind(org_id.to_string())
+            .bind(key)
+            .bind(name)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("workspace `{key}` already exists in this organization")))
+            }
+            other => other?,
+        };
+        sqlx::query("INSERT INTO projects (id, workspace_id, key, name, description, is_default, created_at, updated_at) VALUES ($1, $2, 'default', 'default', NULL, 1, $3, $3)")
+            .bind(project_id.to_string())
+            .bind(ws_id.to_string())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.workspace_by_key(org_id, key).await?.ok_or_else(|| StoreError::NotFound(format!("workspace {key}")))
+    }
+
     /// Projects of a workspace, by key.
     pub async fn list_projects(&self, workspace_id: Uuid) -> Result<Vec<Project>> {
         let rows = sqlx::query(&format!(

@@ -1,0 +1,186 @@
+//! The one error envelope every route answers with.
+//!
+//! Policy (after crates.io and svix): only deliberate errors (400/401/403/404/409/413/422)
+//! carry a specific message to the client. Anything else is logged here with its cause and
+//! answered with a bare 500 whose text says nothing about the internals.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gepard_agent::bundle::BundleError;
+use gepard_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One field-level problem of a 422.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct FieldError {
+    /// Where: `["body", "config", "max_metric_calls"]`, `["query", "page_size"]`, …
+    pub loc: Vec<String>,
+    /// What is wrong, as a sentence.
+    pub msg: String,
+    /// Machine-readable kind (`value_error`, `missing`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The error body: `{code, type, detail, errors?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status again.
+    pub code: u16,
+    /// Snake-case kind (`not_found`, `validation_error`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A human sentence.
+    pub detail: String,
+    /// Field problems (422 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// An error a handler returns; becomes an [`ErrorBody`] response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    detail: String,
+    errors: Option<Vec<FieldError>>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            errors: None,
+        }
+    }
+
+    /// 400: the request could not be read.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)
+    }
+
+    /// 401: no key or an unknown one.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 403: the key lacks the scope for this action.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 404: nothing there, or nothing this key may see.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// 405: the path exists but not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not accept that method",
+        )
+    }
+
+    /// 409: the request collides with the current state.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    /// 413: the body is larger than the route accepts.
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail)
+    }
+
+    /// 415: wrong content type.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            detail,
+        )
+    }
+
+    /// 422 for one field.
+    pub fn invalid(loc: &[&str], msg: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError {
+            loc: loc.iter().map(|s| (*s).to_owned()).collect(),
+            msg: msg.into(),
+            kind: "value_error".into(),
+        }])
+    }
+
+    /// 422 with field problems; the detail summarizes the first.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.first() {
+            Some(e) => format!("invalid {}: {}", e.loc.join("."), e.msg),
+            None => "the request is invalid".to_owned(),
+        };
+        Self {
+            errors: Some(errors),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", detail)
+        }
+    }
+
+    /// 500 for an internal failure: logs `cause`, tells the client nothing about it.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal server error",
+        )
+    }
+
+    /// 503: a dependency (the database) is not available.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.status.as_u16(),
+            kind: self.kind.to_owned(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            StoreError::Conflict(msg) => Self::conflict(msg),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<BundleError> for ApiError {
+    fn from(e: BundleError) -> Self {
+        let mut loc = vec!["body".to_owned()];
+        loc.extend(e.location());
+        Self::validation(vec![FieldError {
+            loc,
+            msg: e.to_string(),
+            kind: "bundle_error".into(),
+        }])
+    }
+}
+
+/// Handler result.
+pub type ApiResult<T> = Result<T, ApiError>;

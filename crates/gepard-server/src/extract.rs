@@ -1,0 +1,89 @@
+//! Request extractors whose failures answer with the error envelope instead of axum's plain
+//! text, naming the field that could not be read.
+
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+
+/// `Json<T>` with enveloped errors: bad syntax → 400, wrong shape → 422 at the failing field,
+/// wrong content type → 415, too large → 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            // axum reports `<path>: <serde message>`; the path becomes the error location.
+            let text =
+                std::error::Error::source(e).map_or_else(|| e.body_text(), ToString::to_string);
+            let (path, msg) = match text.split_once(": ") {
+                Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
+                _ => (String::new(), text.clone()),
+            };
+            let mut loc = vec!["body".to_owned()];
+            loc.extend(
+                path.split('.')
+                    .filter(|p| !p.is_empty() && *p != ".")
+                    .map(str::to_owned),
+            );
+            ApiError::validation(vec![FieldError {
+                loc,
+                msg,
+                kind: "value_error".into(),
+            }])
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request(format!("the body is not valid JSON: {}", e.body_text()))
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::unsupported_media_type(
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        JsonRejection::BytesRejection(e) => bytes_rejection(e),
+        other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+/// Maps a failure to read the body (usually the size limit) to the envelope.
+pub fn bytes_rejection(e: &BytesRejection) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large("the request body is larger than this route accepts")
+    } else {
+        ApiError::bad_request(format!(
+            "could not read the request body: {}",
+            e.body_text()
+        ))
+    }
+}
+
+/// Parses an optional numeric query parameter, naming it in the 422 when it is not a number.
+pub fn query_number<T: std::str::FromStr>(
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::invalid(
+                &["query", name],
+                format!("must be a non-negative integer, got `{v}`"),
+            )
+        }),
+    }
+}

@@ -1,0 +1,6 @@
+//! Route handlers, one module per area of API.md.
+
+pub mod keys;
+pub mod ops;
+pub mod registry;
+pub mod tenancy;

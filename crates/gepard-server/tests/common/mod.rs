@@ -1,0 +1,186 @@
+//! A real router over a real SQLite file, bootstrapped like a first start, driven in-process.
+
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use gepard_agent::bundle::{Bundle, BundleFile};
+use gepard_core::auth::ApiKeySecret;
+use gepard_server::{router, AppState};
+use gepard_store::{Bootstrap, Store};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub struct TestApp {
+    pub router: axum::Router,
+    pub store: Store,
+    pub admin_key: String,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gepard.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let key = ApiKeySecret::generate();
+        store
+            .bootstrap(&Bootstrap {
+                org: "local".into(),
+                workspace: "default".into(),
+                project: "default".into(),
+                username: "admin".into(),
+                admin_key: key.clone(),
+            })
+            .await
+            .unwrap();
+        Self {
+            router: router(AppState::new(store.clone())),
+            store,
+            admin_key: key.expose().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let raw = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a client request produced a 500: {body}"
+        );
+        if !status.is_success() {
+            assert_eq!(
+                body["code"],
+                status.as_u16(),
+                "error responses use the envelope: {body}"
+            );
+            assert!(
+                body["detail"].is_string(),
+                "error responses carry a detail: {body}"
+            );
+        }
+        Reply { status, body, raw }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        json: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        let body = match json {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(&self.admin_key.clone()), None)
+            .await
+    }
+
+    pub async fn get_as(&self, key: &str, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, json: Value) -> Reply {
+        self.call(
+            Method::POST,
+            path,
+            Some(&self.admin_key.clone()),
+            Some(json),
+        )
+        .await
+    }
+
+    pub async fn upload_as(&self, key: &str, path: &str, bytes: Vec<u8>) -> Reply {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("x-api-key", key)
+            .header("content-type", "application/gzip")
+            .body(Body::from(bytes))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Reply {
+        self.upload_as(&self.admin_key.clone(), path, bytes).await
+    }
+
+    /// Creates a key through the API and returns its secret.
+    pub async fn key(&self, scopes: &[&str], workspace: Option<&str>) -> String {
+        let r = self
+            .post(
+                "/api/v1/org/local/keys",
+                serde_json::json!({"name": "test", "scopes": scopes, "workspace": workspace}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["key"].as_str().unwrap().to_owned()
+    }
+}
+
+pub fn tar(files: &[(&str, &str)]) -> Vec<u8> {
+    Bundle::from_files(
+        files
+            .iter()
+            .map(|(p, t)| BundleFile::new(*p, t.as_bytes().to_vec()))
+            .collect(),
+    )
+    .to_tar_gz()
+}
+
+pub fn capability_tar(version: &str, instructions: &str) -> Vec<u8> {
+    tar(&[
+        (
+            "capability.yaml",
+            &format!(
+                "schema: 1\nname: sentiment\nversion: {version}\ndescription: Sentiment agent\n"
+            ),
+        ),
+        (
+            "agents/classifier.md",
+            &format!("---\nname: classifier\ndescription: Labels text\n---\n{instructions}\n"),
+        ),
+    ])
+}
+
+pub fn dataset_tar(name: &str, version: &str, rows: usize) -> Vec<u8> {
+    let body: String = (0..rows)
+        .map(|i| format!("{{\"goal\": \"text {i}\", \"expected_output\": \"positive\"}}\n"))
+        .collect();
+    tar(&[
+        (
+            "dataset.yaml",
+            &format!("name: {name}\nversion: {version}\n"),
+        ),
+        ("rows.jsonl", &body),
+    ])
+}
