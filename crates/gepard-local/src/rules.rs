@@ -1,0 +1,361 @@
+//! `builtin/rules`: a reflection strategy that needs no model.
+//!
+//! It reads the reward feedback of the reflective dataset (gepard's recipes write feedback such
+//! as `Incorrect. Expected exactly 'negative' and nothing else; got 'Negative.'.`), infers the
+//! answer vocabulary and format from the expected answers quoted there, classifies the mistakes
+//! (wrong case, extra punctuation, extra words, wrong label, chatter), and rewrites the
+//! instruction with a bounded "answer rules" section: the labels, the format, the recurring
+//! mistakes and a few worked examples from the failures. The output depends only on its input.
+//!
+//! It exists so a machine with no API key can run a real optimization with a tiny local model,
+//! which cannot write prompts itself. It makes the edits a careful person makes from feedback;
+//! it does not understand the task. An LLM reflection model is the real thing.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use gepard_gepa::{Proposal, ProposeError, Proposer, ReflectiveRecord};
+
+/// The strategy id (as a job's reflection model).
+pub const RULES_ID: &str = "builtin/rules";
+
+/// The heading that opens the generated section. Text after it in the current instruction was
+/// written by this strategy and is replaced (its labels are kept) on the next proposal.
+pub const RULES_HEADING: &str = "## Answer rules (learned from feedback)";
+
+/// The generated section never exceeds this many characters.
+pub const MAX_RULES_CHARS: usize = 1600;
+
+const MAX_LABELS: usize = 16;
+const MAX_LABEL_CHARS: usize = 40;
+const MAX_EXAMPLES: usize = 3;
+const MAX_EXAMPLE_INPUT_CHARS: usize = 240;
+const MAX_SHOWN_OUTPUT_CHARS: usize = 60;
+
+/// The `builtin/rules` proposer. Stateless and deterministic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RulesProposer;
+
+impl RulesProposer {
+    /// A new proposer.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+/// What the feedback of one record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Judged {
+    expected: String,
+    got: Option<String>,
+    correct: bool,
+}
+
+/// A mistake kind, in the order the rules mention them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mistake {
+    Case,
+    Punctuation,
+    ExtraWords,
+    WrongLabel,
+    Other,
+}
+
+/// Text between a quote at `open` and the quote that ends it: the last quote followed by
+/// `terminator` (or the end). Quotes inside the text survive because the recipe does not
+/// escape them.
+fn quoted_after<'a>(text: &'a str, marker: &str, terminators: &[&str]) -> Option<&'a str> {
+    let start = text.find(marker)? + marker.len();
+    let rest = &text[start..];
+    let quote = rest.chars().next()?;
+    if quote != '\'' && quote != '"' {
+        return None;
+    }
+    let body = &rest[1..];
+    let mut best: Option<usize> = None;
+    for t in terminators {
+        let pat = format!("{quote}{t}");
+        if let Some(i) = body.find(&pat) {
+            best = Some(best.map_or(i, |b| b.min(i)));
+        }
+    }
+    // With no terminator found, the answer ran to the last quote.
+    let end = best.or_else(|| body.rfind(quote))?;
+    Some(body[..end].strip_suffix('…').unwrap_or(&body[..end]))
+}
+
+fn judge(feedback: &str) -> Option<Judged> {
+    if let Some(expected) = quoted_after(feedback, "Expected exactly ", &[" and nothing else"]) {
+        let got = if feedback.contains("; got '") || feedback.contains("; got \"") {
+            let start = feedback.find("; got ")? + "; got ".len();
+            let rest = &feedback[start..];
+            let quote = rest.chars().next()?;
+            let body = &rest[1..];
+            // The answer ends at the last `'.` (later hint sentences carry no quotes).
+            let end = body
+                .rfind(&format!("{quote}."))
+                .or_else(|| body.rfind(quote))?;
+            Some(body[..end].to_owned())
+        } else {
+            None
+        };
+        return Some(Judged {
+            expected: expected.to_owned(),
+            got,
+            correct: false,
+        });
+    }
+    if let Some(expected) = quoted_after(feedback, "the answer is exactly ", &["."]) {
+        return Some(Judged {
+            expected: expected.to_owned(),
+            got: None,
+            correct: true,
+        });
+    }
+    None
+}
+
+fn loose(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn classify(expected: &str, got: &str, labels: &BTreeSet<String>) -> Mistake {
+    let (e, g) = (expected.trim(), got.trim());
+    if e != g && e.to_lowercase() == g.to_lowercase() {
+        return Mistake::Case;
+    }
+    if loose(e) == loose(g) {
+        return Mistake::Punctuation;
+    }
+    let gl = g.to_lowercase();
+    if labels.iter().any(|l| {
+        l != e
+            && (loose(l) == loose(g)
+                || gl.split_whitespace().count() <= 3 && gl.contains(&l.to_lowercase()))
+    }) && !gl.contains(&e.to_lowercase())
+    {
+        return Mistake::WrongLabel;
+    }
+    if gl.contains(&e.to_lowercase()) {
+        return Mistake::ExtraWords;
+    }
+    Mistake::Other
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+fn quote_list(labels: &BTreeSet<String>) -> String {
+    labels
+        .iter()
+        .map(|l| format!("\"{l}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Splits `current` into the person-written part and the labels of an earlier rules section.
+fn split_current(current: &str) -> (String, BTreeSet<String>) {
+    let Some(at) = current.find(RULES_HEADING) else {
+        return (current.trim_end().to_owned(), BTreeSet::new());
+    };
+    let base = current[..at].trim_end().to_owned();
+    let mut labels = BTreeSet::new();
+    for line in current[at..].lines() {
+        if let Some(rest) = line.strip_prefix("- Allowed answers: ") {
+            let mut parts = rest.split('"');
+            // Quoted items are at odd positions: `"a", "b"` splits as ["", a, ", ", b, ...].
+            parts.next();
+            for (i, p) in parts.enumerate() {
+                if i % 2 == 0 && !p.is_empty() {
+                    labels.insert(p.to_owned());
+                }
+            }
+        }
+    }
+    (base, labels)
+}
+
+/// The new instruction for `current` given `examples`, or why there is none.
+pub fn propose_rules(current: &str, examples: &[ReflectiveRecord]) -> Result<String, ProposeError> {
+    if examples.is_empty() {
+        return Err(ProposeError::Rejected(
+            "no reflective examples to learn from".to_owned(),
+        ));
+    }
+    let (base, mut labels) = split_current(current);
+    let judged: Vec<(usize, Option<Judged>)> = examples
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, judge(&r.feedback)))
+        .collect();
+    for (_, j) in &judged {
+        if let Some(j) = j {
+            let e = j.expected.trim();
+            if !e.is_empty() && e.chars().count() <= MAX_LABEL_CHARS {
+                labels.insert(e.to_owned());
+            }
+        }
+    }
+    let expected: Vec<&str> = judged
+        .iter()
+        .filter_map(|(_, j)| j.as_ref().map(|j| j.expected.trim()))
+        .filter(|e| !e.is_empty())
+        .collect();
+    let mut lines: Vec<String> = Vec::new();
+
+    // Vocabulary and format, when the answers look like labels.
+    let label_task = !labels.is_empty()
+        && labels.len() <= MAX_LABELS
+        && labels.iter().all(|l| l.split_whitespace().count() <= 4);
+    if label_task {
+        lines.push(format!("- Allowed answers: {}.", quote_list(&labels)));
+        lines.push(
+            "- Reply with exactly one allowed answer and nothing else: no explanation, no extra \
+             words, no quotes, no trailing punctuation."
+                .to_owned(),
+        );
+    }
+    if !expected.is_empty() {
+        if expected.iter().all(|e| e.parse::<f64>().is_ok()) {
+            lines.push(
+                "- The answer is a number: write only its digits, no units or words.".to_owned(),
+            );
+        } else if labels.iter().all(|l| *l == l.to_lowercase()) && label_task {
+            lines.push("- Write the answer in lowercase, spelled exactly as listed.".to_owned());
+        } else if label_task {
+            lines.push("- Spell and capitalize the answer exactly as listed.".to_owned());
+        }
+    }
+
+    // Recurring mistakes, each with its first instance.
+    let mut mistakes: Vec<(Mistake, usize, String, String)> = Vec::new();
+    for (i, j) in &judged {
+        let Some(j) = j else { continue };
+        if j.correct {
+            continue;
+        }
+        let got = j
+            .got
+            .clone()
+            .unwrap_or_else(|| examples[*i].generated_outputs.clone());
+        let kind = classify(&j.expected, &got, &labels);
+        mistakes.push((kind, *i, j.expected.clone(), got));
+    }
+    let mut kinds: Vec<Mistake> = mistakes.iter().map(|m| m.0).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let count = mistakes.iter().filter(|m| m.0 == kind).count();
+        let (_, _, e, g) = mistakes
+            .iter()
+            .find(|m| m.0 == kind)
+            .expect("counted above");
+        let (e, g) = (
+            shorten(e, MAX_LABEL_CHARS),
+            shorten(g, MAX_SHOWN_OUTPUT_CHARS),
+        );
+        let times = if count == 1 {
+            "once".to_owned()
+        } else {
+            format!("{count} times")
+        };
+        lines.push(match kind {
+            Mistake::Case => format!(
+                "- Mistake seen {times}: wrong capitalization (\"{g}\" instead of \"{e}\"). Match the case exactly."
+            ),
+            Mistake::Punctuation => format!(
+                "- Mistake seen {times}: extra punctuation or spacing (\"{g}\" instead of \"{e}\"). Add nothing around the answer."
+            ),
+            Mistake::ExtraWords => format!(
+                "- Mistake seen {times}: extra words around the answer (\"{g}\" instead of \"{e}\"). Give the answer alone."
+            ),
+            Mistake::WrongLabel => format!(
+                "- Mistake seen {times}: the wrong answer (\"{g}\" where \"{e}\" was right). Read the input carefully before choosing."
+            ),
+            Mistake::Other => format!(
+                "- Mistake seen {times}: an answer that is not in the expected form (\"{g}\" instead of \"{e}\"). Do not chat; output only the answer."
+            ),
+        });
+    }
+
+    // Feedback this strategy cannot parse still carries information: quote it, briefly.
+    if judged.iter().all(|(_, j)| j.is_none()) {
+        let mut seen = BTreeSet::new();
+        for r in examples {
+            let f = shorten(&r.feedback, 160);
+            if !f.is_empty() && seen.insert(f.clone()) && seen.len() <= 3 {
+                lines.push(format!("- Feedback to heed: {f}"));
+            }
+        }
+    }
+
+    // Worked examples: failures first, one per expected answer, in input order.
+    let mut shown = BTreeSet::new();
+    let mut worked: Vec<String> = Vec::new();
+    for (_, i, e, g) in &mistakes {
+        if worked.len() >= MAX_EXAMPLES || !shown.insert(e.clone()) {
+            continue;
+        }
+        worked.push(format!(
+            "Input: {}\nCorrect answer: {}\n(Wrong: {})",
+            shorten(&examples[*i].inputs, MAX_EXAMPLE_INPUT_CHARS),
+            e.trim(),
+            shorten(g, MAX_SHOWN_OUTPUT_CHARS)
+        ));
+    }
+
+    if lines.is_empty() && worked.is_empty() {
+        return Err(ProposeError::Rejected(
+            "the feedback holds nothing this strategy can turn into a rule".to_owned(),
+        ));
+    }
+
+    // Assemble within the bound: drop worked examples from the end, then rule lines.
+    let render = |lines: &[String], worked: &[String]| {
+        let mut s = format!("{RULES_HEADING}\n{}", lines.join("\n"));
+        if !worked.is_empty() {
+            s.push_str("\n\nExamples:\n");
+            s.push_str(&worked.join("\n\n"));
+        }
+        s
+    };
+    let mut section = render(&lines, &worked);
+    while section.chars().count() > MAX_RULES_CHARS {
+        if worked.pop().is_none() && lines.pop().is_none() {
+            break;
+        }
+        section = render(&lines, &worked);
+    }
+    let text = if base.is_empty() {
+        section
+    } else {
+        format!("{base}\n\n{section}")
+    };
+    if text.trim() == current.trim() {
+        return Err(ProposeError::Rejected(
+            "the feedback adds nothing to the current rules".to_owned(),
+        ));
+    }
+    Ok(text)
+}
+
+#[async_trait]
+impl Proposer for RulesProposer {
+    async fn propose(
+        &self,
+        current: &str,
+        examples: &[ReflectiveRecord],
+    ) -> Result<Proposal, ProposeError> {
+        propose_rules(current, examples).map(|text| Proposal { text })
+    }
+}

@@ -1,0 +1,156 @@
+//! `builtin/rules` on hand-made reflective records shaped like gepard's recipe feedback.
+
+use gepard_gepa::{ProposeError, Proposer, ReflectiveRecord};
+use gepard_local::{propose_rules, RulesProposer, MAX_RULES_CHARS, RULES_HEADING};
+
+fn record(input: &str, got: &str, expected: &str) -> ReflectiveRecord {
+    let feedback = if got == expected {
+        format!("Correct: the answer is exactly '{expected}'.")
+    } else {
+        format!("Incorrect. Expected exactly '{expected}' and nothing else; got '{got}'.")
+    };
+    ReflectiveRecord {
+        inputs: input.to_owned(),
+        generated_outputs: got.to_owned(),
+        feedback,
+    }
+}
+
+fn sentiment_batch() -> Vec<ReflectiveRecord> {
+    vec![
+        record(
+            "The film was a waste of two hours.",
+            "Negative.",
+            "negative",
+        ),
+        record(
+            "I loved every minute of it.",
+            "The sentiment of this review is positive.",
+            "positive",
+        ),
+        record("It was fine, nothing special.", "neutral", "neutral"),
+        record("Terrible acting, worse plot.", "positive", "negative"),
+    ]
+}
+
+#[test]
+fn it_names_the_label_set_inferred_from_the_expected_answers() {
+    let text = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    assert!(text.starts_with("Classify the sentiment.\n\n"), "{text}");
+    assert!(text.contains(RULES_HEADING));
+    assert!(
+        text.contains(r#"Allowed answers: "negative", "neutral", "positive"."#),
+        "{text}"
+    );
+    assert!(text.contains("in lowercase"), "{text}");
+}
+
+#[test]
+fn it_names_case_extra_words_and_wrong_label_mistakes() {
+    let text = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    assert!(
+        text.contains(r#"extra punctuation or spacing ("Negative." instead of "negative")"#)
+            || text.contains(r#"wrong capitalization ("Negative." instead of "negative")"#),
+        "{text}"
+    );
+    assert!(text.contains("extra words around the answer"), "{text}");
+    assert!(
+        text.contains(r#"the wrong answer ("positive" where "negative" was right)"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_pure_case_mistake_is_called_capitalization() {
+    let text = propose_rules("Label it.", &[record("x", "NEGATIVE", "negative")]).unwrap();
+    assert!(text.contains("wrong capitalization"), "{text}");
+}
+
+#[test]
+fn it_includes_worked_examples_from_the_failures_only() {
+    let text = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    assert!(text.contains("Examples:\nInput: The film was a waste of two hours.\nCorrect answer: negative\n(Wrong: Negative.)"), "{text}");
+    assert!(text.contains("Input: I loved every minute of it.\nCorrect answer: positive"));
+    // The correct row teaches nothing new, and one example per label is enough.
+    assert!(!text.contains("Input: It was fine"));
+    assert!(!text.contains("Input: Terrible acting"));
+}
+
+#[test]
+fn the_same_input_always_gives_the_same_instruction() {
+    let a = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    let b = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_second_round_replaces_the_section_and_keeps_earlier_labels() {
+    let first = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    let later = vec![record("Meh.", "mixed feelings", "mixed")];
+    let second = propose_rules(&first, &later).unwrap();
+    assert_eq!(second.matches(RULES_HEADING).count(), 1, "{second}");
+    assert!(second.starts_with("Classify the sentiment.\n\n"));
+    assert!(
+        second.contains(r#"Allowed answers: "mixed", "negative", "neutral", "positive"."#),
+        "{second}"
+    );
+}
+
+#[test]
+fn the_rules_section_stays_bounded_however_long_the_inputs() {
+    let long = "word ".repeat(2000);
+    let batch: Vec<_> = (0..40)
+        .map(|i| record(&long, &format!("I think it is {i}"), &format!("label{i}")))
+        .collect();
+    let text = propose_rules("Do it.", &batch).unwrap();
+    let section = &text[text.find(RULES_HEADING).unwrap()..];
+    assert!(
+        section.chars().count() <= MAX_RULES_CHARS,
+        "{}",
+        section.len()
+    );
+}
+
+#[test]
+fn numeric_answers_get_a_digits_only_rule() {
+    let text = propose_rules(
+        "Solve it.",
+        &[
+            record("2+2", "The answer is 4.", "4"),
+            record("3*3", "9", "9"),
+        ],
+    )
+    .unwrap();
+    assert!(text.contains("write only its digits"), "{text}");
+}
+
+#[test]
+fn unparsed_feedback_is_quoted_briefly_rather_than_ignored() {
+    let r = ReflectiveRecord {
+        inputs: "q".into(),
+        generated_outputs: "a".into(),
+        feedback: "The answer must mention the refund policy.".into(),
+    };
+    let text = propose_rules("Help the customer.", &[r]).unwrap();
+    assert!(
+        text.contains("Feedback to heed: The answer must mention the refund policy."),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn with_no_examples_the_proposal_is_rejected() {
+    let result = RulesProposer::new().propose("Do it.", &[]).await;
+    assert!(matches!(result, Err(ProposeError::Rejected(_))));
+}
+
+#[tokio::test]
+async fn a_batch_with_nothing_new_is_rejected_instead_of_repeating_the_instruction() {
+    let batch = vec![record("Good.", "positive", "positive")];
+    let first = RulesProposer::new()
+        .propose("Classify.", &batch)
+        .await
+        .unwrap();
+    let again = RulesProposer::new().propose(&first.text, &batch).await;
+    assert!(matches!(again, Err(ProposeError::Rejected(_))), "{again:?}");
+}
