@@ -9,35 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gepard_agent::bundle::BundleError;
 use gepard_store::StoreError;
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// One field-level problem of a 422.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
-pub struct FieldError {
-    /// Where: `["body", "config", "max_metric_calls"]`, `["query", "page_size"]`, …
-    pub loc: Vec<String>,
-    /// What is wrong, as a sentence.
-    pub msg: String,
-    /// Machine-readable kind (`value_error`, `missing`, …).
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
-/// The error body: `{code, type, detail, errors?}`.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// The HTTP status again.
-    pub code: u16,
-    /// Snake-case kind (`not_found`, `validation_error`, …).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A human sentence.
-    pub detail: String,
-    /// Field problems (422 only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<FieldError>>,
-}
+pub use gepard_core::model::{ErrorBody, FieldError};
 
 /// An error a handler returns; becomes an [`ErrorBody`] response.
 #[derive(Debug)]

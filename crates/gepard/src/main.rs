@@ -1,24 +1,46 @@
-//! The `gepard` command: server, workers and every client command.
+//! The `gepard` command: server, client commands and local runs.
 //!
 //! This binary composes the library crates; nothing depends on it. Exit codes: 0 success,
 //! 1 the operation failed (including a waited-for job that did not complete), 2 usage error.
 
+mod commands;
 mod local;
+mod quickstart;
+mod serve;
+mod settings;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gepard_core::model::ArtifactKind;
+
+use crate::commands::{GlobalOpts, KeysCommand, RegistryCommand};
 
 /// gepard: improve LLM agents with GEPA.
 #[derive(Debug, Parser)]
 #[command(name = "gepard", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the API server (SQLite in the data directory unless --database-url says otherwise).
+    Serve(serve::ServeArgs),
+    /// Start a server, publish the examples and list them.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Publish and inspect capabilities.
+    #[command(subcommand)]
+    Capability(RegistryCommand),
+    /// Publish and inspect datasets.
+    #[command(subcommand)]
+    Dataset(RegistryCommand),
     /// Optimization jobs and local runs.
     #[command(subcommand)]
     Optimize(OptimizeCommand),
@@ -33,7 +55,17 @@ enum OptimizeCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let g = &cli.global;
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Quickstart(args) => quickstart::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Keys(cmd) => commands::keys(g, cmd).await.map(|()| ExitCode::SUCCESS),
+        Command::Capability(cmd) => commands::registry(g, ArtifactKind::Capability, cmd)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Dataset(cmd) => commands::registry(g, ArtifactKind::Dataset, cmd)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Optimize(OptimizeCommand::Local(args)) => local::run(args).await,
     };
     match result {

@@ -1,0 +1,389 @@
+//! Client commands: keys, capabilities, datasets. Each talks to a server through
+//! `gepard-client`, prints a human summary by default and the API's JSON with `--json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gepard_agent::bundle::{Bundle, Capability, Dataset};
+use gepard_client::Client;
+use gepard_core::model::ArtifactKind;
+use gepard_core::ArtifactRef;
+use serde::Serialize;
+
+use crate::settings;
+
+/// Options every client command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalOpts {
+    /// gepard server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "GEPARD_SERVER",
+        default_value = "http://127.0.0.1:8321"
+    )]
+    pub server: String,
+    /// API key (default: the credentials file the server wrote in the data directory).
+    #[arg(long, global = true, env = "GEPARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Organization key.
+    #[arg(long, global = true, env = "GEPARD_ORG", default_value = "local")]
+    pub org: String,
+    /// Workspace key.
+    #[arg(
+        long,
+        global = true,
+        env = "GEPARD_WORKSPACE",
+        default_value = "default"
+    )]
+    pub workspace: String,
+    /// Project key or id (default: the workspace's default project).
+    #[arg(long, global = true, env = "GEPARD_PROJECT")]
+    pub project: Option<String>,
+    /// Print JSON instead of a human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl GlobalOpts {
+    /// A client for the chosen server, with the key from the flag, the environment or the
+    /// credentials file.
+    pub fn client(&self) -> Client {
+        let key = self.api_key.clone().or_else(|| {
+            let dir = settings::data_dir(
+                std::env::var_os("GEPARD_DATA_DIR")
+                    .map(PathBuf::from)
+                    .as_deref(),
+            );
+            settings::read_credentials(&dir).map(|c| c.api_key)
+        });
+        Client::new(&self.server, key)
+    }
+}
+
+/// `gepard keys …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key (its secret is shown once).
+    Create {
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: read, write, promote, admin, runner.
+        #[arg(long, default_value = "read")]
+        scope: String,
+        /// Limit the key to one workspace.
+        #[arg(long = "for-workspace")]
+        for_workspace: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+}
+
+/// `gepard capability …` / `gepard dataset …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RegistryCommand {
+    /// Publish a directory as a new version.
+    Push {
+        /// The directory (with capability.yaml or dataset.yaml).
+        dir: PathBuf,
+    },
+    /// List published names.
+    List {
+        /// Only names containing this text.
+        #[arg(long)]
+        search: Option<String>,
+        /// 1-based page.
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        /// Items per page (1–100).
+        #[arg(long, default_value_t = 20)]
+        page_size: u32,
+    },
+    /// Show one version: NAME@VERSION (or ORG/NAME@VERSION).
+    Show {
+        /// The ref, e.g. sentiment@1.0.0.
+        reference: String,
+        /// Rows to show (datasets only).
+        #[arg(long, default_value_t = 5)]
+        rows: i64,
+    },
+    /// List the versions of a name.
+    Versions {
+        /// The capability or dataset name.
+        name: String,
+    },
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints rows as aligned columns.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Runs `gepard keys …`.
+pub async fn keys(opts: &GlobalOpts, cmd: KeysCommand) -> anyhow::Result<()> {
+    let client = opts.client();
+    match cmd {
+        KeysCommand::Create {
+            name,
+            scope,
+            for_workspace,
+        } => {
+            let scopes = gepard_core::Scopes::parse_list(&scope)?;
+            let scopes: Vec<String> = scopes.as_slice().iter().map(ToString::to_string).collect();
+            let created = client
+                .create_key(&opts.org, &name, &scopes, for_workspace.as_deref())
+                .await?;
+            if opts.json {
+                return print_json(&created);
+            }
+            println!(
+                "created key {} ({}) with scopes {}",
+                created.info.id,
+                created.info.name,
+                created.info.scopes.to_list()
+            );
+            println!(
+                "secret (shown once, store it now):\n\n    {}\n",
+                created.key
+            );
+        }
+        KeysCommand::List => {
+            let keys = client.list_keys(&opts.org).await?;
+            if opts.json {
+                return print_json(&keys);
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id.to_string(),
+                        k.name.clone(),
+                        format!("{}…", k.prefix),
+                        k.scopes.to_list(),
+                        k.workspace.clone().unwrap_or_else(|| "*".into()),
+                        if k.revoked_at.is_some() {
+                            "revoked".into()
+                        } else {
+                            "active".into()
+                        },
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "NAME", "PREFIX", "SCOPES", "WORKSPACE", "STATE"],
+                &rows,
+            );
+        }
+        KeysCommand::Revoke { id } => {
+            let key = client.revoke_key(&opts.org, &id).await?;
+            if opts.json {
+                return print_json(&key);
+            }
+            println!("revoked key {} ({})", key.id, key.name);
+        }
+    }
+    Ok(())
+}
+
+fn read_dir_bundle(dir: &Path) -> anyhow::Result<Bundle> {
+    anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+    Bundle::from_dir(dir).with_context(|| format!("reading {}", dir.display()))
+}
+
+/// Splits a ref and picks its org (the ref's prefix wins over `--org`).
+fn parse_ref(opts: &GlobalOpts, reference: &str) -> anyhow::Result<(String, String, String)> {
+    let r = ArtifactRef::parse(reference)?;
+    let org = r.org.map_or_else(|| opts.org.clone(), |o| o.to_string());
+    Ok((org, r.name.to_string(), r.version.to_string()))
+}
+
+/// Runs `gepard capability …` or `gepard dataset …`.
+pub async fn registry(
+    opts: &GlobalOpts,
+    kind: ArtifactKind,
+    cmd: RegistryCommand,
+) -> anyhow::Result<()> {
+    let client = opts.client();
+    match cmd {
+        RegistryCommand::Push { dir } => push(opts, &client, kind, &dir).await,
+        RegistryCommand::List {
+            search,
+            page,
+            page_size,
+        } => {
+            let page = client
+                .list_artifacts(&opts.org, kind, search.as_deref(), page, page_size)
+                .await?;
+            if opts.json {
+                return print_json(&page);
+            }
+            let rows: Vec<Vec<String>> = page
+                .items
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        a.latest_version.clone(),
+                        a.version_count.to_string(),
+                        a.description.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "LATEST", "VERSIONS", "DESCRIPTION"], &rows);
+            println!(
+                "({} of {}, page {})",
+                page.items.len(),
+                page.total,
+                page.page
+            );
+            Ok(())
+        }
+        RegistryCommand::Versions { name } => {
+            let versions = client.versions(&opts.org, kind, &name).await?;
+            if opts.json {
+                return print_json(&versions);
+            }
+            let rows: Vec<Vec<String>> = versions
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.version.clone(),
+                        v.sha256[..12].to_owned(),
+                        v.created_at.to_rfc3339(),
+                    ]
+                })
+                .collect();
+            print_table(&["VERSION", "SHA256", "PUBLISHED"], &rows);
+            Ok(())
+        }
+        RegistryCommand::Show { reference, rows } => {
+            let (org, name, version) = parse_ref(opts, &reference)?;
+            match kind {
+                ArtifactKind::Capability => {
+                    let cap = client.capability_version(&org, &name, &version).await?;
+                    if opts.json {
+                        return print_json(&cap);
+                    }
+                    println!("{}@{}  sha256 {}", cap.name, cap.version, cap.sha256);
+                    if let Some(d) = &cap.description {
+                        println!("{d}");
+                    }
+                    for agent in &cap.agents {
+                        println!("\n== agent {} ({}) ==", agent.name, agent.path);
+                        if let Some(d) = &agent.description {
+                            println!("{d}");
+                        }
+                        if let Some(m) = &agent.model {
+                            println!("model: {m}");
+                        }
+                        println!("--- instructions ---\n{}", agent.instructions);
+                    }
+                    Ok(())
+                }
+                ArtifactKind::Dataset => {
+                    let ds = client.dataset_version(&org, &name, &version).await?;
+                    let page = client
+                        .dataset_rows(&org, &name, &version, 0, rows.clamp(1, 1000))
+                        .await?;
+                    if opts.json {
+                        return print_json(&serde_json::json!({"dataset": ds, "rows": page.items}));
+                    }
+                    println!(
+                        "{}@{}  {} rows ({})  sha256 {}",
+                        ds.name, ds.version, ds.row_count, ds.format, ds.sha256
+                    );
+                    if let Some(d) = &ds.description {
+                        println!("{d}");
+                    }
+                    println!("schema: {}", ds.schema);
+                    println!("first {} rows:", page.items.len());
+                    for row in &page.items {
+                        println!("  {row}");
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Publishes a directory, validating it locally first so errors name the local file.
+pub async fn push(
+    opts: &GlobalOpts,
+    client: &Client,
+    kind: ArtifactKind,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let bundle = read_dir_bundle(dir)?;
+    let bytes = bundle.to_tar_gz();
+    match kind {
+        ArtifactKind::Capability => {
+            Capability::parse(bundle)
+                .with_context(|| format!("{} is not a valid capability", dir.display()))?;
+            let out = client.publish_capability(&opts.org, bytes).await?;
+            if opts.json {
+                return print_json(&out.version);
+            }
+            let v = &out.version;
+            let what = if out.created {
+                "published"
+            } else {
+                "already published (identical content)"
+            };
+            println!(
+                "{what}: capability {}@{} with {} agent(s), sha256 {}",
+                v.name,
+                v.version,
+                v.agents.len(),
+                v.sha256
+            );
+        }
+        ArtifactKind::Dataset => {
+            Dataset::parse(bundle)
+                .with_context(|| format!("{} is not a valid dataset", dir.display()))?;
+            let out = client.publish_dataset(&opts.org, bytes).await?;
+            if opts.json {
+                return print_json(&out.version);
+            }
+            let v = &out.version;
+            let what = if out.created {
+                "published"
+            } else {
+                "already published (identical content)"
+            };
+            println!(
+                "{what}: dataset {}@{} with {} rows, sha256 {}",
+                v.name, v.version, v.row_count, v.sha256
+            );
+        }
+    }
+    Ok(())
+}

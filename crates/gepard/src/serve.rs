@@ -1,0 +1,199 @@
+//! `gepard serve`: the API server on SQLite (default) with first-start bootstrap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use gepard_core::auth::ApiKeySecret;
+use gepard_server::{router, AppState};
+use gepard_store::{Bootstrap, Store};
+
+use crate::settings::{self, Credentials};
+
+/// Flags of `gepard serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GEPARD_LISTEN", default_value = "127.0.0.1:8321")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and the credentials file.
+    #[arg(long, env = "GEPARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (`sqlite://PATH` or `postgres://…`); default: a SQLite file in the data directory.
+    #[arg(long, env = "GEPARD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Embedded workers running jobs beside the API.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Log format.
+    #[arg(long, env = "GEPARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up `tracing` (level from `GEPARD_LOG`, else `RUST_LOG`, else `default_level`),
+/// logging to stderr.
+pub fn init_tracing(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEPARD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests, quickstart) is harmless: the first subscriber stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A running server: its address, the admin key it bootstrapped (if any), and its task.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The task serving requests until shutdown.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The store, closed after the server stops.
+    pub store: Store,
+}
+
+/// Opens the store, bootstraps an empty database, binds, and starts serving until `shutdown`.
+pub async fn start(
+    args: &ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    let data_dir = settings::data_dir(args.data_dir.as_deref());
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| settings::sqlite_url(&data_dir));
+    let store = Store::connect(&url)
+        .await
+        .with_context(|| format!("opening the database at {url}"))?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    bootstrap(&store, &data_dir, addr).await?;
+    if args.workers > 0 {
+        tracing::info!(
+            workers = args.workers,
+            "job execution is not part of this build yet; workers idle"
+        );
+    }
+    let app = router(AppState::new(store.clone()));
+    let task = tokio::spawn(gepard_server::serve(listener, app, shutdown));
+    tracing::info!(%addr, database = %redact(&url), "gepard is listening");
+    Ok(Running {
+        addr,
+        data_dir,
+        task,
+        store,
+    })
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// First start of an empty database: org `local`, workspace and project `default`, and an
+/// admin key, from `GEPARD_ADMIN_KEY` or freshly generated (then printed once and written to
+/// the credentials file the CLI reads).
+async fn bootstrap(
+    store: &Store,
+    data_dir: &std::path::Path,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let supplied = std::env::var("GEPARD_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let key = match &supplied {
+        Some(k) => ApiKeySecret::from_supplied(k).context("GEPARD_ADMIN_KEY")?,
+        None => ApiKeySecret::generate(),
+    };
+    let created = store
+        .bootstrap(&Bootstrap {
+            org: "local".into(),
+            workspace: "default".into(),
+            project: "default".into(),
+            username: "admin".into(),
+            admin_key: key.clone(),
+        })
+        .await?;
+    if !created {
+        return Ok(());
+    }
+    if supplied.is_some() {
+        tracing::info!("bootstrapped org `local` with the admin key from GEPARD_ADMIN_KEY");
+        return Ok(());
+    }
+    let server = format!("http://{addr}");
+    let path = settings::write_credentials(
+        data_dir,
+        &Credentials {
+            server,
+            org: "local".into(),
+            api_key: key.expose().to_owned(),
+        },
+    )?;
+    // Printed once, on purpose: the database keeps only the hash.
+    eprintln!(
+        "gepard: created org `local`, workspace `default`, project `default`.\n\
+         gepard: admin API key (shown once, saved to {}):\n\n    {}\n",
+        path.display(),
+        key.expose()
+    );
+    Ok(())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Runs `gepard serve` until a signal.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format, "info");
+    let running = start(&args, shutdown_signal()).await?;
+    running.task.await.context("server task")??;
+    running.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
