@@ -1,0 +1,338 @@
+//! Pins the operator and client experience end to end: a real `gepard serve` child process on
+//! a real SQLite file, driven by the real `gepard` CLI (credentials file, publish, list, show,
+//! keys, exit codes, graceful shutdown).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gepard");
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    data_dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base_command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GEPARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("GEPARD_DATA_DIR", data_dir)
+        .env("GEPARD_LOG", "warn");
+    cmd
+}
+
+fn start_server(admin_key: Option<&str>) -> Server {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = base_command(data_dir.path());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(k) = admin_key {
+        cmd.env("GEPARD_ADMIN_KEY", k);
+    }
+    let child = cmd.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = Server {
+        child,
+        url,
+        data_dir,
+    };
+    // Wait until /healthz answers: a bare TCP connect could land in the listen backlog before
+    // the first-start bootstrap has finished (bounded; startup takes well under a second).
+    for _ in 0..200 {
+        if healthy(port) {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gepard serve did not start listening");
+}
+
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
+}
+
+impl Server {
+    fn cli(&self, args: &[&str]) -> Output {
+        base_command(self.data_dir.path())
+            .env("GEPARD_SERVER", &self.url)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn first_start_writes_a_private_credentials_file_that_the_cli_uses() {
+    let server = start_server(None);
+    let creds = server.data_dir.path().join("credentials.json");
+    let text = std::fs::read_to_string(&creds).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(json["api_key"].as_str().unwrap().starts_with("gpd_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let out = server.cli(&["keys", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys[0]["scopes"], serde_json::json!(["admin"]));
+}
+
+#[test]
+fn the_cli_publishes_lists_and_shows_the_examples() {
+    let server = start_server(None);
+    let cap = examples().join("capabilities/sentiment");
+    let out = server.cli(&["capability", "push", cap.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("published: capability sentiment@1.0.0"),
+        "{}",
+        stdout(&out)
+    );
+    let again = server.cli(&["capability", "push", cap.to_str().unwrap()]);
+    assert!(
+        stdout(&again).contains("already published (identical content)"),
+        "{}",
+        stdout(&again)
+    );
+
+    let list = server.cli(&["capability", "list"]);
+    assert!(
+        stdout(&list).contains("sentiment") && stdout(&list).contains("1.0.0"),
+        "{}",
+        stdout(&list)
+    );
+    let show = server.cli(&["capability", "show", "sentiment@1.0.0"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    assert!(
+        stdout(&show).contains("Classify the sentiment of the text."),
+        "{}",
+        stdout(&show)
+    );
+    let prefixed = server.cli(&["capability", "show", "local/sentiment@1.0.0", "--json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&prefixed.stdout).unwrap();
+    assert_eq!(detail["agents"][0]["name"], "classifier");
+
+    let ds = examples().join("datasets/sentiment-val");
+    let out = server.cli(&["dataset", "push", ds.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("sentiment-val@1.0.0 with 30 rows"),
+        "{}",
+        stdout(&out)
+    );
+    let show = server.cli(&["dataset", "show", "sentiment-val@1.0.0", "--rows", "2"]);
+    let text = stdout(&show);
+    assert!(
+        text.contains("30 rows")
+            && text.contains("first 2 rows")
+            && text.contains("expected_output"),
+        "{text}"
+    );
+}
+
+#[test]
+fn keys_created_by_the_cli_work_and_stop_working_when_revoked() {
+    let server = start_server(None);
+    let out = server.cli(&[
+        "keys", "create", "--name", "reader", "--scope", "read", "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = created["key"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let as_reader = |args: &[&str]| {
+        base_command(server.data_dir.path())
+            .env("GEPARD_SERVER", &server.url)
+            .env("GEPARD_API_KEY", secret)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(as_reader(&["capability", "list"]).status.success());
+    let denied = as_reader(&[
+        "capability",
+        "push",
+        examples().join("capabilities/sentiment").to_str().unwrap(),
+    ]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        stderr(&denied).contains("lacks the `write` scope"),
+        "{}",
+        stderr(&denied)
+    );
+    assert!(server.cli(&["keys", "revoke", id]).status.success());
+    let revoked = as_reader(&["capability", "list"]);
+    assert_eq!(revoked.status.code(), Some(1));
+    assert!(
+        stderr(&revoked).contains("unknown or revoked"),
+        "{}",
+        stderr(&revoked)
+    );
+}
+
+#[test]
+fn failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
+    let server = start_server(None);
+    let missing = server.cli(&["capability", "show", "nope@1.0.0"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("capability nope@1.0.0 not found"),
+        "{}",
+        stderr(&missing)
+    );
+    let bad_ref = server.cli(&["capability", "show", "sentiment"]);
+    assert_eq!(bad_ref.status.code(), Some(1));
+    assert!(
+        stderr(&bad_ref).contains("NAME@VERSION"),
+        "{}",
+        stderr(&bad_ref)
+    );
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(
+        broken.path().join("capability.yaml"),
+        "name: x\nversion: 1.0.0\n",
+    )
+    .unwrap();
+    let invalid = server.cli(&["capability", "push", broken.path().to_str().unwrap()]);
+    assert_eq!(invalid.status.code(), Some(1));
+    assert!(
+        stderr(&invalid).contains("agents/*.md"),
+        "{}",
+        stderr(&invalid)
+    );
+    let usage = server.cli(&["capability", "frobnicate"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let unreachable = base_command(server.data_dir.path())
+        .env("GEPARD_SERVER", format!("http://127.0.0.1:{}", free_port()))
+        .args(["capability", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        stderr(&unreachable).contains("cannot reach the gepard server"),
+        "{}",
+        stderr(&unreachable)
+    );
+}
+
+#[test]
+fn gepard_admin_key_becomes_the_bootstrap_key_without_a_credentials_file() {
+    let key = "ci-admin-key-0123456789abcdef";
+    let server = start_server(Some(key));
+    assert!(!server.data_dir.path().join("credentials.json").exists());
+    let out = base_command(server.data_dir.path())
+        .env("GEPARD_SERVER", &server.url)
+        .env("GEPARD_API_KEY", key)
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("bootstrap admin"), "{}", stdout(&out));
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_exits_cleanly_on_sigterm() {
+    let mut server = start_server(None);
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = status.expect("gepard serve did not stop after SIGTERM");
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[test]
+fn quickstart_publishes_and_lists_the_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("qs");
+    let out = base_command(dir.path())
+        .args([
+            "quickstart",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--examples",
+            examples().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("capability sentiment@1.0.0"), "{text}");
+    assert!(text.contains("dataset    sentiment-train@1.0.0"), "{text}");
+    // A second run reuses the database and finds everything already published.
+    let again = base_command(dir.path())
+        .args([
+            "quickstart",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--examples",
+            examples().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("already published"),
+        "{}",
+        stdout(&again)
+    );
+}
