@@ -142,7 +142,30 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found(format!("no route for {}", uri.path()))
         })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(
+            // One structured log line per request (method, path, status, latency), and a
+            // panicking handler becomes an enveloped 500 instead of a dropped connection.
+            tower::ServiceBuilder::new()
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(
+                            tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                        )
+                        .on_response(
+                            tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                        ),
+                )
+                .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                    panic_response,
+                )),
+        )
         .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    tracing::error!("a request handler panicked");
+    ApiError::internal(&std::io::Error::other("handler panicked")).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
