@@ -1,0 +1,416 @@
+//! The glue between the GEPA engine and a capability agent: an [`Evaluator`] that runs one
+//! [`rollout`] and scores it with a [`Recipe`], a [`TextModel`] over any [`ChatModel`] for the
+//! reflection step, and [`optimize`], which runs a whole optimization and reports the engine's
+//! [`RunResult`] with the model usage it cost.
+//!
+//! Nothing here knows about a CLI, a job record or a store: `gepard optimize local` and the job
+//! worker both call [`optimize`] (and [`evaluate_rows`] for scores outside the budget).
+//!
+//! Failure policy (the reason this module exists rather than a closure in the CLI):
+//! - a model error on one example scores that example 0 with the error as its feedback, and the
+//!   run goes on (rate limits, timeouts, 5xx after retries, malformed answers);
+//! - an error that no other example could escape ([`LlmError::is_fatal_for_run`]: bad key,
+//!   unknown model, unreachable server, invalid request) aborts the run at once with that
+//!   message. Once one evaluation has seen such an error, every later evaluation of the run fails
+//!   the same way without calling the model, so a broken setup costs a handful of calls, not the
+//!   budget.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use gepard_gepa::{
+    CancelToken, Checkpoint, Config, Engine, EngineError, Evaluation, Evaluator, EventSink,
+    FatalError, LlmReflector, ModelError, ReflectiveRecord, RunResult, Split, TextModel,
+};
+use gepard_llm::{
+    ChatModel, ChatRequest, CountingModel, LlmError, Message, ModelRegistry, UsageCounter,
+    UsageSnapshot,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::recipe::Recipe;
+use crate::rollout::{rollout, RolloutOptions};
+
+/// The models of one run: the target model the agent runs on, and the reflection model that
+/// proposes new instructions (the target model unless told otherwise). Each role counts its own
+/// calls and tokens; models resolved from a [`ModelRegistry`] also keep counting into the
+/// registry's [`UsageCounter`].
+#[derive(Clone)]
+pub struct RunModels {
+    task: Arc<dyn ChatModel>,
+    reflection: Arc<dyn ChatModel>,
+    task_usage: Arc<UsageCounter>,
+    reflection_usage: Arc<UsageCounter>,
+}
+
+impl std::fmt::Debug for RunModels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunModels")
+            .field("task", &self.task.id())
+            .field("reflection", &self.reflection.id())
+            .field("usage", &self.usage())
+            .finish()
+    }
+}
+
+impl RunModels {
+    /// The target model `task` and the reflection model (`None`: the target model).
+    pub fn new(task: Arc<dyn ChatModel>, reflection: Option<Arc<dyn ChatModel>>) -> Self {
+        let reflection = reflection.unwrap_or_else(|| Arc::clone(&task));
+        let task_usage = Arc::new(UsageCounter::new());
+        let reflection_usage = Arc::new(UsageCounter::new());
+        Self {
+            task: Arc::new(CountingModel::new(task, Arc::clone(&task_usage))),
+            reflection: Arc::new(CountingModel::new(
+                reflection,
+                Arc::clone(&reflection_usage),
+            )),
+            task_usage,
+            reflection_usage,
+        }
+    }
+
+    /// Resolves the model ids through `registry` (the reflection model defaults to the target
+    /// model). Errors name the id at fault: malformed, unknown provider, misconfigured provider.
+    pub fn resolve(
+        registry: &ModelRegistry,
+        task_id: &str,
+        reflection_id: Option<&str>,
+    ) -> Result<Self, LlmError> {
+        let task = registry.resolve(task_id)?;
+        let reflection = match reflection_id {
+            Some(id) if id != task_id => Some(registry.resolve(id)?),
+            _ => None,
+        };
+        Ok(Self::new(task, reflection))
+    }
+
+    /// The target model (counting into this run's task usage).
+    pub fn task(&self) -> &Arc<dyn ChatModel> {
+        &self.task
+    }
+
+    /// The reflection model (counting into this run's reflection usage).
+    pub fn reflection(&self) -> &Arc<dyn ChatModel> {
+        &self.reflection
+    }
+
+    /// Calls and tokens spent through these models so far.
+    pub fn usage(&self) -> RunUsage {
+        RunUsage {
+            task: self.task_usage.snapshot(),
+            reflection: self.reflection_usage.snapshot(),
+        }
+    }
+}
+
+/// Model usage of a run, by role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunUsage {
+    /// The target model: rollouts (metric calls, and evaluations outside the budget).
+    pub task: UsageSnapshot,
+    /// The reflection model.
+    pub reflection: UsageSnapshot,
+}
+
+impl RunUsage {
+    /// Both roles added up.
+    pub fn total(&self) -> UsageSnapshot {
+        UsageSnapshot {
+            model_calls: self.task.model_calls + self.reflection.model_calls,
+            failed_calls: self.task.failed_calls + self.reflection.failed_calls,
+            input_tokens: self.task.input_tokens + self.reflection.input_tokens,
+            output_tokens: self.task.output_tokens + self.reflection.output_tokens,
+        }
+    }
+}
+
+/// The engine's [`Evaluator`] over dataset rows: one [`rollout`] of the candidate instructions on
+/// the row, scored by the recipe. Example `i` of a split is row `i` of that split's rows.
+pub struct RolloutEvaluator<'a> {
+    model: &'a dyn ChatModel,
+    train: &'a [Value],
+    val: &'a [Value],
+    recipe: &'a Recipe,
+    options: &'a RolloutOptions,
+    /// The first run-fatal error seen; later evaluations fail with it without a model call.
+    fatal: OnceLock<String>,
+}
+
+impl<'a> RolloutEvaluator<'a> {
+    /// An evaluator of `model` over the `train` and `val` rows.
+    pub fn new(
+        model: &'a dyn ChatModel,
+        train: &'a [Value],
+        val: &'a [Value],
+        recipe: &'a Recipe,
+        options: &'a RolloutOptions,
+    ) -> Self {
+        Self {
+            model,
+            train,
+            val,
+            recipe,
+            options,
+            fatal: OnceLock::new(),
+        }
+    }
+
+    /// The run-fatal error met so far, if any.
+    pub fn fatal_error(&self) -> Option<&str> {
+        self.fatal.get().map(String::as_str)
+    }
+}
+
+#[async_trait]
+impl Evaluator for RolloutEvaluator<'_> {
+    async fn evaluate(
+        &self,
+        candidate: &str,
+        example: usize,
+        split: Split,
+        capture_traces: bool,
+    ) -> Result<Evaluation, FatalError> {
+        if let Some(message) = self.fatal.get() {
+            return Err(FatalError(message.clone()));
+        }
+        let rows = match split {
+            Split::Train => self.train,
+            Split::Val => self.val,
+        };
+        let row = rows.get(example).ok_or_else(|| {
+            FatalError(format!(
+                "{split:?} example {example} does not exist ({} rows)",
+                rows.len()
+            ))
+        })?;
+        let scored = score_row(self.model, candidate, row, self.recipe, self.options)
+            .await
+            .map_err(|e| {
+                let message = self.fatal.get_or_init(|| e.to_string());
+                FatalError(message.clone())
+            })?;
+        Ok(Evaluation {
+            score: scored.score,
+            reflective: capture_traces.then_some(scored.record),
+        })
+    }
+}
+
+/// One row's score with its reflective record.
+struct RowScore {
+    score: f64,
+    record: ReflectiveRecord,
+}
+
+async fn score_row(
+    model: &dyn ChatModel,
+    instructions: &str,
+    row: &Value,
+    recipe: &Recipe,
+    options: &RolloutOptions,
+) -> Result<RowScore, LlmError> {
+    let outcome = rollout(model, instructions, row, options).await?;
+    let scored = recipe.score(row, &outcome);
+    // The input as the agent saw it (the goal verbatim); a row the mapping cannot read is shown
+    // whole, so the reflection still sees what went wrong.
+    let inputs = options
+        .input_mapping
+        .user_message(row)
+        .unwrap_or_else(|_| row.to_string());
+    Ok(RowScore {
+        score: scored.score,
+        record: ReflectiveRecord {
+            inputs,
+            generated_outputs: outcome.rendered(),
+            feedback: scored.feedback,
+        },
+    })
+}
+
+/// The reflection model as the engine's [`TextModel`]: the prompt goes out as one user message,
+/// the answer's text comes back (an empty answer is returned as `""`, which the reflector then
+/// rejects as unfenced). Run-fatal model errors become [`ModelError::Fatal`], others
+/// [`ModelError::Failed`] (the iteration ends without a child and the run goes on).
+pub struct ChatTextModel {
+    model: Arc<dyn ChatModel>,
+    /// Sampling temperature of reflection calls (provider default when `None`).
+    pub temperature: Option<f32>,
+    /// Output token limit of reflection calls (provider default when `None`).
+    pub max_tokens: Option<u32>,
+}
+
+impl ChatTextModel {
+    /// Wraps `model` with provider-default sampling.
+    pub fn new(model: Arc<dyn ChatModel>) -> Self {
+        Self {
+            model,
+            temperature: None,
+            max_tokens: None,
+        }
+    }
+}
+
+#[async_trait]
+impl TextModel for ChatTextModel {
+    async fn complete(&self, prompt: &str) -> Result<String, ModelError> {
+        let request = ChatRequest {
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            ..ChatRequest::new(vec![Message::user(prompt)])
+        };
+        match self.model.chat(&request).await {
+            Ok(response) => Ok(response.content.unwrap_or_default()),
+            Err(e) if e.is_fatal_for_run() => Err(ModelError::Fatal(e.to_string())),
+            Err(e) => Err(ModelError::Failed(e.to_string())),
+        }
+    }
+}
+
+/// Everything a run optimizes over, apart from the models.
+#[derive(Debug, Clone)]
+pub struct OptimizeSpec {
+    /// The agent's current instructions: the seed candidate.
+    pub seed_instructions: String,
+    /// Training rows (reflection minibatches).
+    pub train: Vec<Value>,
+    /// Validation rows (Pareto fronts and the best candidate). Pass the training rows again when
+    /// there is no separate validation set.
+    pub val: Vec<Value>,
+    /// How a rollout is scored.
+    pub recipe: Recipe,
+    /// Input mapping and sampling of the rollouts.
+    pub rollout: RolloutOptions,
+    /// The engine's configuration (limits, seed, concurrency, minibatch…).
+    pub config: Config,
+}
+
+/// A finished run: what the engine found and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizeOutcome {
+    /// The engine's result (best candidate, scores, counts, curve, stop reason).
+    pub result: RunResult,
+    /// Model calls and tokens of this run, by role.
+    pub usage: RunUsage,
+}
+
+/// A run that could not finish, with what it cost until then.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct OptimizeError {
+    /// Why it stopped (a configuration that cannot run, a run-fatal model error…).
+    pub error: EngineError,
+    /// Model calls and tokens spent before it stopped.
+    pub usage: RunUsage,
+}
+
+/// Runs a whole GEPA optimization of `spec.seed_instructions` with `models`, emitting the
+/// engine's events to `sink` until a limit is reached or `cancel` fires. With `resume` it
+/// continues from a checkpoint the engine emitted earlier (same rows, seed and minibatch size).
+///
+/// Usage in the result counts only the calls made through `models` while this run was going on
+/// (plus anything spent through them before: share one [`RunModels`] per run).
+pub async fn optimize(
+    spec: &OptimizeSpec,
+    models: &RunModels,
+    sink: &dyn EventSink,
+    cancel: &CancelToken,
+    resume: Option<Checkpoint>,
+) -> Result<OptimizeOutcome, OptimizeError> {
+    let fail = |error: EngineError| OptimizeError {
+        error,
+        usage: models.usage(),
+    };
+    let engine = Engine::new(
+        spec.config.clone(),
+        spec.seed_instructions.clone(),
+        spec.train.len(),
+        spec.val.len(),
+    )
+    .map_err(|e| fail(e.into()))?;
+    let evaluator = RolloutEvaluator::new(
+        models.task().as_ref(),
+        &spec.train,
+        &spec.val,
+        &spec.recipe,
+        &spec.rollout,
+    );
+    let proposer = LlmReflector::new(ChatTextModel::new(Arc::clone(models.reflection())));
+    let result = engine
+        .run(&evaluator, &proposer, sink, cancel, resume)
+        .await
+        .map_err(fail)?;
+    Ok(OptimizeOutcome {
+        result,
+        usage: models.usage(),
+    })
+}
+
+/// Scores of fixed instructions on a row set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowsScore {
+    /// Mean score (0 for no rows).
+    pub mean: f64,
+    /// Score of each row, in row order.
+    pub scores: Vec<f64>,
+}
+
+/// Evaluates `instructions` on every row with at most `concurrency` rollouts in flight (outside
+/// any GEPA budget; e.g. test-set scores of the seed and the best candidate). Per-row model
+/// failures score 0; a run-fatal error is returned at once.
+pub async fn evaluate_rows(
+    model: &dyn ChatModel,
+    instructions: &str,
+    rows: &[Value],
+    recipe: &Recipe,
+    options: &RolloutOptions,
+    concurrency: usize,
+) -> Result<RowsScore, LlmError> {
+    let mut stream = futures::stream::iter(
+        rows.iter()
+            .map(|row| score_row(model, instructions, row, recipe, options)),
+    )
+    .buffered(concurrency.max(1));
+    let mut scores = Vec::with_capacity(rows.len());
+    while let Some(scored) = stream.next().await {
+        scores.push(scored?.score);
+    }
+    let mean = if scores.is_empty() {
+        0.0
+    } else {
+        scores.iter().sum::<f64>() / scores.len() as f64
+    };
+    Ok(RowsScore { mean, scores })
+}
+
+/// Why a JSONL text could not be read as rows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct RowsError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Reads JSONL rows (one JSON object per line; blank lines are skipped).
+pub fn parse_jsonl_rows(text: &str) -> Result<Vec<Value>, RowsError> {
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |message: String| RowsError {
+            line: i + 1,
+            message,
+        };
+        match serde_json::from_str::<Value>(line) {
+            Ok(row @ Value::Object(_)) => rows.push(row),
+            Ok(_) => return Err(err("each row must be a JSON object".into())),
+            Err(e) => return Err(err(format!("invalid JSON: {e}"))),
+        }
+    }
+    Ok(rows)
+}

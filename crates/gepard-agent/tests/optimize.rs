@@ -1,0 +1,385 @@
+//! The glue between the GEPA engine and rollouts: evaluator, reflection adapter, whole runs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use gepard_agent::optimize::{
+    evaluate_rows, optimize, parse_jsonl_rows, ChatTextModel, OptimizeSpec, RolloutEvaluator,
+    RunModels,
+};
+use gepard_agent::recipe::Recipe;
+use gepard_agent::rollout::RolloutOptions;
+use gepard_gepa::{
+    CancelToken, Config, EngineError, Evaluator, ModelError, NullSink, RecordingSink, Split,
+    TextModel,
+};
+use gepard_llm::{ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Message, Usage};
+use serde_json::{json, Value};
+
+/// A deterministic stand-in for a model. Task calls (with a system message): rows whose goal
+/// contains "not" need the phrase "negation" in the instructions, and every answer is chatty
+/// unless the instructions say "one word". Reflection calls (one user message): the current
+/// instruction gains the sentence for the first skill it lacks.
+#[derive(Default)]
+struct Scripted {
+    calls: AtomicUsize,
+    /// Goals whose task call fails with a (non-fatal) server error.
+    failing_goal: Option<String>,
+    /// Every call fails with this (fatal) error.
+    fatal: bool,
+    prompts: Mutex<Vec<ChatRequest>>,
+}
+
+fn text(content: &str) -> ChatResponse {
+    ChatResponse {
+        content: Some(content.to_owned()),
+        tool_calls: Vec::new(),
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 2,
+        },
+        finish_reason: Some(FinishReason::Stop),
+    }
+}
+
+#[async_trait]
+impl ChatModel for Scripted {
+    fn id(&self) -> &str {
+        "scripted/model"
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.prompts.lock().unwrap().push(request.clone());
+        if self.fatal {
+            return Err(LlmError::Auth {
+                provider: "openai".into(),
+                url: "http://127.0.0.1:1/v1/chat/completions".into(),
+                status: 401,
+                message: "invalid api key".into(),
+            });
+        }
+        let (system, user) = match request.messages.as_slice() {
+            [Message::System { content: s }, Message::User { content: u }] => {
+                (Some(s.as_str()), u.as_str())
+            }
+            [Message::User { content: u }] => (None, u.as_str()),
+            other => panic!("unexpected conversation {other:?}"),
+        };
+        let Some(system) = system else {
+            let current = user.split("```").nth(1).unwrap().trim();
+            let addition = if !current.contains("one word") {
+                "Answer with one word."
+            } else {
+                "Watch for negation."
+            };
+            return Ok(text(&format!(
+                "Here you go:\n```\n{current} {addition}\n```"
+            )));
+        };
+        if self.failing_goal.as_deref() == Some(user) {
+            return Err(LlmError::Server {
+                provider: "openai".into(),
+                url: "http://127.0.0.1:1/v1/chat/completions".into(),
+                status: 503,
+                attempts: 3,
+                message: "overloaded".into(),
+            });
+        }
+        let negative = user.contains("not") || user.contains("awful");
+        let flipped = user.contains("not") && !system.contains("negation");
+        let label = if negative != flipped {
+            "negative"
+        } else {
+            "positive"
+        };
+        if system.contains("one word") {
+            Ok(text(label))
+        } else {
+            Ok(text(&format!("The sentiment is {label}.")))
+        }
+    }
+}
+
+fn rows() -> Vec<Value> {
+    [
+        ("A great film.", "positive"),
+        ("An awful film.", "negative"),
+        ("This was not good at all.", "negative"),
+        ("Lovely.", "positive"),
+        ("I did not enjoy it.", "negative"),
+        ("Fine acting.", "positive"),
+    ]
+    .iter()
+    .map(|(goal, label)| json!({"goal": goal, "expected_output": label}))
+    .collect()
+}
+
+fn exact() -> Recipe {
+    Recipe::from_spec("exact_match_v1", &Value::Null).unwrap()
+}
+
+fn spec(concurrency: usize) -> OptimizeSpec {
+    OptimizeSpec {
+        seed_instructions: "Classify the sentiment.".into(),
+        train: rows(),
+        val: rows(),
+        recipe: exact(),
+        rollout: RolloutOptions::default(),
+        config: Config {
+            max_metric_calls: Some(60),
+            concurrency,
+            ..Config::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_whole_run_learns_the_instructions_that_fix_every_failure_and_counts_its_usage() {
+    let model = Arc::new(Scripted::default());
+    let models = RunModels::new(model.clone(), None);
+    let sink = RecordingSink::default();
+    let outcome = optimize(&spec(4), &models, &sink, &CancelToken::new(), None)
+        .await
+        .unwrap();
+    let r = &outcome.result;
+    assert_eq!(r.seed_score, 0.0);
+    assert_eq!(r.best_score, 1.0);
+    assert_eq!(
+        r.best_text,
+        "Classify the sentiment. Answer with one word. Watch for negation."
+    );
+    assert!(r.metric_calls_used <= 60);
+    // Every metric call is one task-model call; every reflection one reflection-model call.
+    assert_eq!(outcome.usage.task.model_calls, r.metric_calls_used);
+    assert_eq!(
+        outcome.usage.reflection.model_calls,
+        r.counts.reflection_calls
+    );
+    assert_eq!(
+        outcome.usage.total().model_calls,
+        model.calls.load(Ordering::SeqCst) as u64,
+        "the reflection model defaults to the target model"
+    );
+    assert_eq!(outcome.usage.task.input_tokens, 10 * r.metric_calls_used);
+    assert!(!sink.events().is_empty());
+}
+
+#[tokio::test]
+async fn concurrency_does_not_change_the_outcome() {
+    let one = optimize(
+        &spec(1),
+        &RunModels::new(Arc::new(Scripted::default()), None),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    let eight = optimize(
+        &spec(8),
+        &RunModels::new(Arc::new(Scripted::default()), None),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(one, eight);
+}
+
+#[tokio::test]
+async fn the_reflective_record_holds_the_goal_verbatim_the_rendered_output_and_the_feedback() {
+    let model = Scripted::default();
+    let (train, val, recipe, options) = (rows(), rows(), exact(), RolloutOptions::default());
+    let evaluator = RolloutEvaluator::new(&model, &train, &val, &recipe, &options);
+    let e = evaluator
+        .evaluate("Be brief.", 2, Split::Train, true)
+        .await
+        .unwrap();
+    assert_eq!(e.score, 0.0);
+    let record = e.reflective.unwrap();
+    assert_eq!(record.inputs, "This was not good at all.");
+    assert_eq!(record.generated_outputs, "The sentiment is positive.");
+    assert!(
+        record.feedback.contains("negative") && record.feedback.contains("The sentiment is"),
+        "{}",
+        record.feedback
+    );
+    let untraced = evaluator
+        .evaluate("Answer with one word.", 0, Split::Val, false)
+        .await
+        .unwrap();
+    assert_eq!(untraced.score, 1.0);
+    assert_eq!(untraced.reflective, None);
+}
+
+#[tokio::test]
+async fn a_model_error_on_one_example_scores_zero_with_the_error_as_feedback() {
+    let model = Scripted {
+        failing_goal: Some("Lovely.".into()),
+        ..Scripted::default()
+    };
+    let (train, val, recipe, options) = (rows(), rows(), exact(), RolloutOptions::default());
+    let evaluator = RolloutEvaluator::new(&model, &train, &val, &recipe, &options);
+    let e = evaluator
+        .evaluate("Answer with one word.", 3, Split::Train, true)
+        .await
+        .unwrap();
+    assert_eq!(e.score, 0.0);
+    let record = e.reflective.unwrap();
+    assert!(record.feedback.contains("HTTP 503"), "{}", record.feedback);
+    assert!(
+        record.generated_outputs.contains("overloaded"),
+        "{}",
+        record.generated_outputs
+    );
+    // The next example is unaffected.
+    let next = evaluator
+        .evaluate("Answer with one word.", 0, Split::Train, true)
+        .await
+        .unwrap();
+    assert_eq!(next.score, 1.0);
+}
+
+#[tokio::test]
+async fn a_run_fatal_model_error_aborts_the_run_with_its_message_after_few_calls() {
+    let model = Arc::new(Scripted {
+        fatal: true,
+        ..Scripted::default()
+    });
+    let mut spec = spec(2);
+    spec.val = (0..40)
+        .map(|i| json!({"goal": format!("row {i}"), "expected_output": "x"}))
+        .collect();
+    spec.config.max_metric_calls = Some(1000);
+    let err = optimize(
+        &spec,
+        &RunModels::new(model.clone(), None),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err.error, EngineError::Evaluator(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("rejected the credentials (HTTP 401)")
+            && message.contains("invalid api key"),
+        "{message}"
+    );
+    let calls = model.calls.load(Ordering::SeqCst);
+    assert!(calls <= 2, "at most the calls already in flight: {calls}");
+    assert_eq!(err.usage.task.failed_calls, calls as u64);
+}
+
+#[tokio::test]
+async fn once_a_fatal_error_is_seen_later_evaluations_fail_without_calling_the_model() {
+    let model = Scripted {
+        fatal: true,
+        ..Scripted::default()
+    };
+    let (train, val, recipe, options) = (rows(), rows(), exact(), RolloutOptions::default());
+    let evaluator = RolloutEvaluator::new(&model, &train, &val, &recipe, &options);
+    let first = evaluator
+        .evaluate("x", 0, Split::Val, false)
+        .await
+        .unwrap_err();
+    let second = evaluator
+        .evaluate("x", 1, Split::Val, false)
+        .await
+        .unwrap_err();
+    assert_eq!(first, second);
+    assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(evaluator.fatal_error(), Some(first.0.as_str()));
+}
+
+#[tokio::test]
+async fn a_fatal_reflection_error_aborts_the_run() {
+    let task = Arc::new(Scripted::default());
+    let reflection = Arc::new(Scripted {
+        fatal: true,
+        ..Scripted::default()
+    });
+    let err = optimize(
+        &spec(2),
+        &RunModels::new(task, Some(reflection.clone())),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err.error, EngineError::Proposer(_)), "{err:?}");
+    assert_eq!(reflection.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(err.usage.reflection.failed_calls, 1);
+}
+
+#[tokio::test]
+async fn the_text_model_sends_one_user_message_and_classifies_errors() {
+    let model = Arc::new(Scripted::default());
+    let adapter = ChatTextModel::new(model.clone());
+    let answer = adapter.complete("```\nOld.\n```\nfeedback").await.unwrap();
+    assert!(
+        answer.contains("```\nOld. Answer with one word.\n```"),
+        "{answer}"
+    );
+    let sent = model.prompts.lock().unwrap()[0].clone();
+    assert_eq!(
+        sent.messages,
+        vec![Message::user("```\nOld.\n```\nfeedback")]
+    );
+    let fatal = ChatTextModel::new(Arc::new(Scripted {
+        fatal: true,
+        ..Scripted::default()
+    }));
+    assert!(matches!(
+        fatal.complete("x").await,
+        Err(ModelError::Fatal(m)) if m.contains("401")
+    ));
+}
+
+#[tokio::test]
+async fn fixed_instructions_are_scored_on_a_row_set_in_row_order() {
+    let model = Scripted::default();
+    let scored = evaluate_rows(
+        &model,
+        "Answer with one word.",
+        &rows(),
+        &exact(),
+        &RolloutOptions::default(),
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(scored.scores, vec![1.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+    assert!((scored.mean - 4.0 / 6.0).abs() < 1e-12);
+    let fatal = Scripted {
+        fatal: true,
+        ..Scripted::default()
+    };
+    let err = evaluate_rows(
+        &fatal,
+        "x",
+        &rows(),
+        &exact(),
+        &RolloutOptions::default(),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_fatal_for_run());
+}
+
+#[test]
+fn jsonl_rows_are_read_and_a_bad_line_is_named() {
+    let rows = parse_jsonl_rows("{\"goal\": \"a\"}\n\n{\"goal\": \"b\"}\n").unwrap();
+    assert_eq!(rows.len(), 2);
+    let err = parse_jsonl_rows("{\"goal\": \"a\"}\n[1]\n").unwrap_err();
+    assert_eq!(err.line, 2);
+    assert!(err.to_string().contains("line 2"));
+    let err = parse_jsonl_rows("{\"goal\": \n").unwrap_err();
+    assert!(err.message.contains("invalid JSON"), "{err}");
+}
