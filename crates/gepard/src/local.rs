@@ -1,12 +1,480 @@
-//! `gepard optimize local` (being written).
+//! `gepard optimize local`: GEPA in-process on a capability directory and JSONL files, without a
+//! server. The run itself is [`gepard_agent::optimize::optimize`], shared with the job worker;
+//! this module only reads the inputs, shows progress and prints the result.
+//!
+//! Exit codes: 0 the run finished (whatever its scores); 2 an input is unusable (a flag value,
+//! a file, the capability, a dataset row, the recipe or its params, the model id, the engine
+//! configuration), reported before any model call; 1 the run failed (e.g. a run-fatal model error
+//! such as a rejected API key), with the reason.
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-/// Arguments of `gepard optimize local`.
+use anyhow::Context;
+use gepard_agent::bundle::{Bundle, Capability};
+use gepard_agent::optimize::{
+    evaluate_rows, optimize, parse_jsonl_rows, OptimizeOutcome, OptimizeSpec, RunModels,
+};
+use gepard_agent::recipe::Recipe;
+use gepard_agent::rollout::RolloutOptions;
+use gepard_gepa::{CancelToken, CandidateSelection, Config, Event};
+use gepard_llm::ModelRegistry;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+/// Parent selection strategies, as spelled on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Selection {
+    /// Sample among non-dominated candidates, weighted by the fronts they are on (GEPA's default).
+    Pareto,
+    /// Always the candidate with the best validation mean.
+    CurrentBest,
+    /// The best candidate, or with probability `--epsilon` a random one.
+    EpsilonGreedy,
+}
+
+/// Arguments of `gepard optimize local` (boxed, so the CLI's command enum stays small).
 #[derive(Debug, clap::Args)]
-pub struct LocalArgs {}
+pub struct LocalArgs {
+    #[command(flatten)]
+    options: Box<LocalOptions>,
+}
+
+/// The flags of `gepard optimize local`.
+#[derive(Debug, clap::Args)]
+pub struct LocalOptions {
+    /// Capability directory (`capability.yaml` + `agents/*.md`).
+    #[arg(long, value_name = "DIR")]
+    pub capability: PathBuf,
+    /// The agent whose instructions are optimized (default: the capability's first agent).
+    #[arg(long, value_name = "NAME")]
+    pub agent_name: Option<String>,
+    /// Training rows, JSONL (`goal`, `expected_output`, …).
+    #[arg(long, value_name = "FILE")]
+    pub dataset: PathBuf,
+    /// Validation rows, JSONL (default: the training rows are also the validation set).
+    #[arg(long, value_name = "FILE")]
+    pub val_dataset: Option<PathBuf>,
+    /// Test rows, JSONL: the seed and the best instructions are scored on them after the run,
+    /// outside the budget.
+    #[arg(long, value_name = "FILE")]
+    pub test_dataset: Option<PathBuf>,
+    /// Target model id, `provider/model` (e.g. `openai/gpt-4o-mini`; `openai/…` reads
+    /// `OPENAI_BASE_URL` and `OPENAI_API_KEY`).
+    #[arg(long, value_name = "ID")]
+    pub model: String,
+    /// Reflection model id (default: the target model).
+    #[arg(long, value_name = "ID")]
+    pub reflection_lm: Option<String>,
+    /// Reward recipe: exact_match_v1, contains_v1, row_reward_v1, trajectory_imitation_v1.
+    #[arg(long, value_name = "NAME")]
+    pub reward_recipe: String,
+    /// The recipe's params as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub reward_params: Option<String>,
+    /// Metric-call budget (one call = one candidate scored on one example), never exceeded.
+    #[arg(long, value_name = "N")]
+    pub max_metric_calls: Option<u64>,
+    /// Stop after this many iterations.
+    #[arg(long, value_name = "N")]
+    pub max_trials: Option<u64>,
+    /// Stop after this many iterations in a row without a better validation score.
+    #[arg(long, value_name = "N")]
+    pub max_trials_without_improvement: Option<u64>,
+    /// Stop after this many seconds, keeping the best result so far.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_runtime_sec: Option<u64>,
+    /// Seed of GEPA's random choices.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Evaluations in flight at once (never changes the result).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Training examples per reflection minibatch.
+    #[arg(long, default_value_t = 3)]
+    pub minibatch: usize,
+    /// Parent selection strategy.
+    #[arg(long, value_enum, default_value_t = Selection::Pareto)]
+    pub candidate_selection: Selection,
+    /// Exploration probability of `--candidate-selection epsilon_greedy`.
+    #[arg(long, default_value_t = 0.1)]
+    pub epsilon: f64,
+    /// Print one JSON object instead of the human summary (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An input problem: exit code 2 with this message.
+struct Usage(String);
+
+impl<E: std::fmt::Display> From<E> for Usage {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Everything read and checked before the first model call.
+struct Prepared {
+    agent: String,
+    capability: String,
+    spec: OptimizeSpec,
+    test: Option<Vec<Value>>,
+    models: RunModels,
+    val_is_train: bool,
+}
 
 /// Runs `gepard optimize local`.
-pub async fn run(_args: LocalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("gepard optimize local is not available yet")
+pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
+    let args = *args.options;
+    let prepared = match prepare(&args) {
+        Ok(p) => p,
+        Err(Usage(message)) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if prepared.val_is_train {
+        eprintln!(
+            "note: no --val-dataset given: the {} training rows are also the validation set",
+            prepared.spec.train.len()
+        );
+    }
+
+    let cancel = CancelToken::new();
+    let on_interrupt = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_interrupt.cancel();
+        }
+    });
+
+    let bar = progress_bar(&args, prepared.spec.config.max_metric_calls);
+    let sink_bar = bar.clone();
+    let sink = move |event: &Event| match event {
+        Event::BudgetUpdated {
+            metric_calls_used, ..
+        } => sink_bar.set_position(*metric_calls_used),
+        Event::ValsetEvaluated { best_score, .. } => {
+            sink_bar.set_message(format!("best val {best_score:.3}"));
+        }
+        _ => {}
+    };
+
+    let started = Instant::now();
+    let outcome = optimize(&prepared.spec, &prepared.models, &sink, &cancel, None).await;
+    let wall = started.elapsed();
+    bar.finish_and_clear();
+    let outcome = outcome.context("the optimization failed")?;
+
+    let test_scores = match &prepared.test {
+        Some(rows) => Some(test_scores(&prepared, &outcome, rows).await?),
+        None => None,
+    };
+    let usage = prepared.models.usage();
+    if args.json {
+        let report = json_report(&outcome, test_scores, wall, &usage);
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&prepared, &outcome, test_scores, wall, &usage);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
+    let bundle = Bundle::from_dir(&args.capability).map_err(|e| {
+        Usage(format!(
+            "--capability {}: cannot read the directory: {e}",
+            args.capability.display()
+        ))
+    })?;
+    let capability = Capability::parse(bundle)
+        .map_err(|e| Usage(format!("--capability {}: {e}", args.capability.display())))?;
+    let agent = match &args.agent_name {
+        None => &capability.agents[0],
+        Some(name) => capability
+            .agents
+            .iter()
+            .find(|a| &a.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = capability.agents.iter().map(|a| a.name.as_str()).collect();
+                Usage(format!(
+                    "--agent-name {name}: capability `{}` has no such agent; its agents: {}",
+                    capability.name,
+                    known.join(", ")
+                ))
+            })?,
+    };
+
+    let train = read_rows("--dataset", &args.dataset)?;
+    let (val, val_is_train) = match &args.val_dataset {
+        Some(path) => (read_rows("--val-dataset", path)?, false),
+        None => (train.clone(), true),
+    };
+    let test = args
+        .test_dataset
+        .as_deref()
+        .map(|path| read_rows("--test-dataset", path))
+        .transpose()?;
+
+    let params: Value = match &args.reward_params {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| Usage(format!("--reward-params is not valid JSON: {e}")))?,
+    };
+    let recipe = Recipe::from_spec(&args.reward_recipe, &params)
+        .map_err(|e| Usage(format!("--reward-recipe / --reward-params: {e}")))?;
+
+    let candidate_selection = match args.candidate_selection {
+        Selection::Pareto => CandidateSelection::Pareto,
+        Selection::CurrentBest => CandidateSelection::CurrentBest,
+        Selection::EpsilonGreedy => CandidateSelection::EpsilonGreedy {
+            epsilon: args.epsilon,
+        },
+    };
+    let config = Config {
+        seed: args.seed,
+        max_metric_calls: args.max_metric_calls,
+        max_trials: args.max_trials,
+        max_trials_without_improvement: args.max_trials_without_improvement,
+        max_runtime: args.max_runtime_sec.map(Duration::from_secs),
+        concurrency: args.concurrency,
+        minibatch_size: args.minibatch,
+        candidate_selection,
+        ..Config::default()
+    };
+    config
+        .validate(train.len(), val.len())
+        .map_err(|e| Usage(flag_names(&e.to_string())))?;
+
+    let registry = ModelRegistry::from_env();
+    let models = RunModels::resolve(&registry, &args.model, args.reflection_lm.as_deref())
+        .map_err(|e| Usage(format!("--model / --reflection-lm: {e}")))?;
+
+    Ok(Prepared {
+        agent: agent.name.clone(),
+        capability: format!("{}@{}", capability.name, capability.version),
+        spec: OptimizeSpec {
+            seed_instructions: agent.instructions.clone(),
+            train,
+            val,
+            recipe,
+            rollout: RolloutOptions::default(),
+            config,
+        },
+        test,
+        models,
+        val_is_train,
+    })
+}
+
+/// The engine names configuration fields; the user typed flags.
+fn flag_names(message: &str) -> String {
+    [
+        ("`max_metric_calls`", "--max-metric-calls"),
+        ("(max_trials,", "(--max-trials,"),
+        (
+            "max_trials_without_improvement,",
+            "--max-trials-without-improvement,",
+        ),
+        ("max_runtime)", "--max-runtime-sec)"),
+        ("`max_runtime`", "--max-runtime-sec"),
+        ("`concurrency`", "--concurrency"),
+        ("`minibatch_size`", "--minibatch"),
+        ("`candidate_selection.epsilon`", "--epsilon"),
+        ("`train_size`", "the training set (--dataset)"),
+        ("`val_size`", "the validation set"),
+    ]
+    .iter()
+    .fold(message.to_owned(), |m, (from, to)| m.replace(from, to))
+}
+
+fn read_rows(flag: &str, path: &Path) -> Result<Vec<Value>, Usage> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Usage(format!(
+            "{flag} {}: cannot read the file: {e}",
+            path.display()
+        ))
+    })?;
+    let rows =
+        parse_jsonl_rows(&text).map_err(|e| Usage(format!("{flag} {}: {e}", path.display())))?;
+    if rows.is_empty() {
+        return Err(Usage(format!("{flag} {}: holds no rows", path.display())));
+    }
+    Ok(rows)
+}
+
+fn progress_bar(args: &LocalOptions, budget: Option<u64>) -> ProgressBar {
+    let bar = match budget {
+        Some(max) => ProgressBar::new(max),
+        None => ProgressBar::no_length(),
+    };
+    if args.json || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+        return bar;
+    }
+    let template = if budget.is_some() {
+        "{elapsed_precise} [{bar:40}] {pos}/{len} metric calls  {msg}"
+    } else {
+        "{elapsed_precise} {spinner} {pos} metric calls  {msg}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+struct TestScores {
+    seed: f64,
+    best: f64,
+}
+
+async fn test_scores(
+    prepared: &Prepared,
+    outcome: &OptimizeOutcome,
+    rows: &[Value],
+) -> anyhow::Result<TestScores> {
+    let spec = &prepared.spec;
+    let model = prepared.models.task().as_ref();
+    let concurrency = spec.config.concurrency;
+    let seed = evaluate_rows(
+        model,
+        &spec.seed_instructions,
+        rows,
+        &spec.recipe,
+        &spec.rollout,
+        concurrency,
+    )
+    .await
+    .context("scoring the seed instructions on the test set failed")?;
+    let best = if outcome.result.best_candidate == 0 {
+        seed.clone()
+    } else {
+        evaluate_rows(
+            model,
+            &outcome.result.best_text,
+            rows,
+            &spec.recipe,
+            &spec.rollout,
+            concurrency,
+        )
+        .await
+        .context("scoring the best instructions on the test set failed")?
+    };
+    Ok(TestScores {
+        seed: seed.mean,
+        best: best.mean,
+    })
+}
+
+fn json_report(
+    outcome: &OptimizeOutcome,
+    test: Option<TestScores>,
+    wall: Duration,
+    usage: &gepard_agent::optimize::RunUsage,
+) -> Value {
+    let r = &outcome.result;
+    let mut report = json!({
+        "seed_val_score": r.seed_score,
+        "best_val_score": r.best_score,
+    });
+    if let Some(test) = test {
+        report["seed_test_score"] = json!(test.seed);
+        report["best_test_score"] = json!(test.best);
+    }
+    let extra = json!({
+        "metric_calls": r.metric_calls_used,
+        "candidates": r.candidates.len(),
+        "accepted": r.counts.accepted,
+        "rejected": r.counts.rejected,
+        "skipped": r.counts.skipped,
+        "proposals_rejected": r.counts.proposals_rejected,
+        "reflection_calls": r.counts.reflection_calls,
+        "iterations": r.iterations,
+        "stop_reason": r.stop_reason.to_string(),
+        "wall_seconds": wall.as_secs_f64(),
+        "curve": r.curve,
+        "best_candidate": r.best_candidate,
+        "best_instructions": r.best_text,
+        "usage": usage,
+    });
+    if let (Value::Object(report), Value::Object(extra)) = (&mut report, extra) {
+        report.extend(extra);
+    }
+    report
+}
+
+fn print_human(
+    prepared: &Prepared,
+    outcome: &OptimizeOutcome,
+    test: Option<TestScores>,
+    wall: Duration,
+    usage: &gepard_agent::optimize::RunUsage,
+) {
+    let r = &outcome.result;
+    let spec = &prepared.spec;
+    println!(
+        "Optimized agent `{}` of {} on {} training / {} validation rows{}.",
+        prepared.agent,
+        prepared.capability,
+        spec.train.len(),
+        spec.val.len(),
+        if prepared.val_is_train {
+            " (the training rows, no --val-dataset)"
+        } else {
+            ""
+        }
+    );
+    println!();
+    match &test {
+        Some(t) => {
+            println!("  seed  val {:.3}  test {:.3}", r.seed_score, t.seed);
+            println!(
+                "  best  val {:.3}  test {:.3}  (candidate {})",
+                r.best_score, t.best, r.best_candidate
+            );
+        }
+        None => {
+            println!("  seed  val {:.3}", r.seed_score);
+            println!(
+                "  best  val {:.3}  (candidate {})",
+                r.best_score, r.best_candidate
+            );
+        }
+    }
+    println!();
+    let budget = spec
+        .config
+        .max_metric_calls
+        .map_or_else(String::new, |max| format!(" of {max}"));
+    println!(
+        "{} metric calls{budget}, {} iterations: {} accepted, {} rejected, {} skipped; {} candidates, {} reflection calls.",
+        r.metric_calls_used,
+        r.iterations,
+        r.counts.accepted,
+        r.counts.rejected,
+        r.counts.skipped + r.counts.proposals_rejected,
+        r.candidates.len(),
+        r.counts.reflection_calls,
+    );
+    let total = usage.total();
+    println!(
+        "{} model calls ({} failed), {} input / {} output tokens, {:.1} s.",
+        total.model_calls,
+        total.failed_calls,
+        total.input_tokens,
+        total.output_tokens,
+        wall.as_secs_f64()
+    );
+    println!("Stopped: {}.", r.stop_reason);
+    println!();
+    if r.best_candidate == 0 {
+        println!("No candidate beat the seed; the instructions are unchanged:");
+    } else {
+        println!("Best instructions:");
+    }
+    println!("{}", r.best_text);
 }

@@ -1,0 +1,504 @@
+//! `gepard optimize local` through the real binary, against a scripted OpenAI-compatible server
+//! on 127.0.0.1 (plain std threads: no HTTP framework is a dependency of this crate).
+//!
+//! The pinned result lives in `tests/snapshots/local_optimize_scripted_run.json`; run with
+//! `UPDATE_SNAPSHOTS=1` to rewrite it after an intended change, and review the diff.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+/// The scripted model. Task calls (system + user message): a row needs the phrase "one word"
+/// in the instructions to answer with the bare label, "negation" when its goal contains "not",
+/// and "sarcasm" when it contains "yeah right"; a missing skill gives a wrong answer.
+/// Reflection calls (one user message with ``` fences and "feedback"): the current instruction
+/// (first fenced block) gains the sentence of the first skill it lacks for which the quoted
+/// examples show evidence; with none, a light rewording.
+fn answer(body: &Value) -> Value {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let text_of = |m: &Value| m["content"].as_str().unwrap_or_default().to_owned();
+    let system = messages.iter().find(|m| m["role"] == "system").map(text_of);
+    let user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(text_of)
+        .unwrap_or_default();
+    let content = match system {
+        Some(system) => task_answer(&system, &user),
+        None => reflect(&user),
+    };
+    json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": (system_len(&messages) / 4) + 1, "completion_tokens": 3}
+    })
+}
+
+fn system_len(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .map(|m| m["content"].as_str().map_or(0, str::len))
+        .sum()
+}
+
+fn task_answer(system: &str, goal: &str) -> String {
+    let s = system.to_lowercase();
+    let g = goal.to_lowercase();
+    // The model reads the surface sentiment, and flips it for negation or sarcasm only when the
+    // instructions tell it to (the gold label flips for both).
+    let mut positive = g.contains("good") || g.contains("great") || g.contains("love");
+    if g.starts_with("not ") && s.contains("negation") {
+        positive = !positive;
+    }
+    if g.starts_with("yeah right") && s.contains("sarcasm") {
+        positive = !positive;
+    }
+    let label = if positive { "positive" } else { "negative" };
+    if s.contains("one word") {
+        label.to_owned()
+    } else {
+        format!("The sentiment is {label}.")
+    }
+}
+
+fn reflect(prompt: &str) -> String {
+    if !(prompt.matches("```").count() >= 2 && prompt.to_lowercase().contains("feedback")) {
+        return "I do not understand.".to_owned();
+    }
+    let current = prompt.split("```").nth(1).unwrap_or_default().trim();
+    let examples = prompt.to_lowercase();
+    let lower = current.to_lowercase();
+    let skills = [
+        (
+            "one word",
+            "the sentiment is",
+            "Answer with one word: positive or negative.",
+        ),
+        (
+            "negation",
+            "\nnot ",
+            "Watch for negation, which flips the sentiment.",
+        ),
+        (
+            "sarcasm",
+            "\nyeah right",
+            "Treat sarcasm as the opposite of its surface sentiment.",
+        ),
+    ];
+    let addition = skills
+        .iter()
+        .find(|(phrase, evidence, _)| !lower.contains(phrase) && examples.contains(evidence))
+        .map_or("Be careful.", |(_, _, sentence)| sentence);
+    format!("Based on the feedback, here is a better instruction:\n```\n{current} {addition}\n```")
+}
+
+/// A running fake; it lives until the test process ends.
+struct Fake {
+    base_url: String,
+    calls: Arc<AtomicUsize>,
+}
+
+fn start_fake(reject_keys: bool) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || serve(stream, &counter, reject_keys));
+        }
+    });
+    Fake { base_url, calls }
+}
+
+/// Serves HTTP/1.1 requests on one keep-alive connection until the client closes it.
+fn serve(stream: TcpStream, calls: &AtomicUsize, reject_keys: bool) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut content_length = 0;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        calls.fetch_add(1, Ordering::SeqCst);
+        let (status, reply) = if reject_keys {
+            (
+                "401 Unauthorized",
+                json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
+            )
+        } else if request_line.starts_with("POST") && request_line.contains("/chat/completions") {
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            ("200 OK", answer(&body))
+        } else {
+            (
+                "404 Not Found",
+                json!({"error": {"message": "no such route"}}),
+            )
+        };
+        let reply = reply.to_string();
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+const GOALS: &[(&str, &str)] = &[
+    ("a good film", "positive"),
+    ("a great cast", "positive"),
+    ("i love it", "positive"),
+    ("a dull plot", "negative"),
+    ("bad sound", "negative"),
+    ("not good at all", "negative"),
+    ("not a great ending", "negative"),
+    ("yeah right, a great movie", "negative"),
+    ("yeah right, i love waiting", "negative"),
+    ("not bad", "positive"),
+    ("good acting", "positive"),
+    ("boring", "negative"),
+];
+
+fn write_rows(path: &Path, rows: &[(&str, &str)]) {
+    let text: String = rows
+        .iter()
+        .map(|(goal, label)| json!({"goal": goal, "expected_output": label}).to_string() + "\n")
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A capability directory and train / val / test files in a fresh temporary directory.
+struct Inputs {
+    dir: tempfile::TempDir,
+}
+
+impl Inputs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = dir.path().join("cap");
+        std::fs::create_dir_all(cap.join("agents")).unwrap();
+        std::fs::write(
+            cap.join("capability.yaml"),
+            "schema: 1\nname: sentiment\nversion: 1.0.0\ndescription: Sentiment demo\n",
+        )
+        .unwrap();
+        std::fs::write(
+            cap.join("agents/classifier.md"),
+            "---\nname: classifier\ndescription: Labels sentiment\n---\nClassify the sentiment of the text.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            cap.join("agents/other.md"),
+            "---\nname: other\n---\nSomething else.\n",
+        )
+        .unwrap();
+        write_rows(&dir.path().join("train.jsonl"), GOALS);
+        let val: Vec<_> = GOALS.iter().rev().copied().collect();
+        write_rows(&dir.path().join("val.jsonl"), &val);
+        write_rows(&dir.path().join("test.jsonl"), &GOALS[3..9]);
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The standard run's arguments, with `extra` appended.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "optimize",
+            "local",
+            "--capability",
+            self.path("cap").to_str().unwrap(),
+            "--dataset",
+            self.path("train.jsonl").to_str().unwrap(),
+            "--val-dataset",
+            self.path("val.jsonl").to_str().unwrap(),
+            "--test-dataset",
+            self.path("test.jsonl").to_str().unwrap(),
+            "--model",
+            "openai/scripted",
+            "--reflection-lm",
+            "openai/scripted-reflect",
+            "--reward-recipe",
+            "exact_match_v1",
+            "--max-metric-calls",
+            "150",
+            "--seed",
+            "3",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+}
+
+fn gepard(args: &[String], base_url: &str, key: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gepard"))
+        .args(args)
+        .env("OPENAI_BASE_URL", base_url)
+        .env("OPENAI_API_KEY", key)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs the standard scripted run with `extra` flags and returns its JSON without the timing.
+fn scripted_json(extra: &[&str]) -> Value {
+    let fake = start_fake(false);
+    let inputs = Inputs::new();
+    let mut flags = vec!["--json"];
+    flags.extend_from_slice(extra);
+    let out = gepard(&inputs.args(&flags), &fake.base_url, "sk-test");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wall = report
+        .as_object_mut()
+        .unwrap()
+        .remove("wall_seconds")
+        .unwrap();
+    assert!(wall.as_f64().unwrap() >= 0.0);
+    report
+}
+
+#[test]
+fn a_scripted_run_through_the_binary_produces_the_pinned_result() {
+    let report = scripted_json(&[]);
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots/local_optimize_scripted_run.json");
+    let rendered = serde_json::to_string_pretty(&report).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(pinned.parent().unwrap()).unwrap();
+        std::fs::write(&pinned, &rendered).unwrap();
+    }
+    let expected = std::fs::read_to_string(&pinned).unwrap_or_else(|_| {
+        panic!(
+            "no pinned result at {}; run with UPDATE_SNAPSHOTS=1 to write it:\n{rendered}",
+            pinned.display()
+        )
+    });
+    assert_eq!(rendered, expected, "the run differs from the pinned result");
+    // What the pinned result says, spelled out.
+    assert!(report["metric_calls"].as_u64().unwrap() <= 150);
+    assert!(report["best_val_score"].as_f64() > report["seed_val_score"].as_f64());
+    assert!(report["best_test_score"].as_f64().is_some());
+}
+
+#[test]
+fn the_same_run_at_concurrency_1_and_8_gives_the_same_result() {
+    let one = scripted_json(&["--concurrency", "1"]);
+    let eight = scripted_json(&["--concurrency", "8"]);
+    assert_eq!(one, eight);
+}
+
+#[test]
+fn a_rejected_api_key_fails_fast_with_the_providers_message_after_few_calls() {
+    let fake = start_fake(true);
+    let inputs = Inputs::new();
+    let out = gepard(&inputs.args(&["--json"]), &fake.base_url, "sk-wrong");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("rejected the credentials (HTTP 401)")
+            && err.contains("Incorrect API key provided"),
+        "{err}"
+    );
+    assert!(!err.contains("sk-wrong"), "the key never shows: {err}");
+    let calls = fake.calls.load(Ordering::SeqCst);
+    assert!(
+        calls <= 8,
+        "no more than the calls already in flight: {calls}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_missing_dataset_file_exits_2_naming_the_file() {
+    let fake = start_fake(false);
+    let inputs = Inputs::new();
+    let mut args = inputs.args(&[]);
+    let i = args.iter().position(|a| a == "--dataset").unwrap();
+    args[i + 1] = inputs.path("nope.jsonl").to_str().unwrap().to_owned();
+    let out = gepard(&args, &fake.base_url, "sk-test");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--dataset") && err.contains("nope.jsonl"),
+        "{err}"
+    );
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_malformed_row_exits_2_naming_the_file_and_line() {
+    let inputs = Inputs::new();
+    std::fs::write(inputs.path("val.jsonl"), "{\"goal\": \"a\"}\n{oops\n").unwrap();
+    let out = gepard(&inputs.args(&[]), "http://127.0.0.1:9/v1", "sk-test");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--val-dataset") && err.contains("line 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_recipe_params_exit_2_naming_the_parameter() {
+    let inputs = Inputs::new();
+    let out = gepard(
+        &inputs.args(&["--reward-params", r#"{"expectd": "x"}"#]),
+        "http://127.0.0.1:9/v1",
+        "sk-test",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("exact_match_v1") && err.contains("expectd"),
+        "{err}"
+    );
+
+    let out = gepard(
+        &inputs.args(&["--reward-params", "{not json"]),
+        "http://127.0.0.1:9/v1",
+        "sk-test",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--reward-params"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unknown_recipe_or_agent_exits_2_listing_what_exists() {
+    let inputs = Inputs::new();
+    let mut args = inputs.args(&[]);
+    let i = args.iter().position(|a| a == "exact_match_v1").unwrap();
+    args[i] = "exact_match_v9".to_owned();
+    let out = gepard(&args, "http://127.0.0.1:9/v1", "sk-test");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("contains_v1"), "{}", stderr(&out));
+
+    let out = gepard(
+        &inputs.args(&["--agent-name", "nobody"]),
+        "http://127.0.0.1:9/v1",
+        "sk-test",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("nobody") && err.contains("classifier, other"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_budget_below_the_seed_validation_pass_exits_2_naming_the_flag() {
+    let inputs = Inputs::new();
+    let mut args = inputs.args(&[]);
+    let i = args.iter().position(|a| a == "150").unwrap();
+    args[i] = "5".to_owned();
+    let out = gepard(&args, "http://127.0.0.1:9/v1", "sk-test");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--max-metric-calls"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_malformed_model_id_exits_2_naming_it() {
+    let inputs = Inputs::new();
+    let mut args = inputs.args(&[]);
+    let i = args.iter().position(|a| a == "openai/scripted").unwrap();
+    args[i] = "scripted".to_owned();
+    let out = gepard(&args, "http://127.0.0.1:9/v1", "sk-test");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid model id `scripted`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn without_a_val_dataset_the_training_rows_validate_and_the_run_says_so_in_human_output() {
+    let fake = start_fake(false);
+    let inputs = Inputs::new();
+    let args: Vec<String> = [
+        "optimize",
+        "local",
+        "--capability",
+        inputs.path("cap").to_str().unwrap(),
+        "--agent-name",
+        "classifier",
+        "--dataset",
+        inputs.path("train.jsonl").to_str().unwrap(),
+        "--model",
+        "openai/scripted",
+        "--reward-recipe",
+        "exact_match_v1",
+        "--max-metric-calls",
+        "100",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let out = gepard(&args, &fake.base_url, "sk-test");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("no --val-dataset given: the 12 training rows are also the validation set"),
+        "{}",
+        stderr(&out)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "12 training / 12 validation rows",
+        "seed  val 0.000",
+        "best  val",
+        "Stopped: ",
+        "of 100",
+        "Answer with one word",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+}
