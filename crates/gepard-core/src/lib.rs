@@ -6,6 +6,7 @@
 //! them.
 
 pub mod auth;
+pub mod job;
 pub mod model;
 pub mod names;
 pub mod page;
