@@ -10,6 +10,7 @@ pub mod job;
 pub mod model;
 pub mod names;
 pub mod page;
+pub mod progress;
 pub mod time;
 
 pub use auth::{ApiKeySecret, Scope, Scopes};
