@@ -16,6 +16,9 @@
 //!   turns the reward feedback into instruction edits (label set, answer format, recurring
 //!   mistakes, worked examples). It exists for offline use only, because a 135M model cannot
 //!   write prompts; **an LLM reflection model is the real thing** and gives far better results.
+//!   [`RulesChatModel`] offers the same strategy as a chat model, `builtin/rules`
+//!   ([`register_builtin`]), so it works wherever a reflection model id is accepted: it reads
+//!   GEPA's reflection prompt back and answers with the new instruction in fences.
 //!
 //! Both exist for offline use and demos; real work uses real models.
 //!
@@ -40,4 +43,7 @@ pub use pull::{
     list_cached, models_dir, pull, requantize_q8_0, CachedModel, KnownModel, ModelSource,
     PullEvent, DEFAULT_MODEL, KNOWN_MODELS, MODEL_PATH_ENV,
 };
-pub use rules::{propose_rules, RulesProposer, MAX_RULES_CHARS, RULES_HEADING, RULES_ID};
+pub use rules::{
+    parse_reflection_prompt, propose_rules, register_builtin, BuiltinProvider, RulesChatModel,
+    RulesProposer, BUILTIN_PROVIDER, MAX_RULES_CHARS, RULES_HEADING, RULES_ID,
+};

@@ -125,6 +125,13 @@ impl LocalChatModel {
                 ),
             });
         }
+        // One pull at a time per process: concurrent first requests wait for the first pull
+        // instead of each downloading the same 100 MB.
+        static PULLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = PULLING.lock().await;
+        if let Some(path) = pull::cached_path(&self.name, &self.config.cache_dir)? {
+            return Ok(path);
+        }
         let sources = match &self.config.sources {
             Some(s) => s.clone(),
             None => pull::default_sources(&self.name)?,

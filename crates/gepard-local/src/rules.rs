@@ -12,9 +12,14 @@
 //! it does not understand the task. An LLM reflection model is the real thing.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use gepard_gepa::{Proposal, ProposeError, Proposer, ReflectiveRecord};
+use gepard_llm::{
+    ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Message, ModelRegistry,
+    ProviderFactory, Usage,
+};
 
 /// The strategy id (as a job's reflection model).
 pub const RULES_ID: &str = "builtin/rules";
@@ -146,7 +151,12 @@ fn classify(expected: &str, got: &str, labels: &BTreeSet<String>) -> Mistake {
 }
 
 fn shorten(text: &str, max: usize) -> String {
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // One line, and no ``` that would unbalance the fences a reflector extracts the text from.
+    let one_line = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("```", "'''");
     if one_line.chars().count() <= max {
         one_line
     } else {
@@ -357,5 +367,111 @@ impl Proposer for RulesProposer {
         examples: &[ReflectiveRecord],
     ) -> Result<Proposal, ProposeError> {
         propose_rules(current, examples).map(|text| Proposal { text })
+    }
+}
+
+/// The provider name under which [`RulesChatModel`] is registered: ids are `builtin/rules`.
+pub const BUILTIN_PROVIDER: &str = "builtin";
+
+/// `builtin/rules` as a [`ChatModel`], so it plugs in wherever a reflection *model* id is
+/// expected (the engine's `LlmReflector` sends GEPA's reflection prompt as one user message).
+///
+/// It reads the current instruction and the examples back out of that prompt (the format of
+/// [`gepard_gepa::reflection_prompt`]), runs [`propose_rules`], and answers with the new
+/// instruction inside ``` fences, which is what the reflector extracts. A prompt it cannot
+/// parse, or a batch with nothing to learn, gets an unfenced answer, which the reflector
+/// rejects: the iteration ends without a child, as with a useless model answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RulesChatModel;
+
+/// Makes the `builtin/rules` model; any other name under `builtin/` is unknown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinProvider;
+
+/// Adds the `builtin` provider (`builtin/rules`) to `registry`.
+pub fn register_builtin(registry: &ModelRegistry) {
+    registry.register_provider(BUILTIN_PROVIDER, Arc::new(BuiltinProvider));
+}
+
+impl ProviderFactory for BuiltinProvider {
+    fn model(&self, name: &str) -> Result<Arc<dyn ChatModel>, LlmError> {
+        if name == "rules" {
+            Ok(Arc::new(RulesChatModel))
+        } else {
+            Err(LlmError::ModelNotFound {
+                provider: BUILTIN_PROVIDER.to_owned(),
+                model: name.to_owned(),
+                url: "in-process".to_owned(),
+                status: 404,
+                message: "the only builtin model is `rules` (builtin/rules)".to_owned(),
+            })
+        }
+    }
+}
+
+/// Reads `(current instruction, examples)` back out of a [`gepard_gepa::reflection_prompt`].
+pub fn parse_reflection_prompt(prompt: &str) -> Option<(String, Vec<ReflectiveRecord>)> {
+    const OPEN: &str = "to perform a task for me:\n```\n";
+    const EXAMPLES: &str = "could be better:\n```\n";
+    const TAIL: &str = "\n```\n\nYour task is to write a new instruction";
+    let start = prompt.find(OPEN)? + OPEN.len();
+    let examples_at = prompt.find(EXAMPLES)?;
+    let current_end = prompt[..examples_at].rfind("\n```\n\n")?;
+    let current = prompt.get(start..current_end)?.to_owned();
+    let body_start = examples_at + EXAMPLES.len();
+    let body_end = prompt.rfind(TAIL)?;
+    let body = prompt.get(body_start..body_end)?;
+    let mut records = Vec::new();
+    let mut n = 1;
+    let mut rest = body;
+    loop {
+        let head = format!("# Example {n}\n## Inputs\n");
+        let Some(at) = rest.find(&head) else { break };
+        rest = &rest[at + head.len()..];
+        let next_head = format!("# Example {}\n## Inputs\n", n + 1);
+        let end = rest.find(&next_head).unwrap_or(rest.len());
+        let block = &rest[..end];
+        let (inputs, after) = block.split_once("\n\n## Generated Outputs\n")?;
+        let (outputs, feedback) = after.rsplit_once("\n\n## Feedback\n")?;
+        records.push(ReflectiveRecord {
+            inputs: inputs.to_owned(),
+            generated_outputs: outputs.to_owned(),
+            feedback: feedback.trim_end_matches('\n').to_owned(),
+        });
+        rest = &rest[end..];
+        n += 1;
+    }
+    Some((current, records))
+}
+
+#[async_trait]
+impl ChatModel for RulesChatModel {
+    fn id(&self) -> &str {
+        RULES_ID
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let prompt = request
+            .messages
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                Message::User { content } => Some(content.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let answer = match parse_reflection_prompt(prompt) {
+            None => "builtin/rules could not read a GEPA reflection prompt here.".to_owned(),
+            Some((current, examples)) => match propose_rules(&current, &examples) {
+                Ok(text) => format!("```\n{text}\n```"),
+                Err(e) => format!("builtin/rules: {e}"),
+            },
+        };
+        Ok(ChatResponse {
+            content: Some(answer),
+            tool_calls: Vec::new(),
+            usage: Usage::default(),
+            finish_reason: Some(FinishReason::Stop),
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! `builtin/rules` on hand-made reflective records shaped like gepard's recipe feedback.
 
 use gepard_gepa::{ProposeError, Proposer, ReflectiveRecord};
+use gepard_llm::ChatModel;
 use gepard_local::{propose_rules, RulesProposer, MAX_RULES_CHARS, RULES_HEADING};
 
 fn record(input: &str, got: &str, expected: &str) -> ReflectiveRecord {
@@ -153,4 +154,43 @@ async fn a_batch_with_nothing_new_is_rejected_instead_of_repeating_the_instructi
         .unwrap();
     let again = RulesProposer::new().propose(&first.text, &batch).await;
     assert!(matches!(again, Err(ProposeError::Rejected(_))), "{again:?}");
+}
+
+#[test]
+fn the_reflection_prompt_is_read_back_into_the_instruction_and_examples() {
+    let batch = sentiment_batch();
+    let prompt = gepard_gepa::reflection_prompt("Classify the sentiment.\nBe brief.", &batch);
+    let (current, examples) = gepard_local::parse_reflection_prompt(&prompt).unwrap();
+    assert_eq!(current, "Classify the sentiment.\nBe brief.");
+    assert_eq!(examples, batch);
+}
+
+#[tokio::test]
+async fn builtin_rules_resolves_as_a_chat_model_whose_fenced_answer_is_the_rules_proposal() {
+    use gepard_llm::{ChatRequest, Message, ModelRegistry};
+    let registry = ModelRegistry::empty();
+    gepard_local::register_builtin(&registry);
+    let model = registry.resolve("builtin/rules").unwrap();
+    let batch = sentiment_batch();
+    let prompt = gepard_gepa::reflection_prompt("Classify the sentiment.", &batch);
+    let answer = model
+        .chat(&ChatRequest::new(vec![Message::user(prompt)]))
+        .await
+        .unwrap();
+    let text = gepard_gepa::extract_fenced(answer.content.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        text,
+        propose_rules("Classify the sentiment.", &batch).unwrap()
+    );
+    assert!(registry.resolve("builtin/other").is_err());
+}
+
+#[tokio::test]
+async fn builtin_rules_answers_unfenced_when_it_cannot_read_the_prompt() {
+    use gepard_llm::{ChatRequest, Message};
+    let answer = gepard_local::RulesChatModel
+        .chat(&ChatRequest::new(vec![Message::user("Hello?")]))
+        .await
+        .unwrap();
+    assert!(gepard_gepa::extract_fenced(answer.content.as_deref().unwrap()).is_err());
 }
