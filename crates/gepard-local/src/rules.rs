@@ -32,6 +32,7 @@ pub const RULES_HEADING: &str = "## Answer rules (learned from feedback)";
 pub const MAX_RULES_CHARS: usize = 1600;
 
 const MAX_LABELS: usize = 16;
+const FINAL_PREFIX: &str = "Reply with exactly one word or phrase: ";
 const MAX_LABEL_CHARS: usize = 40;
 const MAX_EXAMPLES: usize = 3;
 const MAX_EXAMPLE_INPUT_CHARS: usize = 240;
@@ -330,12 +331,28 @@ pub fn propose_rules(current: &str, examples: &[ReflectiveRecord]) -> Result<Str
         ));
     }
 
+    let closing = label_task.then(|| {
+        let mut names: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let last = names.pop().unwrap_or_default();
+        let list = if names.is_empty() {
+            last.to_owned()
+        } else {
+            format!("{} or {last}", names.join(", "))
+        };
+        format!("{FINAL_PREFIX}{list}. Nothing else.")
+    });
+
     // Assemble within the bound: drop worked examples from the end, then rule lines.
     let render = |lines: &[String], worked: &[String]| {
         let mut s = format!("{RULES_HEADING}\n{}", lines.join("\n"));
         if !worked.is_empty() {
             s.push_str("\n\nExamples:\n");
             s.push_str(&worked.join("\n\n"));
+        }
+        // Small models follow the last thing they read: end on the answer format, restated.
+        if let Some(last) = &closing {
+            s.push_str("\n\n");
+            s.push_str(last);
         }
         s
     };

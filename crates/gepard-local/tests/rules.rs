@@ -194,3 +194,14 @@ async fn builtin_rules_answers_unfenced_when_it_cannot_read_the_prompt() {
         .unwrap();
     assert!(gepard_gepa::extract_fenced(answer.content.as_deref().unwrap()).is_err());
 }
+
+#[test]
+fn the_instruction_ends_by_restating_the_allowed_answers() {
+    let text = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    assert!(
+        text.ends_with(
+            "Reply with exactly one word or phrase: negative, neutral or positive. Nothing else."
+        ),
+        "{text}"
+    );
+}
