@@ -5,8 +5,8 @@
 //! server crate.
 
 use gepard_core::model::{
-    ApiKeyInfo, ArtifactSummary, CapabilityVersion, CreatedApiKey, DatasetVersion, ErrorBody,
-    Organization, Page, Project, RowsPage, User, VersionSummary, Workspace,
+    ApiKeyInfo, ArtifactSummary, CapabilityVersion, CreatedApiKey, DatasetVersion, ErrorBody, Job,
+    Organization, Page, Project, RowsPage, SequencedLog, User, VersionSummary, Workspace,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -329,6 +329,268 @@ impl Client {
     }
 }
 
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    /// The `event:` name (`snapshot`, `job`, `log`, `heartbeat`).
+    pub event: String,
+    /// The `id:` (a log sequence number).
+    pub id: Option<String>,
+    /// The `data:` payload (JSON).
+    pub data: String,
+}
+
+/// Splits a text/event-stream into events, keeping partial input between chunks.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: String,
+    current: SseEvent,
+}
+
+impl SseParser {
+    /// Feeds a chunk; returns the events it completed.
+    pub fn feed(&mut self, chunk: &str) -> Vec<SseEvent> {
+        self.buf.push_str(chunk);
+        let mut out = Vec::new();
+        while let Some(pos) = self.buf.find('\n') {
+            let line: String = self.buf.drain(..=pos).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                let ev = std::mem::take(&mut self.current);
+                if !ev.event.is_empty() || !ev.data.is_empty() {
+                    out.push(ev);
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue; // comment / keep-alive
+            }
+            let (field, value) = line
+                .split_once(':')
+                .map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+            match field {
+                "event" => self.current.event = value.to_owned(),
+                "id" => self.current.id = Some(value.to_owned()),
+                "data" => {
+                    if !self.current.data.is_empty() {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// What a job-event callback wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// Keep streaming.
+    Continue,
+    /// Stop now.
+    Stop,
+}
+
+impl Client {
+    fn jobs_path(org: &str, ws: &str) -> String {
+        format!("/api/v1/org/{org}/ws/{ws}/optimization/jobs")
+    }
+
+    /// `POST …/optimization/jobs` with an optional `Idempotency-Key`; `true` when created (201).
+    pub async fn create_job(
+        &self,
+        org: &str,
+        ws: &str,
+        body: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(bool, Job)> {
+        let path = Self::jobs_path(org, ws);
+        let mut req = self.request(Method::POST, &path).json(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let (status, job) = self.send(req, &path).await?;
+        Ok((status == StatusCode::CREATED, job))
+    }
+
+    /// `GET …/optimization/jobs` with filters (`status`, `project`, …) as query pairs.
+    pub async fn list_jobs(
+        &self,
+        org: &str,
+        ws: &str,
+        page: u32,
+        page_size: u32,
+        filters: &[(&str, &str)],
+    ) -> Result<Page<Job>> {
+        let mut path = format!(
+            "{}?page={page}&page_size={page_size}",
+            Self::jobs_path(org, ws)
+        );
+        for (k, v) in filters {
+            path.push_str(&format!("&{k}={}", encode(v)));
+        }
+        self.get(&path).await
+    }
+
+    /// `GET …/optimization/jobs/{id}`.
+    pub async fn job(&self, org: &str, ws: &str, id: &str) -> Result<Job> {
+        self.get(&format!("{}/{}", Self::jobs_path(org, ws), encode(id)))
+            .await
+    }
+
+    /// `POST …/{id}/cancel`.
+    pub async fn cancel_job(&self, org: &str, ws: &str, id: &str) -> Result<Job> {
+        self.post_json(
+            &format!("{}/{}/cancel", Self::jobs_path(org, ws), encode(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `POST …/{id}/retry`.
+    pub async fn retry_job(&self, org: &str, ws: &str, id: &str) -> Result<Job> {
+        self.post_json(
+            &format!("{}/{}/retry", Self::jobs_path(org, ws), encode(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `GET …/{id}/logs?after=&limit=`.
+    pub async fn job_logs(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<SequencedLog>> {
+        let page: serde_json::Value = self
+            .get(&format!(
+                "{}/{}/logs?after={after}&limit={limit}",
+                Self::jobs_path(org, ws),
+                encode(id)
+            ))
+            .await?;
+        serde_json::from_value(page["items"].clone()).map_err(|e| ClientError::Decode {
+            url: self.url("logs"),
+            status: StatusCode::OK,
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET …/{id}/artifacts`.
+    pub async fn job_artifacts(&self, org: &str, ws: &str, id: &str) -> Result<serde_json::Value> {
+        self.get(&format!(
+            "{}/{}/artifacts",
+            Self::jobs_path(org, ws),
+            encode(id)
+        ))
+        .await
+    }
+
+    /// `POST …/{id}/progress` (runner keys).
+    pub async fn job_progress(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        event: &serde_json::Value,
+    ) -> Result<Job> {
+        self.post_json(
+            &format!("{}/{}/progress", Self::jobs_path(org, ws), encode(id)),
+            event,
+        )
+        .await
+    }
+
+    /// Follows `GET …/{id}/events`, calling `on_event` for each event until it says stop or
+    /// the server ends the stream (after the job finished). A dropped connection is resumed
+    /// with `Last-Event-ID`, so no log entry is missed or repeated.
+    pub async fn follow_job<F>(&self, org: &str, ws: &str, id: &str, mut on_event: F) -> Result<()>
+    where
+        F: FnMut(SseEvent) -> Follow,
+    {
+        use futures::StreamExt;
+        let path = format!("{}/{}/events", Self::jobs_path(org, ws), encode(id));
+        let mut last_id: Option<String> = None;
+        let mut failures = 0u32;
+        loop {
+            let mut req = self
+                .request(Method::GET, &path)
+                .header("Accept", "text/event-stream");
+            if let Some(id) = &last_id {
+                req = req.header("Last-Event-ID", id);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(source) if failures < 5 => {
+                    failures += 1;
+                    let _ = source;
+                    tokio_sleep(failures).await;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(ClientError::Transport {
+                        url: self.url(&path),
+                        source,
+                    })
+                }
+            };
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let bytes = resp.bytes().await.unwrap_or_default();
+                let body =
+                    serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+                        code: status.as_u16(),
+                        kind: "http_error".into(),
+                        detail: String::from_utf8_lossy(&bytes).into_owned(),
+                        errors: None,
+                    });
+                return Err(ClientError::Api { status, body });
+            }
+            let mut parser = SseParser::default();
+            let mut stream = resp.bytes_stream();
+            let mut broken = false;
+            while let Some(chunk) = stream.next().await {
+                let Ok(chunk) = chunk else {
+                    broken = true;
+                    break;
+                };
+                failures = 0;
+                for ev in parser.feed(&String::from_utf8_lossy(&chunk)) {
+                    if ev.id.is_some() {
+                        last_id.clone_from(&ev.id);
+                    }
+                    if on_event(ev) == Follow::Stop {
+                        return Ok(());
+                    }
+                }
+            }
+            if !broken {
+                // The server ends the stream after the job finished.
+                return Ok(());
+            }
+            failures += 1;
+            if failures > 5 {
+                return Err(ClientError::Decode {
+                    url: self.url(&path),
+                    status: StatusCode::OK,
+                    message: "the event stream kept breaking".into(),
+                });
+            }
+            tokio_sleep(failures).await;
+        }
+    }
+}
+
+/// Backoff between reconnects of an event stream.
+async fn tokio_sleep(attempt: u32) {
+    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+}
+
 fn collection(kind: gepard_core::model::ArtifactKind) -> &'static str {
     match kind {
         gepard_core::model::ArtifactKind::Capability => "capabilities",
@@ -347,4 +609,26 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_split_across_chunk_boundaries() {
+        let mut p = SseParser::default();
+        assert!(p.feed("event: log\nid: 3\nda").is_empty());
+        let evs = p.feed("ta: {\"a\":1}\n\n: keep-alive\n\nevent: job\ndata: x\ndata: y\n\n");
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            evs[0],
+            SseEvent {
+                event: "log".into(),
+                id: Some("3".into()),
+                data: "{\"a\":1}".into()
+            }
+        );
+        assert_eq!(evs[1].data, "x\ny");
+    }
 }

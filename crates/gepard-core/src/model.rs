@@ -347,3 +347,175 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
 }
+/// A pinned `{name, version}` reference as jobs carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VersionRef {
+    /// Name, with or without the `org/` prefix as submitted.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+}
+
+/// The capability version a job pins, resolved at submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CapabilitySnapshot {
+    /// Id of the capability version.
+    pub artifact_id: Uuid,
+    /// Capability name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Content digest of the version (`sha256:…`).
+    pub runtime_digest: String,
+}
+
+/// A reward recipe and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RewardRecipeSpec {
+    /// Versioned recipe name, e.g. `exact_match_v1`.
+    pub name: String,
+    /// Recipe parameters.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub params: Value,
+}
+
+/// What a job consumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobUsage {
+    /// (candidate, example) evaluations.
+    pub metric_calls: i64,
+    /// Model calls (target and reflection).
+    pub model_calls: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+}
+
+/// The pinned inputs of a job; fixed at submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobSpec {
+    /// Training dataset.
+    pub dataset_ref: VersionRef,
+    /// Validation dataset (`None`: the training set also validates).
+    pub val_dataset_ref: Option<VersionRef>,
+    /// The capability version, resolved.
+    pub capability: CapabilitySnapshot,
+    /// The agent whose instructions are optimized.
+    pub agent_name: String,
+    /// Reward recipe.
+    pub reward_recipe: RewardRecipeSpec,
+    /// Optimized components (`["instructions"]`).
+    pub components: Vec<String>,
+    /// Engine configuration, defaults filled in.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Free tags.
+    pub tags: Vec<String>,
+}
+
+/// An optimization job, as API.md's job record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// Stable id.
+    pub id: Uuid,
+    /// Owning organization.
+    pub organization_id: Uuid,
+    /// Owning workspace.
+    pub workspace_id: Uuid,
+    /// Lifecycle state.
+    pub status: crate::job::JobStatus,
+    /// Display name.
+    pub name: Option<String>,
+    /// Always `gepa`.
+    pub backend: String,
+    /// Always `capability_agent`.
+    pub target_kind: String,
+    /// Target model id (`provider/model`).
+    pub model: String,
+    /// Project key.
+    pub project: String,
+    /// Project id.
+    pub project_id: Uuid,
+    /// Caller's reference for the run.
+    pub run_ref: Option<String>,
+    /// Training dataset.
+    pub dataset_ref: VersionRef,
+    /// Validation dataset.
+    pub val_dataset_ref: Option<VersionRef>,
+    /// What is being optimized for, in words.
+    pub objective: Option<String>,
+    /// The pinned capability version.
+    pub capability: CapabilitySnapshot,
+    /// The agent being optimized.
+    pub agent_name: String,
+    /// Reward recipe.
+    pub reward_recipe: RewardRecipeSpec,
+    /// Optimized components.
+    pub components: Vec<String>,
+    /// Engine configuration.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Metric series of the current attempt.
+    pub metrics: std::collections::BTreeMap<String, Vec<crate::progress::MetricPoint>>,
+    /// Summary of the current attempt.
+    pub summary: crate::progress::JobSummary,
+    /// Artifacts of the current attempt.
+    #[schema(value_type = Object)]
+    pub artifacts: Value,
+    /// Free tags.
+    pub tags: Vec<String>,
+    /// Why the job failed, when it did.
+    pub error: Option<String>,
+    /// Submission time.
+    pub created_at: DateTime<Utc>,
+    /// Submitting user.
+    pub created_by: Option<Uuid>,
+    /// When the current attempt started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the current attempt ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When a cancel was requested for the running attempt.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Last progress event.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Attempt number (1, then + 1 per retry).
+    pub attempt: i64,
+    /// What the current attempt consumed.
+    pub usage: JobUsage,
+}
+
+/// A finished attempt, kept in the job's history when it is retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobAttempt {
+    /// Attempt number.
+    pub attempt: i64,
+    /// How it ended.
+    pub status: crate::job::JobStatus,
+    /// Its summary.
+    pub summary: crate::progress::JobSummary,
+    /// Its artifacts.
+    #[schema(value_type = Object)]
+    pub artifacts: Value,
+    /// Its usage.
+    pub usage: JobUsage,
+    /// Its error.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A log entry with its sequence number (SSE event id, `after` cursor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SequencedLog {
+    /// Position in the job's log, from 1.
+    pub seq: i64,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: crate::progress::LogEntry,
+}

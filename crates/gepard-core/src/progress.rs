@@ -401,22 +401,43 @@ pub struct JobSummary {
     pub best_candidate: Option<Value>,
     /// Its aggregate validation score.
     pub best_score: Option<f64>,
-    /// Its per-example (or per-objective) validation scores.
-    #[schema(value_type = Option<Object>)]
+    /// Its per-example (or per-objective) validation scores (`{}` until known).
+    #[schema(value_type = Object)]
+    #[serde(serialize_with = "empty_object_if_none")]
     pub best_scores: Option<Value>,
     /// What the run optimizes for, in words.
     pub objective: Option<String>,
     /// Training rows.
+    #[serde(serialize_with = "zero_if_none")]
+    #[schema(value_type = i64)]
     pub train_size: Option<i64>,
     /// Validation rows.
+    #[serde(serialize_with = "zero_if_none")]
+    #[schema(value_type = i64)]
     pub val_size: Option<i64>,
     /// Candidates on the Pareto frontier.
+    #[serde(serialize_with = "zero_if_none")]
+    #[schema(value_type = i64)]
     pub frontier_size: Option<i64>,
     /// Validation score of the seed (unoptimized) candidate: the baseline to beat.
     pub seed_score: Option<f64>,
     /// Anything else runtimes reported (an object).
     #[schema(value_type = Object)]
     pub metadata: Value,
+}
+
+/// Existing clients of the Dreadnode API read `best_scores` as an object and the sizes as
+/// integers and fail on `null`, so unknown values are served as `{}` and `0`.
+fn empty_object_if_none<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => v.serialize(s),
+        None => Map::new().serialize(s),
+    }
+}
+
+/// See [`empty_object_if_none`].
+fn zero_if_none<S: serde::Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    v.unwrap_or(0).serialize(s)
 }
 
 impl Default for JobSummary {

@@ -12,29 +12,42 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod routes;
+pub mod sse;
 
 use std::future::Future;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use gepard_store::Store;
+use std::sync::Arc;
+
+use gepard_store::{LocalNotifier, Notifier, Store};
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
-use crate::routes::{keys, ops, registry, tenancy};
+use crate::routes::{jobs, keys, ops, registry, tenancy};
 
 /// Shared state of every request.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// Where committed job changes are announced to live watchers.
+    pub notifier: Arc<dyn Notifier>,
 }
 
 impl AppState {
-    /// State over a connected store.
+    /// State over a connected store, with an in-process notifier.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            notifier: Arc::new(LocalNotifier::default()),
+        }
+    }
+
+    /// State with a given notifier (shared with embedded workers).
+    pub fn with_notifier(store: Store, notifier: Arc<dyn Notifier>) -> Self {
+        Self { store, notifier }
     }
 }
 
@@ -51,6 +64,8 @@ impl AppState {
         registry::capability_versions, registry::capability_version, registry::capability_file,
         registry::publish_dataset, registry::list_datasets, registry::get_dataset,
         registry::dataset_versions, registry::dataset_version, registry::dataset_file, registry::dataset_rows,
+        jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::retry_job, jobs::job_logs,
+        jobs::job_artifacts, jobs::job_attempts, jobs::job_progress, jobs::job_events,
     ),
     components(schemas(error::ErrorBody, error::FieldError)),
     modifiers(&SecurityAddon),
@@ -91,6 +106,36 @@ pub fn router(state: AppState) -> Router {
             get(tenancy::list_projects).post(tenancy::create_project),
         )
         .route("/ws/{ws}/projects/{project}", get(tenancy::get_project))
+        .route(
+            "/ws/{ws}/optimization/jobs",
+            get(jobs::list_jobs).post(jobs::create_job),
+        )
+        .route("/ws/{ws}/optimization/jobs/{id}", get(jobs::get_job))
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/cancel",
+            post(jobs::cancel_job),
+        )
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/retry",
+            post(jobs::retry_job),
+        )
+        .route("/ws/{ws}/optimization/jobs/{id}/logs", get(jobs::job_logs))
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/artifacts",
+            get(jobs::job_artifacts),
+        )
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/attempts",
+            get(jobs::job_attempts),
+        )
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/progress",
+            post(jobs::job_progress),
+        )
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/events",
+            get(jobs::job_events),
+        )
         .route("/keys", get(keys::list_keys).post(keys::create_key))
         .route("/keys/{id}", delete(keys::revoke_key))
         .route(

@@ -8,6 +8,9 @@
 //!
 //! Only this crate names `sqlx`. It must not depend on the server, HTTP or the GEPA engine.
 
+mod jobs;
+mod lifecycle;
+pub mod notify;
 mod registry;
 mod rows;
 mod tenancy;
@@ -18,6 +21,9 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use jobs::{Created, IdempotencyKey, JobFilter, JobWrite, NewJob};
+pub use lifecycle::LifecycleError;
+pub use notify::{JobNotice, LocalNotifier, Notifier};
 pub use registry::Published;
 pub use tenancy::{AuthenticatedKey, Bootstrap};
 

@@ -235,7 +235,9 @@ impl Store {
             .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("workspace `{key}` already exists in this organization")))
+                return Err(StoreError::Conflict(format!(
+                    "workspace `{key}` already exists in this organization"
+                )))
             }
             other => other?,
         };
@@ -246,7 +248,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.workspace_by_key(org_id, key).await?.ok_or_else(|| StoreError::NotFound(format!("workspace {key}")))
+        self.workspace_by_key(org_id, key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("workspace {key}")))
     }
 
     /// Projects of a workspace, by key.

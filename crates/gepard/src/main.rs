@@ -4,6 +4,7 @@
 //! 1 the operation failed (including a waited-for job that did not complete), 2 usage error.
 
 mod commands;
+mod jobs_cli;
 mod local;
 mod quickstart;
 mod serve;
@@ -50,6 +51,8 @@ enum Command {
 enum OptimizeCommand {
     /// Run GEPA in-process on a capability directory and JSONL files, without a server.
     Local(local::LocalArgs),
+    #[command(flatten)]
+    Job(jobs_cli::JobCommand),
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn main() -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Optimize(OptimizeCommand::Local(args)) => local::run(args).await,
+        Command::Optimize(OptimizeCommand::Job(cmd)) => jobs_cli::run(g, cmd).await,
     };
     match result {
         Ok(code) => code,

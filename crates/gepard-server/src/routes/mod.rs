@@ -1,5 +1,6 @@
 //! Route handlers, one module per area of API.md.
 
+pub mod jobs;
 pub mod keys;
 pub mod ops;
 pub mod registry;

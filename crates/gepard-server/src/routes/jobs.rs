@@ -1,0 +1,1008 @@
+//! Optimization jobs: submission with full validation, listing, control (cancel, retry),
+//! evidence (logs, artifacts, attempts), progress from runtimes, and live events (SSE).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gepard_agent::recipe::{Recipe, RecipeError};
+use gepard_core::job::{JobCommand, JobStatus};
+use gepard_core::model::PLATFORM_MAX_RUNTIME_SECONDS;
+use gepard_core::model::{
+    CapabilitySnapshot, Job, JobAttempt, JobSpec, Organization, Page, RewardRecipeSpec,
+    SequencedLog, VersionRef, Workspace,
+};
+use gepard_core::names::{parse_version, split_org_prefix};
+use gepard_core::progress::ProgressEvent;
+use gepard_core::Scope;
+use gepard_store::{Created, IdempotencyKey, JobFilter, LifecycleError, NewJob};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody, FieldError};
+use crate::extract::{bytes_rejection, query_number, ApiJson};
+use crate::routes::registry::page_request;
+use crate::AppState;
+
+/// A `{name, version}` ref in a create body.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefInput {
+    /// Name, optionally `org/name`.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+}
+
+/// A reward recipe in a create body.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeInput {
+    /// Versioned recipe name (`exact_match_v1`, `contains_v1`, `row_reward_v1`, `trajectory_imitation_v1`).
+    pub name: String,
+    /// Recipe parameters (`null` → `{}`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Value>,
+}
+
+/// Body of `POST …/optimization/jobs`. Every optional field may be `null` (= the default).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Optimization backend; only `gepa`.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// What is optimized; only `capability_agent`.
+    #[serde(default)]
+    pub target_kind: Option<String>,
+    /// Target model, `provider/model`.
+    pub model: String,
+    /// Project key or id (default: the workspace's default project).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Caller's reference for the run.
+    #[serde(default)]
+    pub run_ref: Option<String>,
+    /// The capability version.
+    pub capability_ref: RefInput,
+    /// The agent (default: the capability's first agent).
+    #[serde(default)]
+    pub agent_name: Option<String>,
+    /// Training dataset.
+    #[serde(default)]
+    pub dataset_ref: Option<RefInput>,
+    /// Validation dataset (default: the training dataset).
+    #[serde(default)]
+    pub val_dataset_ref: Option<RefInput>,
+    /// Reward recipe.
+    pub reward_recipe: RecipeInput,
+    /// Optimized components; only `["instructions"]`.
+    #[serde(default)]
+    pub components: Option<Vec<String>>,
+    /// What the optimization is for, in words.
+    #[serde(default)]
+    pub objective: Option<String>,
+    /// Free tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Engine configuration (the Dreadnode vocabulary).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Map<String, Value>>,
+    /// Environment targets are not supported yet (must be null).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub capability_env: Option<Value>,
+    /// Environment-mode task (Dreadnode clients send it at the top level); must be null.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub task_ref: Option<Value>,
+    /// Environment-mode tasks; must be null.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub task_refs: Option<Value>,
+    /// Environment-mode validation tasks; must be null.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub val_task_refs: Option<Value>,
+    /// Per-task timeout of environment mode; stored in the config.
+    #[serde(default)]
+    pub timeout_sec: Option<i64>,
+}
+
+/// Collects field problems so one response names every wrong field.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn add(&mut self, loc: &[&str], msg: impl Into<String>) {
+        self.0.push(FieldError {
+            loc: loc.iter().map(|s| (*s).to_owned()).collect(),
+            msg: msg.into(),
+            kind: "value_error".into(),
+        });
+    }
+
+    fn into_result(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.0))
+        }
+    }
+}
+
+/// Config keys gepard implements.
+const IMPLEMENTED: &[&str] = &[
+    "concurrency",
+    "seed",
+    "max_metric_calls",
+    "max_trials",
+    "max_trials_without_improvement",
+    "max_runtime_sec",
+    "candidate_selection_strategy",
+    "skip_perfect_score",
+    "perfect_score",
+    "reflection_minibatch_size",
+    "reflection_lm",
+    "max_reflection_examples",
+    "max_side_info_chars",
+    "dataset_input_mapping",
+];
+
+/// Config keys accepted for compatibility, stored and reported in the job's log.
+const STORED_ONLY: &[&str] = &[
+    "parallel_rows",
+    "display_progress_bar",
+    "track_best_outputs",
+    "val_evaluation_policy",
+    "cache_evaluation",
+    "frontier_type",
+    "batch_sampler",
+    "module_selector",
+    "reflection_prompt_template",
+    "max_merge_invocations",
+    "merge_val_overlap_floor",
+    "capture_traces",
+    "include_outputs",
+    "include_errors",
+    "task_ref",
+    "task_refs",
+    "val_task_refs",
+    "timeout_sec",
+];
+
+/// Whether a model id looks like `provider/model`.
+///
+/// Only the shape is checked here; whether the provider exists is the runtime's business,
+/// and an unknown one fails the run fast with its message.
+fn model_id_ok(id: &str) -> bool {
+    match id.split_once('/') {
+        Some((p, m)) => {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                && !m.trim().is_empty()
+                && !m.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn int_in(p: &mut Problems, cfg: &Map<String, Value>, key: &str, min: i64, max: i64) {
+    if let Some(v) = cfg.get(key) {
+        match v.as_i64() {
+            Some(n) if (min..=max).contains(&n) => {}
+            _ => p.add(
+                &["body", "config", key],
+                format!("must be an integer from {min} to {max}"),
+            ),
+        }
+    }
+}
+
+fn bool_at(p: &mut Problems, cfg: &Map<String, Value>, key: &str) {
+    if cfg.get(key).is_some_and(|v| !v.is_boolean()) {
+        p.add(&["body", "config", key], "must be true or false");
+    }
+}
+
+fn one_of(p: &mut Problems, cfg: &Map<String, Value>, key: &str, allowed: &[&str]) {
+    if let Some(v) = cfg.get(key) {
+        if !v.as_str().is_some_and(|s| allowed.contains(&s)) {
+            p.add(
+                &["body", "config", key],
+                format!("must be one of {}", allowed.join(", ")),
+            );
+        }
+    }
+}
+
+/// Validates the config and fills gepard's defaults. Nulls mean "default" and are dropped.
+fn check_config(
+    p: &mut Problems,
+    raw: Option<Map<String, Value>>,
+) -> (Map<String, Value>, Vec<String>) {
+    let mut cfg: Map<String, Value> = raw
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .collect();
+    let mut stored_only = Vec::new();
+    for key in cfg.keys() {
+        if IMPLEMENTED.contains(&key.as_str()) {
+            continue;
+        }
+        if STORED_ONLY.contains(&key.as_str()) {
+            stored_only.push(key.clone());
+        } else {
+            p.add(&["body", "config", key], "unknown setting");
+        }
+    }
+    int_in(p, &cfg, "concurrency", 1, 64);
+    int_in(p, &cfg, "parallel_rows", 1, 64);
+    int_in(p, &cfg, "seed", 0, i64::from(u32::MAX));
+    int_in(p, &cfg, "max_metric_calls", 1, 1_000_000);
+    int_in(p, &cfg, "max_trials", 1, 100_000);
+    int_in(p, &cfg, "max_trials_without_improvement", 1, 100_000);
+    int_in(p, &cfg, "max_runtime_sec", 1, PLATFORM_MAX_RUNTIME_SECONDS);
+    int_in(p, &cfg, "reflection_minibatch_size", 1, 100);
+    int_in(p, &cfg, "max_reflection_examples", 1, 100);
+    int_in(p, &cfg, "max_side_info_chars", 100, 1_000_000);
+    int_in(p, &cfg, "max_merge_invocations", 0, 0);
+    int_in(p, &cfg, "timeout_sec", 1, PLATFORM_MAX_RUNTIME_SECONDS);
+    for key in [
+        "skip_perfect_score",
+        "display_progress_bar",
+        "track_best_outputs",
+        "cache_evaluation",
+        "capture_traces",
+        "include_outputs",
+        "include_errors",
+    ] {
+        bool_at(p, &cfg, key);
+    }
+    one_of(
+        p,
+        &cfg,
+        "candidate_selection_strategy",
+        &["pareto", "current_best", "epsilon_greedy"],
+    );
+    one_of(p, &cfg, "val_evaluation_policy", &["full_eval"]);
+    one_of(p, &cfg, "frontier_type", &["instance"]);
+    one_of(p, &cfg, "batch_sampler", &["epoch_shuffled"]);
+    if let Some(v) = cfg.get("perfect_score") {
+        if !v.as_f64().is_some_and(|f| f.is_finite() && f > 0.0) {
+            p.add(
+                &["body", "config", "perfect_score"],
+                "must be a positive number",
+            );
+        }
+    }
+    if let Some(v) = cfg.get("reflection_lm") {
+        match v.as_str() {
+            Some(s) if model_id_ok(s) || s == "builtin/rules" => {}
+            _ => p.add(
+                &["body", "config", "reflection_lm"],
+                "must be a model id of the form provider/model",
+            ),
+        }
+    }
+    for key in ["task_ref", "task_refs", "val_task_refs"] {
+        if cfg.contains_key(key) {
+            p.add(
+                &["body", "config", key],
+                "tasks belong to capability_env targets, which are not supported yet",
+            );
+        }
+    }
+    if let Some(v) = cfg.get("dataset_input_mapping") {
+        if !(v.is_object() || v.is_string() || v.is_array()) {
+            p.add(
+                &["body", "config", "dataset_input_mapping"],
+                "must be a template string, a list of fields or an object",
+            );
+        }
+    }
+    // Defaults, so the stored config says exactly what runs.
+    let defaults = [
+        ("seed", Value::from(0)),
+        ("concurrency", Value::from(1)),
+        ("max_metric_calls", Value::from(100)),
+        ("reflection_minibatch_size", Value::from(3)),
+        ("candidate_selection_strategy", Value::from("pareto")),
+        ("skip_perfect_score", Value::from(true)),
+        ("perfect_score", Value::from(1.0)),
+        ("max_reflection_examples", Value::from(10)),
+        ("max_side_info_chars", Value::from(4000)),
+    ];
+    for (k, v) in defaults {
+        cfg.entry(k).or_insert(v);
+    }
+    (cfg, stored_only)
+}
+
+/// Splits a ref's optional org prefix; the prefix must be the job's own org.
+fn ref_parts(
+    p: &mut Problems,
+    field: &str,
+    r: &RefInput,
+    org: &Organization,
+) -> Option<(String, String)> {
+    let name = match split_org_prefix(&r.name) {
+        Ok((Some(o), _)) if o.as_str() != org.key => {
+            p.add(
+                &["body", field, "name"],
+                format!(
+                    "organization `{o}` is not this job's organization `{}`",
+                    org.key
+                ),
+            );
+            return None;
+        }
+        Ok((_, name)) => name.to_string(),
+        Err(e) => {
+            p.add(&["body", field, "name"], e.to_string());
+            return None;
+        }
+    };
+    match parse_version(&r.version) {
+        Ok(v) => Some((name, v.to_string())),
+        Err(e) => {
+            p.add(&["body", field, "version"], e.to_string());
+            None
+        }
+    }
+}
+
+fn text_limit(p: &mut Problems, field: &str, v: Option<&String>, max: usize) {
+    if v.is_some_and(|s| s.chars().count() > max) {
+        p.add(
+            &["body", field],
+            format!("must be at most {max} characters"),
+        );
+    }
+}
+
+/// Validates a create body against the workspace's registries and projects.
+async fn validate(
+    state: &AppState,
+    org: &Organization,
+    ws: &Workspace,
+    body: CreateJob,
+    created_by: Uuid,
+) -> Result<(NewJob, Vec<String>), ApiError> {
+    let mut p = Problems::default();
+    let backend = body.backend.clone().unwrap_or_else(|| "gepa".into());
+    if backend != "gepa" {
+        p.add(&["body", "backend"], "only `gepa` is supported");
+    }
+    let target_kind = body
+        .target_kind
+        .clone()
+        .unwrap_or_else(|| "capability_agent".into());
+    match target_kind.as_str() {
+        "capability_agent" => {}
+        "capability_env" => p.add(
+            &["body", "target_kind"],
+            "capability_env is not supported yet",
+        ),
+        other => p.add(
+            &["body", "target_kind"],
+            format!("unknown target kind `{other}`; use capability_agent"),
+        ),
+    }
+    if body.capability_env.is_some() {
+        p.add(
+            &["body", "capability_env"],
+            "capability_env is not supported yet",
+        );
+    }
+    if !model_id_ok(&body.model) {
+        p.add(
+            &["body", "model"],
+            format!(
+                "`{}` is not a model id of the form provider/model",
+                body.model
+            ),
+        );
+    }
+    let components = body
+        .components
+        .clone()
+        .unwrap_or_else(|| vec!["instructions".into()]);
+    if components != ["instructions"] {
+        p.add(
+            &["body", "components"],
+            "capability_agent optimizes only [\"instructions\"]",
+        );
+    }
+    text_limit(&mut p, "name", body.name.as_ref(), 200);
+    text_limit(&mut p, "run_ref", body.run_ref.as_ref(), 200);
+    text_limit(&mut p, "objective", body.objective.as_ref(), 10_000);
+    let tags = body.tags.clone().unwrap_or_default();
+    if tags.len() > 50 || tags.iter().any(|t| t.is_empty() || t.chars().count() > 100) {
+        p.add(&["body", "tags"], "at most 50 tags of 1 to 100 characters");
+    }
+    let params = body
+        .reward_recipe
+        .params
+        .clone()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let Err(e) = Recipe::from_spec(&body.reward_recipe.name, &params) {
+        match &e {
+            RecipeError::UnknownRecipe { .. } => {
+                p.add(&["body", "reward_recipe", "name"], e.to_string());
+            }
+            RecipeError::InvalidParam { param, .. } => {
+                let mut loc = vec!["body", "reward_recipe"];
+                loc.extend(param.split('.'));
+                p.add(&loc, e.to_string());
+            }
+        }
+    }
+    let mut raw_config = body.config.clone().unwrap_or_default();
+    if let Some(t) = body.timeout_sec {
+        raw_config.entry("timeout_sec").or_insert(Value::from(t));
+    }
+    let (config, stored_only) = check_config(&mut p, Some(raw_config));
+
+    // Registries: the capability version and its agent, the datasets.
+    let mut capability = None;
+    let mut agent_name = body.agent_name.clone().unwrap_or_default();
+    if let Some((name, version)) = ref_parts(&mut p, "capability_ref", &body.capability_ref, org) {
+        match state
+            .store
+            .capability_version(org.id, &name, &version)
+            .await?
+        {
+            None => p.add(
+                &["body", "capability_ref"],
+                format!(
+                    "capability {name}@{version} is not published in `{}`",
+                    org.key
+                ),
+            ),
+            Some(cap) => {
+                match body.agent_name.as_deref() {
+                    None => {
+                        agent_name = cap
+                            .agents
+                            .first()
+                            .map(|a| a.name.clone())
+                            .unwrap_or_default();
+                    }
+                    Some(a) if cap.agents.iter().any(|x| x.name == a) => {}
+                    Some(a) => p.add(
+                        &["body", "agent_name"],
+                        format!(
+                            "capability {name}@{version} has no agent `{a}` (agents: {})",
+                            cap.agents
+                                .iter()
+                                .map(|x| x.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                }
+                capability = Some(CapabilitySnapshot {
+                    artifact_id: cap.id,
+                    name: cap.name,
+                    version: cap.version,
+                    runtime_digest: format!("sha256:{}", cap.sha256),
+                });
+            }
+        }
+    }
+    let mut val_rows = None;
+    let dataset = |field: &'static str, r: Option<&RefInput>| (field, r.cloned());
+    let mut refs = Vec::new();
+    for (field, r) in [
+        dataset("dataset_ref", body.dataset_ref.as_ref()),
+        dataset("val_dataset_ref", body.val_dataset_ref.as_ref()),
+    ] {
+        let Some(r) = r else {
+            if field == "dataset_ref" {
+                p.add(
+                    &["body", "dataset_ref"],
+                    "capability_agent needs a training dataset",
+                );
+            }
+            refs.push(None);
+            continue;
+        };
+        let Some((name, version)) = ref_parts(&mut p, field, &r, org) else {
+            refs.push(None);
+            continue;
+        };
+        match state.store.dataset_version(org.id, &name, &version).await? {
+            None => {
+                p.add(
+                    &["body", field],
+                    format!("dataset {name}@{version} is not published in `{}`", org.key),
+                );
+                refs.push(None);
+            }
+            Some(ds) => {
+                if field == "val_dataset_ref" || val_rows.is_none() {
+                    val_rows = Some(ds.row_count);
+                }
+                refs.push(Some(VersionRef {
+                    name: r.name.clone(),
+                    version,
+                }));
+            }
+        }
+    }
+    if let (Some(rows), Some(budget)) = (
+        val_rows,
+        config.get("max_metric_calls").and_then(Value::as_i64),
+    ) {
+        if budget < rows {
+            p.add(
+                &["body", "config", "max_metric_calls"],
+                format!("a budget of {budget} metric calls cannot even evaluate the seed on the {rows} validation rows"),
+            );
+        }
+    }
+
+    // Project: the named one, else the workspace default; its first runtime is bootstrapped.
+    let project = match body.project.as_deref() {
+        Some(key) => state.store.project(ws.id, key).await?,
+        None => state.store.default_project(ws.id).await?,
+    };
+    if project.is_none() {
+        let what = body.project.as_deref().unwrap_or("(default)");
+        p.add(
+            &["body", "project"],
+            format!("project `{what}` not found in workspace `{}`", ws.key),
+        );
+    }
+    p.into_result()?;
+    let (Some(project), Some(capability)) = (project, capability) else {
+        unreachable!("problems were reported above");
+    };
+    state.store.ensure_runtime(project.id).await?;
+    let mut refs = refs.into_iter();
+    let dataset_ref = refs.next().flatten().expect("validated above");
+    let val_dataset_ref = refs.next().flatten();
+    let mut notes = Vec::new();
+    if val_dataset_ref.is_none() {
+        notes.push(
+            "no validation dataset: the training dataset is also the validation set".to_owned(),
+        );
+    }
+    if !stored_only.is_empty() {
+        notes.push(format!(
+            "settings stored but not implemented by gepard: {}",
+            stored_only.join(", ")
+        ));
+    }
+    Ok((
+        NewJob {
+            org_id: org.id,
+            workspace_id: ws.id,
+            project_id: project.id,
+            name: body.name.clone(),
+            backend,
+            target_kind,
+            model: body.model.clone(),
+            run_ref: body.run_ref.clone(),
+            objective: body.objective.clone(),
+            spec: JobSpec {
+                dataset_ref,
+                val_dataset_ref,
+                capability,
+                agent_name,
+                reward_recipe: RewardRecipeSpec {
+                    name: body.reward_recipe.name.clone(),
+                    params,
+                },
+                components,
+                config: Value::Object(config),
+                tags,
+            },
+            created_by: Some(created_by),
+        },
+        notes,
+    ))
+}
+
+fn parse_body(
+    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+) -> Result<(CreateJob, String), ApiError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::unsupported_media_type(
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    let bytes = body.map_err(|e| bytes_rejection(&e))?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    // Canonical form (sorted keys) so the idempotency hash ignores formatting and key order.
+    let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    let parsed: CreateJob = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let mut loc = vec!["body".to_owned()];
+        loc.extend(
+            e.path()
+                .to_string()
+                .split('.')
+                .filter(|s| !s.is_empty() && *s != ".")
+                .map(str::to_owned),
+        );
+        ApiError::validation(vec![FieldError {
+            loc,
+            msg: e.inner().to_string(),
+            kind: "value_error".into(),
+        }])
+    })?;
+    Ok((parsed, hash))
+}
+
+fn job_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("job `{id}` not found")))
+}
+
+async fn load(
+    state: &AppState,
+    caller: &Caller,
+    org: &str,
+    ws: &str,
+    id: &str,
+    scope: Scope,
+) -> ApiResult<(Workspace, Job)> {
+    let (_, ws) = caller.workspace(state, org, ws, scope).await?;
+    let id = job_id(id)?;
+    let job = state.store.job(ws.id, id).await?.ok_or_else(|| {
+        ApiError::not_found(format!("job `{id}` not found in workspace `{}`", ws.key))
+    })?;
+    Ok((ws, job))
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::NotFound(id) => ApiError::not_found(format!("job `{id}` not found")),
+            LifecycleError::Illegal(t) => ApiError::conflict(t.to_string()),
+            LifecycleError::Fenced(_) => ApiError::conflict(e.to_string()),
+            LifecycleError::Invalid(problems) => ApiError::validation(problems),
+            LifecycleError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// `POST …/optimization/jobs`: validates and queues a job. `Idempotency-Key` makes a retried
+/// submit return the same job (200); the same key with another body is a 409.
+#[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"),
+           ("Idempotency-Key" = Option<String>, Header, description = "makes retried submissions safe")),
+    request_body = CreateJob,
+    responses((status = 201, body = Job), (status = 200, body = Job, description = "replayed idempotent submission"),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let (org, ws) = {
+        let (o, w) = caller.workspace(&state, &org, &ws, Scope::Write).await?;
+        (o, w)
+    };
+    let (body, hash) = parse_body(body, &headers)?;
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        &["header", "Idempotency-Key"],
+                        "must be 1 to 255 printable characters",
+                    )
+                })?;
+            Some(IdempotencyKey {
+                key: key.to_owned(),
+                request_hash: hash,
+            })
+        }
+    };
+    let (new, notes) = validate(&state, &org, &ws, body, caller.key.info.user_id).await?;
+    match state.store.create_job(new, idempotency).await? {
+        Created::Replayed(job) => Ok((StatusCode::OK, Json(job)).into_response()),
+        Created::New(job) => {
+            let job = state
+                .store
+                .note_job(state.notifier.as_ref(), &job, &notes)
+                .await?;
+            Ok((StatusCode::CREATED, Json(job)).into_response())
+        }
+    }
+}
+
+/// Query of `GET …/optimization/jobs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct JobListQuery {
+    /// 1-based page.
+    pub page: Option<String>,
+    /// Items per page (1–100, default 20).
+    pub page_size: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this backend.
+    pub backend: Option<String>,
+    /// Only this target kind.
+    pub target_kind: Option<String>,
+    /// Only this project (key or id).
+    pub project: Option<String>,
+}
+
+/// `GET …/optimization/jobs`: newest first.
+#[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), JobListQuery),
+    responses((status = 200, body = Page<Job>), (status = 422, body = ErrorBody)))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws)): Path<(String, String)>,
+    Query(q): Query<JobListQuery>,
+) -> ApiResult<Json<Page<Job>>> {
+    let (_, ws) = caller.workspace(&state, &org, &ws, Scope::Read).await?;
+    let page = page_request(q.page.as_deref(), q.page_size.as_deref())?;
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let status = match nonempty(q.status) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<JobStatus>()
+                .map_err(|e| ApiError::invalid(&["query", "status"], e.to_string()))?,
+        ),
+    };
+    let project_id = match nonempty(q.project) {
+        None => None,
+        Some(p) => Some(
+            state
+                .store
+                .project(ws.id, &p)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid(&["query", "project"], format!("project `{p}` not found"))
+                })?
+                .id,
+        ),
+    };
+    let filter = JobFilter {
+        status,
+        backend: nonempty(q.backend),
+        target_kind: nonempty(q.target_kind),
+        project_id,
+    };
+    Ok(Json(state.store.list_jobs(ws.id, &filter, page).await?))
+}
+
+/// `GET …/optimization/jobs/{id}`.
+#[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(
+        load(&state, &caller, &org, &ws, &id, Scope::Read).await?.1,
+    ))
+}
+
+async fn command(
+    state: &AppState,
+    caller: &Caller,
+    org: &str,
+    ws: &str,
+    id: &str,
+    cmd: JobCommand,
+) -> ApiResult<Json<Job>> {
+    let (ws, job) = load(state, caller, org, ws, id, Scope::Write).await?;
+    Ok(Json(
+        state
+            .store
+            .job_command(state.notifier.as_ref(), ws.id, job.id, &cmd)
+            .await?,
+    ))
+}
+
+/// `POST …/{id}/cancel`: a queued job is cancelled at once; a running one records the request
+/// and ends `cancelled` when its runtime stops; a finished one is a 409.
+#[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/cancel", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Job>> {
+    command(&state, &caller, &org, &ws, &id, JobCommand::RequestCancel).await
+}
+
+/// `POST …/{id}/retry`: a finished job goes back to `queued` with its evidence cleared and
+/// the attempt number raised; anything else is a 409.
+#[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/retry", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Job>> {
+    command(&state, &caller, &org, &ws, &id, JobCommand::Retry).await
+}
+
+/// Query of `GET …/logs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// Only entries after this sequence number.
+    pub after: Option<String>,
+    /// Most entries (1–1000, default 1000).
+    pub limit: Option<String>,
+}
+
+/// Body of `GET …/logs`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogsPage {
+    /// Entries, oldest first.
+    pub items: Vec<SequencedLog>,
+}
+
+/// `GET …/{id}/logs?after=&limit=`: oldest first.
+#[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/logs", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id"), LogsQuery),
+    responses((status = 200, body = LogsPage), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn job_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Json<LogsPage>> {
+    let after = query_number::<i64>("after", q.after.as_deref())?.unwrap_or(0);
+    let limit = query_number::<i64>("limit", q.limit.as_deref())?.unwrap_or(1000);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            &["query", "limit"],
+            "must be between 1 and 1000",
+        ));
+    }
+    if after < 0 {
+        return Err(ApiError::invalid(&["query", "after"], "must be 0 or more"));
+    }
+    let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
+    Ok(Json(LogsPage {
+        items: state.store.job_logs(job.id, after, limit).await?,
+    }))
+}
+
+/// Body of `GET …/artifacts`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactsBody {
+    /// The job's artifacts.
+    #[schema(value_type = Object)]
+    pub artifacts: Value,
+}
+
+/// `GET …/{id}/artifacts`.
+#[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/artifacts", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    responses((status = 200, body = ArtifactsBody), (status = 404, body = ErrorBody)))]
+pub async fn job_artifacts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<ArtifactsBody>> {
+    let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
+    Ok(Json(ArtifactsBody {
+        artifacts: job.artifacts,
+    }))
+}
+
+/// `GET …/{id}/attempts`: finished attempts kept by retries, oldest first.
+#[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/attempts", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Vec<JobAttempt>), (status = 404, body = ErrorBody)))]
+pub async fn job_attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Vec<JobAttempt>>> {
+    let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
+    Ok(Json(state.store.job_attempts(job.id).await?))
+}
+
+/// `POST …/{id}/progress`: a runtime reports progress (needs a `runner` key).
+#[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/progress", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    request_body = ProgressEvent,
+    responses((status = 200, body = Job), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn job_progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiJson(event): ApiJson<ProgressEvent>,
+) -> ApiResult<Json<Job>> {
+    let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Runner).await?;
+    Ok(Json(
+        state
+            .store
+            .ingest_progress(state.notifier.as_ref(), job.id, &event, None)
+            .await?,
+    ))
+}
+
+/// Interval of `heartbeat` events on idle streams.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `GET …/{id}/events`: Server-Sent Events. First `snapshot` (the job), then every log entry
+/// after `Last-Event-ID` (all of them on a first connect), then `job` and `log` events live,
+/// `heartbeat` every 15 s; the stream ends once the job is finished and its last events sent.
+/// Event ids are log sequence numbers: resuming from one sends only newer entries.
+#[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/events", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id"),
+           ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, description = "text/event-stream of snapshot, job, log and heartbeat events"), (status = 404, body = ErrorBody)))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<tokio_stream::wrappers::ReceiverStream<Result<Event, Infallible>>>> {
+    let (ws, _) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
+    let job_id = job_id(&id)?;
+    let resume = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    &["header", "Last-Event-ID"],
+                    "must be an event id from this stream",
+                )
+            })?,
+    };
+    // Subscribe before the snapshot so no change between the two can be missed.
+    let rx = state.notifier.subscribe();
+    let (tx, out) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(crate::sse::stream_job(
+        state.clone(),
+        ws.id,
+        job_id,
+        resume,
+        rx,
+        tx,
+        HEARTBEAT,
+    ));
+    // No axum keep-alive: the stream sends its own `heartbeat` events, as API.md specifies.
+    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)))
+}

@@ -1,0 +1,138 @@
+//! The per-watcher task behind `GET …/events`.
+//!
+//! One task per connection: it sends the snapshot and the backlog, then forwards the
+//! notifier's notices for its job. A notice carries the job and its new log entries, so a
+//! watcher normally never reads the database after connecting; only when it lags behind the
+//! broadcast buffer does it re-read, which batches updates but loses none. The task ends when
+//! the client goes away (a send fails) or after the job's terminal events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use gepard_core::model::{Job, SequencedLog};
+use gepard_store::JobNotice;
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use crate::AppState;
+
+/// An SSE event with a JSON payload; the id is a log sequence number.
+pub(crate) fn event(kind: &str, id: i64, data: &impl serde::Serialize) -> Event {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+    Event::default().event(kind).id(id.to_string()).data(data)
+}
+
+/// Log entries read per query while catching up.
+const BACKLOG_PAGE: i64 = 1000;
+
+struct Watcher {
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+    /// Highest log sequence number sent; also the id of job events.
+    last_seq: i64,
+    /// `updated_at` of the last job sent, to skip notices that change nothing we show.
+    last_update: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Watcher {
+    async fn send(&self, e: Event) -> bool {
+        self.tx.send(Ok(e)).await.is_ok()
+    }
+
+    async fn send_logs(&mut self, logs: &[SequencedLog]) -> bool {
+        for log in logs {
+            if log.seq <= self.last_seq {
+                continue;
+            }
+            self.last_seq = log.seq;
+            if !self.send(event("log", log.seq, log)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn send_job(&mut self, job: &Job) -> bool {
+        if self.last_update == Some(job.updated_at) {
+            return true;
+        }
+        self.last_update = Some(job.updated_at);
+        self.send(event("job", self.last_seq, job)).await
+    }
+
+    /// Reads and sends every log entry after `last_seq`.
+    async fn catch_up(&mut self, state: &AppState, job_id: Uuid) -> Option<()> {
+        loop {
+            let logs = state
+                .store
+                .job_logs(job_id, self.last_seq, BACKLOG_PAGE)
+                .await
+                .ok()?;
+            let done = (logs.len() as i64) < BACKLOG_PAGE;
+            if !self.send_logs(&logs).await {
+                return None;
+            }
+            if done {
+                return Some(());
+            }
+        }
+    }
+}
+
+/// Streams one job's events into `tx` until the client leaves or the job has finished.
+pub async fn stream_job(
+    state: AppState,
+    workspace_id: Uuid,
+    job_id: Uuid,
+    resume_after: i64,
+    mut rx: broadcast::Receiver<Arc<JobNotice>>,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+    heartbeat: Duration,
+) {
+    let mut w = Watcher {
+        tx,
+        last_seq: resume_after,
+        last_update: None,
+    };
+    let Ok(Some(job)) = state.store.job(workspace_id, job_id).await else {
+        return;
+    };
+    w.last_update = Some(job.updated_at);
+    if !w.send(event("snapshot", w.last_seq, &job)).await
+        || w.catch_up(&state, job_id).await.is_none()
+    {
+        return;
+    }
+    let mut finished = job.status.is_terminal();
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    while !finished {
+        tokio::select! {
+            notice = rx.recv() => match notice {
+                Ok(n) if n.job.id == job_id => {
+                    if !w.send_logs(&n.logs).await || !w.send_job(&n.job).await {
+                        return;
+                    }
+                    finished = n.job.status.is_terminal();
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind the buffer: re-read instead of guessing what was missed.
+                    let Ok(Some(job)) = state.store.job(workspace_id, job_id).await else { return };
+                    if w.catch_up(&state, job_id).await.is_none() || !w.send_job(&job).await {
+                        return;
+                    }
+                    finished = job.status.is_terminal();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = beat.tick() => {
+                if !w.send(Event::default().event("heartbeat").id(w.last_seq.to_string()).data("{}")).await {
+                    return;
+                }
+            }
+        }
+    }
+    // A terminal job: make sure the very last entries are out before the stream ends.
+    let _ = w.catch_up(&state, job_id).await;
+}

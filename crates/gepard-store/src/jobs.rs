@@ -1,0 +1,556 @@
+//! Optimization jobs: creation (with idempotency keys), listing, compare-and-set updates that
+//! carry their evidence (log entries, metric points) in the same transaction, and the
+//! attempt history.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use gepard_core::job::JobStatus;
+use gepard_core::model::{Job, JobAttempt, JobSpec, JobUsage, Page, SequencedLog};
+use gepard_core::progress::{JobSummary, LogEntry, MetricPoint};
+use gepard_core::PageRequest;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::rows::{int, json, now_text, opt_text, opt_time, opt_uuid, text, time, uuid};
+use crate::{Result, Store, StoreError};
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Owning organization.
+    pub org_id: Uuid,
+    /// Owning workspace.
+    pub workspace_id: Uuid,
+    /// Resolved project.
+    pub project_id: Uuid,
+    /// Display name.
+    pub name: Option<String>,
+    /// `gepa`.
+    pub backend: String,
+    /// `capability_agent`.
+    pub target_kind: String,
+    /// Target model id.
+    pub model: String,
+    /// Caller's run reference.
+    pub run_ref: Option<String>,
+    /// Objective in words.
+    pub objective: Option<String>,
+    /// Pinned inputs.
+    pub spec: JobSpec,
+    /// Submitting user.
+    pub created_by: Option<Uuid>,
+}
+
+/// An `Idempotency-Key` and the hash of the request body it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// The header value.
+    pub key: String,
+    /// Hash of the canonical request body.
+    pub request_hash: String,
+}
+
+/// How a create call ended.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new job was written.
+    New(Job),
+    /// The idempotency key was seen with the same body: the earlier job.
+    Replayed(Job),
+}
+
+/// List filters of `GET …/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this backend.
+    pub backend: Option<String>,
+    /// Only this target kind.
+    pub target_kind: Option<String>,
+    /// Only this project.
+    pub project_id: Option<Uuid>,
+}
+
+/// A compare-and-set update of a job: applied only if the job is still in `expected_status`
+/// at `expected_attempt` (and, for workers, still holds `expected_lease_token`), so two
+/// writers can never both win.
+#[derive(Debug, Clone)]
+pub struct JobWrite {
+    /// Status the writer saw.
+    pub expected_status: JobStatus,
+    /// Attempt the writer saw.
+    pub expected_attempt: i64,
+    /// Fencing token a worker holds; `None` for API writes.
+    pub expected_lease_token: Option<i64>,
+    /// New status.
+    pub status: JobStatus,
+    /// New attempt number.
+    pub attempt: i64,
+    /// `Some(v)` sets `started_at` to `v`.
+    pub started_at: Option<Option<DateTime<Utc>>>,
+    /// `Some(v)` sets `completed_at` to `v`.
+    pub completed_at: Option<Option<DateTime<Utc>>>,
+    /// `Some(v)` sets `cancel_requested_at` to `v`.
+    pub cancel_requested_at: Option<Option<DateTime<Utc>>>,
+    /// Replaces the summary.
+    pub summary: Option<JobSummary>,
+    /// Replaces the artifacts.
+    pub artifacts: Option<Value>,
+    /// `Some(v)` sets the error to `v`.
+    pub error: Option<Option<String>>,
+    /// Replaces the usage.
+    pub usage: Option<JobUsage>,
+    /// Sets `last_event_at`.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Copy the finished attempt into the history before overwriting it (retry).
+    pub archive_attempt: bool,
+    /// Log entries to append.
+    pub logs: Vec<LogEntry>,
+    /// Metric points to append.
+    pub metrics: Vec<(String, MetricPoint)>,
+}
+
+impl JobWrite {
+    /// A write that changes nothing yet, expecting the job as it is.
+    pub fn expecting(job: &Job) -> Self {
+        Self {
+            expected_status: job.status,
+            expected_attempt: job.attempt,
+            expected_lease_token: None,
+            status: job.status,
+            attempt: job.attempt,
+            started_at: None,
+            completed_at: None,
+            cancel_requested_at: None,
+            summary: None,
+            artifacts: None,
+            error: None,
+            usage: None,
+            last_event_at: None,
+            archive_attempt: false,
+            logs: Vec::new(),
+            metrics: Vec::new(),
+        }
+    }
+}
+
+const JOB_SELECT: &str =
+    "SELECT j.*, p.key AS project_key FROM jobs j JOIN projects p ON p.id = j.project_id";
+
+fn ts(t: &DateTime<Utc>) -> String {
+    gepard_core::time::format(t)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: Value, col: &str) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+fn status(row: &AnyRow, col: &str) -> Result<JobStatus> {
+    text(row, col)?
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+impl Store {
+    /// Creates a queued job; with an idempotency key, a repeat of the same request returns the
+    /// earlier job and a different request under the same key is a conflict.
+    pub async fn create_job(
+        &self,
+        new: NewJob,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Created> {
+        let mut tx = self.write_tx().await?;
+        if let Some(idem) = &idempotency {
+            let seen = sqlx::query("SELECT request_hash, job_id FROM idempotency_keys WHERE workspace_id = $1 AND key = $2")
+                .bind(new.workspace_id.to_string())
+                .bind(&idem.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(seen) = seen {
+                if text(&seen, "request_hash")? != idem.request_hash {
+                    return Err(StoreError::Conflict(format!(
+                        "Idempotency-Key `{}` was already used with a different request body",
+                        idem.key
+                    )));
+                }
+                let id = uuid(&seen, "job_id")?;
+                tx.rollback().await?;
+                let job = self
+                    .job(new.workspace_id, id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+                return Ok(Created::Replayed(job));
+            }
+        }
+        let id = Uuid::new_v4();
+        let now = now_text();
+        sqlx::query(
+            "INSERT INTO jobs (id, org_id, workspace_id, project_id, status, attempt, name, backend, target_kind, model, \
+             run_ref, objective, spec, summary, artifacts, usage, error, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11, $12, $13, '{}', $14, NULL, $15, $16, $16)",
+        )
+        .bind(id.to_string())
+        .bind(new.org_id.to_string())
+        .bind(new.workspace_id.to_string())
+        .bind(new.project_id.to_string())
+        .bind(JobStatus::Queued.as_str())
+        .bind(new.name.as_deref())
+        .bind(&new.backend)
+        .bind(&new.target_kind)
+        .bind(&new.model)
+        .bind(new.run_ref.as_deref())
+        .bind(new.objective.as_deref())
+        .bind(to_json(&new.spec)?)
+        .bind(to_json(&JobSummary::default())?)
+        .bind(to_json(&JobUsage::default())?)
+        .bind(new.created_by.map(|u| u.to_string()))
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(idem) = &idempotency {
+            sqlx::query("INSERT INTO idempotency_keys (workspace_id, key, request_hash, job_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(new.workspace_id.to_string())
+                .bind(&idem.key)
+                .bind(&idem.request_hash)
+                .bind(id.to_string())
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let job = self
+            .job(new.workspace_id, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        Ok(Created::New(job))
+    }
+
+    /// A job of a workspace.
+    pub async fn job(&self, workspace_id: Uuid, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(&format!(
+            "{JOB_SELECT} WHERE j.workspace_id = $1 AND j.id = $2"
+        ))
+        .bind(workspace_id.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some(self.job_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A job by id alone (workers, which are not scoped to a workspace).
+    pub async fn job_by_id(&self, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.job_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn job_from_row(&self, row: &AnyRow) -> Result<Job> {
+        let id = text(row, "id")?;
+        let attempt = int(row, "attempt")?;
+        let spec: JobSpec = from_json(json(row, "spec")?, "spec")?;
+        Ok(Job {
+            id: uuid(row, "id")?,
+            organization_id: uuid(row, "org_id")?,
+            workspace_id: uuid(row, "workspace_id")?,
+            status: status(row, "status")?,
+            name: opt_text(row, "name")?,
+            backend: text(row, "backend")?,
+            target_kind: text(row, "target_kind")?,
+            model: text(row, "model")?,
+            project: text(row, "project_key")?,
+            project_id: uuid(row, "project_id")?,
+            run_ref: opt_text(row, "run_ref")?,
+            dataset_ref: spec.dataset_ref,
+            val_dataset_ref: spec.val_dataset_ref,
+            objective: opt_text(row, "objective")?,
+            capability: spec.capability,
+            agent_name: spec.agent_name,
+            reward_recipe: spec.reward_recipe,
+            components: spec.components,
+            config: spec.config,
+            metrics: self.job_metrics(&id, attempt).await?,
+            summary: from_json(json(row, "summary")?, "summary")?,
+            artifacts: json(row, "artifacts")?,
+            tags: spec.tags,
+            error: opt_text(row, "error")?,
+            created_at: time(row, "created_at")?,
+            created_by: opt_uuid(row, "created_by")?,
+            started_at: opt_time(row, "started_at")?,
+            completed_at: opt_time(row, "completed_at")?,
+            cancel_requested_at: opt_time(row, "cancel_requested_at")?,
+            updated_at: time(row, "updated_at")?,
+            last_event_at: opt_time(row, "last_event_at")?,
+            attempt,
+            usage: from_json(json(row, "usage")?, "usage")?,
+        })
+    }
+
+    async fn job_metrics(
+        &self,
+        job_id: &str,
+        attempt: i64,
+    ) -> Result<BTreeMap<String, Vec<MetricPoint>>> {
+        let rows = sqlx::query("SELECT name, value, step, timestamp FROM job_metrics WHERE job_id = $1 AND attempt = $2 ORDER BY seq")
+            .bind(job_id)
+            .bind(attempt)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: BTreeMap<String, Vec<MetricPoint>> = BTreeMap::new();
+        for r in &rows {
+            out.entry(text(r, "name")?).or_default().push(MetricPoint {
+                value: r.try_get::<f64, _>("value")?,
+                step: int(r, "step")?,
+                timestamp: Some(time(r, "timestamp")?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Jobs of a workspace, newest first.
+    pub async fn list_jobs(
+        &self,
+        workspace_id: Uuid,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> Result<Page<Job>> {
+        let mut clauses = vec!["j.workspace_id = $1".to_owned()];
+        let mut binds: Vec<String> = vec![workspace_id.to_string()];
+        let mut add = |clause: &str, value: String| {
+            binds.push(value);
+            clauses.push(format!("{clause} = ${}", binds.len()));
+        };
+        if let Some(s) = filter.status {
+            add("j.status", s.as_str().to_owned());
+        }
+        if let Some(b) = &filter.backend {
+            add("j.backend", b.clone());
+        }
+        if let Some(t) = &filter.target_kind {
+            add("j.target_kind", t.clone());
+        }
+        if let Some(p) = filter.project_id {
+            add("j.project_id", p.to_string());
+        }
+        let filter_sql = clauses.join(" AND ");
+        let count_sql = format!("SELECT COUNT(*) FROM jobs j WHERE {filter_sql}");
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        for b in &binds {
+            count = count.bind(b.clone());
+        }
+        let total = count.fetch_one(&self.pool).await?;
+        let n = binds.len();
+        let sql = format!(
+            "{JOB_SELECT} WHERE {filter_sql} ORDER BY j.created_at DESC, j.id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b.clone());
+        }
+        let rows = q
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            items.push(self.job_from_row(row).await?);
+        }
+        Ok(Page {
+            items,
+            total,
+            page: page.page,
+            page_size: page.page_size,
+        })
+    }
+
+    /// Applies a compare-and-set write. `Ok(None)` means the job changed underneath the writer
+    /// (or the writer's lease token is stale): nothing was written; re-read and decide again.
+    pub async fn write_job(&self, job_id: Uuid, w: &JobWrite) -> Result<Option<Job>> {
+        let id = job_id.to_string();
+        let mut tx = self.write_tx().await?;
+        let Some(cur) = sqlx::query(
+            "SELECT status, attempt, log_seq, lease_token, workspace_id FROM jobs WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Err(StoreError::NotFound(format!("job {job_id}")));
+        };
+        let fenced = w
+            .expected_lease_token
+            .is_some_and(|t| t != int(&cur, "lease_token").unwrap_or(-1));
+        if status(&cur, "status")? != w.expected_status
+            || int(&cur, "attempt")? != w.expected_attempt
+            || fenced
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let workspace_id = uuid(&cur, "workspace_id")?;
+        if w.archive_attempt {
+            sqlx::query(
+                "INSERT INTO job_attempts (job_id, attempt, status, summary, artifacts, usage, error, started_at, completed_at) \
+                 SELECT id, attempt, status, summary, artifacts, usage, error, started_at, completed_at FROM jobs WHERE id = $1",
+            )
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let now = now_text();
+        let log_seq = int(&cur, "log_seq")?;
+        let mut sets = vec![
+            "status = $2".to_owned(),
+            "attempt = $3".to_owned(),
+            "updated_at = $4".to_owned(),
+        ];
+        let mut binds: Vec<Option<String>> = vec![];
+        let mut set = |col: &str, v: Option<String>| {
+            binds.push(v);
+            sets.push(format!("{col} = ${}", binds.len() + 4));
+        };
+        let opt_ts = |v: &Option<DateTime<Utc>>| v.as_ref().map(ts);
+        if let Some(v) = &w.started_at {
+            set("started_at", opt_ts(v));
+        }
+        if let Some(v) = &w.completed_at {
+            set("completed_at", opt_ts(v));
+        }
+        if let Some(v) = &w.cancel_requested_at {
+            set("cancel_requested_at", opt_ts(v));
+        }
+        if let Some(v) = &w.summary {
+            set("summary", Some(to_json(v)?));
+        }
+        if let Some(v) = &w.artifacts {
+            set("artifacts", Some(to_json(v)?));
+        }
+        if let Some(v) = &w.error {
+            set("error", v.clone());
+        }
+        if let Some(v) = &w.usage {
+            set("usage", Some(to_json(v)?));
+        }
+        if let Some(v) = &w.last_event_at {
+            set("last_event_at", Some(ts(v)));
+        }
+        if !w.logs.is_empty() {
+            // A count we computed, not client text: safe to inline.
+            sets.push(format!("log_seq = log_seq + {}", w.logs.len()));
+        }
+        let sql = format!("UPDATE jobs SET {} WHERE id = $1", sets.join(", "));
+        let mut q = sqlx::query(&sql)
+            .bind(&id)
+            .bind(w.status.as_str())
+            .bind(w.attempt)
+            .bind(&now);
+        for b in binds {
+            q = q.bind(b);
+        }
+        q.execute(&mut *tx).await?;
+        for (i, entry) in w.logs.iter().enumerate() {
+            sqlx::query("INSERT INTO job_logs (job_id, seq, attempt, timestamp, level, message, data) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&id)
+                .bind(log_seq + 1 + i as i64)
+                .bind(w.attempt)
+                .bind(ts(&entry.timestamp))
+                .bind(entry.level.as_str())
+                .bind(&entry.message)
+                .bind(to_json(&entry.data)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !w.metrics.is_empty() {
+            let base: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(seq), 0) FROM job_metrics WHERE job_id = $1",
+            )
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+            for (i, (name, p)) in w.metrics.iter().enumerate() {
+                let at = p.timestamp.unwrap_or_else(gepard_core::time::now);
+                sqlx::query("INSERT INTO job_metrics (job_id, seq, attempt, name, value, step, timestamp) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(&id)
+                    .bind(base + 1 + i as i64)
+                    .bind(w.attempt)
+                    .bind(name)
+                    .bind(p.value)
+                    .bind(p.step)
+                    .bind(ts(&at))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        self.job(workspace_id, job_id).await
+    }
+
+    /// Log entries after sequence number `after`, oldest first, at most `limit`.
+    pub async fn job_logs(
+        &self,
+        job_id: Uuid,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<SequencedLog>> {
+        let rows = sqlx::query("SELECT seq, timestamp, level, message, data FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            .bind(job_id.to_string())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SequencedLog {
+                    seq: int(r, "seq")?,
+                    entry: LogEntry {
+                        timestamp: time(r, "timestamp")?,
+                        level: serde_json::from_value(Value::String(text(r, "level")?))
+                            .map_err(|e| StoreError::Corrupt(format!("column level: {e}")))?,
+                        message: text(r, "message")?,
+                        data: json(r, "data")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Finished attempts of a job, oldest first.
+    pub async fn job_attempts(&self, job_id: Uuid) -> Result<Vec<JobAttempt>> {
+        let rows = sqlx::query("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt")
+            .bind(job_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobAttempt {
+                    attempt: int(r, "attempt")?,
+                    status: status(r, "status")?,
+                    summary: from_json(json(r, "summary")?, "summary")?,
+                    artifacts: json(r, "artifacts")?,
+                    usage: from_json(json(r, "usage")?, "usage")?,
+                    error: opt_text(r, "error")?,
+                    started_at: opt_time(r, "started_at")?,
+                    completed_at: opt_time(r, "completed_at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,258 @@
+//! The job lifecycle: every change of a job goes through here, whoever asks (the API, a
+//! worker, a runtime reporting progress). Each call reads the job, asks the one pure
+//! state-machine function ([`gepard_core::job::decide`]) what may happen, writes the result
+//! with a compare-and-set, and publishes it to watchers. A lost race re-reads and decides
+//! again, so two writers never both win and nobody overwrites a newer state.
+
+use std::sync::Arc;
+
+use gepard_core::job::{decide, JobCommand, JobStatus, Transition, TransitionError};
+use gepard_core::model::{Job, JobUsage};
+use gepard_core::progress::{self, JobSummary, LogEntry, LogLevel, ProgressEvent};
+use uuid::Uuid;
+
+use crate::jobs::JobWrite;
+use crate::notify::{JobNotice, Notifier};
+use crate::{Store, StoreError};
+
+/// Why a lifecycle call did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// No such job (in that workspace).
+    #[error("job {0} not found")]
+    NotFound(Uuid),
+    /// The state machine refused (the API answers 409).
+    #[error(transparent)]
+    Illegal(#[from] TransitionError),
+    /// A runner's lease token is stale: another worker owns the job now.
+    #[error("this runner no longer holds job {0}: its lease was taken over")]
+    Fenced(Uuid),
+    /// The progress event is malformed (the API answers 422).
+    #[error("invalid progress event: {}", .0.iter().map(|e| format!("{}: {}", e.loc.join("."), e.msg)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<gepard_core::model::FieldError>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many times a call re-reads after losing a compare-and-set race before giving up.
+const MAX_RACES: usize = 16;
+
+/// Turns a decided transition into the columns the store writes.
+fn write_for(job: &Job, t: &Transition, now: chrono::DateTime<chrono::Utc>) -> JobWrite {
+    let mut w = JobWrite::expecting(job);
+    w.status = t.to.status;
+    w.attempt = i64::from(t.to.attempt);
+    let e = &t.effects;
+    if e.archive_attempt {
+        w.archive_attempt = true;
+    }
+    if e.clear_evidence {
+        w.summary = Some(JobSummary::default());
+        w.artifacts = Some(serde_json::json!({}));
+        w.error = Some(None);
+        w.usage = Some(JobUsage::default());
+    }
+    if e.clear_run_times {
+        w.started_at = Some(None);
+        w.completed_at = Some(None);
+    }
+    // Set only when empty: a run resumed after a lease expiry keeps its first start time.
+    if e.set_started_at && job.started_at.is_none() {
+        w.started_at = Some(Some(now));
+    }
+    if e.set_last_event_at {
+        w.last_event_at = Some(now);
+    }
+    if e.set_completed_at {
+        w.completed_at = Some(Some(now));
+    }
+    if e.set_cancel_requested_at {
+        w.cancel_requested_at = Some(Some(now));
+    }
+    if e.clear_cancel_requested {
+        w.cancel_requested_at = Some(None);
+    }
+    w
+}
+
+fn state_of(job: &Job) -> gepard_core::job::JobState {
+    gepard_core::job::JobState {
+        status: job.status,
+        cancel_requested: job.cancel_requested_at.is_some(),
+        attempt: u32::try_from(job.attempt).unwrap_or(u32::MAX),
+    }
+}
+
+/// A log line the lifecycle itself writes (e.g. "cancelled while queued").
+fn system_log(message: String, now: chrono::DateTime<chrono::Utc>) -> LogEntry {
+    LogEntry {
+        timestamp: now,
+        level: LogLevel::Info,
+        message,
+        data: serde_json::json!({"source": "gepard"}),
+    }
+}
+
+async fn publish(
+    store: &Store,
+    notifier: &dyn Notifier,
+    before_seq: i64,
+    job: Job,
+) -> Result<Job, LifecycleError> {
+    // Another writer may have appended in between; watchers drop entries they already sent
+    // (by sequence number), so an overlap is harmless.
+    let logs = store.job_logs(job.id, before_seq, 10_000).await?;
+    notifier.publish(JobNotice {
+        job: Arc::new(job.clone()),
+        logs,
+    });
+    Ok(job)
+}
+
+impl Store {
+    /// Applies a control command (cancel, retry, claim, …) to a job of a workspace.
+    pub async fn job_command(
+        &self,
+        notifier: &dyn Notifier,
+        workspace_id: Uuid,
+        job_id: Uuid,
+        cmd: &JobCommand,
+    ) -> Result<Job, LifecycleError> {
+        for _ in 0..MAX_RACES {
+            let job = self
+                .job(workspace_id, job_id)
+                .await?
+                .ok_or(LifecycleError::NotFound(job_id))?;
+            let t = decide(&state_of(&job), cmd)?;
+            let now = gepard_core::time::now();
+            let mut w = write_for(&job, &t, now);
+            if let Some(message) = command_log(cmd, &job, &t) {
+                w.logs.push(system_log(message, now));
+            }
+            let seq = self.log_seq(job_id).await?;
+            if let Some(job) = self.write_job(job_id, &w).await? {
+                return publish(self, notifier, seq, job).await;
+            }
+        }
+        Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+    }
+
+    /// Applies one progress event (API `POST …/progress`, or a sandbox's JSON line): appends
+    /// its log entry and metric points, patches the summary, merges artifacts on terminal
+    /// events, sets the error, moves the state. A terminal job changes nothing (an error).
+    /// `lease_token` fences out a stale worker.
+    pub async fn ingest_progress(
+        &self,
+        notifier: &dyn Notifier,
+        job_id: Uuid,
+        event: &ProgressEvent,
+        lease_token: Option<i64>,
+    ) -> Result<Job, LifecycleError> {
+        event.validate().map_err(LifecycleError::Invalid)?;
+        for _ in 0..MAX_RACES {
+            let job = self
+                .job_by_id(job_id)
+                .await?
+                .ok_or(LifecycleError::NotFound(job_id))?;
+            let now = gepard_core::time::now();
+            let outcome =
+                progress::apply(&state_of(&job), &job.summary, &job.artifacts, event, now)
+                    .map_err(|e| match e {
+                        progress::ProgressError::Invalid(v) => LifecycleError::Invalid(v),
+                        progress::ProgressError::Transition(t) => LifecycleError::Illegal(t),
+                    })?;
+            let mut w = write_for(&job, &outcome.transition, now);
+            w.expected_lease_token = lease_token;
+            w.summary = Some(outcome.summary);
+            if let Some(a) = outcome.artifacts {
+                w.artifacts = Some(a);
+            }
+            if let Some(e) = outcome.error {
+                w.error = Some(Some(e));
+            }
+            w.last_event_at = Some(now);
+            w.logs.push(outcome.log);
+            w.metrics = outcome.metrics;
+            let seq = self.log_seq(job_id).await?;
+            match self.write_job(job_id, &w).await? {
+                Some(job) => return publish(self, notifier, seq, job).await,
+                None if lease_token.is_some() && self.lease_token(job_id).await? != lease_token => {
+                    return Err(LifecycleError::Fenced(job_id));
+                }
+                None => {}
+            }
+        }
+        Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+    }
+
+    /// Appends informational log lines to a job without changing its state (e.g. what the
+    /// submission resolved), and publishes them.
+    pub async fn note_job(
+        &self,
+        notifier: &dyn Notifier,
+        job: &Job,
+        notes: &[String],
+    ) -> Result<Job, LifecycleError> {
+        if notes.is_empty() {
+            return Ok(job.clone());
+        }
+        let now = gepard_core::time::now();
+        let mut w = JobWrite::expecting(job);
+        w.logs = notes.iter().map(|n| system_log(n.clone(), now)).collect();
+        let seq = self.log_seq(job.id).await?;
+        match self.write_job(job.id, &w).await? {
+            Some(job) => publish(self, notifier, seq, job).await,
+            // Changed meanwhile (e.g. cancelled at once): the notes no longer matter.
+            None => Ok(self
+                .job_by_id(job.id)
+                .await?
+                .ok_or(LifecycleError::NotFound(job.id))?),
+        }
+    }
+
+    async fn log_seq(&self, job_id: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT log_seq FROM jobs WHERE id = $1")
+            .bind(job_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
+    }
+
+    async fn lease_token(&self, job_id: Uuid) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT lease_token FROM jobs WHERE id = $1")
+                .bind(job_id.to_string())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// The log line a control command leaves, so the job's log tells its whole story.
+fn command_log(cmd: &JobCommand, job: &Job, t: &Transition) -> Option<String> {
+    Some(match cmd {
+        JobCommand::RequestCancel if t.to.status == JobStatus::Cancelled => {
+            "cancelled while queued".to_owned()
+        }
+        JobCommand::RequestCancel if t.from.cancel_requested => return None,
+        JobCommand::RequestCancel => "cancel requested; waiting for the runtime to stop".to_owned(),
+        JobCommand::Retry => format!(
+            "retry: attempt {} queued (attempt {} was {})",
+            t.to.attempt,
+            job.attempt,
+            job.status.as_str()
+        ),
+        JobCommand::Claim => "started".to_owned(),
+        JobCommand::LeaseExpired => {
+            "the runtime's lease expired; the job is queued again".to_owned()
+        }
+        JobCommand::RunnerStopped if t.to.status == JobStatus::Cancelled => {
+            "cancelled: the runtime stopped".to_owned()
+        }
+        JobCommand::RunnerStopped => {
+            "failed: the runtime stopped without reporting an end".to_owned()
+        }
+        JobCommand::Progress(_) => return None,
+    })
+}

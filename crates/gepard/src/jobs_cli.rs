@@ -1,0 +1,516 @@
+//! `gepard optimize submit|list|get|wait|logs|artifacts|cancel|retry`: the job commands.
+//!
+//! `submit --wait` and `wait` follow the job's live event stream (not polling) and draw a
+//! progress bar (metric calls used / budget, best score) when attached to a terminal. They
+//! exit 0 only when the job completed; failed, cancelled or timed out is exit 1.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use gepard_client::{Client, Follow};
+use gepard_core::job::JobStatus;
+use gepard_core::model::{Job, SequencedLog};
+use gepard_core::ArtifactRef;
+use serde_json::{json, Map, Value};
+
+use crate::commands::GlobalOpts;
+
+/// Flags of `gepard optimize submit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubmitArgs {
+    /// Target model, `provider/model`.
+    #[arg(long)]
+    pub model: String,
+    /// Capability version, NAME@VERSION.
+    #[arg(long)]
+    pub capability: String,
+    /// Agent to optimize (default: the capability's first agent).
+    #[arg(long)]
+    pub agent_name: Option<String>,
+    /// Training dataset, NAME@VERSION.
+    #[arg(long)]
+    pub dataset: String,
+    /// Validation dataset, NAME@VERSION (default: the training dataset).
+    #[arg(long)]
+    pub val_dataset: Option<String>,
+    /// Reward recipe (exact_match_v1, contains_v1, row_reward_v1, trajectory_imitation_v1).
+    #[arg(long, default_value = "exact_match_v1")]
+    pub reward_recipe: String,
+    /// Recipe parameters as a JSON object.
+    #[arg(long)]
+    pub reward_params: Option<String>,
+    /// What the optimization is for, in words.
+    #[arg(long)]
+    pub objective: Option<String>,
+    /// Job name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Your reference for the run.
+    #[arg(long)]
+    pub run_ref: Option<String>,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// GEPA's RNG seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Budget: (candidate, example) evaluations.
+    #[arg(long)]
+    pub max_metric_calls: Option<u64>,
+    /// Stop after this many iterations.
+    #[arg(long)]
+    pub max_trials: Option<u64>,
+    /// Stop after this many iterations without a better candidate.
+    #[arg(long)]
+    pub max_trials_without_improvement: Option<u64>,
+    /// Wall-clock limit of the run.
+    #[arg(long)]
+    pub max_runtime_sec: Option<u64>,
+    /// Reflection model (default: the target model).
+    #[arg(long)]
+    pub reflection_lm: Option<String>,
+    /// Evaluations in flight at once.
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Makes a retried submission return the same job.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Follow the job until it ends (exit 0 only if it completed).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 1).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+/// `gepard optimize …` job subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCommand {
+    /// Submit an optimization job.
+    Submit(Box<SubmitArgs>),
+    /// List jobs, newest first.
+    List {
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// 1-based page.
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        /// Items per page (1–100).
+        #[arg(long, default_value_t = 20)]
+        page_size: u32,
+    },
+    /// Show one job.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// Follow a job until it ends (exit 0 only if it completed).
+    Wait {
+        /// Job id.
+        id: String,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Print a job's logs.
+    Logs {
+        /// Job id.
+        id: String,
+        /// Keep streaming new entries until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print a job's artifacts.
+    Artifacts {
+        /// Job id.
+        id: String,
+    },
+    /// Cancel a job (asks first unless --yes).
+    Cancel {
+        /// Job id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Queue a finished job again (new attempt, evidence cleared).
+    Retry {
+        /// Job id.
+        id: String,
+    },
+}
+
+fn ref_json(flag: &str, value: &str) -> anyhow::Result<Value> {
+    let r = ArtifactRef::parse(value).with_context(|| format!("--{flag}"))?;
+    let name = r
+        .org
+        .map_or_else(|| r.name.to_string(), |o| format!("{o}/{}", r.name));
+    Ok(json!({"name": name, "version": r.version.to_string()}))
+}
+
+/// The create body of API.md from the flags.
+pub fn submit_body(a: &SubmitArgs, project: Option<&str>) -> anyhow::Result<Value> {
+    let params: Value = match &a.reward_params {
+        None => json!({}),
+        Some(s) => serde_json::from_str(s).context("--reward-params must be a JSON object")?,
+    };
+    anyhow::ensure!(params.is_object(), "--reward-params must be a JSON object");
+    let mut config = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            config.insert(k.to_owned(), v);
+        }
+    };
+    put("seed", a.seed.map(Value::from));
+    put("max_metric_calls", a.max_metric_calls.map(Value::from));
+    put("max_trials", a.max_trials.map(Value::from));
+    put(
+        "max_trials_without_improvement",
+        a.max_trials_without_improvement.map(Value::from),
+    );
+    put("max_runtime_sec", a.max_runtime_sec.map(Value::from));
+    put("reflection_lm", a.reflection_lm.clone().map(Value::from));
+    put("concurrency", a.concurrency.map(Value::from));
+    Ok(json!({
+        "name": a.name,
+        "backend": "gepa",
+        "target_kind": "capability_agent",
+        "model": a.model,
+        "project": project,
+        "run_ref": a.run_ref,
+        "capability_ref": ref_json("capability", &a.capability)?,
+        "agent_name": a.agent_name,
+        "dataset_ref": ref_json("dataset", &a.dataset)?,
+        "val_dataset_ref": a.val_dataset.as_deref().map(|v| ref_json("val-dataset", v)).transpose()?,
+        "reward_recipe": {"name": a.reward_recipe, "params": params},
+        "components": ["instructions"],
+        "objective": a.objective,
+        "tags": a.tags,
+        "config": config,
+    }))
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn last_metric(job: &Job, name: &str) -> Option<f64> {
+    job.metrics
+        .get(name)
+        .and_then(|s| s.last())
+        .map(|p| p.value)
+}
+
+fn budget(job: &Job) -> Option<u64> {
+    job.config.get("max_metric_calls").and_then(Value::as_u64)
+}
+
+fn describe(job: &Job) -> String {
+    let score = job
+        .summary
+        .best_score
+        .map_or_else(|| "-".into(), |s| format!("{s:.3}"));
+    format!(
+        "{}  {:<9}  {}  {}@{}  best {}",
+        job.id,
+        job.status.as_str(),
+        job.name.as_deref().unwrap_or("-"),
+        job.capability.name,
+        job.capability.version,
+        score
+    )
+}
+
+fn print_job(job: &Job) {
+    println!("job        {}", job.id);
+    println!(
+        "status     {}{}",
+        job.status.as_str(),
+        if job.cancel_requested_at.is_some() {
+            " (cancel requested)"
+        } else {
+            ""
+        }
+    );
+    if let Some(n) = &job.name {
+        println!("name       {n}");
+    }
+    println!("model      {}", job.model);
+    println!(
+        "capability {}@{} agent {}",
+        job.capability.name, job.capability.version, job.agent_name
+    );
+    println!(
+        "dataset    {}@{}",
+        job.dataset_ref.name, job.dataset_ref.version
+    );
+    if let Some(v) = &job.val_dataset_ref {
+        println!("validation {}@{}", v.name, v.version);
+    }
+    println!("recipe     {}", job.reward_recipe.name);
+    println!("project    {}  attempt {}", job.project, job.attempt);
+    if let Some(s) = job.summary.best_score {
+        println!("best score {s:.4}");
+    }
+    if let Some(used) = last_metric(job, "metric_calls_used") {
+        println!(
+            "budget     {used} / {} metric calls",
+            budget(job).map_or_else(|| "?".into(), |b| b.to_string())
+        );
+    }
+    if let Some(e) = &job.error {
+        println!("error      {e}");
+    }
+}
+
+fn print_log(log: &SequencedLog) {
+    let e = &log.entry;
+    println!(
+        "{} {:<7} {}",
+        e.timestamp.format("%H:%M:%S%.3f"),
+        format!("{:?}", e.level).to_lowercase(),
+        e.message
+    );
+}
+
+/// Exit code for a finished (or not) job: 0 only for completed.
+fn exit_for(job: &Job) -> ExitCode {
+    if job.status == JobStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Follows a job's events to its end, drawing a progress bar on a terminal.
+async fn wait(
+    opts: &GlobalOpts,
+    client: &Client,
+    id: &str,
+    timeout: Option<u64>,
+    print_logs: bool,
+) -> anyhow::Result<ExitCode> {
+    let bar = if std::io::stderr().is_terminal() && !opts.json {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {pos}/{len} metric calls",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
+    } else {
+        None
+    };
+    let mut last: Option<Job> = None;
+    let follow = client.follow_job(&opts.org, &opts.workspace, id, |ev| {
+        match ev.event.as_str() {
+            "snapshot" | "job" => {
+                if let Ok(job) = serde_json::from_str::<Job>(&ev.data) {
+                    if let Some(bar) = &bar {
+                        bar.set_length(budget(&job).unwrap_or(0));
+                        bar.set_position(
+                            last_metric(&job, "metric_calls_used").unwrap_or(0.0) as u64
+                        );
+                        let best = job
+                            .summary
+                            .best_score
+                            .map_or_else(|| "-".into(), |s| format!("{s:.3}"));
+                        bar.set_message(format!("{} best {best}", job.status.as_str()));
+                    }
+                    let done = job.status.is_terminal();
+                    last = Some(job);
+                    if done {
+                        return Follow::Stop;
+                    }
+                }
+            }
+            "log" if print_logs => {
+                if let Ok(log) = serde_json::from_str::<SequencedLog>(&ev.data) {
+                    match &bar {
+                        Some(bar) => bar.suspend(|| print_log(&log)),
+                        None => print_log(&log),
+                    }
+                }
+            }
+            _ => {}
+        }
+        Follow::Continue
+    });
+    let outcome = match timeout {
+        Some(secs) => tokio::time::timeout(Duration::from_secs(secs), follow).await,
+        None => Ok(follow.await),
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    match outcome {
+        Err(_) => {
+            eprintln!(
+                "error: timed out after {}s waiting for job {id}",
+                timeout.unwrap_or(0)
+            );
+            Ok(ExitCode::from(1))
+        }
+        Ok(r) => {
+            r?;
+            // The stream ended: read the final record (the last event may have been a log).
+            let job = client
+                .job(&opts.org, &opts.workspace, id)
+                .await
+                .ok()
+                .or(last)
+                .context("the job vanished")?;
+            if opts.json {
+                print_json(&job)?;
+            } else {
+                print_job(&job);
+            }
+            if !job.status.is_terminal() {
+                eprintln!("error: the event stream ended before job {id} finished");
+                return Ok(ExitCode::from(1));
+            }
+            Ok(exit_for(&job))
+        }
+    }
+}
+
+/// Runs a job subcommand.
+pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode> {
+    let client = opts.client();
+    let (org, ws) = (opts.org.as_str(), opts.workspace.as_str());
+    match cmd {
+        JobCommand::Submit(a) => {
+            let body = submit_body(&a, opts.project.as_deref())?;
+            let (created, job) = client
+                .create_job(org, ws, &body, a.idempotency_key.as_deref())
+                .await?;
+            if !a.wait {
+                if opts.json {
+                    print_json(&job)?;
+                } else {
+                    let how = if created {
+                        "submitted"
+                    } else {
+                        "already submitted (same Idempotency-Key)"
+                    };
+                    println!("{how}: {}", describe(&job));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !opts.json {
+                println!(
+                    "submitted {}; following it (Ctrl-C stops watching, not the job)",
+                    job.id
+                );
+            }
+            wait(opts, &client, &job.id.to_string(), a.timeout, false).await
+        }
+        JobCommand::List {
+            status,
+            page,
+            page_size,
+        } => {
+            let filters: Vec<(&str, &str)> = status
+                .as_deref()
+                .map(|s| ("status", s))
+                .into_iter()
+                .collect();
+            let mut filters = filters;
+            if let Some(p) = opts.project.as_deref() {
+                filters.push(("project", p));
+            }
+            let page = client.list_jobs(org, ws, page, page_size, &filters).await?;
+            if opts.json {
+                print_json(&page)?;
+            } else {
+                for job in &page.items {
+                    println!("{}", describe(job));
+                }
+                println!(
+                    "({} of {}, page {})",
+                    page.items.len(),
+                    page.total,
+                    page.page
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Get { id } => {
+            let job = client.job(org, ws, &id).await?;
+            if opts.json {
+                print_json(&job)?;
+            } else {
+                print_job(&job);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Wait { id, timeout } => wait(opts, &client, &id, timeout, false).await,
+        JobCommand::Logs { id, follow } => {
+            if follow {
+                let code = wait(opts, &client, &id, None, true).await?;
+                return Ok(code);
+            }
+            let mut after = 0;
+            loop {
+                let logs = client.job_logs(org, ws, &id, after, 1000).await?;
+                for log in &logs {
+                    if opts.json {
+                        println!("{}", serde_json::to_string(log)?);
+                    } else {
+                        print_log(log);
+                    }
+                }
+                match logs.last() {
+                    Some(l) if logs.len() == 1000 => after = l.seq,
+                    _ => break,
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Artifacts { id } => {
+            print_json(&client.job_artifacts(org, ws, &id).await?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Cancel { id, yes } => {
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!("refusing to cancel job {id} without confirmation: pass --yes");
+                }
+                eprint!("Cancel job {id}? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    eprintln!("not cancelled");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            let job = client.cancel_job(org, ws, &id).await?;
+            if opts.json {
+                print_json(&job)?;
+            } else if job.status == JobStatus::Cancelled {
+                println!("cancelled {}", job.id);
+            } else {
+                println!(
+                    "cancel requested for {}; it stops when its runtime does",
+                    job.id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Retry { id } => {
+            let job = client.retry_job(org, ws, &id).await?;
+            if opts.json {
+                print_json(&job)?;
+            } else {
+                println!("queued attempt {} of {}", job.attempt, job.id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Pins `gepard optimize submit --wait` / `wait` / `logs` / `cancel` / `retry` as a user runs
+//! them: the real CLI binary against a real server (in this test process, so the test can
+//! play the runtime) whose job progress the test feeds through the progress route.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gepard_agent::bundle::Bundle;
+use gepard_client::Client;
+use gepard_core::auth::ApiKeySecret;
+use gepard_core::job::JobCommand;
+use gepard_server::{router, AppState};
+use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gepard");
+
+struct Server {
+    url: String,
+    key: String,
+    runner: String,
+    store: Store,
+    notifier: Arc<dyn Notifier>,
+    ws: uuid::Uuid,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
+        .await
+        .unwrap();
+    let key = ApiKeySecret::generate();
+    store
+        .bootstrap(&Bootstrap {
+            org: "local".into(),
+            workspace: "default".into(),
+            project: "default".into(),
+            username: "admin".into(),
+            admin_key: key.clone(),
+        })
+        .await
+        .unwrap();
+    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
+    let app = router(AppState::with_notifier(store.clone(), notifier.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum_serve(listener, app).await });
+    let client = Client::new(&url, Some(key.expose().to_owned()));
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let cap = Bundle::from_dir(&examples.join("capabilities/sentiment"))
+        .unwrap()
+        .to_tar_gz();
+    client.publish_capability("local", cap).await.unwrap();
+    for ds in ["sentiment-train", "sentiment-val"] {
+        let b = Bundle::from_dir(&examples.join("datasets").join(ds))
+            .unwrap()
+            .to_tar_gz();
+        client.publish_dataset("local", b).await.unwrap();
+    }
+    let runner = client
+        .create_key("local", "runtime", &["runner".into()], None)
+        .await
+        .unwrap()
+        .key;
+    let org = store.org_by_key("local").await.unwrap().unwrap();
+    let ws = store
+        .workspace_by_key(org.id, "default")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    Server {
+        url,
+        key: key.expose().to_owned(),
+        runner,
+        store,
+        notifier,
+        ws,
+        _dir: dir,
+    }
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    gepard_server::serve(listener, app, std::future::pending())
+        .await
+        .unwrap();
+}
+
+impl Server {
+    fn cli(&self) -> Command {
+        let mut c = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GEPARD_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("GEPARD_SERVER", &self.url)
+            .env("GEPARD_API_KEY", &self.key)
+            .env("GEPARD_DATA_DIR", self._dir.path());
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.cli();
+        cmd.args(args).stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The newest job, once the CLI has submitted it.
+    async fn wait_for_job(&self) -> uuid::Uuid {
+        for _ in 0..200 {
+            let page = self
+                .store
+                .list_jobs(
+                    self.ws,
+                    &Default::default(),
+                    gepard_core::PageRequest::new(None, None).unwrap(),
+                )
+                .await
+                .unwrap();
+            if let Some(j) = page.items.first() {
+                return j.id;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the CLI never submitted a job");
+    }
+
+    async fn claim(&self, id: uuid::Uuid) {
+        self.store
+            .job_command(self.notifier.as_ref(), self.ws, id, &JobCommand::Claim)
+            .await
+            .unwrap();
+    }
+
+    async fn progress(&self, id: uuid::Uuid, event: Value) {
+        let client = Client::new(&self.url, Some(self.runner.clone()));
+        client
+            .job_progress("local", "default", &id.to_string(), &event)
+            .await
+            .unwrap();
+    }
+}
+
+const SUBMIT: &[&str] = &[
+    "optimize",
+    "submit",
+    "--model",
+    "openai/gpt-4o-mini",
+    "--capability",
+    "sentiment@1.0.0",
+    "--dataset",
+    "sentiment-train@1.0.0",
+    "--val-dataset",
+    "sentiment-val@1.0.0",
+    "--max-metric-calls",
+    "200",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_exits_0_when_the_job_completes() {
+    let s = server().await;
+    let mut args = SUBMIT.to_vec();
+    args.extend(["--wait", "--json"]);
+    let mut cmd = s.cli();
+    cmd.args(&args).stdin(Stdio::null());
+    let child = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    let id = s.wait_for_job().await;
+    s.claim(id).await;
+    s.progress(id, json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.7}, "metrics": {"metric_calls_used": [{"value": 30, "step": 0}]}})).await;
+    s.progress(
+        id,
+        json!({"event_type": "optimization_end", "summary": {"best_score": 0.8}}),
+    )
+    .await;
+    let out = child.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["summary"]["best_score"], 0.8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_exits_1_when_the_job_fails_and_wait_times_out_with_1() {
+    let s = server().await;
+    let mut args = SUBMIT.to_vec();
+    args.push("--wait");
+    let mut cmd = s.cli();
+    cmd.args(&args).stdin(Stdio::null());
+    let child = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    let id = s.wait_for_job().await;
+    s.claim(id).await;
+    s.progress(
+        id,
+        json!({"event_type": "optimization_error", "error": "the model said no"}),
+    )
+    .await;
+    let out = child.await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the model said no"));
+
+    // A queued job that nobody runs: `wait --timeout` gives up with exit 1.
+    let queued = s.run(SUBMIT).await;
+    assert!(
+        queued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    let text = String::from_utf8_lossy(&queued.stdout).into_owned();
+    let new_id = text.split_whitespace().nth(1).unwrap().to_owned();
+    let waited = s
+        .run(&["optimize", "wait", &new_id, "--timeout", "1"])
+        .await;
+    assert_eq!(waited.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("timed out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_asks_for_confirmation_and_retry_queues_a_new_attempt() {
+    let s = server().await;
+    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let refused = s.run(&["optimize", "cancel", &id]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    let cancelled = s.run(&["optimize", "cancel", &id, "--yes"]).await;
+    assert!(String::from_utf8_lossy(&cancelled.stdout).contains("cancelled"));
+    let again = s.run(&["optimize", "cancel", &id, "--yes"]).await;
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "a finished job cannot be cancelled"
+    );
+    let retried = s.run(&["optimize", "retry", &id]).await;
+    assert!(
+        String::from_utf8_lossy(&retried.stdout).contains("queued attempt 2"),
+        "{}",
+        String::from_utf8_lossy(&retried.stdout)
+    );
+    let logs = s.run(&["optimize", "logs", &id]).await;
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        text.contains("cancelled while queued") && text.contains("retry: attempt 2"),
+        "{text}"
+    );
+    let list = s.run(&["optimize", "list"]).await;
+    assert!(String::from_utf8_lossy(&list.stdout).contains(&id));
+    let get = s.run(&["optimize", "get", &id]).await;
+    assert!(String::from_utf8_lossy(&get.stdout).contains("attempt 2"));
+    let bad = s
+        .run(&[
+            "optimize",
+            "submit",
+            "--model",
+            "nope",
+            "--capability",
+            "sentiment@1.0.0",
+            "--dataset",
+            "sentiment-train@1.0.0",
+        ])
+        .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("provider/model"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
