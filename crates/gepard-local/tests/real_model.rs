@@ -20,16 +20,21 @@ use gepard_local::{
 fn model_path() -> Result<PathBuf, String> {
     static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PATH.get_or_init(|| {
-        let cache = models_dir(&default_data_dir());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let sources = default_sources(DEFAULT_MODEL).map_err(|e| e.to_string())?;
-        rt.block_on(pull(DEFAULT_MODEL, &sources, &cache, &|e| {
-            eprintln!("pull: {e:?}");
-        }))
-        .map_err(|e| e.to_string())
+        // On its own thread: async tests call this from inside their runtime.
+        std::thread::spawn(|| {
+            let cache = models_dir(&default_data_dir());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let sources = default_sources(DEFAULT_MODEL).map_err(|e| e.to_string())?;
+            rt.block_on(pull(DEFAULT_MODEL, &sources, &cache, &|e| {
+                eprintln!("pull: {e:?}");
+            }))
+            .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the pull thread panicked".to_owned()))
     })
     .clone()
 }
@@ -231,4 +236,99 @@ async fn tool_requests_are_refused_as_invalid() {
     let err = model.chat(&request).await.unwrap_err();
     assert!(err.is_fatal_for_run(), "{err}");
     assert!(err.to_string().contains("tools"), "{err}");
+}
+
+/// Scores a sentiment row by exact match, with the recipe's feedback wording.
+struct ExactLabel {
+    model: std::sync::Arc<dyn gepard_llm::ChatModel>,
+}
+
+const ROWS: [(&str, &str); 3] = [
+    (
+        "Review: The food was cold and the waiter was rude.",
+        "negative",
+    ),
+    ("Review: Absolutely wonderful stay.", "positive"),
+    ("Review: The package arrived on Tuesday.", "neutral"),
+];
+
+#[async_trait::async_trait]
+impl gepard_gepa::Evaluator for ExactLabel {
+    async fn evaluate(
+        &self,
+        candidate: &str,
+        example: usize,
+        _split: gepard_gepa::Split,
+        capture_traces: bool,
+    ) -> Result<gepard_gepa::Evaluation, gepard_gepa::FatalError> {
+        let (input, expected) = ROWS[example];
+        let mut request = ChatRequest::new(vec![Message::system(candidate), Message::user(input)]);
+        request.max_tokens = Some(6);
+        let answer = self
+            .model
+            .chat(&request)
+            .await
+            .map_err(|e| gepard_gepa::FatalError(e.to_string()))?;
+        let got = answer.content.unwrap_or_default().trim().to_owned();
+        let score = if got == expected { 1.0 } else { 0.0 };
+        Ok(gepard_gepa::Evaluation {
+            score,
+            reflective: capture_traces.then(|| gepard_gepa::ReflectiveRecord {
+                inputs: input.to_owned(),
+                feedback: format!(
+                    "Incorrect. Expected exactly '{expected}' and nothing else; got '{got}'."
+                ),
+                generated_outputs: got,
+            }),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_whole_gepa_run_works_offline_with_the_local_model_and_builtin_rules() {
+    let Ok(path) = model_path() else {
+        eprintln!("SKIPPED: the real model is not available");
+        return;
+    };
+    let registry = ModelRegistry::empty();
+    gepard_local::register(
+        &registry,
+        LocalConfig {
+            cache_dir: path.parent().unwrap().to_owned(),
+            auto_pull: false,
+            ..LocalConfig::default()
+        },
+    );
+    let model = registry.resolve("local/smollm2-135m-instruct").unwrap();
+    let config = gepard_gepa::Config {
+        max_metric_calls: Some(12),
+        minibatch_size: 3,
+        // Rows are scored 0/1 and the seed may already be perfect on a minibatch; reflect anyway.
+        skip_perfect_score: false,
+        ..gepard_gepa::Config::default()
+    };
+    let engine = gepard_gepa::Engine::new(config, "Classify the sentiment.", 3, 3).unwrap();
+    let sink = gepard_gepa::RecordingSink::default();
+    let result = engine
+        .run(
+            &ExactLabel { model },
+            &gepard_local::RulesProposer::new(),
+            &sink,
+            &gepard_gepa::CancelToken::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(result.metric_calls_used <= 12);
+    assert_eq!(result.iterations, 1, "{:?}", result.stop_reason);
+    assert_eq!(
+        registry.usage().snapshot().model_calls,
+        result.metric_calls_used
+    );
+    eprintln!(
+        "seed {:.2} -> best {:.2}; candidates {}",
+        result.seed_score,
+        result.best_score,
+        result.candidates.len()
+    );
 }
