@@ -22,6 +22,11 @@
 //!
 //! Both exist for offline use and demos; real work uses real models.
 //!
+//! Threads: candle uses one thread per physical core (override with `RAYON_NUM_THREADS`). On a
+//! machine that is busy with other work, `RAYON_NUM_THREADS=1` is several times faster for
+//! generation than competing for every core (measured on 2 cores under a load average of ~7:
+//! 11–22 tok/s with one thread against 3–6 tok/s with two).
+//!
 //! What this crate must not depend on: the server, the store, the agent crate or any HTTP
 //! framework (it is a leaf that `gepard` and `gepard-server` plug in), GPU toolkits or system
 //! libraries (default features stay pure Rust), and the network at inference time.
