@@ -83,10 +83,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         g_time += g.generation_time;
     }
     println!(
-        "prompt: {:.1} tok/s, generation: {:.1} tok/s, threads: {}",
+        "prompt: {:.1} tok/s, generation: {:.1} tok/s, candle threads: {}, load average: {}",
         p_tok as f64 / p_time.as_secs_f64(),
         g_tok as f64 / g_time.as_secs_f64(),
-        std::thread::available_parallelism().map_or(1, usize::from)
+        candle_core::utils::get_num_threads(),
+        // Other work on the machine changes these numbers a lot: print it with them.
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| "?".to_owned())
     );
     if let Some(kib) = peak_rss_kib() {
         println!("peak RSS (VmHWM): {:.0} MB", kib as f64 / 1024.0);
