@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use gepard_core::job::JobStatus;
+use gepard_core::job::{JobStatus, LeaseEffect};
 use gepard_core::model::{Job, JobAttempt, JobSpec, JobUsage, Page, SequencedLog};
 use gepard_core::progress::{JobSummary, LogEntry, MetricPoint};
 use gepard_core::PageRequest;
@@ -112,6 +112,12 @@ pub struct JobWrite {
     pub logs: Vec<LogEntry>,
     /// Metric points to append.
     pub metrics: Vec<(String, MetricPoint)>,
+    /// What happens to the worker lease.
+    pub lease: LeaseEffect,
+    /// The claiming worker (with [`LeaseEffect::Acquire`]).
+    pub lease_owner: Option<String>,
+    /// How long a granted or renewed lease lasts.
+    pub lease_duration: chrono::Duration,
 }
 
 impl JobWrite {
@@ -134,6 +140,9 @@ impl JobWrite {
             archive_attempt: false,
             logs: Vec::new(),
             metrics: Vec::new(),
+            lease: LeaseEffect::Keep,
+            lease_owner: None,
+            lease_duration: chrono::Duration::seconds(30),
         }
     }
 }
@@ -451,6 +460,24 @@ impl Store {
         }
         if let Some(v) = &w.last_event_at {
             set("last_event_at", Some(ts(v)));
+        }
+        let expires = ts(&(gepard_core::time::now() + w.lease_duration));
+        match w.lease {
+            LeaseEffect::Keep => {}
+            LeaseEffect::Acquire => {
+                set("lease_owner", w.lease_owner.clone());
+                set("lease_expires_at", Some(expires));
+            }
+            LeaseEffect::Renew => set("lease_expires_at", Some(expires)),
+            LeaseEffect::Release => {
+                // The token stays: it only ever grows, so a stale runner stays fenced out.
+                set("lease_owner", None);
+                set("lease_expires_at", None);
+            }
+        }
+        if w.lease == LeaseEffect::Acquire {
+            // A fresh token fences out whoever held the job before.
+            sets.push("lease_token = lease_token + 1".to_owned());
         }
         if !w.logs.is_empty() {
             // A count we computed, not client text: safe to inline.

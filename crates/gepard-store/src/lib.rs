@@ -8,6 +8,7 @@
 //!
 //! Only this crate names `sqlx`. It must not depend on the server, HTTP or the GEPA engine.
 
+mod execution;
 mod jobs;
 mod lifecycle;
 pub mod notify;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use execution::{Claimed, StoredCheckpoint};
 pub use jobs::{Created, IdempotencyKey, JobFilter, JobWrite, NewJob};
 pub use lifecycle::LifecycleError;
 pub use notify::{JobNotice, LocalNotifier, Notifier};

@@ -64,6 +64,12 @@ fn write_for(job: &Job, t: &Transition, now: chrono::DateTime<chrono::Utc>) -> J
     if e.set_last_event_at {
         w.last_event_at = Some(now);
     }
+    // Workers renew their leases explicitly, with their own lease length; a progress event
+    // must not stretch or shrink it to some other length.
+    w.lease = match e.lease {
+        gepard_core::job::LeaseEffect::Renew => gepard_core::job::LeaseEffect::Keep,
+        other => other,
+    };
     if e.set_completed_at {
         w.completed_at = Some(Some(now));
     }
@@ -119,20 +125,45 @@ impl Store {
         job_id: Uuid,
         cmd: &JobCommand,
     ) -> Result<Job, LifecycleError> {
+        match self.job(workspace_id, job_id).await? {
+            Some(_) => {
+                self.job_command_with(notifier, job_id, cmd, None, |_| {})
+                    .await
+            }
+            None => Err(LifecycleError::NotFound(job_id)),
+        }
+    }
+
+    /// Decides and writes one command; `lease_token` fences a worker's command, `adjust` adds
+    /// what only the caller knows (the claiming worker's name, the lease length).
+    pub(crate) async fn job_command_with(
+        &self,
+        notifier: &dyn Notifier,
+        job_id: Uuid,
+        cmd: &JobCommand,
+        lease_token: Option<i64>,
+        adjust: impl Fn(&mut JobWrite),
+    ) -> Result<Job, LifecycleError> {
         for _ in 0..MAX_RACES {
             let job = self
-                .job(workspace_id, job_id)
+                .job_by_id(job_id)
                 .await?
                 .ok_or(LifecycleError::NotFound(job_id))?;
             let t = decide(&state_of(&job), cmd)?;
             let now = gepard_core::time::now();
             let mut w = write_for(&job, &t, now);
+            w.expected_lease_token = lease_token;
+            adjust(&mut w);
             if let Some(message) = command_log(cmd, &job, &t) {
                 w.logs.push(system_log(message, now));
             }
             let seq = self.log_seq(job_id).await?;
-            if let Some(job) = self.write_job(job_id, &w).await? {
-                return publish(self, notifier, seq, job).await;
+            match self.write_job(job_id, &w).await? {
+                Some(job) => return publish(self, notifier, seq, job).await,
+                None if lease_token.is_some() && self.lease_token(job_id).await? != lease_token => {
+                    return Err(LifecycleError::Fenced(job_id));
+                }
+                None => {}
             }
         }
         Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())

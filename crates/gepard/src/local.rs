@@ -20,7 +20,6 @@ use gepard_agent::optimize::{
 use gepard_agent::recipe::Recipe;
 use gepard_agent::rollout::RolloutOptions;
 use gepard_gepa::{CancelToken, CandidateSelection, Config, Event};
-use gepard_llm::ModelRegistry;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -249,7 +248,11 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
         .validate(train.len(), val.len())
         .map_err(|e| Usage(flag_names(&e.to_string())))?;
 
-    let registry = ModelRegistry::from_env();
+    let registry = crate::models::registry(&crate::settings::data_dir(
+        std::env::var_os("GEPARD_DATA_DIR")
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+    ));
     let models = RunModels::resolve(&registry, &args.model, args.reflection_lm.as_deref())
         .map_err(|e| Usage(format!("--model / --reflection-lm: {e}")))?;
 

@@ -6,9 +6,11 @@
 mod commands;
 mod jobs_cli;
 mod local;
+mod models;
 mod quickstart;
 mod serve;
 mod settings;
+mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,14 @@ struct Cli {
 enum Command {
     /// Run the API server (SQLite in the data directory unless --database-url says otherwise).
     Serve(serve::ServeArgs),
+    /// Run workers alone against the same database as a server.
+    Worker(worker_cmd::WorkerArgs),
+    /// Run one job attempt (the sandboxed child a worker starts; spec on stdin).
+    #[command(hide = true)]
+    RunJob,
+    /// Fetch and list local models.
+    #[command(subcommand)]
+    Model(models::ModelCommand),
     /// Start a server, publish the examples and list them.
     Quickstart(quickstart::QuickstartArgs),
     /// Manage API keys.
@@ -61,6 +71,9 @@ async fn main() -> ExitCode {
     let g = &cli.global;
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => worker_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::RunJob => Ok(worker_cmd::run_job().await),
+        Command::Model(cmd) => models::run(cmd, g.json).await.map(|()| ExitCode::SUCCESS),
         Command::Quickstart(args) => quickstart::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Keys(cmd) => commands::keys(g, cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Capability(cmd) => commands::registry(g, ArtifactKind::Capability, cmd)

@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use gepard_core::auth::ApiKeySecret;
 use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, Store};
+use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use tokio_util::sync::CancellationToken;
 
 use crate::settings::{self, Credentials};
 
@@ -88,14 +90,28 @@ pub async fn start(
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     bootstrap(&store, &data_dir, addr).await?;
-    if args.workers > 0 {
-        tracing::info!(
-            workers = args.workers,
-            "job execution is not part of this build yet; workers idle"
-        );
-    }
-    let app = router(AppState::new(store.clone()));
-    let task = tokio::spawn(gepard_server::serve(listener, app, shutdown));
+    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
+    let app = router(AppState::with_notifier(
+        store.clone(),
+        Arc::clone(&notifier),
+    ));
+    // Embedded workers share the server's notifier, so watchers see their progress live.
+    let stop_workers = CancellationToken::new();
+    let workers = crate::worker_cmd::spawn_workers(
+        &store,
+        &notifier,
+        &data_dir,
+        args.workers,
+        &stop_workers,
+    )?;
+    let task = tokio::spawn(async move {
+        let served = gepard_server::serve(listener, app, shutdown).await;
+        stop_workers.cancel();
+        for w in workers {
+            let _ = w.await;
+        }
+        served
+    });
     tracing::info!(%addr, database = %redact(&url), "gepard is listening");
     Ok(Running {
         addr,

@@ -1,0 +1,305 @@
+//! What workers need from the store: claiming the oldest queued job under a lease, renewing
+//! it, returning jobs whose lease expired to the queue, and keeping the engine checkpoint and
+//! usage of a running attempt. Every write a worker makes is fenced by its lease token: once
+//! another worker has taken the job over, the old one's writes change nothing.
+
+use std::time::Duration;
+
+use gepard_core::job::{JobCommand, JobStatus};
+use gepard_core::model::{Job, JobUsage};
+use uuid::Uuid;
+
+use crate::lifecycle::LifecycleError;
+use crate::notify::Notifier;
+use crate::rows::{int, now_text, text};
+use crate::{Result, Store, StoreError};
+
+/// A job a worker has claimed, with the fencing token its writes must carry.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job, now `running`.
+    pub job: Job,
+    /// The lease token; writes with an older token are refused.
+    pub lease_token: i64,
+}
+
+/// The engine checkpoint of an attempt.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    /// The iteration it was taken after.
+    pub iteration: i64,
+    /// The serialized checkpoint.
+    pub data: String,
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::seconds(30))
+}
+
+impl Store {
+    /// Claims the oldest queued job for `owner` with a lease of `lease`, or `None` when the
+    /// queue is empty. Two workers racing for one job: the compare-and-set lets exactly one
+    /// win; the other moves on to the next job.
+    pub async fn claim_next(
+        &self,
+        notifier: &dyn Notifier,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, LifecycleError> {
+        for _ in 0..32 {
+            let Some(id) = sqlx::query_scalar::<_, String>(
+                "SELECT id FROM jobs WHERE status IN ('queued', 'pending') ORDER BY created_at, id LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from)?
+            else {
+                return Ok(None);
+            };
+            let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let claimed = self
+                .job_command_with(notifier, id, &JobCommand::Claim, None, |w| {
+                    w.lease_owner = Some(owner.to_owned());
+                    w.lease_duration = chrono_duration(lease);
+                })
+                .await;
+            match claimed {
+                Ok(job) => {
+                    let token = self.current_lease_token(id).await?;
+                    return Ok(Some(Claimed {
+                        job,
+                        lease_token: token,
+                    }));
+                }
+                // Someone else took it (or cancelled it) first: try the next one.
+                Err(LifecycleError::Illegal(_) | LifecycleError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn current_lease_token(&self, job_id: Uuid) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT lease_token FROM jobs WHERE id = $1")
+                .bind(job_id.to_string())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Pushes the lease forward; `false` when the worker no longer holds the job (fenced, or
+    /// the job is not running any more).
+    pub async fn renew_lease(&self, job_id: Uuid, token: i64, lease: Duration) -> Result<bool> {
+        let expires =
+            gepard_core::time::format(&(gepard_core::time::now() + chrono_duration(lease)));
+        let done = sqlx::query("UPDATE jobs SET lease_expires_at = $1 WHERE id = $2 AND lease_token = $3 AND status = 'running'")
+            .bind(expires)
+            .bind(job_id.to_string())
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Running jobs whose lease has expired go back to the queue (or end `cancelled` when a
+    /// cancel was requested), so another worker resumes them from their checkpoint.
+    pub async fn reap_expired_leases(
+        &self,
+        notifier: &dyn Notifier,
+    ) -> Result<Vec<Uuid>, LifecycleError> {
+        let rows = sqlx::query("SELECT id, lease_token FROM jobs WHERE status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at < $1")
+            .bind(now_text())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+        let mut reaped = Vec::new();
+        for row in rows {
+            let id = Uuid::parse_str(&text(&row, "id")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let token = int(&row, "lease_token")?;
+            // Fenced by the token seen expired: a renewal in between wins over the reaper.
+            match self
+                .job_command_with(notifier, id, &JobCommand::LeaseExpired, Some(token), |_| {})
+                .await
+            {
+                Ok(_) => reaped.push(id),
+                Err(
+                    LifecycleError::Illegal(_)
+                    | LifecycleError::Fenced(_)
+                    | LifecycleError::NotFound(_),
+                ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// A worker's command on the job it holds (e.g. `RunnerStopped`), fenced by its token.
+    pub async fn runner_command(
+        &self,
+        notifier: &dyn Notifier,
+        job_id: Uuid,
+        token: i64,
+        cmd: &JobCommand,
+    ) -> Result<Job, LifecycleError> {
+        self.job_command_with(notifier, job_id, cmd, Some(token), |_| {})
+            .await
+    }
+
+    /// Stores the checkpoint of the running attempt (replacing the previous one); `false`
+    /// when the worker's token is stale.
+    pub async fn save_checkpoint(
+        &self,
+        job_id: Uuid,
+        attempt: i64,
+        token: i64,
+        iteration: i64,
+        data: &str,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT lease_token FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2",
+        )
+        .bind(job_id.to_string())
+        .bind(attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held != Some(token) {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM job_checkpoints WHERE job_id = $1 AND attempt = $2")
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO job_checkpoints (job_id, attempt, iteration, data, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .bind(iteration)
+            .bind(data)
+            .bind(now_text())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The latest checkpoint of an attempt, if any.
+    pub async fn checkpoint(&self, job_id: Uuid, attempt: i64) -> Result<Option<StoredCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT iteration, data FROM job_checkpoints WHERE job_id = $1 AND attempt = $2",
+        )
+        .bind(job_id.to_string())
+        .bind(attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredCheckpoint {
+                iteration: int(&r, "iteration")?,
+                data: text(&r, "data")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records what the running attempt has consumed so far; `false` when fenced.
+    pub async fn set_usage(&self, job_id: Uuid, token: i64, usage: &JobUsage) -> Result<bool> {
+        let json = serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE jobs SET usage = $1 WHERE id = $2 AND lease_token = $3 AND status = $4",
+        )
+        .bind(json)
+        .bind(job_id.to_string())
+        .bind(token)
+        .bind(JobStatus::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether a cancel has been requested for the job (workers poll this while running).
+    pub async fn cancel_requested(&self, job_id: Uuid) -> Result<bool> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar("SELECT cancel_requested_at FROM jobs WHERE id = $1")
+                .bind(job_id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(matches!(v, Some(Some(_))))
+    }
+}
+
+impl Store {
+    /// Stores a candidate of the running attempt (idempotent per index); `false` when fenced.
+    pub async fn save_candidate(
+        &self,
+        job_id: Uuid,
+        attempt: i64,
+        token: i64,
+        index: i64,
+        data: &serde_json::Value,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT lease_token FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2",
+        )
+        .bind(job_id.to_string())
+        .bind(attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held != Some(token) {
+            return Ok(false);
+        }
+        // A resumed run re-reports candidates it already had: keep the first record.
+        sqlx::query("INSERT INTO job_candidates (job_id, attempt, idx, data) VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, attempt, idx) DO NOTHING")
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .bind(index)
+            .bind(data.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Candidates of a job's current attempt, by index.
+    pub async fn candidates(&self, job_id: Uuid, attempt: i64) -> Result<Vec<serde_json::Value>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM job_candidates WHERE job_id = $1 AND attempt = $2 ORDER BY idx",
+        )
+        .bind(job_id.to_string())
+        .bind(attempt)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|s| {
+                serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("candidate: {e}")))
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    /// How many log entries of the job's current attempt start with `prefix` (e.g. crash
+    /// notices, to bound how often a crashing attempt is resumed).
+    pub async fn count_logs_starting_with(
+        &self,
+        job_id: Uuid,
+        attempt: i64,
+        prefix: &str,
+    ) -> Result<i64> {
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_logs WHERE job_id = $1 AND attempt = $2 AND message LIKE $3 ESCAPE '\\'")
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .bind(pattern)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,536 @@
+//! `gepard run-job`: the sandboxed child that runs one attempt.
+//!
+//! It reads a [`RunSpec`] from stdin, applies its resource limits, runs GEPA through
+//! `gepard_agent::optimize`, and writes one JSON [`Line`] per event on stdout: progress
+//! events exactly as `POST …/progress` takes them, plus checkpoints, candidates and usage for
+//! the worker. SIGTERM (a cancel) stops the engine between evaluations; the child then reports
+//! its best result so far and exits without a terminal event, and the worker ends the job
+//! `cancelled`. The wall-clock limit ends the run with `optimization_error`, keeping the best.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gepard_agent::optimize::{optimize, OptimizeSpec, RunModels};
+use gepard_agent::recipe::Recipe;
+use gepard_agent::rollout::{InputMapping, RolloutOptions};
+use gepard_core::model::JobUsage;
+use gepard_core::progress::{LogLevel, MetricPoint, ProgressEvent, ProgressEventType};
+use gepard_gepa::{CancelToken, Checkpoint, Event, EventSink, StopReason};
+use gepard_llm::ModelRegistry;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::spec::RunSpec;
+
+/// One stdout line of a runner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Line {
+    /// A progress event, applied like `POST …/progress`.
+    Progress {
+        /// The event.
+        event: ProgressEvent,
+    },
+    /// The engine state after an iteration.
+    Checkpoint {
+        /// Iterations completed.
+        iteration: u64,
+        /// Serialized checkpoint.
+        checkpoint: String,
+    },
+    /// A candidate evaluated on the validation set.
+    Candidate {
+        /// Its record, as `GET …/candidates` serves it.
+        candidate: Value,
+    },
+    /// Consumption so far.
+    Usage {
+        /// Totals of the attempt.
+        usage: JobUsage,
+    },
+}
+
+/// Writes lines to stdout, one `write` + flush per line so the worker never sees half a line.
+struct Out(Mutex<std::io::Stdout>);
+
+impl Out {
+    fn line(&self, line: &Line) {
+        let mut text = serde_json::to_string(line).unwrap_or_default();
+        text.push('\n');
+        let mut out = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    fn event(&self, event: ProgressEvent) {
+        self.line(&Line::Progress { event });
+    }
+}
+
+fn point(value: f64, step: u64) -> Vec<MetricPoint> {
+    vec![MetricPoint {
+        value,
+        step: i64::try_from(step).unwrap_or(i64::MAX),
+        timestamp: None,
+    }]
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Maps engine events to progress lines, remembering candidate texts for the summary.
+struct Sink {
+    out: Arc<Out>,
+    texts: Mutex<BTreeMap<usize, String>>,
+    usage: Box<dyn Fn() -> JobUsage + Send + Sync>,
+}
+
+impl Sink {
+    fn progress(
+        &self,
+        event_type: ProgressEventType,
+        message: String,
+        iteration: Option<u64>,
+    ) -> ProgressEvent {
+        let mut e = ProgressEvent::new(event_type);
+        e.message = Some(message);
+        e.iteration = iteration.map(|i| i64::try_from(i).unwrap_or(i64::MAX));
+        e
+    }
+
+    fn text(&self, index: usize) -> Option<String> {
+        self.texts.lock().ok()?.get(&index).cloned()
+    }
+}
+
+impl EventSink for Sink {
+    fn emit(&self, event: &Event) {
+        use ProgressEventType as T;
+        match event {
+            Event::IterationStarted {
+                iteration,
+                parent,
+                parent_val_score,
+                minibatch,
+            } => {
+                let mut e = self.progress(
+                    T::IterationStart,
+                    format!("iteration {iteration}: parent {parent} (val {parent_val_score:.3}), minibatch {minibatch:?}"),
+                    Some(*iteration),
+                );
+                e.level = LogLevel::Debug;
+                e.data = json!({"parent": parent, "minibatch": minibatch});
+                self.out.event(e);
+            }
+            Event::IterationSkipped {
+                iteration,
+                parent,
+                parent_scores,
+                reason,
+            } => {
+                let mut e = self.progress(
+                    T::CandidateRejected,
+                    format!("iteration {iteration}: skipped ({reason:?})"),
+                    Some(*iteration),
+                );
+                e.data = json!({"parent": parent, "parent_scores": parent_scores, "skipped": true});
+                self.out.event(e);
+            }
+            Event::CandidateAccepted {
+                iteration,
+                parent,
+                parent_scores,
+                child_scores,
+                candidate,
+                text,
+            } => {
+                if let Ok(mut t) = self.texts.lock() {
+                    t.insert(*candidate, text.clone());
+                }
+                let mut e = self.progress(
+                    T::CandidateAccepted,
+                    format!(
+                        "iteration {iteration}: candidate {candidate} accepted (minibatch {:.3} → {:.3})",
+                        mean(parent_scores),
+                        mean(child_scores)
+                    ),
+                    Some(*iteration),
+                );
+                e.metrics.insert(
+                    "accepted_score".into(),
+                    point(mean(child_scores), *iteration),
+                );
+                e.data = json!({"parent": parent, "candidate": candidate, "parent_scores": parent_scores, "child_scores": child_scores});
+                self.out.event(e);
+            }
+            Event::CandidateRejected {
+                iteration,
+                parent,
+                parent_scores,
+                child_scores,
+                ..
+            } => {
+                let mut e = self.progress(
+                    T::CandidateRejected,
+                    format!(
+                        "iteration {iteration}: child rejected (minibatch {:.3} → {:.3})",
+                        mean(parent_scores),
+                        mean(child_scores)
+                    ),
+                    Some(*iteration),
+                );
+                e.metrics.insert(
+                    "rejected_score".into(),
+                    point(mean(child_scores), *iteration),
+                );
+                e.data = json!({"parent": parent, "parent_scores": parent_scores, "child_scores": child_scores});
+                self.out.event(e);
+            }
+            Event::ValsetEvaluated {
+                iteration,
+                candidate,
+                val_score,
+                val_scores,
+                best_candidate,
+                best_score,
+                new_best,
+            } => {
+                let mut e = self.progress(
+                    T::ValsetEvaluated,
+                    format!(
+                        "candidate {candidate}: validation {val_score:.3}{}",
+                        if *new_best { " (new best)" } else { "" }
+                    ),
+                    Some(*iteration),
+                );
+                e.metrics
+                    .insert("val_score".into(), point(*val_score, *iteration));
+                e.metrics
+                    .insert("best_score".into(), point(*best_score, *iteration));
+                let scores: serde_json::Map<String, Value> = val_scores
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (i.to_string(), json!(s)))
+                    .collect();
+                let mut summary = json!({"best_score": best_score});
+                if *candidate == 0 && *iteration == 0 {
+                    summary["seed_score"] = json!(val_score);
+                }
+                if *candidate == *best_candidate {
+                    summary["best_scores"] = Value::Object(scores);
+                }
+                if let Some(text) = self.text(*best_candidate) {
+                    summary["best_candidate"] = json!({"instructions": text});
+                }
+                e.summary = Some(summary);
+                e.data = json!({"candidate": candidate, "best_candidate": best_candidate});
+                self.out.event(e);
+            }
+            Event::FrontUpdated {
+                iteration,
+                frontier_size,
+                frontier_best_score,
+                frontier,
+            } => {
+                let mut e = self.progress(
+                    T::ParetoFrontUpdated,
+                    format!(
+                        "frontier: {frontier_size} candidate(s), together {frontier_best_score:.3}"
+                    ),
+                    Some(*iteration),
+                );
+                e.level = LogLevel::Debug;
+                e.metrics.insert(
+                    "frontier_size".into(),
+                    point(*frontier_size as f64, *iteration),
+                );
+                e.metrics.insert(
+                    "frontier_best_score".into(),
+                    point(*frontier_best_score, *iteration),
+                );
+                e.summary = Some(json!({"frontier_size": frontier_size}));
+                e.data = json!({"frontier": frontier});
+                self.out.event(e);
+            }
+            Event::BudgetUpdated {
+                metric_calls_used,
+                metric_calls_remaining,
+            } => {
+                let mut e = self.progress(
+                    T::BudgetUpdated,
+                    format!("metric calls used: {metric_calls_used}"),
+                    None,
+                );
+                e.level = LogLevel::Debug;
+                e.metrics.insert(
+                    "metric_calls_used".into(),
+                    point(*metric_calls_used as f64, *metric_calls_used),
+                );
+                if let Some(r) = metric_calls_remaining {
+                    e.metrics.insert(
+                        "metric_calls_remaining".into(),
+                        point(*r as f64, *metric_calls_used),
+                    );
+                }
+                self.out.event(e);
+                let mut usage = (self.usage)();
+                usage.metric_calls = i64::try_from(*metric_calls_used).unwrap_or(i64::MAX);
+                self.out.line(&Line::Usage { usage });
+            }
+            Event::Checkpoint {
+                iteration,
+                checkpoint,
+            } => {
+                // Candidates first: the checkpoint is what a resumed run starts from, and it
+                // must never refer to a candidate the store has not seen.
+                for c in &checkpoint.candidates {
+                    if c.iteration == *iteration || *iteration == 0 {
+                        self.out.line(&Line::Candidate {
+                            candidate: candidate_json(c, checkpoint),
+                        });
+                    }
+                }
+                self.out.line(&Line::Checkpoint {
+                    iteration: *iteration,
+                    checkpoint: checkpoint.to_json(),
+                });
+            }
+            Event::Finished { .. } | Event::Error { .. } => {}
+        }
+    }
+}
+
+fn candidate_json(c: &gepard_gepa::Candidate, cp: &Checkpoint) -> Value {
+    json!({
+        "index": c.index,
+        "parents": c.parents,
+        "instructions": c.text,
+        "val_score": c.val_score,
+        "val_subscores": c.val_scores,
+        "discovered_at_metric_calls": c.discovered_at_metric_calls,
+        "iteration": c.iteration,
+        "best": cp.best == c.index,
+    })
+}
+
+fn apply_limits(spec: &RunSpec) {
+    use rlimit::Resource;
+    let l = spec.limits;
+    if l.memory_mib > 0 {
+        let bytes = l.memory_mib * 1024 * 1024;
+        let _ = rlimit::setrlimit(Resource::AS, bytes, bytes);
+    }
+    if l.open_files > 0 {
+        let _ = rlimit::setrlimit(Resource::NOFILE, l.open_files, l.open_files);
+    }
+    if l.cpu_seconds > 0 {
+        let _ = rlimit::setrlimit(Resource::CPU, l.cpu_seconds, l.cpu_seconds + 5);
+    }
+}
+
+/// Runs one attempt; returns the process exit code (0 when the run ended or was cancelled,
+/// 1 when it could not start).
+pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
+    apply_limits(&spec);
+    let out = Arc::new(Out(Mutex::new(std::io::stdout())));
+    let fail = |message: String| {
+        let mut e = ProgressEvent::new(ProgressEventType::OptimizationError);
+        e.level = LogLevel::Error;
+        e.error = Some(message.clone());
+        e.message = Some(message);
+        out.event(e);
+        1
+    };
+    let recipe = match Recipe::from_spec(&spec.recipe, &spec.recipe_params) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("reward recipe: {e}")),
+    };
+    let input_mapping = match InputMapping::from_config(spec.input_mapping.as_ref()) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let models = match RunModels::resolve(registry, &spec.model, Some(&spec.reflection_model)) {
+        Ok(m) => Arc::new(m),
+        Err(e) => return fail(format!("model: {e}")),
+    };
+    let resume = match spec
+        .resume
+        .as_deref()
+        .map(Checkpoint::from_json)
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(format!("the stored checkpoint cannot be read: {e}")),
+    };
+    let mut texts = BTreeMap::from([(0, spec.seed_instructions.clone())]);
+    if let Some(cp) = &resume {
+        for c in &cp.candidates {
+            texts.insert(c.index, c.text.clone());
+        }
+    }
+    let usage_models = Arc::clone(&models);
+    let sink = Sink {
+        out: Arc::clone(&out),
+        texts: Mutex::new(texts),
+        usage: Box::new(move || {
+            let u = usage_models.usage().total();
+            JobUsage {
+                metric_calls: 0,
+                model_calls: i64::try_from(u.model_calls).unwrap_or(i64::MAX),
+                input_tokens: i64::try_from(u.input_tokens).unwrap_or(i64::MAX),
+                output_tokens: i64::try_from(u.output_tokens).unwrap_or(i64::MAX),
+            }
+        }),
+    };
+    let mut start = ProgressEvent::new(if resume.is_some() {
+        ProgressEventType::RuntimeCheckpoint
+    } else {
+        ProgressEventType::OptimizationStart
+    });
+    start.message = Some(match &resume {
+        Some(cp) => format!("resuming {} from the checkpoint after iteration {} ({} metric calls spent)", spec.target, cp.iterations, cp.metric_calls),
+        None => format!(
+            "optimizing the instructions of {} with {} (reflection: {}); {} training and {} validation rows",
+            spec.target,
+            spec.model,
+            spec.reflection_model,
+            spec.train.len(),
+            spec.val.len()
+        ),
+    });
+    start.summary = Some(json!({"train_size": spec.train.len(), "val_size": spec.val.len()}));
+    out.event(start);
+
+    // SIGTERM (a cancel) and the wall-clock limit both stop the engine between evaluations.
+    let cancel = CancelToken::new();
+    let remaining = Duration::from_secs(spec.max_runtime_sec.saturating_sub(spec.elapsed_sec));
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let timed_out = Arc::clone(&timed_out);
+        tokio::spawn(async move {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                () = term => {}
+                () = tokio::time::sleep(remaining) => timed_out.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
+            cancel.cancel();
+        });
+    }
+    let opt = OptimizeSpec {
+        seed_instructions: spec.seed_instructions.clone(),
+        train: spec.train.clone(),
+        val: spec.val.clone(),
+        recipe,
+        rollout: RolloutOptions {
+            input_mapping,
+            temperature: None,
+            max_tokens: None,
+        },
+        config: spec.engine.clone(),
+    };
+    let result = optimize(&opt, &models, &sink, &cancel, resume).await;
+    let usage = (sink.usage)();
+    match result {
+        Ok(outcome) => {
+            let r = &outcome.result;
+            let mut usage = usage;
+            usage.metric_calls = i64::try_from(r.metric_calls_used).unwrap_or(i64::MAX);
+            out.line(&Line::Usage { usage });
+            let summary = json!({
+                "best_score": r.best_score,
+                "seed_score": r.seed_score,
+                "best_candidate": {"instructions": r.best_text},
+                "frontier_size": r.frontier_size,
+            });
+            let artifacts = json!({
+                "best_instructions": r.best_text,
+                "best_candidate_index": r.best_candidate,
+                "stop_reason": r.stop_reason.to_string(),
+                "candidates": r.candidates.len(),
+                "accepted": r.counts.accepted,
+                "rejected": r.counts.rejected,
+                "skipped": r.counts.skipped,
+                "reflection_calls": r.counts.reflection_calls,
+                "curve": r.curve,
+            });
+            let timed = timed_out.load(std::sync::atomic::Ordering::SeqCst);
+            match (&r.stop_reason, timed) {
+                (StopReason::Cancelled, true) => {
+                    let mut e = ProgressEvent::new(ProgressEventType::OptimizationError);
+                    let msg = format!("exceeded max_runtime_sec of {} s", spec.max_runtime_sec);
+                    e.level = LogLevel::Error;
+                    e.message = Some(format!(
+                        "{msg}; best validation score so far {:.3}",
+                        r.best_score
+                    ));
+                    e.error = Some(msg);
+                    e.summary = Some(summary);
+                    e.artifacts = Some(artifacts);
+                    out.event(e);
+                }
+                (StopReason::Cancelled, false) => {
+                    // Cancelled: report the best so far; the worker ends the job `cancelled`.
+                    let mut e = ProgressEvent::new(ProgressEventType::BudgetUpdated);
+                    e.message = Some(format!(
+                        "stopped on request; best validation score so far {:.3}",
+                        r.best_score
+                    ));
+                    e.summary = Some(summary);
+                    out.event(e);
+                }
+                _ => {
+                    let mut e = ProgressEvent::new(ProgressEventType::OptimizationEnd);
+                    e.message = Some(format!(
+                        "finished ({}): validation {:.3} → {:.3} in {} metric calls",
+                        r.stop_reason, r.seed_score, r.best_score, r.metric_calls_used
+                    ));
+                    e.summary = Some(summary);
+                    e.artifacts = Some(artifacts);
+                    out.event(e);
+                }
+            }
+            0
+        }
+        Err(e) => {
+            out.line(&Line::Usage { usage });
+            fail(e.to_string());
+            0
+        }
+    }
+}
+
+/// Reads the spec from stdin and runs it: the body of `gepard run-job`.
+pub async fn main_from_stdin(registry: &ModelRegistry) -> u8 {
+    let mut input = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+        eprintln!("run-job: cannot read the run spec from stdin: {e}");
+        return 2;
+    }
+    match serde_json::from_str::<RunSpec>(&input) {
+        Ok(spec) => run_job(spec, registry).await,
+        Err(e) => {
+            eprintln!("run-job: the run spec on stdin is not valid: {e}");
+            2
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The model registry every command uses, and `gepard model pull|list`.
+
+use std::path::{Path, PathBuf};
+
+use gepard_llm::ModelRegistry;
+
+/// Providers from the environment (`openai/…`, `anthropic/…`), plus, with the `local-model`
+/// feature, the embedded `local/…` model (cached under `data_dir`) and `builtin/rules`.
+pub fn registry(data_dir: &Path) -> ModelRegistry {
+    let registry = ModelRegistry::from_env();
+    #[cfg(feature = "local-model")]
+    {
+        gepard_local::register(
+            &registry,
+            gepard_local::LocalConfig::with_data_dir(data_dir),
+        );
+        gepard_local::register_builtin(&registry);
+    }
+    #[cfg(not(feature = "local-model"))]
+    let _ = data_dir;
+    registry
+}
+
+/// `gepard model …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelCommand {
+    /// Fetch, verify and cache a local model (e.g. smollm2-135m-instruct).
+    Pull {
+        /// Model name.
+        #[arg(default_value = "smollm2-135m-instruct")]
+        name: String,
+        /// Data directory (the cache is its `models/` folder).
+        #[arg(long, env = "GEPARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// List cached local models.
+    List {
+        /// Data directory.
+        #[arg(long, env = "GEPARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs `gepard model …`.
+#[cfg(feature = "local-model")]
+pub async fn run(cmd: ModelCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::Pull { name, data_dir } => {
+            let dir = gepard_local::models_dir(&crate::settings::data_dir(data_dir.as_deref()));
+            let sources = gepard_local::default_sources(&name)?;
+            let bar = indicatif::ProgressBar::new(0);
+            if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let path = gepard_local::pull(&name, &sources, &dir, &|event| {
+                use gepard_local::PullEvent as E;
+                match event {
+                    E::Downloaded { bytes, total } => {
+                        bar.set_length(total.unwrap_or(bytes));
+                        bar.set_position(bytes);
+                    }
+                    other => bar.println(format!("{other:?}")),
+                }
+            })
+            .await?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::json!({"name": name, "path": path}));
+            } else {
+                println!("{name} is ready at {}", path.display());
+            }
+        }
+        ModelCommand::List { data_dir } => {
+            let dir = gepard_local::models_dir(&crate::settings::data_dir(data_dir.as_deref()));
+            let cached = gepard_local::list_cached(&dir);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cached)?);
+            } else if cached.is_empty() {
+                println!(
+                    "no local models cached in {} (run `gepard model pull`)",
+                    dir.display()
+                );
+            } else {
+                for m in cached {
+                    println!(
+                        "{}  {:.1} MB  {}",
+                        m.name,
+                        m.size_bytes as f64 / 1e6,
+                        m.path.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Without the `local-model` feature there is nothing to pull.
+#[cfg(not(feature = "local-model"))]
+pub async fn run(_cmd: ModelCommand, _json: bool) -> anyhow::Result<()> {
+    anyhow::bail!("this gepard was built without the `local-model` feature")
+}

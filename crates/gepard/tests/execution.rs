@@ -1,0 +1,621 @@
+//! Pins job execution end to end: real workers running real `gepard run-job` child processes
+//! against a deterministic fake OpenAI-compatible model on 127.0.0.1, with the real store on a
+//! SQLite file: completion with summary, metrics and logs; cancel; a killed sandbox and a dead
+//! worker resuming from the checkpoint with the same result; many jobs on several workers each
+//! run once; fencing; the runtime limit; a runner that prints garbage; retry from scratch.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Json;
+use gepard_agent::bundle::{Bundle, BundleFile};
+use gepard_client::Client;
+use gepard_core::auth::ApiKeySecret;
+use gepard_core::job::JobStatus;
+use gepard_core::model::Job;
+use gepard_server::{router, AppState};
+use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use gepard_worker::{Worker, WorkerConfig};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gepard");
+const MAGIC: &str = "Answer with exactly one lowercase word.";
+
+/// The fake model: reflection adds the magic sentence; task calls answer correctly only when
+/// the system prompt has it. Everything is a function of the request, so runs are repeatable.
+#[derive(Clone)]
+struct Fake {
+    delay: Duration,
+    calls: Arc<AtomicUsize>,
+}
+
+async fn chat(State(fake): State<Fake>, Json(req): Json<Value>) -> Json<Value> {
+    fake.calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(fake.delay).await;
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let system = messages
+        .iter()
+        .find(|m| m["role"] == "system")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let content = if user.contains("```") && user.contains("feedback") {
+        let current = user.split("```").nth(1).unwrap_or("").trim().to_owned();
+        if current.contains(MAGIC) {
+            format!("```\n{current} Be brief.\n```")
+        } else {
+            format!("```\n{current} {MAGIC}\n```")
+        }
+    } else if system.contains(MAGIC) {
+        if user.starts_with("good") {
+            "positive".into()
+        } else {
+            "negative".into()
+        }
+    } else {
+        "The sentiment is Positive.".to_owned()
+    };
+    Json(json!({
+        "id": "x", "object": "chat.completion", "model": req["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    }))
+}
+
+async fn fake_model(delay: Duration) -> (String, Fake) {
+    let fake = Fake {
+        delay,
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, fake)
+}
+
+struct Env {
+    store: Store,
+    notifier: Arc<dyn Notifier>,
+    client: Client,
+    model_url: String,
+    fake: Fake,
+    dir: tempfile::TempDir,
+}
+
+fn files(list: &[(&str, String)]) -> Vec<u8> {
+    Bundle::from_files(
+        list.iter()
+            .map(|(p, t)| BundleFile::new(*p, t.clone().into_bytes()))
+            .collect(),
+    )
+    .to_tar_gz()
+}
+
+async fn env(delay: Duration) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
+        .await
+        .unwrap();
+    let key = ApiKeySecret::generate();
+    store
+        .bootstrap(&Bootstrap {
+            org: "local".into(),
+            workspace: "default".into(),
+            project: "default".into(),
+            username: "admin".into(),
+            admin_key: key.clone(),
+        })
+        .await
+        .unwrap();
+    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
+    let app = router(AppState::with_notifier(store.clone(), notifier.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        gepard_server::serve(listener, app, std::future::pending())
+            .await
+            .unwrap()
+    });
+    let client = Client::new(&url, Some(key.expose().to_owned()));
+    let cap = files(&[
+        (
+            "capability.yaml",
+            "name: sentiment\nversion: 1.0.0\n".into(),
+        ),
+        (
+            "agents/classifier.md",
+            "---\nname: classifier\n---\nClassify the sentiment of the text.\n".into(),
+        ),
+    ]);
+    client.publish_capability("local", cap).await.unwrap();
+    for (name, n) in [("train", 9), ("val", 6)] {
+        let rows: String = (0..n)
+            .map(|i| {
+                let (goal, label) = if i % 2 == 0 {
+                    (format!("good {name} {i}"), "positive")
+                } else {
+                    (format!("bad {name} {i}"), "negative")
+                };
+                format!("{}\n", json!({"goal": goal, "expected_output": label}))
+            })
+            .collect();
+        client
+            .publish_dataset(
+                "local",
+                files(&[
+                    ("dataset.yaml", format!("name: {name}\nversion: 1.0.0\n")),
+                    ("rows.jsonl", rows),
+                ]),
+            )
+            .await
+            .unwrap();
+    }
+    let (model_url, fake) = fake_model(delay).await;
+    Env {
+        store,
+        notifier,
+        client,
+        model_url,
+        fake,
+        dir,
+    }
+}
+
+impl Env {
+    fn worker(&self, name: &str, lease: Duration) -> Worker {
+        let mut c = WorkerConfig::new(name, PathBuf::from(BIN), self.dir.path().join("runs"));
+        c.lease = lease;
+        c.poll = Duration::from_millis(50);
+        c.grace = Duration::from_secs(2);
+        c.data_dir = Some(self.dir.path().to_path_buf());
+        c.extra_env = vec![
+            ("OPENAI_BASE_URL".into(), self.model_url.clone()),
+            ("OPENAI_API_KEY".into(), "test".into()),
+        ];
+        Worker::new(self.store.clone(), self.notifier.clone(), c)
+    }
+
+    async fn submit(&self, config: Value) -> Job {
+        let body = json!({
+            "model": "openai/fake", "capability_ref": {"name": "sentiment", "version": "1.0.0"},
+            "dataset_ref": {"name": "train", "version": "1.0.0"}, "val_dataset_ref": {"name": "val", "version": "1.0.0"},
+            "reward_recipe": {"name": "exact_match_v1", "params": {}}, "config": config
+        });
+        self.client
+            .create_job("local", "default", &body, None)
+            .await
+            .unwrap()
+            .1
+    }
+
+    async fn job(&self, id: Uuid) -> Job {
+        self.store.job_by_id(id).await.unwrap().unwrap()
+    }
+
+    async fn logs(&self, id: Uuid) -> Vec<String> {
+        self.store
+            .job_logs(id, 0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.entry.message)
+            .collect()
+    }
+
+    async fn wait_for(&self, id: Uuid, what: &str, pred: impl Fn(&Job) -> bool) -> Job {
+        for _ in 0..600 {
+            let j = self.job(id).await;
+            if pred(&j) {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "timed out waiting for {what}: {:?}",
+            self.job(id).await.status
+        );
+    }
+}
+
+fn config(budget: u64) -> Value {
+    json!({"seed": 3, "max_metric_calls": budget, "reflection_minibatch_size": 3, "concurrency": 2})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_to_completed_with_summary_metrics_logs_and_candidates() {
+    let e = env(Duration::ZERO).await;
+    let job = e.submit(config(60)).await;
+    let end = e
+        .worker("w1", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(end.is_some());
+    let job = e.job(job.id).await;
+    assert_eq!(
+        job.status,
+        JobStatus::Completed,
+        "{:?} {:?}",
+        job.error,
+        e.logs(job.id).await
+    );
+    assert_eq!(job.summary.seed_score, Some(0.0));
+    assert_eq!(job.summary.best_score, Some(1.0));
+    let best = job.summary.best_candidate.clone().unwrap();
+    assert!(best["instructions"].as_str().unwrap().contains(MAGIC));
+    assert!(job.metrics["val_score"].len() >= 2);
+    assert!(job.metrics["metric_calls_used"].last().unwrap().value <= 60.0);
+    assert!(job.usage.model_calls > 0 && job.usage.metric_calls > 0);
+    assert!(job.artifacts["best_instructions"].is_string());
+    let logs = e.logs(job.id).await;
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("optimizing the instructions of agent classifier")),
+        "{logs:?}"
+    );
+    assert!(logs.iter().any(|l| l.starts_with("finished")), "{logs:?}");
+    let candidates = e.store.candidates(job.id, job.attempt).await.unwrap();
+    assert!(candidates.len() >= 2, "{candidates:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_stops_its_runner_and_keeps_the_best_so_far() {
+    let e = env(Duration::from_millis(150)).await;
+    let job = e.submit(config(400)).await;
+    let worker = e.worker("w1", Duration::from_secs(10));
+    let run = tokio::spawn(async move { worker.run_once(&CancellationToken::new()).await });
+    e.wait_for(job.id, "the seed evaluation", |j| {
+        j.summary.best_score.is_some()
+    })
+    .await;
+    let ws = e.job(job.id).await.workspace_id;
+    e.store
+        .job_command(
+            e.notifier.as_ref(),
+            ws,
+            job.id,
+            &gepard_core::job::JobCommand::RequestCancel,
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    run.await.unwrap().unwrap();
+    let job = e.job(job.id).await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(
+        job.summary.best_score.is_some(),
+        "the best result so far is kept"
+    );
+    // Bounded by the grace period plus one model call, far inside the test's patience.
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Finds the pid of the run-job child that carries `mark` in its environment.
+fn child_with_mark(mark: &str) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(entry.path().join("environ")) {
+            if env
+                .split(|b| *b == 0)
+                .any(|kv| kv == format!("GEPARD_TEST_MARK={mark}").as_bytes())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+async fn final_result(e: &Env, id: Uuid) -> (Option<f64>, Value, usize) {
+    let j = e.job(id).await;
+    let n = e.store.candidates(id, j.attempt).await.unwrap().len();
+    (
+        j.summary.best_score,
+        j.summary.best_candidate.clone().unwrap_or(Value::Null),
+        n,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() {
+    let e = env(Duration::from_millis(20)).await;
+    let reference = e.submit(config(90)).await;
+    e.worker("ref", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let expected = final_result(&e, reference.id).await;
+    assert_eq!(e.job(reference.id).await.status, JobStatus::Completed);
+
+    let job = e.submit(config(90)).await;
+    let mark = Uuid::new_v4().to_string();
+    let mut c = WorkerConfig::new("w1", PathBuf::from(BIN), e.dir.path().join("runs"));
+    c.lease = Duration::from_secs(2);
+    c.poll = Duration::from_millis(50);
+    c.data_dir = Some(e.dir.path().to_path_buf());
+    c.extra_env = vec![
+        ("OPENAI_BASE_URL".into(), e.model_url.clone()),
+        ("OPENAI_API_KEY".into(), "t".into()),
+        ("GEPARD_TEST_MARK".into(), mark.clone()),
+    ];
+    let w = Worker::new(e.store.clone(), e.notifier.clone(), c);
+    let run = tokio::spawn(async move { w.run_once(&CancellationToken::new()).await });
+    // Kill the sandbox after its first checkpoint.
+    for _ in 0..600 {
+        if e.store.checkpoint(job.id, 1).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child_with_mark(&mark).expect("the run-job child is running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        e.job(job.id).await.status,
+        JobStatus::Queued,
+        "a crashed sandbox puts the job back for a resume"
+    );
+    e.worker("w2", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let j = e.job(job.id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{:?}", e.logs(job.id).await);
+    assert_eq!(
+        final_result(&e, job.id).await,
+        expected,
+        "the resumed run ends exactly like an uninterrupted one"
+    );
+    assert!(e
+        .logs(job.id)
+        .await
+        .iter()
+        .any(|l| l.starts_with("resuming")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_loses_its_lease_and_another_resumes_the_job() {
+    let e = env(Duration::from_millis(20)).await;
+    let reference = e.submit(config(90)).await;
+    e.worker("ref", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let expected = final_result(&e, reference.id).await;
+
+    let job = e.submit(config(90)).await;
+    let dying = e.worker("dying", Duration::from_secs(1));
+    let run = tokio::spawn(async move { dying.run_once(&CancellationToken::new()).await });
+    for _ in 0..600 {
+        if e.store.checkpoint(job.id, 1).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The worker dies: its task is gone and its child is killed with it (kill_on_drop).
+    run.abort();
+    let _ = run.await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reaped = e
+        .store
+        .reap_expired_leases(e.notifier.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(reaped, vec![job.id]);
+    e.worker("heir", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(e.job(job.id).await.status, JobStatus::Completed);
+    assert_eq!(final_result(&e, job.id).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_jobs_on_several_workers_each_run_exactly_once() {
+    let e = env(Duration::ZERO).await;
+    let mut ids = vec![];
+    for _ in 0..6 {
+        ids.push(
+            e.submit(json!({"seed": 1, "max_metric_calls": 6, "max_trials": 1}))
+                .await
+                .id,
+        );
+    }
+    let stop = CancellationToken::new();
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let w = e.worker(&format!("w{i}"), Duration::from_secs(10));
+            let stop = stop.clone();
+            tokio::spawn(async move { w.run(stop).await })
+        })
+        .collect();
+    for id in &ids {
+        e.wait_for(*id, "completion", |j| j.status.is_terminal())
+            .await;
+    }
+    stop.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    for id in ids {
+        let logs = e.logs(id).await;
+        assert_eq!(
+            logs.iter().filter(|l| *l == "started").count(),
+            1,
+            "{logs:?}"
+        );
+        assert_eq!(e.job(id).await.status, JobStatus::Completed, "{logs:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_token_changes_nothing() {
+    let e = env(Duration::ZERO).await;
+    let job = e.submit(config(60)).await;
+    let claimed = e
+        .store
+        .claim_next(e.notifier.as_ref(), "a", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    e.store
+        .reap_expired_leases(e.notifier.as_ref())
+        .await
+        .unwrap();
+    let again = e
+        .store
+        .claim_next(e.notifier.as_ref(), "b", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.lease_token > claimed.lease_token);
+    let mut ev = gepard_core::progress::ProgressEvent::new(
+        gepard_core::progress::ProgressEventType::OptimizationEnd,
+    );
+    ev.message = Some("from the stale worker".into());
+    let stale = e
+        .store
+        .ingest_progress(e.notifier.as_ref(), job.id, &ev, Some(claimed.lease_token))
+        .await;
+    assert!(
+        matches!(stale, Err(gepard_store::LifecycleError::Fenced(_))),
+        "{stale:?}"
+    );
+    assert!(!e
+        .store
+        .renew_lease(job.id, claimed.lease_token, Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert!(!e
+        .store
+        .save_checkpoint(job.id, 1, claimed.lease_token, 1, "{}")
+        .await
+        .unwrap());
+    assert_eq!(e.job(job.id).await.status, JobStatus::Running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_limit_fails_the_job_and_keeps_its_best_result() {
+    let e = env(Duration::from_millis(300)).await;
+    let job = e
+        .submit(json!({"seed": 1, "max_metric_calls": 500, "max_runtime_sec": 3, "concurrency": 1}))
+        .await;
+    e.worker("w1", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let j = e.job(job.id).await;
+    assert_eq!(j.status, JobStatus::Failed);
+    assert_eq!(j.error.as_deref(), Some("exceeded max_runtime_sec of 3 s"));
+    assert!(
+        j.summary.best_score.is_some(),
+        "the best result so far is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_printing_garbage_fails_its_job_but_not_the_worker() {
+    let e = env(Duration::ZERO).await;
+    let job = e.submit(config(60)).await;
+    let script = e.dir.path().join("garbage.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat > /dev/null\necho 'hello, I am not JSON'\nsleep 5\n",
+    )
+    .unwrap();
+    make_executable(&script);
+    let mut c = WorkerConfig::new("w1", script, e.dir.path().join("runs"));
+    c.args = vec![];
+    let w = Worker::new(e.store.clone(), e.notifier.clone(), c);
+    w.run_once(&CancellationToken::new()).await.unwrap();
+    let j = e.job(job.id).await;
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(
+        j.error.as_deref().unwrap().contains("not a progress event"),
+        "{:?}",
+        j.error
+    );
+    // The same worker goes on to the next job.
+    let next = e.submit(config(60)).await;
+    assert!(w
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(e.job(next.id).await.status.is_terminal());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_exits_without_an_end_fails_the_job_and_retry_runs_again_from_scratch() {
+    let e = env(Duration::ZERO).await;
+    let job = e.submit(config(60)).await;
+    let script = e.dir.path().join("quits.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat > /dev/null\necho 'boom' >&2\nexit 3\n",
+    )
+    .unwrap();
+    make_executable(&script);
+    let mut c = WorkerConfig::new("w1", script, e.dir.path().join("runs"));
+    c.args = vec![];
+    Worker::new(e.store.clone(), e.notifier.clone(), c)
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let j = e.job(job.id).await;
+    assert_eq!(j.status, JobStatus::Failed);
+    let err = j.error.unwrap();
+    assert!(
+        err.contains("without reporting an end") && err.contains("boom"),
+        "{err}"
+    );
+
+    let ws = j.workspace_id;
+    e.store
+        .job_command(
+            e.notifier.as_ref(),
+            ws,
+            job.id,
+            &gepard_core::job::JobCommand::Retry,
+        )
+        .await
+        .unwrap();
+    e.worker("w2", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let j = e.job(job.id).await;
+    assert_eq!((j.status, j.attempt), (JobStatus::Completed, 2));
+    assert_eq!(
+        j.summary.seed_score,
+        Some(0.0),
+        "attempt 2 started from the seed, not a checkpoint"
+    );
+    assert!(e.fake.calls.load(Ordering::SeqCst) > 0);
+}
+
+fn make_executable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
