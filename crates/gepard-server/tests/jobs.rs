@@ -276,12 +276,20 @@ async fn each_validation_rule_names_the_wrong_field() {
 async fn unimplemented_settings_are_stored_and_logged_and_no_validation_set_is_said() {
     let app = app_with_registry().await;
     let b = with(
-        with(body(), &["config", "cache_evaluation"], json!(true)),
+        with(
+            with(body(), &["config", "cache_evaluation"], json!(true)),
+            &["config", "max_output_tokens"],
+            json!(8),
+        ),
         &["val_dataset_ref"],
         Value::Null,
     );
     let job = submit(&app, b).await;
     assert_eq!(job["config"]["cache_evaluation"], true);
+    assert_eq!(
+        job["config"]["max_output_tokens"], 8,
+        "gepard's own setting is accepted"
+    );
     let logs = app
         .get(&format!("{JOBS}/{}/logs", job["id"].as_str().unwrap()))
         .await;

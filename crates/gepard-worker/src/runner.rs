@@ -444,7 +444,7 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
         rollout: RolloutOptions {
             input_mapping,
             temperature: None,
-            max_tokens: None,
+            max_tokens: spec.max_output_tokens,
         },
         config: spec.engine.clone(),
     };

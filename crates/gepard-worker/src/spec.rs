@@ -56,6 +56,9 @@ pub struct RunSpec {
     pub recipe_params: Value,
     /// `dataset_input_mapping`, if set.
     pub input_mapping: Option<Value>,
+    /// Cap on each rollout's answer (`max_output_tokens`), if set.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
     /// Engine configuration.
     pub engine: Config,
     /// Wall-clock limit of the whole attempt, in seconds.
@@ -200,6 +203,11 @@ pub async fn build(
         recipe: job.reward_recipe.name.clone(),
         recipe_params: job.reward_recipe.params.clone(),
         input_mapping: job.config.get("dataset_input_mapping").cloned(),
+        max_output_tokens: job
+            .config
+            .get("max_output_tokens")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok()),
         engine: engine_config(&job.config),
         max_runtime_sec,
         elapsed_sec: elapsed.as_secs(),

@@ -287,7 +287,7 @@ fn exit_for(job: &Job) -> ExitCode {
 }
 
 /// Follows a job's events to its end, drawing a progress bar on a terminal.
-async fn wait(
+pub async fn wait(
     opts: &GlobalOpts,
     client: &Client,
     id: &str,

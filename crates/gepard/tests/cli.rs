@@ -310,6 +310,7 @@ fn quickstart_publishes_and_lists_the_examples() {
     let out = base_command(dir.path())
         .args([
             "quickstart",
+            "--no-job",
             "--data-dir",
             data.to_str().unwrap(),
             "--examples",
@@ -325,6 +326,7 @@ fn quickstart_publishes_and_lists_the_examples() {
     let again = base_command(dir.path())
         .args([
             "quickstart",
+            "--no-job",
             "--data-dir",
             data.to_str().unwrap(),
             "--examples",

@@ -33,6 +33,8 @@ const MAGIC: &str = "Answer with exactly one lowercase word.";
 struct Fake {
     delay: Duration,
     calls: Arc<AtomicUsize>,
+    /// Gold labels of known goals (the examples); other goals are labelled by their first word.
+    labels: Arc<std::collections::HashMap<String, String>>,
 }
 
 async fn chat(State(fake): State<Fake>, Json(req): Json<Value>) -> Json<Value> {
@@ -58,10 +60,10 @@ async fn chat(State(fake): State<Fake>, Json(req): Json<Value>) -> Json<Value> {
             format!("```\n{current} {MAGIC}\n```")
         }
     } else if system.contains(MAGIC) {
-        if user.starts_with("good") {
-            "positive".into()
-        } else {
-            "negative".into()
+        match fake.labels.get(user) {
+            Some(label) => label.clone(),
+            None if user.starts_with("good") => "positive".into(),
+            None => "negative".into(),
         }
     } else {
         "The sentiment is Positive.".to_owned()
@@ -74,9 +76,22 @@ async fn chat(State(fake): State<Fake>, Json(req): Json<Value>) -> Json<Value> {
 }
 
 async fn fake_model(delay: Duration) -> (String, Fake) {
+    let mut labels = std::collections::HashMap::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/datasets");
+    for split in ["sentiment-train", "sentiment-val"] {
+        let text = std::fs::read_to_string(examples.join(split).join("rows.jsonl")).unwrap();
+        for line in text.lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            labels.insert(
+                row["goal"].as_str().unwrap().to_owned(),
+                row["expected_output"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
     let fake = Fake {
         delay,
         calls: Arc::new(AtomicUsize::new(0)),
+        labels: Arc::new(labels),
     };
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -128,7 +143,7 @@ async fn env(delay: Duration) -> Env {
     tokio::spawn(async move {
         gepard_server::serve(listener, app, std::future::pending())
             .await
-            .unwrap()
+            .unwrap();
     });
     let client = Client::new(&url, Some(key.expose().to_owned()));
     let cap = files(&[
@@ -618,4 +633,48 @@ async fn a_runner_that_exits_without_an_end_fails_the_job_and_retry_runs_again_f
 fn make_executable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_runs_a_real_job_and_prints_scores_and_the_diff() {
+    let (model_url, _fake) = fake_model(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut cmd = std::process::Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GEPARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args([
+        "quickstart",
+        "--model",
+        "openai/fake",
+        "--max-metric-calls",
+        "120",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("qs"))
+    .arg("--examples")
+    .arg(&examples)
+    .env("OPENAI_BASE_URL", &model_url)
+    .env("OPENAI_API_KEY", "test")
+    .env("GEPARD_DATA_DIR", dir.path());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("validation score: seed 0.000 → best 1.000"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("+Classify the sentiment of the text. {MAGIC}")),
+        "{text}"
+    );
 }

@@ -162,6 +162,8 @@ const IMPLEMENTED: &[&str] = &[
     "max_reflection_examples",
     "max_side_info_chars",
     "dataset_input_mapping",
+    // gepard's own: caps each rollout's answer (small local models otherwise ramble).
+    "max_output_tokens",
 ];
 
 /// Config keys accepted for compatibility, stored and reported in the job's log.
@@ -265,6 +267,7 @@ fn check_config(
     int_in(p, &cfg, "max_side_info_chars", 100, 1_000_000);
     int_in(p, &cfg, "max_merge_invocations", 0, 0);
     int_in(p, &cfg, "timeout_sec", 1, PLATFORM_MAX_RUNTIME_SECONDS);
+    int_in(p, &cfg, "max_output_tokens", 1, 32_768);
     for key in [
         "skip_perfect_score",
         "display_progress_bar",
