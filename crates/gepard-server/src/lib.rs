@@ -34,20 +34,23 @@ pub struct AppState {
     pub store: Store,
     /// Where committed job changes are announced to live watchers.
     pub notifier: Arc<dyn Notifier>,
+    /// In-process models offered on `/v1/chat/completions` (none unless the binary adds them).
+    pub models: Option<Arc<gepard_llm::ModelRegistry>>,
 }
 
 impl AppState {
     /// State over a connected store, with an in-process notifier.
     pub fn new(store: Store) -> Self {
-        Self {
-            store,
-            notifier: Arc::new(LocalNotifier::default()),
-        }
+        Self::with_notifier(store, Arc::new(LocalNotifier::default()))
     }
 
     /// State with a given notifier (shared with embedded workers).
     pub fn with_notifier(store: Store, notifier: Arc<dyn Notifier>) -> Self {
-        Self { store, notifier }
+        Self {
+            store,
+            notifier,
+            models: None,
+        }
     }
 }
 
@@ -183,6 +186,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi))
         .nest("/api/v1", api)
+        .route(
+            "/v1/chat/completions",
+            post(routes::openai::chat_completions),
+        )
+        .route("/v1/models", get(routes::openai::models))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!("no route for {}", uri.path()))
         })

@@ -670,3 +670,79 @@ async fn the_committed_openapi_document_matches_the_code() {
         assert!(served["paths"][route].is_object(), "{route} is documented");
     }
 }
+
+/// A scripted in-process model, standing in for `local/…` behind the registry.
+struct Echo;
+
+#[async_trait::async_trait]
+impl gepard_llm::ChatModel for Echo {
+    fn id(&self) -> &str {
+        "local/echo"
+    }
+    async fn chat(
+        &self,
+        req: &gepard_llm::ChatRequest,
+    ) -> Result<gepard_llm::ChatResponse, gepard_llm::LlmError> {
+        let last = match req.messages.last() {
+            Some(gepard_llm::Message::User { content }) => content.clone(),
+            _ => String::new(),
+        };
+        Ok(gepard_llm::ChatResponse {
+            content: Some(format!("echo: {last} (max {:?})", req.max_tokens)),
+            tool_calls: vec![],
+            usage: gepard_llm::Usage {
+                input_tokens: 7,
+                output_tokens: 3,
+            },
+            finish_reason: Some(gepard_llm::FinishReason::Stop),
+        })
+    }
+}
+
+struct EchoFactory;
+
+impl gepard_llm::ProviderFactory for EchoFactory {
+    fn model(
+        &self,
+        _name: &str,
+    ) -> Result<std::sync::Arc<dyn gepard_llm::ChatModel>, gepard_llm::LlmError> {
+        Ok(std::sync::Arc::new(Echo))
+    }
+}
+
+#[tokio::test]
+async fn in_process_models_answer_on_the_openai_compatible_route() {
+    let mut app = TestApp::spawn().await;
+    let registry = gepard_llm::ModelRegistry::from_config_with_env(&Default::default(), &|_| None);
+    registry.register_provider("local", std::sync::Arc::new(EchoFactory));
+    let mut state = gepard_server::AppState::new(app.store.clone());
+    state.models = Some(std::sync::Arc::new(registry));
+    app.router = gepard_server::router(state);
+    let body = json!({"model": "smollm2-135m-instruct", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], "max_tokens": 5});
+    let r = app.post("/v1/chat/completions", body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["object"], "chat.completion");
+    assert_eq!(r.body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"],
+        "echo: hi (max Some(5))"
+    );
+    assert_eq!(r.body["usage"]["total_tokens"], 10);
+    let remote = app
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(
+        remote.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not a proxy for remote models"
+    );
+    let models = app.get("/v1/models").await;
+    assert_eq!(models.body["data"][0]["id"], "local/smollm2-135m-instruct");
+    assert_eq!(
+        app.call(Method::GET, "/v1/models", None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

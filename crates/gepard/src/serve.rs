@@ -91,10 +91,9 @@ pub async fn start(
     let addr = listener.local_addr()?;
     bootstrap(&store, &data_dir, addr).await?;
     let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
-    let app = router(AppState::with_notifier(
-        store.clone(),
-        Arc::clone(&notifier),
-    ));
+    let mut state = AppState::with_notifier(store.clone(), Arc::clone(&notifier));
+    state.models = Some(Arc::new(crate::models::registry(&data_dir)));
+    let app = router(state);
     // Embedded workers share the server's notifier, so watchers see their progress live.
     let stop_workers = CancellationToken::new();
     let workers = crate::worker_cmd::spawn_workers(

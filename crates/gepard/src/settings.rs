@@ -17,9 +17,11 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from(".gepard")
 }
 
-/// The data directory from a flag or `GEPARD_DATA_DIR` (clap fills both), else the default.
+/// The data directory from a flag or `GEPARD_DATA_DIR` (clap fills both), else the default,
+/// made absolute: run-job children work in their own directories and must find the same one.
 pub fn data_dir(flag: Option<&Path>) -> PathBuf {
-    flag.map_or_else(default_data_dir, Path::to_path_buf)
+    let dir = flag.map_or_else(default_data_dir, Path::to_path_buf);
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// The SQLite URL of the database file inside a data directory.

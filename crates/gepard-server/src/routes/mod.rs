@@ -2,6 +2,7 @@
 
 pub mod jobs;
 pub mod keys;
+pub mod openai;
 pub mod ops;
 pub mod registry;
 pub mod tenancy;
