@@ -5,9 +5,14 @@
 //! watcher normally never reads the database after connecting; only when it lags behind the
 //! broadcast buffer does it re-read, which batches updates but loses none. The task ends when
 //! the client goes away (a send fails) or after the job's terminal events.
+//!
+//! A notice is serialized once, by the first watcher that handles it, and the JSON is shared
+//! with every other watcher of the job ([`encoded`]): with a thousand watchers, re-encoding
+//! the job record per watcher was a large part of the fan-out's cost.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use axum::response::sse::Event;
@@ -22,6 +27,56 @@ use crate::AppState;
 pub(crate) fn event(kind: &str, id: i64, data: &impl serde::Serialize) -> Event {
     let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
     Event::default().event(kind).id(id.to_string()).data(data)
+}
+
+/// The wire form of one notice, shared by all watchers of its job.
+struct Encoded {
+    /// The notice this encodes; a weak reference keeps its address from being reused, so
+    /// pointer identity is a sound key.
+    notice: Weak<JobNotice>,
+    /// A complete `log` event per entry, with its sequence number.
+    logs: Vec<(i64, Event)>,
+    /// The job as JSON: its event's id is each watcher's own last sequence number.
+    job: String,
+}
+
+/// Notices encoded most recently, newest last; a few, for several busy jobs at once.
+static ENCODED: Mutex<VecDeque<Arc<Encoded>>> = Mutex::new(VecDeque::new());
+/// How many encoded notices [`ENCODED`] keeps.
+const ENCODED_KEEP: usize = 16;
+
+/// The wire form of `notice`: serialized by the first watcher that asks, shared afterwards.
+fn encoded(notice: &Arc<JobNotice>) -> Arc<Encoded> {
+    let key = Arc::downgrade(notice);
+    let find = |cache: &VecDeque<Arc<Encoded>>| {
+        cache
+            .iter()
+            .rev()
+            .find(|e| Weak::ptr_eq(&e.notice, &key))
+            .cloned()
+    };
+    if let Some(e) = find(&ENCODED.lock().unwrap_or_else(PoisonError::into_inner)) {
+        return e;
+    }
+    // Encode outside the lock; two watchers racing here both encode, which is harmless.
+    let fresh = Arc::new(Encoded {
+        notice: key.clone(),
+        logs: notice
+            .logs
+            .iter()
+            .map(|log| (log.seq, event("log", log.seq, log)))
+            .collect(),
+        job: serde_json::to_string(&*notice.job).unwrap_or_else(|_| "{}".to_owned()),
+    });
+    let mut cache = ENCODED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(e) = find(&cache) {
+        return e;
+    }
+    if cache.len() >= ENCODED_KEEP {
+        cache.pop_front();
+    }
+    cache.push_back(fresh.clone());
+    fresh
 }
 
 /// Log entries read per query while catching up.
@@ -51,6 +106,29 @@ impl Watcher {
             }
         }
         true
+    }
+
+    /// [`Watcher::send_logs`] then [`Watcher::send_job`] for a notice, from its shared encoding.
+    async fn send_notice(&mut self, notice: &Arc<JobNotice>) -> bool {
+        let enc = encoded(notice);
+        for (seq, e) in &enc.logs {
+            if *seq <= self.last_seq {
+                continue;
+            }
+            self.last_seq = *seq;
+            if !self.send(e.clone()).await {
+                return false;
+            }
+        }
+        if self.last_update == Some(notice.job.updated_at) {
+            return true;
+        }
+        self.last_update = Some(notice.job.updated_at);
+        let e = Event::default()
+            .event("job")
+            .id(self.last_seq.to_string())
+            .data(&enc.job);
+        self.send(e).await
     }
 
     async fn send_job(&mut self, job: &Job) -> bool {
@@ -110,7 +188,7 @@ pub async fn stream_job(
         tokio::select! {
             notice = rx.recv() => match notice {
                 Ok(n) if n.job.id == job_id => {
-                    if !w.send_logs(&n.logs).await || !w.send_job(&n.job).await {
+                    if !w.send_notice(&n).await {
                         return;
                     }
                     finished = n.job.status.is_terminal();
