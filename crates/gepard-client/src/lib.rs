@@ -491,6 +491,23 @@ impl Client {
         .await
     }
 
+    /// `GET …/{id}/candidates`: the `items` list.
+    pub async fn job_candidates(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+    ) -> Result<Vec<serde_json::Value>> {
+        let page: serde_json::Value = self
+            .get(&format!(
+                "{}/{}/candidates",
+                Self::jobs_path(org, ws),
+                encode(id)
+            ))
+            .await?;
+        Ok(page["items"].as_array().cloned().unwrap_or_default())
+    }
+
     /// `POST …/{id}/progress` (runner keys).
     pub async fn job_progress(
         &self,

@@ -68,7 +68,7 @@ impl AppState {
         registry::publish_dataset, registry::list_datasets, registry::get_dataset,
         registry::dataset_versions, registry::dataset_version, registry::dataset_file, registry::dataset_rows,
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::retry_job, jobs::job_logs,
-        jobs::job_artifacts, jobs::job_attempts, jobs::job_progress, jobs::job_events,
+        jobs::job_artifacts, jobs::job_attempts, jobs::job_candidates, jobs::job_progress, jobs::job_events,
     ),
     components(schemas(error::ErrorBody, error::FieldError)),
     modifiers(&SecurityAddon),
@@ -130,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/ws/{ws}/optimization/jobs/{id}/attempts",
             get(jobs::job_attempts),
+        )
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/candidates",
+            get(jobs::job_candidates),
         )
         .route(
             "/ws/{ws}/optimization/jobs/{id}/progress",

@@ -123,6 +123,11 @@ pub enum JobCommand {
         #[arg(long, short)]
         follow: bool,
     },
+    /// List the candidates a job evaluated (index, parent, score, frontier, first line).
+    Candidates {
+        /// Job id.
+        id: String,
+    },
     /// Print a job's artifacts.
     Artifacts {
         /// Job id.
@@ -470,6 +475,45 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                     Some(l) if logs.len() == 1000 => after = l.seq,
                     _ => break,
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Candidates { id } => {
+            let items = client.job_candidates(org, ws, &id).await?;
+            if opts.json {
+                print_json(&items)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:>5}  {:>6}  {:>7}  {:<8}  INSTRUCTIONS",
+                "INDEX", "PARENT", "SCORE", "FRONTIER"
+            );
+            for c in &items {
+                let parent = c["parents"]
+                    .as_array()
+                    .and_then(|p| p.first())
+                    .map_or_else(|| "-".to_owned(), ToString::to_string);
+                let first = c["instructions"]
+                    .as_str()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(70)
+                    .collect::<String>();
+                let frontier = if c["on_frontier"].as_bool() == Some(true) {
+                    "*"
+                } else {
+                    ""
+                };
+                let score = c["val_score"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+                println!(
+                    "{:>5}  {parent:>6}  {score:>7}  {frontier:<8}  {first}",
+                    c["index"]
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

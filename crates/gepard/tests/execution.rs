@@ -283,8 +283,22 @@ async fn a_job_runs_to_completed_with_summary_metrics_logs_and_candidates() {
         "{logs:?}"
     );
     assert!(logs.iter().any(|l| l.starts_with("finished")), "{logs:?}");
-    let candidates = e.store.candidates(job.id, job.attempt).await.unwrap();
+    let candidates = e
+        .client
+        .job_candidates("local", "default", &job.id.to_string())
+        .await
+        .unwrap();
     assert!(candidates.len() >= 2, "{candidates:?}");
+    assert_eq!(
+        candidates[0]["instructions"],
+        "Classify the sentiment of the text."
+    );
+    let best = candidates
+        .iter()
+        .find(|c| c["val_score"] == 1.0)
+        .expect("the best candidate is listed");
+    assert_eq!(best["on_frontier"], true);
+    assert_eq!(best["parents"], json!([0]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -941,6 +941,58 @@ pub async fn job_attempts(
     Ok(Json(state.store.job_attempts(job.id).await?))
 }
 
+/// Body of `GET …/candidates`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CandidatesPage {
+    /// Candidates of the current attempt, by index, each with `on_frontier`.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+}
+
+/// Marks each candidate `on_frontier` when it ties for the best validation score on at least
+/// one example (the per-example Pareto fronts GEPA samples parents from).
+fn mark_frontier(items: &mut [Value]) {
+    let scores: Vec<Vec<f64>> = items
+        .iter()
+        .map(|c| {
+            c["val_subscores"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let width = scores.iter().map(Vec::len).max().unwrap_or(0);
+    let best: Vec<f64> = (0..width)
+        .map(|i| {
+            scores
+                .iter()
+                .filter_map(|s| s.get(i).copied())
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect();
+    for (item, s) in items.iter_mut().zip(&scores) {
+        let on = s.iter().zip(&best).any(|(v, b)| v >= b);
+        item["on_frontier"] = Value::Bool(on);
+    }
+}
+
+/// `GET …/{id}/candidates`: every candidate the current attempt evaluated on the validation
+/// set: index, parents, instructions, validation mean and per-example scores, iteration,
+/// metric calls spent when found, and whether it is on the frontier.
+#[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/candidates", tag = "jobs",
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    responses((status = 200, body = CandidatesPage), (status = 404, body = ErrorBody)))]
+pub async fn job_candidates(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, ws, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<CandidatesPage>> {
+    let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
+    let mut items = state.store.candidates(job.id, job.attempt).await?;
+    mark_frontier(&mut items);
+    Ok(Json(CandidatesPage { items }))
+}
+
 /// `POST …/{id}/progress`: a runtime reports progress (needs a `runner` key).
 #[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/progress", tag = "jobs",
     params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
@@ -1008,4 +1060,33 @@ pub async fn job_events(
     ));
     // No axum keep-alive: the stream sends its own `heartbeat` events, as API.md specifies.
     Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_tying_for_the_best_on_any_example_are_on_the_frontier() {
+        let mut items = vec![
+            serde_json::json!({"index": 0, "val_subscores": [0.0, 1.0, 0.0]}),
+            serde_json::json!({"index": 1, "val_subscores": [1.0, 0.0, 0.0]}),
+            serde_json::json!({"index": 2, "val_subscores": [0.5, 0.5, 0.0]}),
+        ];
+        mark_frontier(&mut items);
+        let on: Vec<bool> = items
+            .iter()
+            .map(|i| i["on_frontier"].as_bool().unwrap())
+            .collect();
+        assert_eq!(on, [true, true, true], "all tie at 0.0 on the last example");
+        items[2]["val_subscores"] = serde_json::json!([0.5, 0.5]);
+        items[0]["val_subscores"] = serde_json::json!([0.0, 1.0]);
+        items[1]["val_subscores"] = serde_json::json!([1.0, 0.0]);
+        mark_frontier(&mut items);
+        let on: Vec<bool> = items
+            .iter()
+            .map(|i| i["on_frontier"].as_bool().unwrap())
+            .collect();
+        assert_eq!(on, [true, true, false]);
+    }
 }
