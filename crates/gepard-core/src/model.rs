@@ -19,7 +19,14 @@ pub const PLATFORM_DEFAULT_RUNTIME_SECONDS: i64 = 2 * 3600;
 pub struct User {
     /// Stable id.
     pub id: Uuid,
-    /// Email, when known.
+    /// Email, when known. Served as `""` when unknown: existing clients of the Dreadnode API
+    /// require a string here.
+    #[serde(
+        default,
+        serialize_with = "empty_string_if_none",
+        deserialize_with = "none_if_empty"
+    )]
+    #[schema(value_type = String, required = true)]
     pub email_address: Option<String>,
     /// Login-style name.
     pub username: String,
@@ -27,6 +34,16 @@ pub struct User {
     pub full_name: Option<String>,
     /// When the user was created.
     pub created_at: DateTime<Utc>,
+}
+
+/// See [`User::email_address`].
+fn empty_string_if_none<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_deref().unwrap_or(""))
+}
+
+/// See [`User::email_address`].
+fn none_if_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 /// An organization: the top of the tenancy tree and the owner of registries.

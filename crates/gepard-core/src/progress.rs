@@ -373,8 +373,14 @@ fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
         return None;
     }
     let ok = match key {
-        "best_candidate" | "metadata" => value.is_object(),
-        "best_scores" => value.is_object() || value.is_array(),
+        // Clients of the Dreadnode API read these as `{str: str}` and `{str: float}`.
+        "best_candidate" => value
+            .as_object()
+            .is_some_and(|m| m.values().all(Value::is_string)),
+        "best_scores" => value
+            .as_object()
+            .is_some_and(|m| m.values().all(|v| v.as_f64().is_some_and(f64::is_finite))),
+        "metadata" => value.is_object(),
         "best_score" | "seed_score" => value.as_f64().is_some_and(f64::is_finite),
         "objective" => value.is_string(),
         "train_size" | "val_size" | "frontier_size" => value.as_i64().is_some_and(|n| n >= 0),
@@ -384,8 +390,9 @@ fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
         return None;
     }
     Some(match key {
-        "best_candidate" | "metadata" => "an object",
-        "best_scores" => "an object or an array",
+        "best_candidate" => "an object of strings",
+        "best_scores" => "an object of finite numbers",
+        "metadata" => "an object",
         "best_score" | "seed_score" => "a finite number",
         "objective" => "a string",
         _ => "a non-negative integer",
@@ -999,6 +1006,13 @@ mod tests {
         let locs: Vec<_> = errs.iter().map(|e| e.loc.join(".")).collect();
         assert_eq!(locs, ["body.summary.best_score", "body.summary.train_size"]);
         assert_eq!(errs[0].msg, "summary.best_score must be a finite number");
+        let e = event(json!({"event_type": "valset_evaluated",
+            "summary": {"best_candidate": {"instructions": 1}, "best_scores": [0.5]}}));
+        let locs: Vec<_> = invalid(&e).iter().map(|e| e.loc.join(".")).collect();
+        assert_eq!(
+            locs,
+            ["body.summary.best_candidate", "body.summary.best_scores"]
+        );
     }
 
     #[test]
