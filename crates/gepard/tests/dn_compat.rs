@@ -6,17 +6,16 @@
 //! Needs the `dn` program: `GEPARD_DN_BIN` names it, else `dn` on `PATH`; without it the test
 //! is skipped (it says so). `scripts/dn-compat.sh` installs the client and runs this test.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gepard_agent::bundle::Bundle;
 use gepard_client::Client;
-use gepard_core::auth::ApiKeySecret;
 use gepard_core::job::JobCommand;
-use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use gepard_store::{Notifier, Store};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -53,64 +52,18 @@ struct Server {
 }
 
 async fn server(dn: PathBuf) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
-        .await
-        .unwrap();
-    let key = ApiKeySecret::generate();
-    store
-        .bootstrap(&Bootstrap {
-            org: "local".into(),
-            workspace: "default".into(),
-            project: "default".into(),
-            username: "admin".into(),
-            admin_key: key.clone(),
-        })
-        .await
-        .unwrap();
-    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
-    let app = router(AppState::with_notifier(store.clone(), notifier.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        gepard_server::serve(listener, app, std::future::pending())
-            .await
-            .unwrap();
-    });
-    let client = Client::new(&url, Some(key.expose().to_owned()));
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let cap = Bundle::from_dir(&examples.join("capabilities/sentiment"))
-        .unwrap()
-        .to_tar_gz();
-    client.publish_capability("local", cap).await.unwrap();
-    for ds in ["sentiment-train", "sentiment-val"] {
-        let b = Bundle::from_dir(&examples.join("datasets").join(ds))
-            .unwrap()
-            .to_tar_gz();
-        client.publish_dataset("local", b).await.unwrap();
-    }
-    let runner = client
-        .create_key("local", "runtime", &["runner".into()], None)
-        .await
-        .unwrap()
-        .key;
-    let org = store.org_by_key("local").await.unwrap().unwrap();
-    let ws = store
-        .workspace_by_key(org.id, "default")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let s = common::spawn_server().await;
+    std::fs::create_dir(s.dir.path().join("home")).unwrap();
+    let runner = s.publish_examples().await;
     Server {
-        url,
-        key: key.expose().to_owned(),
+        url: s.url,
+        key: s.key,
         runner,
-        store,
-        notifier,
-        ws,
+        store: s.store,
+        notifier: s.notifier,
+        ws: s.ws,
         dn,
-        dir,
+        dir: s.dir,
     }
 }
 

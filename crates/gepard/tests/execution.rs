@@ -4,6 +4,8 @@
 //! worker resuming from the checkpoint with the same result; many jobs on several workers each
 //! run once; fencing; the runtime limit; a runner that prints garbage; retry from scratch.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,11 +16,9 @@ use axum::routing::post;
 use axum::Json;
 use gepard_agent::bundle::{Bundle, BundleFile};
 use gepard_client::Client;
-use gepard_core::auth::ApiKeySecret;
 use gepard_core::job::JobStatus;
 use gepard_core::model::Job;
-use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use gepard_store::{Notifier, Store};
 use gepard_worker::{Worker, WorkerConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -121,31 +121,8 @@ fn files(list: &[(&str, String)]) -> Vec<u8> {
 }
 
 async fn env(delay: Duration) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
-        .await
-        .unwrap();
-    let key = ApiKeySecret::generate();
-    store
-        .bootstrap(&Bootstrap {
-            org: "local".into(),
-            workspace: "default".into(),
-            project: "default".into(),
-            username: "admin".into(),
-            admin_key: key.clone(),
-        })
-        .await
-        .unwrap();
-    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
-    let app = router(AppState::with_notifier(store.clone(), notifier.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        gepard_server::serve(listener, app, std::future::pending())
-            .await
-            .unwrap();
-    });
-    let client = Client::new(&url, Some(key.expose().to_owned()));
+    let server = common::spawn_server().await;
+    let client = server.client();
     let cap = files(&[
         (
             "capability.yaml",
@@ -181,12 +158,12 @@ async fn env(delay: Duration) -> Env {
     }
     let (model_url, fake) = fake_model(delay).await;
     Env {
-        store,
-        notifier,
+        store: server.store,
+        notifier: server.notifier,
         client,
         model_url,
         fake,
-        dir,
+        dir: server.dir,
     }
 }
 

@@ -2,17 +2,15 @@
 //! them: the real CLI binary against a real server (in this test process, so the test can
 //! play the runtime) whose job progress the test feeds through the progress route.
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gepard_agent::bundle::Bundle;
 use gepard_client::Client;
-use gepard_core::auth::ApiKeySecret;
 use gepard_core::job::JobCommand;
-use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use gepard_store::{Notifier, Store};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gepard");
@@ -28,65 +26,17 @@ struct Server {
 }
 
 async fn server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
-        .await
-        .unwrap();
-    let key = ApiKeySecret::generate();
-    store
-        .bootstrap(&Bootstrap {
-            org: "local".into(),
-            workspace: "default".into(),
-            project: "default".into(),
-            username: "admin".into(),
-            admin_key: key.clone(),
-        })
-        .await
-        .unwrap();
-    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
-    let app = router(AppState::with_notifier(store.clone(), notifier.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum_serve(listener, app).await });
-    let client = Client::new(&url, Some(key.expose().to_owned()));
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let cap = Bundle::from_dir(&examples.join("capabilities/sentiment"))
-        .unwrap()
-        .to_tar_gz();
-    client.publish_capability("local", cap).await.unwrap();
-    for ds in ["sentiment-train", "sentiment-val"] {
-        let b = Bundle::from_dir(&examples.join("datasets").join(ds))
-            .unwrap()
-            .to_tar_gz();
-        client.publish_dataset("local", b).await.unwrap();
-    }
-    let runner = client
-        .create_key("local", "runtime", &["runner".into()], None)
-        .await
-        .unwrap()
-        .key;
-    let org = store.org_by_key("local").await.unwrap().unwrap();
-    let ws = store
-        .workspace_by_key(org.id, "default")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let s = common::spawn_server().await;
+    let runner = s.publish_examples().await;
     Server {
-        url,
-        key: key.expose().to_owned(),
+        url: s.url,
+        key: s.key,
         runner,
-        store,
-        notifier,
-        ws,
-        _dir: dir,
+        store: s.store,
+        notifier: s.notifier,
+        ws: s.ws,
+        _dir: s.dir,
     }
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
-    gepard_server::serve(listener, app, std::future::pending())
-        .await
-        .unwrap();
 }
 
 impl Server {

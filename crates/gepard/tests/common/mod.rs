@@ -1,0 +1,103 @@
+//! The in-process server the binary's end-to-end tests drive: the real router over a real
+//! SQLite file, bootstrapped like a first start, served on a free 127.0.0.1 port, so a test
+//! can run the real CLI against it and also reach the store (to play a worker or a runtime).
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use gepard_agent::bundle::Bundle;
+use gepard_client::Client;
+use gepard_core::auth::ApiKeySecret;
+use gepard_server::{router, AppState};
+use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use uuid::Uuid;
+
+/// A running server and what tests need to reach it.
+pub struct TestServer {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The bootstrap admin key.
+    pub key: String,
+    /// The store behind the server.
+    pub store: Store,
+    /// The notifier the server's live events use.
+    pub notifier: Arc<dyn Notifier>,
+    /// Id of workspace `default`.
+    pub ws: Uuid,
+    /// Holds the database file (and whatever else a test puts there).
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a server on a fresh database.
+pub async fn spawn_server() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
+        .await
+        .unwrap();
+    let key = ApiKeySecret::generate();
+    store
+        .bootstrap(&Bootstrap {
+            org: "local".into(),
+            workspace: "default".into(),
+            project: "default".into(),
+            username: "admin".into(),
+            admin_key: key.clone(),
+        })
+        .await
+        .unwrap();
+    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
+    let app = router(AppState::with_notifier(store.clone(), notifier.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        gepard_server::serve(listener, app, std::future::pending())
+            .await
+            .unwrap();
+    });
+    let org = store.org_by_key("local").await.unwrap().unwrap();
+    let ws = store
+        .workspace_by_key(org.id, "default")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    TestServer {
+        url,
+        key: key.expose().to_owned(),
+        store,
+        notifier,
+        ws,
+        dir,
+    }
+}
+
+impl TestServer {
+    /// A client with the admin key.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, Some(self.key.clone()))
+    }
+
+    /// Publishes the example capability and the sentiment train / val datasets, and returns a
+    /// new runner key (to report progress as a runtime would).
+    pub async fn publish_examples(&self) -> String {
+        let client = self.client();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let cap = Bundle::from_dir(&examples.join("capabilities/sentiment"))
+            .unwrap()
+            .to_tar_gz();
+        client.publish_capability("local", cap).await.unwrap();
+        for ds in ["sentiment-train", "sentiment-val"] {
+            let b = Bundle::from_dir(&examples.join("datasets").join(ds))
+                .unwrap()
+                .to_tar_gz();
+            client.publish_dataset("local", b).await.unwrap();
+        }
+        client
+            .create_key("local", "runtime", &["runner".into()], None)
+            .await
+            .unwrap()
+            .key
+    }
+}
