@@ -661,7 +661,8 @@ fn parse_body(
     Ok((parsed, hash))
 }
 
-fn job_id(id: &str) -> Result<Uuid, ApiError> {
+/// A job id from the path; anything else is a job that does not exist (404).
+pub(crate) fn job_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("job `{id}` not found")))
 }
 
