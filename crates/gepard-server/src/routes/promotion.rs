@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody, FieldError};
-use crate::extract::bytes_rejection;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{bytes_rejection, from_json_body, json_value};
 use crate::routes::jobs::job_id;
 use crate::routes::registry::page_request;
 use crate::AppState;
@@ -136,32 +136,8 @@ fn target_body(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(PromoteTarget::default());
     }
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct.starts_with("application/json") {
-        return Err(ApiError::unsupported_media_type(
-            "send the body as JSON with `Content-Type: application/json`",
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    serde_path_to_error::deserialize(&value).map_err(|e| {
-        let mut loc = vec!["body".to_owned()];
-        loc.extend(
-            e.path()
-                .to_string()
-                .split('.')
-                .filter(|s| !s.is_empty() && *s != ".")
-                .map(str::to_owned),
-        );
-        ApiError::validation(vec![FieldError {
-            loc,
-            msg: e.inner().to_string(),
-            kind: "value_error".into(),
-        }])
-    })
+    let value = json_value(headers, &bytes)?;
+    from_json_body(&value)
 }
 
 /// `POST …/{id}/promote`: writes the job's best candidate as a new, immutable capability
