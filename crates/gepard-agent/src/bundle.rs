@@ -469,6 +469,109 @@ impl Capability {
     }
 }
 
+impl Capability {
+    /// A new version of this capability, identical except for its name and version in
+    /// `capability.yaml` and the instructions (markdown body) of agent `agent`: the agent's
+    /// front matter and every other file stay byte for byte. This is what promotion writes,
+    /// so the result is a real bundle that downloads and parses like any published one.
+    ///
+    /// The manifest keeps its layout (only the `name:` and `version:` lines change) unless
+    /// those keys are not plain top-level lines, in which case it is re-serialized.
+    pub fn with_agent_instructions(
+        &self,
+        name: &ArtifactName,
+        version: &semver::Version,
+        agent: &str,
+        instructions: &str,
+    ) -> Result<Capability, BundleError> {
+        let instructions = instructions.trim();
+        let source = self
+            .agents
+            .iter()
+            .find(|a| a.name == agent)
+            .ok_or_else(|| {
+                BundleError::invalid(
+                    CAPABILITY_MANIFEST,
+                    Some("agents"),
+                    format!(
+                        "capability {}@{} has no agent `{agent}`",
+                        self.name, self.version
+                    ),
+                )
+            })?;
+        let mut files = Vec::with_capacity(self.bundle.files().len());
+        for f in self.bundle.files() {
+            let content = if f.path == CAPABILITY_MANIFEST {
+                rewrite_manifest(f, name.as_str(), &version.to_string())?
+            } else if f.path == source.path {
+                replace_body(f, instructions)?
+            } else {
+                f.content.clone()
+            };
+            files.push(BundleFile::new(f.path.clone(), content));
+        }
+        let derived = Capability::parse(Bundle::from_files(files))?;
+        let written = derived.agents.iter().find(|a| a.name == agent);
+        if derived.name != *name
+            || derived.version != *version
+            || written.map(|a| a.instructions.as_str()) != Some(instructions)
+        {
+            return Err(BundleError::invalid(
+                &source.path,
+                None,
+                "the new instructions do not survive a round trip through the bundle format",
+            ));
+        }
+        Ok(derived)
+    }
+}
+
+/// Sets the top-level `name` and `version` of a capability manifest.
+fn rewrite_manifest(file: &BundleFile, name: &str, version: &str) -> Result<Vec<u8>, BundleError> {
+    let text = file.text()?;
+    let mut seen = (0, 0);
+    let lines: Vec<String> = text
+        .split_inclusive('\n')
+        .map(|line| {
+            let ending = &line[line.trim_end_matches(['\r', '\n']).len()..];
+            if line.starts_with("name:") {
+                seen.0 += 1;
+                format!("name: {name}{ending}")
+            } else if line.starts_with("version:") {
+                seen.1 += 1;
+                format!("version: {version}{ending}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    let edited = lines.concat();
+    let plain_edit_ok = seen == (1, 1)
+        && serde_yaml_ng::from_str::<CapabilityManifest>(&edited)
+            .is_ok_and(|m| m.name == name && m.version == version);
+    if plain_edit_ok {
+        return Ok(edited.into_bytes());
+    }
+    // Flow style, block scalars, quoting a plain value would need: rewrite the mapping.
+    let mut doc: serde_yaml_ng::Mapping =
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(&file.path, &e))?;
+    doc.insert("name".into(), name.into());
+    doc.insert("version".into(), version.into());
+    serde_yaml_ng::to_string(&doc)
+        .map(String::into_bytes)
+        .map_err(|e| BundleError::invalid(&file.path, None, e.to_string()))
+}
+
+/// Replaces an agent file's markdown body, keeping its front matter and leading blank lines.
+fn replace_body(file: &BundleFile, instructions: &str) -> Result<Vec<u8>, BundleError> {
+    let text = file.text()?;
+    let (_, body) = split_front_matter(text)
+        .ok_or_else(|| BundleError::invalid(&file.path, None, "has no front matter"))?;
+    let head = &text[..text.len() - body.len()];
+    let leading = &body[..body.len() - body.trim_start_matches(['\r', '\n']).len()];
+    Ok(format!("{head}{leading}{instructions}\n").into_bytes())
+}
+
 /// Splits `---\n<yaml>\n---\n<body>` into front matter and body.
 fn split_front_matter(text: &str) -> Option<(&str, &str)> {
     let rest = text
@@ -1026,5 +1129,86 @@ mod tests {
         let bundle = Bundle::from_dir(dir.path()).unwrap();
         let paths: Vec<_> = bundle.files().iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["agents/triage.md", "capability.yaml"]);
+    }
+
+    #[test]
+    fn a_derived_version_changes_only_the_manifest_lines_and_the_agent_body() {
+        let helper = "---\nname: helper\n---\nHelp.\n";
+        let manifest = "# the help desk\nschema: 1\nname: support\nversion: 1.0.0 # first\ndescription: Help desk\nagents: [triage, helper]\n";
+        let cap = capability(&[
+            ("capability.yaml", manifest),
+            ("agents/triage.md", AGENT),
+            ("agents/helper.md", helper),
+            ("README.md", "docs"),
+        ])
+        .unwrap();
+        let v = semver::Version::new(1, 0, 1);
+        let new = cap
+            .with_agent_instructions(
+                &cap.name,
+                &v,
+                "triage",
+                "  Route tickets fast.\n\nBe kind.\n",
+            )
+            .unwrap();
+        assert_eq!(new.version, v);
+        assert_eq!(
+            new.agents[0].instructions,
+            "Route tickets fast.\n\nBe kind."
+        );
+        assert_eq!(
+            new.agents[0].tools,
+            serde_json::json!(["search"]),
+            "front matter kept"
+        );
+        assert_eq!(new.agents[1].instructions, "Help.");
+        let text = |c: &Capability, p: &str| {
+            String::from_utf8(c.bundle.get(p).unwrap().content.clone()).unwrap()
+        };
+        assert_eq!(
+            text(&new, "capability.yaml"),
+            "# the help desk\nschema: 1\nname: support\nversion: 1.0.1\ndescription: Help desk\nagents: [triage, helper]\n"
+        );
+        assert_eq!(
+            text(&new, "agents/triage.md"),
+            AGENT.replace("You route tickets.", "Route tickets fast.\n\nBe kind.")
+        );
+        assert_eq!(new.bundle.get("README.md"), cap.bundle.get("README.md"));
+        assert_eq!(
+            new.bundle.get("agents/helper.md"),
+            cap.bundle.get("agents/helper.md")
+        );
+        // What is packed parses back to the same version.
+        let again =
+            Capability::parse(Bundle::from_tar_gz(&new.bundle.to_tar_gz()).unwrap()).unwrap();
+        assert_eq!(again.sha256, new.sha256);
+        assert_ne!(new.sha256, cap.sha256);
+    }
+
+    #[test]
+    fn a_derived_version_may_take_another_name_even_from_a_flow_style_manifest() {
+        let cap = capability(&[
+            (
+                "capability.yaml",
+                "{name: support, version: 1.0.0, description: Help desk}\n",
+            ),
+            ("agents/triage.md", AGENT),
+        ])
+        .unwrap();
+        let name = ArtifactName::parse("support-tuned").unwrap();
+        let new = cap
+            .with_agent_instructions(&name, &semver::Version::new(2, 0, 0), "triage", "Sort.")
+            .unwrap();
+        assert_eq!(new.name, name);
+        assert_eq!(new.version.to_string(), "2.0.0");
+        assert_eq!(new.description.as_deref(), Some("Help desk"));
+        assert_eq!(new.agents[0].instructions, "Sort.");
+        let err = cap
+            .with_agent_instructions(&name, &semver::Version::new(2, 0, 0), "ghost", "Sort.")
+            .unwrap_err();
+        assert!(err.to_string().contains("no agent `ghost`"), "{err}");
+        let empty =
+            cap.with_agent_instructions(&name, &semver::Version::new(2, 0, 0), "triage", " \n");
+        assert!(empty.is_err(), "an empty body is not a valid agent");
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`bundle`]: the on-disk and over-the-wire formats of capabilities (`capability.yaml` +
 //!   `agents/*.md`) and datasets (`dataset.yaml` + `jsonl` / `csv` rows), packed as gzip'd tar.
+//! - [`diff`]: the unified diff of two instruction texts (promotion previews).
 //! - [`optimize`]: the GEPA engine's evaluator and reflection model over rollouts and recipes,
 //!   and a whole optimization run.
 //!
@@ -9,6 +10,7 @@
 //! HTTP framework.
 
 pub mod bundle;
+pub mod diff;
 pub mod optimize;
 pub mod recipe;
 pub mod rollout;

@@ -5,8 +5,9 @@
 //! server crate.
 
 use gepard_core::model::{
-    ApiKeyInfo, ArtifactSummary, CapabilityVersion, CreatedApiKey, DatasetVersion, ErrorBody, Job,
-    Organization, Page, Project, RowsPage, SequencedLog, User, VersionSummary, Workspace,
+    ApiKeyInfo, ArtifactSummary, AuditEntry, CapabilityVersion, CreatedApiKey, DatasetVersion,
+    ErrorBody, Job, Organization, Page, Project, PromotionPreview, RowsPage, SequencedLog, User,
+    VersionSummary, Workspace,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -506,6 +507,60 @@ impl Client {
             ))
             .await?;
         Ok(page["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `GET …/{id}/promotion-preview`, for the default target or a given name / version.
+    pub async fn promotion_preview(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<PromotionPreview> {
+        let mut path = format!(
+            "{}/{}/promotion-preview",
+            Self::jobs_path(org, ws),
+            encode(id)
+        );
+        let query: Vec<String> = [("name", name), ("version", version)]
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+            .collect();
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
+        }
+        self.get(&path).await
+    }
+
+    /// `POST …/{id}/promote` (promote scope): the new capability version.
+    pub async fn promote_job(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<CapabilityVersion> {
+        self.post_json(
+            &format!("{}/{}/promote", Self::jobs_path(org, ws), encode(id)),
+            &serde_json::json!({"name": name, "version": version}),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/org/{org}/audit` (admin scope), newest first.
+    pub async fn audit_log(
+        &self,
+        org: &str,
+        page: u32,
+        page_size: u32,
+    ) -> Result<Page<AuditEntry>> {
+        self.get(&format!(
+            "/api/v1/org/{org}/audit?page={page}&page_size={page_size}"
+        ))
+        .await
     }
 
     /// `POST …/{id}/progress` (runner keys).

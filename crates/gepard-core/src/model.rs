@@ -536,3 +536,66 @@ pub struct SequencedLog {
     #[serde(flatten)]
     pub entry: crate::progress::LogEntry,
 }
+
+/// The capability version and agent a job optimized, as a promotion preview shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PromotionSource {
+    /// Capability name.
+    pub name: String,
+    /// The pinned version.
+    pub version: String,
+    /// The optimized agent.
+    pub agent_name: String,
+    /// The agent's instructions in that version.
+    pub instructions: String,
+}
+
+/// What promoting a job would write, and whether it may (`GET …/promotion-preview`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PromotionPreview {
+    /// Whether `POST …/promote` to this target would succeed now.
+    pub promotable: bool,
+    /// Why not, one sentence each (empty when promotable).
+    pub reasons: Vec<String>,
+    /// The job.
+    pub job_id: Uuid,
+    /// Its current attempt (promotion takes this attempt's best candidate).
+    pub attempt: i64,
+    /// Its status.
+    pub status: crate::job::JobStatus,
+    /// Where the instructions came from.
+    pub source: PromotionSource,
+    /// The version promotion would write (or, once promoted, did write).
+    pub target: VersionRef,
+    /// The best candidate's instructions (`None` before the run found any).
+    pub optimized_instructions: Option<String>,
+    /// Index of the best candidate among the job's candidates, when known.
+    pub candidate_index: Option<i64>,
+    /// Unified diff from the source instructions to the optimized ones (empty if equal).
+    pub diff: String,
+    /// Validation score of the source instructions.
+    pub seed_score: Option<f64>,
+    /// Validation score of the best candidate.
+    pub best_score: Option<f64>,
+}
+
+/// One entry of an organization's audit log (who did what to which subject, when).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Stable id.
+    pub id: Uuid,
+    /// Workspace the action happened in, if any.
+    pub workspace_id: Option<Uuid>,
+    /// Who: `{user_id, key_id, key_name, key_prefix}`.
+    #[schema(value_type = Object)]
+    pub actor: Value,
+    /// What, e.g. `capability.promote`.
+    pub action: String,
+    /// To what, e.g. `capability sentiment@1.0.1`.
+    pub subject: String,
+    /// Everything else worth keeping (job, candidate, scores, source and new version).
+    #[schema(value_type = Object)]
+    pub details: Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}

@@ -23,10 +23,13 @@ use crate::model::FieldError;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Metric series gepard charts (API.md "Metric series names").
-pub const METRIC_NAMES: [&str; 8] = [
+pub const METRIC_NAMES: [&str; 10] = [
     "val_score",
     "accepted_score",
     "rejected_score",
+    // Training (minibatch) means of each iteration's parent and child, skipped ones included.
+    "train_parent_score",
+    "train_child_score",
     "best_score",
     "frontier_best_score",
     "frontier_size",

@@ -87,3 +87,41 @@ pub fn query_number<T: std::str::FromStr>(
         }),
     }
 }
+
+/// Deserializes a parsed JSON body, naming the failing field in the 422 (`["body", "config",
+/// "seed"]`), for routes that read the raw body themselves (hashing it, or accepting none).
+pub fn from_json_body<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut loc = vec!["body".to_owned()];
+        loc.extend(
+            e.path()
+                .to_string()
+                .split('.')
+                .filter(|s| !s.is_empty() && *s != ".")
+                .map(str::to_owned),
+        );
+        ApiError::validation(vec![FieldError {
+            loc,
+            msg: e.inner().to_string(),
+            kind: "value_error".into(),
+        }])
+    })
+}
+
+/// A JSON body read by hand: 415 unless `Content-Type: application/json`, 400 unless it parses.
+pub fn json_value(
+    headers: &axum::http::HeaderMap,
+    bytes: &[u8],
+) -> Result<serde_json::Value, ApiError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::unsupported_media_type(
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+}

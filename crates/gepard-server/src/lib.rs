@@ -25,7 +25,7 @@ use gepard_store::{LocalNotifier, Notifier, Store};
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
-use crate::routes::{jobs, keys, ops, registry, tenancy};
+use crate::routes::{jobs, keys, ops, promotion, registry, tenancy};
 
 /// Shared state of every request.
 #[derive(Debug, Clone)]
@@ -69,6 +69,7 @@ impl AppState {
         registry::dataset_versions, registry::dataset_version, registry::dataset_file, registry::dataset_rows,
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::retry_job, jobs::job_logs,
         jobs::job_artifacts, jobs::job_attempts, jobs::job_candidates, jobs::job_progress, jobs::job_events,
+        promotion::promotion_preview, promotion::promote_job, promotion::audit_log,
     ),
     components(schemas(error::ErrorBody, error::FieldError)),
     modifiers(&SecurityAddon),
@@ -136,6 +137,14 @@ pub fn router(state: AppState) -> Router {
             get(jobs::job_candidates),
         )
         .route(
+            "/ws/{ws}/optimization/jobs/{id}/promotion-preview",
+            get(promotion::promotion_preview),
+        )
+        .route(
+            "/ws/{ws}/optimization/jobs/{id}/promote",
+            post(promotion::promote_job),
+        )
+        .route(
             "/ws/{ws}/optimization/jobs/{id}/progress",
             post(jobs::job_progress),
         )
@@ -144,6 +153,7 @@ pub fn router(state: AppState) -> Router {
             get(jobs::job_events),
         )
         .route("/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/audit", get(promotion::audit_log))
         .route("/keys/{id}", delete(keys::revoke_key))
         .route(
             "/capabilities",

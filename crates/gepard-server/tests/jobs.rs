@@ -9,54 +9,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{capability_tar, dataset_tar, TestApp};
+use common::{app_with_registry, body, submit, TestApp, JOBS};
 use gepard_core::job::JobCommand;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
-
-const JOBS: &str = "/api/v1/org/local/ws/default/optimization/jobs";
-
-async fn app_with_registry() -> TestApp {
-    let app = TestApp::spawn().await;
-    assert_eq!(
-        app.upload(
-            "/api/v1/org/local/capabilities",
-            capability_tar("1.0.0", "Classify.")
-        )
-        .await
-        .status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        app.upload(
-            "/api/v1/org/local/datasets",
-            dataset_tar("train", "1.0.0", 12)
-        )
-        .await
-        .status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        app.upload("/api/v1/org/local/datasets", dataset_tar("val", "1.0.0", 8))
-            .await
-            .status,
-        StatusCode::CREATED
-    );
-    app
-}
-
-fn body() -> Value {
-    json!({
-        "name": "first", "backend": "gepa", "target_kind": "capability_agent", "model": "openai/gpt-4o-mini",
-        "project": null, "run_ref": null, "capability_ref": {"name": "sentiment", "version": "1.0.0"},
-        "agent_name": null, "dataset_ref": {"name": "local/train", "version": "1.0.0"},
-        "val_dataset_ref": {"name": "val", "version": "1.0.0"},
-        "reward_recipe": {"name": "exact_match_v1", "params": {}}, "components": ["instructions"],
-        "objective": null, "tags": ["t1"], "config": {"seed": 0, "max_metric_calls": 100, "concurrency": 1, "max_trials": null}
-    })
-}
 
 fn with(mut b: Value, path: &[&str], v: Value) -> Value {
     let mut cur = &mut b;
@@ -65,12 +23,6 @@ fn with(mut b: Value, path: &[&str], v: Value) -> Value {
     }
     cur[path[path.len() - 1]] = v;
     b
-}
-
-async fn submit(app: &TestApp, b: Value) -> Value {
-    let r = app.post(JOBS, b).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    r.body
 }
 
 async fn ws_id(app: &TestApp) -> Uuid {

@@ -158,11 +158,11 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(v: Value, col: &str) -> Result<T> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: Value, col: &str) -> Result<T> {
     serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
-fn status(row: &AnyRow, col: &str) -> Result<JobStatus> {
+pub(crate) fn status(row: &AnyRow, col: &str) -> Result<JobStatus> {
     text(row, col)?
         .parse()
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))

@@ -12,6 +12,7 @@ mod execution;
 mod jobs;
 mod lifecycle;
 pub mod notify;
+mod promotion;
 mod registry;
 mod rows;
 mod tenancy;
@@ -26,6 +27,7 @@ pub use execution::{Claimed, StoredCheckpoint};
 pub use jobs::{Created, IdempotencyKey, JobFilter, JobWrite, NewJob};
 pub use lifecycle::LifecycleError;
 pub use notify::{JobNotice, LocalNotifier, Notifier};
+pub use promotion::{Promoter, PromotionRequest};
 pub use registry::Published;
 pub use tenancy::{AuthenticatedKey, Bootstrap};
 

@@ -90,6 +90,25 @@ fn state_of(job: &Job) -> gepard_core::job::JobState {
     }
 }
 
+/// A finished job's artifacts name what it ran on (capability, agent, datasets), so they
+/// stand on their own next to the promoted versions added later.
+fn with_pinned_inputs(job: &Job, artifacts: Option<&serde_json::Value>) -> serde_json::Value {
+    let mut merged = artifacts
+        .unwrap_or(&job.artifacts)
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let c = &job.capability;
+    merged.insert(
+        "capability".into(),
+        serde_json::json!({"name": c.name, "version": c.version, "artifact_id": c.artifact_id, "runtime_digest": c.runtime_digest}),
+    );
+    merged.insert("agent_name".into(), job.agent_name.clone().into());
+    merged.insert("dataset".into(), serde_json::json!(job.dataset_ref));
+    merged.insert("val_dataset".into(), serde_json::json!(job.val_dataset_ref));
+    serde_json::Value::Object(merged)
+}
+
 /// A log line the lifecycle itself writes (e.g. "cancelled while queued").
 fn system_log(message: String, now: chrono::DateTime<chrono::Utc>) -> LogEntry {
     LogEntry {
@@ -100,12 +119,13 @@ fn system_log(message: String, now: chrono::DateTime<chrono::Utc>) -> LogEntry {
     }
 }
 
-async fn publish(
+/// Announces a committed change of `job` with the log entries written after `before_seq`.
+pub(crate) async fn publish(
     store: &Store,
     notifier: &dyn Notifier,
     before_seq: i64,
     job: Job,
-) -> Result<Job, LifecycleError> {
+) -> Result<Job, StoreError> {
     // Another writer may have appended in between; watchers drop entries they already sent
     // (by sequence number), so an overlap is harmless.
     let logs = store.job_logs(job.id, before_seq, 10_000).await?;
@@ -154,12 +174,15 @@ impl Store {
             let mut w = write_for(&job, &t, now);
             w.expected_lease_token = lease_token;
             adjust(&mut w);
+            if t.to.status.is_terminal() && !t.from.status.is_terminal() {
+                w.artifacts = Some(with_pinned_inputs(&job, w.artifacts.as_ref()));
+            }
             if let Some(message) = command_log(cmd, &job, &t) {
                 w.logs.push(system_log(message, now));
             }
             let seq = self.log_seq(job_id).await?;
             match self.write_job(job_id, &w).await? {
-                Some(job) => return publish(self, notifier, seq, job).await,
+                Some(job) => return Ok(publish(self, notifier, seq, job).await?),
                 None if lease_token.is_some() && self.lease_token(job_id).await? != lease_token => {
                     return Err(LifecycleError::Fenced(job_id));
                 }
@@ -199,6 +222,9 @@ impl Store {
             if let Some(a) = outcome.artifacts {
                 w.artifacts = Some(a);
             }
+            if outcome.transition.to.status.is_terminal() {
+                w.artifacts = Some(with_pinned_inputs(&job, w.artifacts.as_ref()));
+            }
             if let Some(e) = outcome.error {
                 w.error = Some(Some(e));
             }
@@ -207,7 +233,7 @@ impl Store {
             w.metrics = outcome.metrics;
             let seq = self.log_seq(job_id).await?;
             match self.write_job(job_id, &w).await? {
-                Some(job) => return publish(self, notifier, seq, job).await,
+                Some(job) => return Ok(publish(self, notifier, seq, job).await?),
                 None if lease_token.is_some() && self.lease_token(job_id).await? != lease_token => {
                     return Err(LifecycleError::Fenced(job_id));
                 }
@@ -233,7 +259,7 @@ impl Store {
         w.logs = notes.iter().map(|n| system_log(n.clone(), now)).collect();
         let seq = self.log_seq(job.id).await?;
         match self.write_job(job.id, &w).await? {
-            Some(job) => publish(self, notifier, seq, job).await,
+            Some(job) => Ok(publish(self, notifier, seq, job).await?),
             // Changed meanwhile (e.g. cancelled at once): the notes no longer matter.
             None => Ok(self
                 .job_by_id(job.id)

@@ -41,20 +41,55 @@ impl<T> Published<T> {
 const ROWS_PER_INSERT: usize = 500;
 
 /// What one new version writes, whatever its kind.
-struct NewVersion<'a> {
-    kind: ArtifactKind,
-    name: &'a str,
-    version: &'a semver::Version,
-    sha256: &'a str,
-    description: Option<&'a str>,
-    agents: Option<String>,
-    schema: Option<String>,
-    row_count: Option<i64>,
-    format: Option<&'a str>,
-    rows_file: Option<&'a str>,
-    files: &'a [BundleFile],
-    rows: &'a [Map<String, Value>],
-    created_by: Option<Uuid>,
+pub(crate) struct NewVersion<'a> {
+    pub(crate) kind: ArtifactKind,
+    pub(crate) name: &'a str,
+    pub(crate) version: &'a semver::Version,
+    pub(crate) sha256: &'a str,
+    pub(crate) description: Option<&'a str>,
+    pub(crate) agents: Option<String>,
+    pub(crate) schema: Option<String>,
+    pub(crate) row_count: Option<i64>,
+    pub(crate) format: Option<&'a str>,
+    pub(crate) rows_file: Option<&'a str>,
+    pub(crate) files: &'a [BundleFile],
+    pub(crate) rows: &'a [Map<String, Value>],
+    pub(crate) created_by: Option<Uuid>,
+}
+
+impl<'a> NewVersion<'a> {
+    /// The version row of a parsed capability.
+    pub(crate) fn capability(cap: &'a Capability, created_by: Option<Uuid>) -> Result<Self> {
+        let agents: Vec<AgentInfo> = cap
+            .agents
+            .iter()
+            .map(|a| AgentInfo {
+                name: a.name.clone(),
+                description: a.description.clone(),
+                model: a.model.clone(),
+                tools: a.tools.clone(),
+                instructions: a.instructions.clone(),
+                path: a.path.clone(),
+            })
+            .collect();
+        let agents =
+            serde_json::to_string(&agents).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Self {
+            kind: ArtifactKind::Capability,
+            name: cap.name.as_str(),
+            version: &cap.version,
+            sha256: &cap.sha256,
+            description: cap.description.as_deref(),
+            agents: Some(agents),
+            schema: None,
+            row_count: None,
+            format: None,
+            rows_file: None,
+            files: cap.bundle.files(),
+            rows: &[],
+            created_by,
+        })
+    }
 }
 
 fn summary(row: &AnyRow) -> Result<ArtifactSummary> {
@@ -94,39 +129,8 @@ impl Store {
         cap: &Capability,
         created_by: Option<Uuid>,
     ) -> Result<Published<CapabilityVersion>> {
-        let agents: Vec<AgentInfo> = cap
-            .agents
-            .iter()
-            .map(|a| AgentInfo {
-                name: a.name.clone(),
-                description: a.description.clone(),
-                model: a.model.clone(),
-                tools: a.tools.clone(),
-                instructions: a.instructions.clone(),
-                path: a.path.clone(),
-            })
-            .collect();
-        let agents =
-            serde_json::to_string(&agents).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let published = self
-            .publish(
-                org_id,
-                NewVersion {
-                    kind: ArtifactKind::Capability,
-                    name: cap.name.as_str(),
-                    version: &cap.version,
-                    sha256: &cap.sha256,
-                    description: cap.description.as_deref(),
-                    agents: Some(agents),
-                    schema: None,
-                    row_count: None,
-                    format: None,
-                    rows_file: None,
-                    files: cap.bundle.files(),
-                    rows: &[],
-                    created_by,
-                },
-            )
+            .publish(org_id, NewVersion::capability(cap, created_by)?)
             .await?;
         let version = cap.version.to_string();
         let fetch = || async {
@@ -196,59 +200,81 @@ impl Store {
     }
 
     async fn try_publish(&self, org_id: Uuid, nv: &NewVersion<'_>) -> Result<Published<()>> {
-        let version = nv.version.to_string();
-        let kind = nv.kind.as_str();
-        let now = now_text();
         let mut tx = self.write_tx().await?;
-        let artifact = sqlx::query("SELECT id, latest_version FROM artifacts WHERE org_id = $1 AND kind = $2 AND name = $3")
-            .bind(org_id.to_string())
-            .bind(kind)
-            .bind(nv.name)
+        let written = insert_version(&mut tx, org_id, nv, None).await?;
+        if written.is_created() {
+            tx.commit().await?;
+        }
+        Ok(match written {
+            Published::Created(_) => Published::Created(()),
+            Published::Existing(_) => Published::Existing(()),
+        })
+    }
+}
+
+/// Writes a version inside the caller's transaction (publish, promotion): the artifact row
+/// (created or its latest version moved up), the version with its files and rows. Returns the
+/// new version's id, or [`Published::Existing`] when this exact content is already there.
+pub(crate) async fn insert_version(
+    tx: &mut sqlx::AnyConnection,
+    org_id: Uuid,
+    nv: &NewVersion<'_>,
+    provenance: Option<&str>,
+) -> Result<Published<String>> {
+    let version = nv.version.to_string();
+    let kind = nv.kind.as_str();
+    let now = now_text();
+    let artifact = sqlx::query(
+        "SELECT id, latest_version FROM artifacts WHERE org_id = $1 AND kind = $2 AND name = $3",
+    )
+    .bind(org_id.to_string())
+    .bind(kind)
+    .bind(nv.name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let artifact_id = match artifact {
+        Some(row) => {
+            let id = text(&row, "id")?;
+            let existing = sqlx::query(
+                "SELECT id, sha256 FROM artifact_versions WHERE artifact_id = $1 AND version = $2",
+            )
+            .bind(&id)
+            .bind(&version)
             .fetch_optional(&mut *tx)
             .await?;
-        let artifact_id = match artifact {
-            Some(row) => {
-                let id = text(&row, "id")?;
-                let existing = sqlx::query(
-                    "SELECT sha256 FROM artifact_versions WHERE artifact_id = $1 AND version = $2",
-                )
-                .bind(&id)
-                .bind(&version)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(existing) = existing {
-                    let sha = text(&existing, "sha256")?;
-                    if sha == nv.sha256 {
-                        return Ok(Published::Existing(()));
-                    }
-                    return Err(StoreError::Conflict(format!(
+            if let Some(existing) = existing {
+                let sha = text(&existing, "sha256")?;
+                if sha == nv.sha256 {
+                    return Ok(Published::Existing(text(&existing, "id")?));
+                }
+                return Err(StoreError::Conflict(format!(
                         "{kind} {}@{version} is already published with different content \
                          (sha256 {sha}, this bundle {}); versions are immutable: publish a new version",
                         nv.name, nv.sha256
                     )));
-                }
-                let latest = semver::Version::parse(&text(&row, "latest_version")?)
-                    .map_err(|e| StoreError::Corrupt(format!("latest_version: {e}")))?;
-                if *nv.version > latest {
-                    sqlx::query("UPDATE artifacts SET latest_version = $1, description = $2, updated_at = $3 WHERE id = $4")
+            }
+            let latest = semver::Version::parse(&text(&row, "latest_version")?)
+                .map_err(|e| StoreError::Corrupt(format!("latest_version: {e}")))?;
+            if *nv.version > latest {
+                sqlx::query("UPDATE artifacts SET latest_version = $1, description = $2, updated_at = $3 WHERE id = $4")
                         .bind(&version)
                         .bind(nv.description)
                         .bind(&now)
                         .bind(&id)
                         .execute(&mut *tx)
                         .await?;
-                } else {
-                    sqlx::query("UPDATE artifacts SET updated_at = $1 WHERE id = $2")
-                        .bind(&now)
-                        .bind(&id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                id
+            } else {
+                sqlx::query("UPDATE artifacts SET updated_at = $1 WHERE id = $2")
+                    .bind(&now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            None => {
-                let id = Uuid::new_v4().to_string();
-                sqlx::query("INSERT INTO artifacts (id, org_id, kind, name, description, latest_version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)")
+            id
+        }
+        None => {
+            let id = Uuid::new_v4().to_string();
+            sqlx::query("INSERT INTO artifacts (id, org_id, kind, name, description, latest_version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)")
                     .bind(&id)
                     .bind(org_id.to_string())
                     .bind(kind)
@@ -258,11 +284,11 @@ impl Store {
                     .bind(&now)
                     .execute(&mut *tx)
                     .await?;
-                id
-            }
-        };
-        let version_id = Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO artifact_versions (id, artifact_id, version, sha256, description, agents, schema, row_count, format, rows_file, provenance, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $12)")
+            id
+        }
+    };
+    let version_id = Uuid::new_v4().to_string();
+    sqlx::query("INSERT INTO artifact_versions (id, artifact_id, version, sha256, description, agents, schema, row_count, format, rows_file, provenance, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
             .bind(&version_id)
             .bind(&artifact_id)
             .bind(&version)
@@ -273,12 +299,13 @@ impl Store {
             .bind(nv.row_count)
             .bind(nv.format)
             .bind(nv.rows_file)
+            .bind(provenance)
             .bind(nv.created_by.map(|u| u.to_string()))
             .bind(&now)
             .execute(&mut *tx)
             .await?;
-        for f in nv.files {
-            sqlx::query("INSERT INTO artifact_files (version_id, path, sha256, size, content) VALUES ($1, $2, $3, $4, $5)")
+    for f in nv.files {
+        sqlx::query("INSERT INTO artifact_files (version_id, path, sha256, size, content) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&version_id)
                 .bind(&f.path)
                 .bind(&f.sha256)
@@ -286,31 +313,30 @@ impl Store {
                 .bind(f.content.clone())
                 .execute(&mut *tx)
                 .await?;
-        }
-        for (chunk_no, chunk) in nv.rows.chunks(ROWS_PER_INSERT).enumerate() {
-            let mut sql =
-                String::from("INSERT INTO dataset_rows (version_id, position, data) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let p = i * 3;
-                sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
-            }
-            let mut q = sqlx::query(&sql);
-            for (i, row) in chunk.iter().enumerate() {
-                let position = (chunk_no * ROWS_PER_INSERT + i) as i64;
-                q = q
-                    .bind(version_id.clone())
-                    .bind(position)
-                    .bind(Value::Object(row.clone()).to_string());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(Published::Created(()))
     }
+    for (chunk_no, chunk) in nv.rows.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut sql = String::from("INSERT INTO dataset_rows (version_id, position, data) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let p = i * 3;
+            sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
+        }
+        let mut q = sqlx::query(&sql);
+        for (i, row) in chunk.iter().enumerate() {
+            let position = (chunk_no * ROWS_PER_INSERT + i) as i64;
+            q = q
+                .bind(version_id.clone())
+                .bind(position)
+                .bind(Value::Object(row.clone()).to_string());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(Published::Created(version_id))
+}
 
+impl Store {
     /// Artifacts of one kind, by name, optionally filtered by a name substring.
     pub async fn list_artifacts(
         &self,

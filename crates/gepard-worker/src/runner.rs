@@ -88,6 +88,15 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
+/// The training side of an iteration: the parent's and the child's mean minibatch scores, so
+/// `train_*` series sit next to the `val_score` series of the same run.
+fn train_points(e: &mut ProgressEvent, parent: &[f64], child: &[f64], iteration: u64) {
+    e.metrics
+        .insert("train_parent_score".into(), point(mean(parent), iteration));
+    e.metrics
+        .insert("train_child_score".into(), point(mean(child), iteration));
+}
+
 /// Maps engine events to progress lines, remembering candidate texts for the summary.
 struct Sink {
     out: Arc<Out>,
@@ -143,6 +152,10 @@ impl EventSink for Sink {
                     format!("iteration {iteration}: skipped ({reason:?})"),
                     Some(*iteration),
                 );
+                e.metrics.insert(
+                    "train_parent_score".into(),
+                    point(mean(parent_scores), *iteration),
+                );
                 e.data = json!({"parent": parent, "parent_scores": parent_scores, "skipped": true});
                 self.out.event(e);
             }
@@ -170,6 +183,7 @@ impl EventSink for Sink {
                     "accepted_score".into(),
                     point(mean(child_scores), *iteration),
                 );
+                train_points(&mut e, parent_scores, child_scores, *iteration);
                 e.data = json!({"parent": parent, "candidate": candidate, "parent_scores": parent_scores, "child_scores": child_scores});
                 self.out.event(e);
             }
@@ -193,6 +207,7 @@ impl EventSink for Sink {
                     "rejected_score".into(),
                     point(mean(child_scores), *iteration),
                 );
+                train_points(&mut e, parent_scores, child_scores, *iteration);
                 e.data = json!({"parent": parent, "parent_scores": parent_scores, "child_scores": child_scores});
                 self.out.event(e);
             }

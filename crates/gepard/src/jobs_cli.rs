@@ -1,4 +1,5 @@
-//! `gepard optimize submit|list|get|wait|logs|artifacts|cancel|retry`: the job commands.
+//! `gepard optimize submit|list|get|wait|logs|candidates|artifacts|cancel|retry|promote`: the
+//! job commands.
 //!
 //! `submit --wait` and `wait` follow the job's live event stream (not polling) and draw a
 //! progress bar (metric calls used / budget, best score) when attached to a terminal. They
@@ -11,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use gepard_client::{Client, Follow};
 use gepard_core::job::JobStatus;
-use gepard_core::model::{Job, SequencedLog};
+use gepard_core::model::{Job, PromotionPreview, SequencedLog};
 use gepard_core::ArtifactRef;
 use serde_json::{json, Map, Value};
 
@@ -145,6 +146,24 @@ pub enum JobCommand {
     Retry {
         /// Job id.
         id: String,
+    },
+    /// Promote a completed job's best candidate into a new capability version: shows the
+    /// source, target, scores and instructions diff, then asks (unless --yes).
+    Promote {
+        /// Job id.
+        id: String,
+        /// Capability name to write (default: the source capability's).
+        #[arg(long)]
+        name: Option<String>,
+        /// Version to write (default: the next free patch version).
+        #[arg(long)]
+        version: Option<String>,
+        /// Only show what would be written.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
     },
 }
 
@@ -280,6 +299,130 @@ fn print_log(log: &SequencedLog) {
         format!("{:?}", e.level).to_lowercase(),
         e.message
     );
+}
+
+fn score(s: Option<f64>) -> String {
+    s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// Colours a unified diff's lines (removed red, added green, hunks cyan).
+fn colored_diff(diff: &str) -> String {
+    diff.lines()
+        .map(|l| {
+            let code = if l.starts_with("+++") || l.starts_with("---") {
+                "1"
+            } else if l.starts_with('+') {
+                "32"
+            } else if l.starts_with('-') {
+                "31"
+            } else if l.starts_with("@@") {
+                "36"
+            } else {
+                return format!("{l}\n");
+            };
+            format!("\x1b[{code}m{l}\x1b[0m\n")
+        })
+        .collect()
+}
+
+fn print_preview(p: &PromotionPreview) {
+    println!(
+        "job        {} ({}, attempt {})",
+        p.job_id,
+        p.status.as_str(),
+        p.attempt
+    );
+    println!(
+        "source     {}@{} agent {}",
+        p.source.name, p.source.version, p.source.agent_name
+    );
+    println!("target     {}@{}", p.target.name, p.target.version);
+    if let Some(i) = p.candidate_index {
+        println!("candidate  {i}");
+    }
+    println!(
+        "validation seed {} → best {}",
+        score(p.seed_score),
+        score(p.best_score)
+    );
+    if p.promotable {
+        println!("promotable yes");
+    } else {
+        println!("promotable no: {}", p.reasons.join("; "));
+    }
+    if p.diff.is_empty() {
+        println!("\n(the instructions are unchanged)");
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        println!();
+        print!(
+            "{}",
+            if color {
+                colored_diff(&p.diff)
+            } else {
+                p.diff.clone()
+            }
+        );
+    }
+}
+
+/// `gepard optimize promote`: preview, confirm, promote exactly the previewed target.
+async fn promote(
+    opts: &GlobalOpts,
+    client: &Client,
+    id: &str,
+    target: (Option<&str>, Option<&str>),
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
+    let (org, ws) = (opts.org.as_str(), opts.workspace.as_str());
+    let preview = client
+        .promotion_preview(org, ws, id, target.0, target.1)
+        .await?;
+    if dry_run {
+        if opts.json {
+            print_json(&preview)?;
+        } else {
+            print_preview(&preview);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !opts.json {
+        print_preview(&preview);
+    }
+    anyhow::ensure!(
+        preview.promotable,
+        "job {id} cannot be promoted: {}",
+        preview.reasons.join("; ")
+    );
+    let (name, version) = (&preview.target.name, &preview.target.version);
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "refusing to promote job {id} to {name}@{version} without confirmation: pass --yes (or --dry-run to only preview)"
+            );
+        }
+        eprint!("Write capability {name}@{version}? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("not promoted");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    // The previewed target, explicitly: what was confirmed is what gets written.
+    let written = client
+        .promote_job(org, ws, id, Some(name), Some(version))
+        .await?;
+    if opts.json {
+        print_json(&written)?;
+    } else {
+        println!(
+            "\npromoted job {id}: capability {}@{} (sha256 {})",
+            written.name, written.version, written.sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit code for a finished (or not) job: 0 only for completed.
@@ -546,6 +689,23 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Promote {
+            id,
+            name,
+            version,
+            dry_run,
+            yes,
+        } => {
+            promote(
+                opts,
+                &client,
+                &id,
+                (name.as_deref(), version.as_deref()),
+                dry_run,
+                yes,
+            )
+            .await
         }
         JobCommand::Retry { id } => {
             let job = client.retry_job(org, ws, &id).await?;

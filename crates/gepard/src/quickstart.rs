@@ -220,14 +220,10 @@ async fn optimize(opts: &GlobalOpts, client: &Client, args: &QuickstartArgs) -> 
         println!("   no candidate beat the seed instructions within this budget.");
     } else {
         println!("   instructions (seed → best):\n");
-        let diff = similar::TextDiff::from_lines(
-            &format!("{}\n", seed.trim_end()),
-            &format!("{}\n", best.trim_end()),
-        )
-        .unified_diff()
-        .header("seed", "best")
-        .to_string();
-        println!("{diff}");
+        println!(
+            "{}",
+            gepard_agent::diff::unified(&seed, &best, "seed", "best")
+        );
     }
     anyhow::ensure!(
         code == std::process::ExitCode::SUCCESS,

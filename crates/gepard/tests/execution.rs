@@ -103,6 +103,8 @@ async fn fake_model(delay: Duration) -> (String, Fake) {
 }
 
 struct Env {
+    url: String,
+    key: String,
     store: Store,
     notifier: Arc<dyn Notifier>,
     client: Client,
@@ -158,6 +160,8 @@ async fn env(delay: Duration) -> Env {
     }
     let (model_url, fake) = fake_model(delay).await;
     Env {
+        url: server.url,
+        key: server.key,
         store: server.store,
         notifier: server.notifier,
         client,
@@ -276,6 +280,158 @@ async fn a_job_runs_to_completed_with_summary_metrics_logs_and_candidates() {
         .expect("the best candidate is listed");
     assert_eq!(best["on_frontier"], true);
     assert_eq!(best["parents"], json!([0]));
+
+    // Training beside validation: the parent's minibatch mean on every iteration (skipped ones
+    // included), the child's wherever one was evaluated.
+    let steps = |name: &str| -> Vec<i64> {
+        job.metrics
+            .get(name)
+            .map(|s| s.iter().map(|p| p.step).collect())
+            .unwrap_or_default()
+    };
+    let iterations = logs
+        .iter()
+        .filter(|l| l.starts_with("iteration ") && l.contains(": parent "))
+        .count() as i64;
+    assert!(iterations >= 2, "{logs:?}");
+    assert_eq!(
+        steps("train_parent_score"),
+        (1..=iterations).collect::<Vec<_>>()
+    );
+    let mut evaluated = [steps("accepted_score"), steps("rejected_score")].concat();
+    evaluated.sort_unstable();
+    assert_eq!(steps("train_child_score"), evaluated);
+    assert!(
+        evaluated.len() < iterations as usize,
+        "this run skips iterations whose parent is already perfect: {logs:?}"
+    );
+    let accepted = &job.metrics["accepted_score"];
+    for p in accepted {
+        let child = job.metrics["train_child_score"]
+            .iter()
+            .find(|c| c.step == p.step)
+            .unwrap();
+        assert_eq!(child.value, p.value);
+        let parent = job.metrics["train_parent_score"]
+            .iter()
+            .find(|c| c.step == p.step)
+            .unwrap();
+        assert!(
+            parent.value < child.value,
+            "accepted children beat their parents"
+        );
+    }
+    // The artifacts name what the job ran on.
+    assert_eq!(job.artifacts["capability"]["name"], "sentiment");
+    assert_eq!(job.artifacts["agent_name"], "classifier");
+    assert_eq!(
+        job.artifacts["dataset"],
+        json!({"name": "train", "version": "1.0.0"})
+    );
+    assert_eq!(
+        job.artifacts["val_dataset"],
+        json!({"name": "val", "version": "1.0.0"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_job_is_promoted_from_the_cli_after_a_preview_and_shows_in_capability_show() {
+    let e = env(Duration::ZERO).await;
+    let job = e.submit(config(60)).await;
+    e.worker("w1", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(e.job(job.id).await.status, JobStatus::Completed);
+    let id = job.id.to_string();
+    let cli = || common::cli(&e.url, &e.key, e.dir.path());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    let dry = common::run_cli(cli(), &["optimize", "promote", &id, "--dry-run"]).await;
+    let out = text(&dry.stdout);
+    assert!(dry.status.success(), "{out}{}", text(&dry.stderr));
+    for expected in [
+        "source     sentiment@1.0.0 agent classifier".to_owned(),
+        "target     sentiment@1.0.1".to_owned(),
+        "validation seed 0.000 → best 1.000".to_owned(),
+        "promotable yes".to_owned(),
+        "--- sentiment@1.0.0 (classifier)".to_owned(),
+        "-Classify the sentiment of the text.\n".to_owned(),
+        format!("+Classify the sentiment of the text. {MAGIC}"),
+    ] {
+        assert!(out.contains(&expected), "{expected:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains('\x1b'),
+        "no colours when stdout is not a terminal"
+    );
+
+    let refused = common::run_cli(cli(), &["optimize", "promote", &id]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("without confirmation: pass --yes"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let versions = e
+        .client
+        .versions(
+            "local",
+            gepard_core::model::ArtifactKind::Capability,
+            "sentiment",
+        )
+        .await
+        .unwrap();
+    assert_eq!(versions.len(), 1, "nothing is written without confirmation");
+
+    let done = common::run_cli(cli(), &["optimize", "promote", &id, "--yes"]).await;
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    assert!(
+        text(&done.stdout).contains(&format!("promoted job {id}: capability sentiment@1.0.1")),
+        "{}",
+        text(&done.stdout)
+    );
+    let shown = common::run_cli(cli(), &["capability", "show", "sentiment@1.0.1"]).await;
+    let shown = text(&shown.stdout);
+    assert!(shown.starts_with("sentiment@1.0.1"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "--- instructions ---\nClassify the sentiment of the text. {MAGIC}"
+        )),
+        "{shown}"
+    );
+    let json_show =
+        common::run_cli(cli(), &["capability", "show", "sentiment@1.0.1", "--json"]).await;
+    let detail: Value = serde_json::from_slice(&json_show.stdout).unwrap();
+    assert_eq!(detail["provenance"]["job_id"], id.as_str());
+    assert_eq!(detail["provenance"]["seed_score"], 0.0);
+    assert_eq!(detail["provenance"]["best_score"], 1.0);
+    let source = e
+        .client
+        .capability_version("local", "sentiment", "1.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        source.agents[0].instructions, "Classify the sentiment of the text.",
+        "the source version is untouched"
+    );
+
+    let again = common::run_cli(cli(), &["optimize", "promote", &id, "--yes"]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains(&format!("job {id} was already promoted to sentiment@1.0.1")),
+        "{}",
+        text(&again.stderr)
+    );
+    let artifacts = e
+        .client
+        .job_artifacts("local", "default", &id)
+        .await
+        .unwrap();
+    assert_eq!(
+        artifacts["artifacts"]["promoted_versions"][0]["version"],
+        "1.0.1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,6 @@ use gepard_core::job::JobCommand;
 use gepard_store::{Notifier, Store};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gepard");
-
 struct Server {
     url: String,
     key: String,
@@ -41,24 +39,11 @@ async fn server() -> Server {
 
 impl Server {
     fn cli(&self) -> Command {
-        let mut c = Command::new(BIN);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("GEPARD_") {
-                c.env_remove(k);
-            }
-        }
-        c.env("GEPARD_SERVER", &self.url)
-            .env("GEPARD_API_KEY", &self.key)
-            .env("GEPARD_DATA_DIR", self._dir.path());
-        c
+        common::cli(&self.url, &self.key, self._dir.path())
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.cli();
-        cmd.args(args).stdin(Stdio::null());
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap()
+        common::run_cli(self.cli(), args).await
     }
 
     /// The newest job, once the CLI has submitted it.

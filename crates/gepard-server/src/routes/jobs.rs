@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, FieldError};
-use crate::extract::{bytes_rejection, query_number, ApiJson};
+use crate::extract::{bytes_rejection, from_json_body, json_value, query_number, ApiJson};
 use crate::routes::registry::page_request;
 use crate::AppState;
 
@@ -629,39 +629,16 @@ fn parse_body(
     body: Result<Bytes, BytesRejection>,
     headers: &HeaderMap,
 ) -> Result<(CreateJob, String), ApiError> {
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct.starts_with("application/json") {
-        return Err(ApiError::unsupported_media_type(
-            "send the body as JSON with `Content-Type: application/json`",
-        ));
-    }
     let bytes = body.map_err(|e| bytes_rejection(&e))?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let value = json_value(headers, &bytes)?;
     // Canonical form (sorted keys) so the idempotency hash ignores formatting and key order.
     let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
-    let parsed: CreateJob = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let mut loc = vec!["body".to_owned()];
-        loc.extend(
-            e.path()
-                .to_string()
-                .split('.')
-                .filter(|s| !s.is_empty() && *s != ".")
-                .map(str::to_owned),
-        );
-        ApiError::validation(vec![FieldError {
-            loc,
-            msg: e.inner().to_string(),
-            kind: "value_error".into(),
-        }])
-    })?;
+    let parsed: CreateJob = from_json_body(&value)?;
     Ok((parsed, hash))
 }
 
-fn job_id(id: &str) -> Result<Uuid, ApiError> {
+/// A job id from the path; anything else is a job that does not exist (404).
+pub(crate) fn job_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("job `{id}` not found")))
 }
 

@@ -4,5 +4,6 @@ pub mod jobs;
 pub mod keys;
 pub mod openai;
 pub mod ops;
+pub mod promotion;
 pub mod registry;
 pub mod tenancy;

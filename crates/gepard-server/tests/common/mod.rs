@@ -9,7 +9,7 @@ use gepard_core::auth::ApiKeySecret;
 use gepard_server::{router, AppState};
 use gepard_store::{Bootstrap, Store};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 pub struct TestApp {
@@ -183,4 +183,57 @@ pub fn dataset_tar(name: &str, version: &str, rows: usize) -> Vec<u8> {
         ),
         ("rows.jsonl", &body),
     ])
+}
+
+/// The job routes of workspace `default`.
+pub const JOBS: &str = "/api/v1/org/local/ws/default/optimization/jobs";
+
+/// An app with capability sentiment@1.0.0 (agent classifier: "Classify."), datasets
+/// train@1.0.0 (12 rows) and val@1.0.0 (8 rows).
+pub async fn app_with_registry() -> TestApp {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.upload(
+            "/api/v1/org/local/capabilities",
+            capability_tar("1.0.0", "Classify.")
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.upload(
+            "/api/v1/org/local/datasets",
+            dataset_tar("train", "1.0.0", 12)
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.upload("/api/v1/org/local/datasets", dataset_tar("val", "1.0.0", 8))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    app
+}
+
+/// A valid create body over [`app_with_registry`]'s registry.
+pub fn body() -> Value {
+    json!({
+        "name": "first", "backend": "gepa", "target_kind": "capability_agent", "model": "openai/gpt-4o-mini",
+        "project": null, "run_ref": null, "capability_ref": {"name": "sentiment", "version": "1.0.0"},
+        "agent_name": null, "dataset_ref": {"name": "local/train", "version": "1.0.0"},
+        "val_dataset_ref": {"name": "val", "version": "1.0.0"},
+        "reward_recipe": {"name": "exact_match_v1", "params": {}}, "components": ["instructions"],
+        "objective": null, "tags": ["t1"], "config": {"seed": 0, "max_metric_calls": 100, "concurrency": 1, "max_trials": null}
+    })
+}
+
+/// Submits a job and returns it, asserting it was created.
+pub async fn submit(app: &TestApp, b: Value) -> Value {
+    let r = app.post(JOBS, b).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.body
 }

@@ -101,3 +101,26 @@ impl TestServer {
             .key
     }
 }
+
+/// The real CLI binary aimed at `url` with `key`, inheriting no `GEPARD_*` setting of the
+/// environment the tests run in.
+pub fn cli(url: &str, key: &str, data_dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gepard"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GEPARD_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("GEPARD_SERVER", url)
+        .env("GEPARD_API_KEY", key)
+        .env("GEPARD_DATA_DIR", data_dir);
+    c
+}
+
+/// Runs a CLI command with `args` and stdin closed (so it is not a terminal), off the runtime.
+pub async fn run_cli(mut cmd: std::process::Command, args: &[&str]) -> std::process::Output {
+    cmd.args(args).stdin(std::process::Stdio::null());
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
