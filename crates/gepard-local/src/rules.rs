@@ -7,6 +7,12 @@
 //! instruction with a bounded "answer rules" section: the labels, the format, the recurring
 //! mistakes and a few worked examples from the failures. The output depends only on its input.
 //!
+//! Worked examples are written as the conversation the target model is in (`User: <input>`,
+//! then `Assistant: <expected answer>`) and close the section: a model too small to follow
+//! rules still copies that pattern. They accumulate across rounds (the earlier section's
+//! examples are kept, the newest of each answer first, at most four), so the instruction does
+//! not forget an answer that the latest minibatch happened not to contain.
+//!
 //! It exists so a machine with no API key can run a real optimization with a tiny local model,
 //! which cannot write prompts itself. It makes the edits a careful person makes from feedback;
 //! it does not understand the task. An LLM reflection model is the real thing.
@@ -34,7 +40,9 @@ pub const MAX_RULES_CHARS: usize = 1600;
 const MAX_LABELS: usize = 16;
 const FINAL_PREFIX: &str = "Reply with exactly one word or phrase: ";
 const MAX_LABEL_CHARS: usize = 40;
-const MAX_EXAMPLES: usize = 3;
+const MAX_EXAMPLES: usize = 4;
+/// Longer expected answers are not shown as worked examples (they would not fit whole).
+const MAX_EXPECTED_CHARS: usize = 200;
 const MAX_EXAMPLE_INPUT_CHARS: usize = 240;
 const MAX_SHOWN_OUTPUT_CHARS: usize = 60;
 
@@ -174,13 +182,37 @@ fn quote_list(labels: &BTreeSet<String>) -> String {
         .join(", ")
 }
 
-/// Splits `current` into the person-written part and the labels of an earlier rules section.
-fn split_current(current: &str) -> (String, BTreeSet<String>) {
+/// A worked example as the section shows it: the user message, then the exact reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Worked {
+    input: String,
+    answer: String,
+}
+
+const USER_PREFIX: &str = "User: ";
+const ASSISTANT_PREFIX: &str = "Assistant: ";
+
+/// What an earlier rules section in `current` holds, beside the person-written part.
+struct Current {
+    base: String,
+    labels: BTreeSet<String>,
+    worked: Vec<Worked>,
+}
+
+/// Splits `current` into the person-written part and the labels and worked examples of an
+/// earlier rules section.
+fn split_current(current: &str) -> Current {
     let Some(at) = current.find(RULES_HEADING) else {
-        return (current.trim_end().to_owned(), BTreeSet::new());
+        return Current {
+            base: current.trim_end().to_owned(),
+            labels: BTreeSet::new(),
+            worked: Vec::new(),
+        };
     };
     let base = current[..at].trim_end().to_owned();
     let mut labels = BTreeSet::new();
+    let mut worked = Vec::new();
+    let mut pending_input: Option<&str> = None;
     for line in current[at..].lines() {
         if let Some(rest) = line.strip_prefix("- Allowed answers: ") {
             let mut parts = rest.split('"');
@@ -191,9 +223,54 @@ fn split_current(current: &str) -> (String, BTreeSet<String>) {
                     labels.insert(p.to_owned());
                 }
             }
+        } else if let Some(input) = line.strip_prefix(USER_PREFIX) {
+            pending_input = Some(input);
+        } else if let (Some(answer), Some(input)) =
+            (line.strip_prefix(ASSISTANT_PREFIX), pending_input.take())
+        {
+            worked.push(Worked {
+                input: input.to_owned(),
+                answer: answer.to_owned(),
+            });
         }
     }
-    (base, labels)
+    Current {
+        base,
+        labels,
+        worked,
+    }
+}
+
+/// At most [`MAX_EXAMPLES`] of `candidates` (oldest first), the newest of each answer taken in
+/// turn so every answer keeps an example, returned oldest first.
+fn choose_worked(candidates: Vec<Worked>) -> Vec<Worked> {
+    // A later example for the same input supersedes an earlier one.
+    let mut unique: Vec<Worked> = Vec::new();
+    for w in candidates {
+        unique.retain(|u| u.input != w.input);
+        unique.push(w);
+    }
+    // Answers in the order of their newest example; each with its examples newest first.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, w) in unique.iter().enumerate().rev() {
+        match groups.iter_mut().find(|(a, _)| *a == w.answer) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((w.answer.clone(), vec![i])),
+        }
+    }
+    let mut chosen = BTreeSet::new();
+    let mut round = 0;
+    while chosen.len() < MAX_EXAMPLES && chosen.len() < unique.len() {
+        for (_, members) in &groups {
+            if chosen.len() < MAX_EXAMPLES {
+                if let Some(&i) = members.get(round) {
+                    chosen.insert(i);
+                }
+            }
+        }
+        round += 1;
+    }
+    chosen.into_iter().map(|i| unique[i].clone()).collect()
 }
 
 /// The new instruction for `current` given `examples`, or why there is none.
@@ -203,7 +280,11 @@ pub fn propose_rules(current: &str, examples: &[ReflectiveRecord]) -> Result<Str
             "no reflective examples to learn from".to_owned(),
         ));
     }
-    let (base, mut labels) = split_current(current);
+    let Current {
+        base,
+        mut labels,
+        worked: earlier,
+    } = split_current(current);
     let judged: Vec<(usize, Option<Judged>)> = examples
         .iter()
         .enumerate()
@@ -310,20 +391,24 @@ pub fn propose_rules(current: &str, examples: &[ReflectiveRecord]) -> Result<Str
         }
     }
 
-    // Worked examples: failures first, one per expected answer, in input order.
-    let mut shown = BTreeSet::new();
-    let mut worked: Vec<String> = Vec::new();
-    for (_, i, e, g) in &mistakes {
-        if worked.len() >= MAX_EXAMPLES || !shown.insert(e.clone()) {
-            continue;
-        }
-        worked.push(format!(
-            "Input: {}\nCorrect answer: {}\n(Wrong: {})",
-            shorten(&examples[*i].inputs, MAX_EXAMPLE_INPUT_CHARS),
-            e.trim(),
-            shorten(g, MAX_SHOWN_OUTPUT_CHARS)
-        ));
-    }
+    // Worked examples: the failures of this batch added to the earlier ones, shown as the
+    // conversation the model is in (the user message, then the exact reply), so that even a
+    // model that ignores rules can copy the pattern.
+    let mut candidates = earlier;
+    // A long or multi-line answer cannot be shown whole on one line: no example then.
+    candidates.extend(
+        mistakes
+            .iter()
+            .filter(|(_, _, e, _)| {
+                let e = e.trim();
+                !e.is_empty() && !e.contains('\n') && e.chars().count() <= MAX_EXPECTED_CHARS
+            })
+            .map(|(_, i, e, _)| Worked {
+                input: shorten(&examples[*i].inputs, MAX_EXAMPLE_INPUT_CHARS),
+                answer: e.trim().to_owned(),
+            }),
+    );
+    let mut worked = choose_worked(candidates);
 
     if lines.is_empty() && worked.is_empty() {
         return Err(ProposeError::Rejected(
@@ -342,24 +427,40 @@ pub fn propose_rules(current: &str, examples: &[ReflectiveRecord]) -> Result<Str
         format!("{FINAL_PREFIX}{list}. Nothing else.")
     });
 
-    // Assemble within the bound: drop worked examples from the end, then rule lines.
-    let render = |lines: &[String], worked: &[String]| {
-        let mut s = format!("{RULES_HEADING}\n{}", lines.join("\n"));
-        if !worked.is_empty() {
-            s.push_str("\n\nExamples:\n");
-            s.push_str(&worked.join("\n\n"));
+    // Assemble within the bound: drop the oldest worked examples, then rule lines.
+    let render = |lines: &[String], worked: &[Worked]| {
+        let mut s = RULES_HEADING.to_owned();
+        for line in lines {
+            s.push('\n');
+            s.push_str(line);
         }
-        // Small models follow the last thing they read: end on the answer format, restated.
-        if let Some(last) = &closing {
-            s.push_str("\n\n");
-            s.push_str(last);
+        if worked.is_empty() {
+            // Small models follow the last thing they read: end on the answer format, restated.
+            if let Some(last) = &closing {
+                s.push_str("\n\n");
+                s.push_str(last);
+            }
+        } else {
+            // No header and nothing after the examples: measured with SmolLM2-135M, a section
+            // that ends on a user/reply pair is copied far more often than one that ends on a
+            // restated rule (docs/benchmarks.md).
+            for w in worked {
+                s.push_str(&format!(
+                    "\n\n{USER_PREFIX}{}\n{ASSISTANT_PREFIX}{}",
+                    w.input, w.answer
+                ));
+            }
         }
         s
     };
     let mut section = render(&lines, &worked);
     while section.chars().count() > MAX_RULES_CHARS {
-        if worked.pop().is_none() && lines.pop().is_none() {
-            break;
+        if worked.is_empty() {
+            if lines.pop().is_none() {
+                break;
+            }
+        } else {
+            worked.remove(0);
         }
         section = render(&lines, &worked);
     }

@@ -68,13 +68,94 @@ fn a_pure_case_mistake_is_called_capitalization() {
 }
 
 #[test]
-fn it_includes_worked_examples_from_the_failures_only() {
+fn it_includes_worked_examples_from_the_failures_only_as_user_and_assistant_turns() {
     let text = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
-    assert!(text.contains("Examples:\nInput: The film was a waste of two hours.\nCorrect answer: negative\n(Wrong: Negative.)"), "{text}");
-    assert!(text.contains("Input: I loved every minute of it.\nCorrect answer: positive"));
-    // The correct row teaches nothing new, and one example per label is enough.
-    assert!(!text.contains("Input: It was fine"));
-    assert!(!text.contains("Input: Terrible acting"));
+    assert!(
+        text.contains(
+            "\n\nUser: The film was a waste of two hours.\nAssistant: negative\n\n\
+             User: I loved every minute of it.\nAssistant: positive\n\n\
+             User: Terrible acting, worse plot.\nAssistant: negative"
+        ),
+        "{text}"
+    );
+    // The correct row teaches nothing new.
+    assert!(!text.contains("It was fine"), "{text}");
+}
+
+#[test]
+fn with_worked_examples_the_instruction_ends_on_the_last_expected_reply() {
+    let text = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+    assert!(
+        text.ends_with("User: Terrible acting, worse plot.\nAssistant: negative"),
+        "{text}"
+    );
+    assert!(!text.contains("Examples:"), "{text}");
+}
+
+#[test]
+fn worked_examples_of_an_earlier_round_are_kept_so_no_answer_loses_its_example() {
+    let first = propose_rules(
+        "Classify the sentiment.",
+        &[record("Awful service.", "Awful.", "negative")],
+    )
+    .unwrap();
+    let second = propose_rules(
+        &first,
+        &[
+            record("Lovely room.", "Nice!", "positive"),
+            record("Great food.", "Yum", "positive"),
+        ],
+    )
+    .unwrap();
+    assert!(
+        second.ends_with(
+            "User: Awful service.\nAssistant: negative\n\n\
+             User: Lovely room.\nAssistant: positive\n\n\
+             User: Great food.\nAssistant: positive"
+        ),
+        "{second}"
+    );
+    assert_eq!(
+        second.matches("User: Awful service.").count(),
+        1,
+        "{second}"
+    );
+}
+
+#[test]
+fn at_most_four_worked_examples_are_kept_the_newest_of_each_answer_first() {
+    let old: Vec<_> = (0..4)
+        .map(|i| record(&format!("bad {i}"), "hm", "negative"))
+        .collect();
+    let first = propose_rules("Classify.", &old).unwrap();
+    assert_eq!(first.matches("\nUser: ").count(), 4, "{first}");
+    let new: Vec<_> = (0..3)
+        .map(|i| record(&format!("good {i}"), "hm", "positive"))
+        .collect();
+    let second = propose_rules(&first, &new).unwrap();
+    assert_eq!(second.matches("\nUser: ").count(), 4, "{second}");
+    // Two of each answer: the newest negatives and the newest positives, oldest first.
+    assert!(
+        second.ends_with(
+            "User: bad 2\nAssistant: negative\n\nUser: bad 3\nAssistant: negative\n\n\
+             User: good 1\nAssistant: positive\n\nUser: good 2\nAssistant: positive"
+        ),
+        "{second}"
+    );
+}
+
+#[test]
+fn a_multi_line_or_long_expected_answer_is_not_shown_as_a_worked_example() {
+    let long = "word ".repeat(60);
+    let text = propose_rules(
+        "Answer the question.",
+        &[
+            record("q1", "no", "first line\nsecond line"),
+            record("q2", "no", long.trim()),
+        ],
+    )
+    .unwrap();
+    assert!(!text.contains("User: "), "{text}");
 }
 
 #[test]
@@ -196,11 +277,15 @@ async fn builtin_rules_answers_unfenced_when_it_cannot_read_the_prompt() {
 }
 
 #[test]
-fn the_instruction_ends_by_restating_the_allowed_answers() {
-    let text = propose_rules("Classify the sentiment.", &sentiment_batch()).unwrap();
+fn without_worked_examples_the_instruction_ends_by_restating_the_allowed_answers() {
+    let batch = vec![
+        record("Good.", "positive", "positive"),
+        record("Bad.", "negative", "negative"),
+    ];
+    let text = propose_rules("Classify the sentiment.", &batch).unwrap();
     assert!(
         text.ends_with(
-            "Reply with exactly one word or phrase: negative, neutral or positive. Nothing else."
+            "Reply with exactly one word or phrase: negative or positive. Nothing else."
         ),
         "{text}"
     );
