@@ -423,6 +423,44 @@ async fn cancelling_a_running_job_stops_its_runner_and_keeps_the_best_so_far() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_job_whose_seed_evaluation_hangs_on_the_model_ends_it_cancelled() {
+    let e = env(Duration::from_secs(60)).await;
+    let job = e.submit(config(400)).await;
+    let worker = e.worker("w1", Duration::from_secs(10));
+    let run = tokio::spawn(async move { worker.run_once(&CancellationToken::new()).await });
+    for _ in 0..600 {
+        if e.fake.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        e.fake.calls.load(Ordering::SeqCst) > 0,
+        "the seed evaluation is waiting on the model"
+    );
+    let ws = e.job(job.id).await.workspace_id;
+    e.store
+        .job_command(
+            e.notifier.as_ref(),
+            ws,
+            job.id,
+            &gepard_core::job::JobCommand::RequestCancel,
+        )
+        .await
+        .unwrap();
+    run.await.unwrap().unwrap();
+    let job = e.job(job.id).await;
+    let logs = e.logs(job.id).await;
+    assert_eq!(job.status, JobStatus::Cancelled, "{:?} {logs:?}", job.error);
+    assert_eq!(job.error, None);
+    assert!(
+        logs.iter()
+            .any(|l| l == "stopped on request before the seed was evaluated"),
+        "{logs:?}"
+    );
+}
+
 /// Finds the pid of the run-job child that carries `mark` in its environment.
 fn child_with_mark(mark: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
