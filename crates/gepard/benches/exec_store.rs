@@ -16,8 +16,9 @@
 //!    per block of events (a job's metric series grow as it runs).
 //!
 //! Run: `cargo bench -p gepard --bench exec_store`. Knobs (environment): `EXEC_BENCH`
-//! (sections, default `claims,progress`), `EXEC_CLAIM_JOBS` (1000), `EXEC_PROGRESS_EVENTS`
-//! (events per job, 2000), `EXEC_PROGRESS_JOBS` (concurrent jobs, 4). Prints markdown tables.
+//! (sections, default `claims,progress`), `EXEC_CLAIM_JOBS` (1000), `EXEC_CLAIMERS` (claimer
+//! counts, `p` for processes, default `1,4,4p`), `EXEC_PROGRESS_EVENTS` (events per job,
+//! 2000), `EXEC_PROGRESS_JOBS` (concurrent jobs, 4). Prints markdown tables.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -426,7 +427,16 @@ async fn run_all(sections: &[String]) {
     if sections.iter().any(|s| s == "claims") {
         let n: usize = env_or("EXEC_CLAIM_JOBS", 1000);
         let mut rows = Vec::new();
-        for (k, processes) in [(1, false), (4, false), (4, true)] {
+        let configs: Vec<(usize, bool)> = std::env::var("EXEC_CLAIMERS")
+            .unwrap_or_else(|_| "1,4,4p".into())
+            .split(',')
+            .filter_map(|c| {
+                let c = c.trim();
+                let k = c.trim_end_matches('p').parse().ok()?;
+                Some((k, c.ends_with('p')))
+            })
+            .collect();
+        for (k, processes) in configs {
             let row = claims(n, k, processes).await;
             eprintln!("claims: {k} {} done", row.mode);
             rows.push(row);
