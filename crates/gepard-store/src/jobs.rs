@@ -168,6 +168,46 @@ pub(crate) fn status(row: &AnyRow, col: &str) -> Result<JobStatus> {
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
+/// A job from its row, with `metrics` empty (they live in their own table).
+fn job_without_metrics(row: &AnyRow) -> Result<Job> {
+    let spec: JobSpec = from_json(json(row, "spec")?, "spec")?;
+    Ok(Job {
+        id: uuid(row, "id")?,
+        organization_id: uuid(row, "org_id")?,
+        workspace_id: uuid(row, "workspace_id")?,
+        status: status(row, "status")?,
+        name: opt_text(row, "name")?,
+        backend: text(row, "backend")?,
+        target_kind: text(row, "target_kind")?,
+        model: text(row, "model")?,
+        project: text(row, "project_key")?,
+        project_id: uuid(row, "project_id")?,
+        run_ref: opt_text(row, "run_ref")?,
+        dataset_ref: spec.dataset_ref,
+        val_dataset_ref: spec.val_dataset_ref,
+        objective: opt_text(row, "objective")?,
+        capability: spec.capability,
+        agent_name: spec.agent_name,
+        reward_recipe: spec.reward_recipe,
+        components: spec.components,
+        config: spec.config,
+        metrics: BTreeMap::new(),
+        summary: from_json(json(row, "summary")?, "summary")?,
+        artifacts: json(row, "artifacts")?,
+        tags: spec.tags,
+        error: opt_text(row, "error")?,
+        created_at: time(row, "created_at")?,
+        created_by: opt_uuid(row, "created_by")?,
+        started_at: opt_time(row, "started_at")?,
+        completed_at: opt_time(row, "completed_at")?,
+        cancel_requested_at: opt_time(row, "cancel_requested_at")?,
+        updated_at: time(row, "updated_at")?,
+        last_event_at: opt_time(row, "last_event_at")?,
+        attempt: int(row, "attempt")?,
+        usage: from_json(json(row, "usage")?, "usage")?,
+    })
+}
+
 impl Store {
     /// Creates a queued job; with an idempotency key, a repeat of the same request returns the
     /// earlier job and a different request under the same key is a conflict.
@@ -259,55 +299,32 @@ impl Store {
 
     /// A job by id alone (workers, which are not scoped to a workspace).
     pub async fn job_by_id(&self, id: Uuid) -> Result<Option<Job>> {
+        self.job_by_id_with(id, true).await
+    }
+
+    /// A job by id with its `metrics` left empty: what the lifecycle needs to decide a change
+    /// (status, attempt, summary, artifacts, times). The series cost a row per point, a long
+    /// run has thousands, and they would otherwise be read again on every progress event.
+    pub(crate) async fn job_state_by_id(&self, id: Uuid) -> Result<Option<Job>> {
+        self.job_by_id_with(id, false).await
+    }
+
+    async fn job_by_id_with(&self, id: Uuid, with_metrics: bool) -> Result<Option<Job>> {
         let row = sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1"))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(row) => Ok(Some(self.job_from_row(&row).await?)),
+            Some(row) if with_metrics => Ok(Some(self.job_from_row(&row).await?)),
+            Some(row) => Ok(Some(job_without_metrics(&row)?)),
             None => Ok(None),
         }
     }
 
     async fn job_from_row(&self, row: &AnyRow) -> Result<Job> {
-        let id = text(row, "id")?;
-        let attempt = int(row, "attempt")?;
-        let spec: JobSpec = from_json(json(row, "spec")?, "spec")?;
-        Ok(Job {
-            id: uuid(row, "id")?,
-            organization_id: uuid(row, "org_id")?,
-            workspace_id: uuid(row, "workspace_id")?,
-            status: status(row, "status")?,
-            name: opt_text(row, "name")?,
-            backend: text(row, "backend")?,
-            target_kind: text(row, "target_kind")?,
-            model: text(row, "model")?,
-            project: text(row, "project_key")?,
-            project_id: uuid(row, "project_id")?,
-            run_ref: opt_text(row, "run_ref")?,
-            dataset_ref: spec.dataset_ref,
-            val_dataset_ref: spec.val_dataset_ref,
-            objective: opt_text(row, "objective")?,
-            capability: spec.capability,
-            agent_name: spec.agent_name,
-            reward_recipe: spec.reward_recipe,
-            components: spec.components,
-            config: spec.config,
-            metrics: self.job_metrics(&id, attempt).await?,
-            summary: from_json(json(row, "summary")?, "summary")?,
-            artifacts: json(row, "artifacts")?,
-            tags: spec.tags,
-            error: opt_text(row, "error")?,
-            created_at: time(row, "created_at")?,
-            created_by: opt_uuid(row, "created_by")?,
-            started_at: opt_time(row, "started_at")?,
-            completed_at: opt_time(row, "completed_at")?,
-            cancel_requested_at: opt_time(row, "cancel_requested_at")?,
-            updated_at: time(row, "updated_at")?,
-            last_event_at: opt_time(row, "last_event_at")?,
-            attempt,
-            usage: from_json(json(row, "usage")?, "usage")?,
-        })
+        let mut job = job_without_metrics(row)?;
+        job.metrics = self.job_metrics(&job.id.to_string(), job.attempt).await?;
+        Ok(job)
     }
 
     async fn job_metrics(

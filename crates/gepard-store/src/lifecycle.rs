@@ -166,7 +166,7 @@ impl Store {
     ) -> Result<Job, LifecycleError> {
         for _ in 0..MAX_RACES {
             let job = self
-                .job_by_id(job_id)
+                .job_state_by_id(job_id)
                 .await?
                 .ok_or(LifecycleError::NotFound(job_id))?;
             let t = decide(&state_of(&job), cmd)?;
@@ -206,7 +206,7 @@ impl Store {
         event.validate().map_err(LifecycleError::Invalid)?;
         for _ in 0..MAX_RACES {
             let job = self
-                .job_by_id(job_id)
+                .job_state_by_id(job_id)
                 .await?
                 .ok_or(LifecycleError::NotFound(job_id))?;
             let now = gepard_core::time::now();

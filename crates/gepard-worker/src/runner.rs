@@ -17,7 +17,7 @@ use gepard_agent::recipe::Recipe;
 use gepard_agent::rollout::{InputMapping, RolloutOptions};
 use gepard_core::model::JobUsage;
 use gepard_core::progress::{LogLevel, MetricPoint, ProgressEvent, ProgressEventType};
-use gepard_gepa::{CancelToken, Checkpoint, Event, EventSink, StopReason};
+use gepard_gepa::{CancelToken, Checkpoint, EngineError, Event, EventSink, StopReason};
 use gepard_llm::ModelRegistry;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -528,7 +528,29 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
         }
         Err(e) => {
             out.line(&Line::Usage { usage });
-            fail(e.to_string());
+            let timed = timed_out.load(std::sync::atomic::Ordering::SeqCst);
+            match e.error {
+                EngineError::StoppedBeforeSeed(StopReason::Cancelled) if !timed => {
+                    // Stopped on request (a cancel, or the worker shutting down) while the seed
+                    // was still being evaluated: no result yet, and no terminal event either, so
+                    // the worker ends the job `cancelled` (or leaves it to be resumed after a
+                    // shutdown) just as for a stop later in the run.
+                    let mut e = ProgressEvent::new(ProgressEventType::BudgetUpdated);
+                    e.message = Some("stopped on request before the seed was evaluated".into());
+                    out.event(e);
+                }
+                EngineError::StoppedBeforeSeed(StopReason::Cancelled) => {
+                    let msg = format!("exceeded max_runtime_sec of {} s", spec.max_runtime_sec);
+                    let mut e = ProgressEvent::new(ProgressEventType::OptimizationError);
+                    e.level = LogLevel::Error;
+                    e.message = Some(format!("{msg} before the seed was evaluated"));
+                    e.error = Some(msg);
+                    out.event(e);
+                }
+                other => {
+                    fail(other.to_string());
+                }
+            }
             0
         }
     }

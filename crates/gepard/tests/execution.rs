@@ -7,13 +7,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::Json;
 use gepard_agent::bundle::{Bundle, BundleFile};
 use gepard_client::Client;
 use gepard_core::job::JobStatus;
@@ -29,53 +26,9 @@ const MAGIC: &str = "Answer with exactly one lowercase word.";
 
 /// The fake model: reflection adds the magic sentence; task calls answer correctly only when
 /// the system prompt has it. Everything is a function of the request, so runs are repeatable.
-#[derive(Clone)]
-struct Fake {
-    delay: Duration,
-    calls: Arc<AtomicUsize>,
-    /// Gold labels of known goals (the examples); other goals are labelled by their first word.
-    labels: Arc<std::collections::HashMap<String, String>>,
-}
-
-async fn chat(State(fake): State<Fake>, Json(req): Json<Value>) -> Json<Value> {
-    fake.calls.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(fake.delay).await;
-    let messages = req["messages"].as_array().cloned().unwrap_or_default();
-    let system = messages
-        .iter()
-        .find(|m| m["role"] == "system")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("");
-    let user = messages
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("");
-    let content = if user.contains("```") && user.contains("feedback") {
-        let current = user.split("```").nth(1).unwrap_or("").trim().to_owned();
-        if current.contains(MAGIC) {
-            format!("```\n{current} Be brief.\n```")
-        } else {
-            format!("```\n{current} {MAGIC}\n```")
-        }
-    } else if system.contains(MAGIC) {
-        match fake.labels.get(user) {
-            Some(label) => label.clone(),
-            None if user.starts_with("good") => "positive".into(),
-            None => "negative".into(),
-        }
-    } else {
-        "The sentiment is Positive.".to_owned()
-    };
-    Json(json!({
-        "id": "x", "object": "chat.completion", "model": req["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-    }))
-}
-
-async fn fake_model(delay: Duration) -> (String, Fake) {
+/// Gold labels of known goals come from the example datasets; other goals are labelled by
+/// their first word.
+async fn fake_model(delay: Duration) -> common::FakeModel {
     let mut labels = std::collections::HashMap::new();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/datasets");
     for split in ["sentiment-train", "sentiment-val"] {
@@ -88,18 +41,24 @@ async fn fake_model(delay: Duration) -> (String, Fake) {
             );
         }
     }
-    let fake = Fake {
-        delay,
-        calls: Arc::new(AtomicUsize::new(0)),
-        labels: Arc::new(labels),
-    };
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, fake)
+    common::fake_model(delay, move |system, user| {
+        if let Some(current) = common::reflection_of(user) {
+            if current.contains(MAGIC) {
+                format!("```\n{current} Be brief.\n```")
+            } else {
+                format!("```\n{current} {MAGIC}\n```")
+            }
+        } else if system.contains(MAGIC) {
+            match labels.get(user) {
+                Some(label) => label.clone(),
+                None if user.starts_with("good") => "positive".into(),
+                None => "negative".into(),
+            }
+        } else {
+            "The sentiment is Positive.".to_owned()
+        }
+    })
+    .await
 }
 
 struct Env {
@@ -108,8 +67,7 @@ struct Env {
     store: Store,
     notifier: Arc<dyn Notifier>,
     client: Client,
-    model_url: String,
-    fake: Fake,
+    fake: common::FakeModel,
     dir: tempfile::TempDir,
 }
 
@@ -158,14 +116,13 @@ async fn env(delay: Duration) -> Env {
             .await
             .unwrap();
     }
-    let (model_url, fake) = fake_model(delay).await;
+    let fake = fake_model(delay).await;
     Env {
         url: server.url,
         key: server.key,
         store: server.store,
         notifier: server.notifier,
         client,
-        model_url,
         fake,
         dir: server.dir,
     }
@@ -179,7 +136,7 @@ impl Env {
         c.grace = Duration::from_secs(2);
         c.data_dir = Some(self.dir.path().to_path_buf());
         c.extra_env = vec![
-            ("OPENAI_BASE_URL".into(), self.model_url.clone()),
+            ("OPENAI_BASE_URL".into(), self.fake.url.clone()),
             ("OPENAI_API_KEY".into(), "test".into()),
         ];
         Worker::new(self.store.clone(), self.notifier.clone(), c)
@@ -466,6 +423,44 @@ async fn cancelling_a_running_job_stops_its_runner_and_keeps_the_best_so_far() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_job_whose_seed_evaluation_hangs_on_the_model_ends_it_cancelled() {
+    let e = env(Duration::from_secs(60)).await;
+    let job = e.submit(config(400)).await;
+    let worker = e.worker("w1", Duration::from_secs(10));
+    let run = tokio::spawn(async move { worker.run_once(&CancellationToken::new()).await });
+    for _ in 0..600 {
+        if e.fake.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        e.fake.calls.load(Ordering::SeqCst) > 0,
+        "the seed evaluation is waiting on the model"
+    );
+    let ws = e.job(job.id).await.workspace_id;
+    e.store
+        .job_command(
+            e.notifier.as_ref(),
+            ws,
+            job.id,
+            &gepard_core::job::JobCommand::RequestCancel,
+        )
+        .await
+        .unwrap();
+    run.await.unwrap().unwrap();
+    let job = e.job(job.id).await;
+    let logs = e.logs(job.id).await;
+    assert_eq!(job.status, JobStatus::Cancelled, "{:?} {logs:?}", job.error);
+    assert_eq!(job.error, None);
+    assert!(
+        logs.iter()
+            .any(|l| l == "stopped on request before the seed was evaluated"),
+        "{logs:?}"
+    );
+}
+
 /// Finds the pid of the run-job child that carries `mark` in its environment.
 fn child_with_mark(mark: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -512,7 +507,7 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
     c.poll = Duration::from_millis(50);
     c.data_dir = Some(e.dir.path().to_path_buf());
     c.extra_env = vec![
-        ("OPENAI_BASE_URL".into(), e.model_url.clone()),
+        ("OPENAI_BASE_URL".into(), e.fake.url.clone()),
         ("OPENAI_API_KEY".into(), "t".into()),
         ("GEPARD_TEST_MARK".into(), mark.clone()),
     ];
@@ -784,7 +779,7 @@ fn make_executable(p: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_runs_a_real_job_and_prints_scores_and_the_diff() {
-    let (model_url, _fake) = fake_model(Duration::ZERO).await;
+    let model_url = fake_model(Duration::ZERO).await.url;
     let dir = tempfile::tempdir().unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut cmd = std::process::Command::new(BIN);

@@ -1,17 +1,25 @@
 //! The in-process server the binary's end-to-end tests drive: the real router over a real
 //! SQLite file, bootstrapped like a first start, served on a free 127.0.0.1 port, so a test
-//! can run the real CLI against it and also reach the store (to play a worker or a runtime).
+//! can run the real CLI against it and also reach the store (to play a worker or a runtime);
+//! and a fake OpenAI-compatible chat model on 127.0.0.1 for runs that call a model. The
+//! execution benches (`benches/exec_*.rs`) include this file too.
 
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
 
 use gepard_agent::bundle::Bundle;
 use gepard_client::Client;
 use gepard_core::auth::ApiKeySecret;
 use gepard_server::{router, AppState};
 use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// A running server and what tests need to reach it.
@@ -123,4 +131,75 @@ pub async fn run_cli(mut cmd: std::process::Command, args: &[&str]) -> std::proc
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
+}
+
+/// How a fake model answers one chat call: `(system message, last user message)` to the reply.
+pub type Answer = dyn Fn(&str, &str) -> String + Send + Sync;
+
+/// A fake OpenAI-compatible chat model serving `POST /v1/chat/completions` on 127.0.0.1.
+#[derive(Clone)]
+pub struct FakeModel {
+    /// Base URL, `http://127.0.0.1:PORT/v1` (what `OPENAI_BASE_URL` takes).
+    pub url: String,
+    /// Chat calls received, counted on arrival (before the delay), so a caller can tell that a
+    /// call is in flight.
+    pub calls: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct FakeState {
+    delay: Duration,
+    answer: Arc<Answer>,
+    calls: Arc<AtomicUsize>,
+}
+
+async fn fake_chat(State(fake): State<FakeState>, Json(req): Json<Value>) -> Json<Value> {
+    fake.calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(fake.delay).await;
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let content_of = |role: &str| {
+        messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == role)
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let content = (fake.answer)(&content_of("system"), &content_of("user"));
+    Json(json!({
+        "id": "x", "object": "chat.completion", "model": req["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    }))
+}
+
+/// Starts a fake model: every call waits `delay`, then answers `answer(system, user)`.
+pub async fn fake_model(
+    delay: Duration,
+    answer: impl Fn(&str, &str) -> String + Send + Sync + 'static,
+) -> FakeModel {
+    let state = FakeState {
+        delay,
+        answer: Arc::new(answer),
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    let calls = Arc::clone(&state.calls);
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(fake_chat))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    FakeModel { url, calls }
+}
+
+/// The current instruction of a GEPA reflection prompt (its first fenced block), or `None`
+/// when `user` is a task call.
+pub fn reflection_of(user: &str) -> Option<&str> {
+    if user.contains("```") && user.contains("feedback") {
+        Some(user.split("```").nth(1).unwrap_or("").trim())
+    } else {
+        None
+    }
 }
