@@ -399,6 +399,11 @@ impl Client {
         format!("/api/v1/org/{org}/ws/{ws}/optimization/jobs")
     }
 
+    /// One job's route: `…/jobs/{id}` followed by `tail` (empty, or `/logs`, `/cancel`, …).
+    fn job_path(org: &str, ws: &str, id: &str, tail: &str) -> String {
+        format!("{}/{}{tail}", Self::jobs_path(org, ws), encode(id))
+    }
+
     /// `POST …/optimization/jobs` with an optional `Idempotency-Key`; `true` when created (201).
     pub async fn create_job(
         &self,
@@ -437,14 +442,13 @@ impl Client {
 
     /// `GET …/optimization/jobs/{id}`.
     pub async fn job(&self, org: &str, ws: &str, id: &str) -> Result<Job> {
-        self.get(&format!("{}/{}", Self::jobs_path(org, ws), encode(id)))
-            .await
+        self.get(&Self::job_path(org, ws, id, "")).await
     }
 
     /// `POST …/{id}/cancel`.
     pub async fn cancel_job(&self, org: &str, ws: &str, id: &str) -> Result<Job> {
         self.post_json(
-            &format!("{}/{}/cancel", Self::jobs_path(org, ws), encode(id)),
+            &Self::job_path(org, ws, id, "/cancel"),
             &serde_json::json!({}),
         )
         .await
@@ -453,7 +457,7 @@ impl Client {
     /// `POST …/{id}/retry`.
     pub async fn retry_job(&self, org: &str, ws: &str, id: &str) -> Result<Job> {
         self.post_json(
-            &format!("{}/{}/retry", Self::jobs_path(org, ws), encode(id)),
+            &Self::job_path(org, ws, id, "/retry"),
             &serde_json::json!({}),
         )
         .await
@@ -469,10 +473,11 @@ impl Client {
         limit: i64,
     ) -> Result<Vec<SequencedLog>> {
         let page: serde_json::Value = self
-            .get(&format!(
-                "{}/{}/logs?after={after}&limit={limit}",
-                Self::jobs_path(org, ws),
-                encode(id)
+            .get(&Self::job_path(
+                org,
+                ws,
+                id,
+                &format!("/logs?after={after}&limit={limit}"),
             ))
             .await?;
         serde_json::from_value(page["items"].clone()).map_err(|e| ClientError::Decode {
@@ -484,12 +489,7 @@ impl Client {
 
     /// `GET …/{id}/artifacts`.
     pub async fn job_artifacts(&self, org: &str, ws: &str, id: &str) -> Result<serde_json::Value> {
-        self.get(&format!(
-            "{}/{}/artifacts",
-            Self::jobs_path(org, ws),
-            encode(id)
-        ))
-        .await
+        self.get(&Self::job_path(org, ws, id, "/artifacts")).await
     }
 
     /// `GET …/{id}/candidates`: the `items` list.
@@ -500,11 +500,7 @@ impl Client {
         id: &str,
     ) -> Result<Vec<serde_json::Value>> {
         let page: serde_json::Value = self
-            .get(&format!(
-                "{}/{}/candidates",
-                Self::jobs_path(org, ws),
-                encode(id)
-            ))
+            .get(&Self::job_path(org, ws, id, "/candidates"))
             .await?;
         Ok(page["items"].as_array().cloned().unwrap_or_default())
     }
@@ -518,11 +514,7 @@ impl Client {
         name: Option<&str>,
         version: Option<&str>,
     ) -> Result<PromotionPreview> {
-        let mut path = format!(
-            "{}/{}/promotion-preview",
-            Self::jobs_path(org, ws),
-            encode(id)
-        );
+        let mut path = Self::job_path(org, ws, id, "/promotion-preview");
         let query: Vec<String> = [("name", name), ("version", version)]
             .iter()
             .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
@@ -544,7 +536,7 @@ impl Client {
         version: Option<&str>,
     ) -> Result<CapabilityVersion> {
         self.post_json(
-            &format!("{}/{}/promote", Self::jobs_path(org, ws), encode(id)),
+            &Self::job_path(org, ws, id, "/promote"),
             &serde_json::json!({"name": name, "version": version}),
         )
         .await
@@ -571,11 +563,8 @@ impl Client {
         id: &str,
         event: &serde_json::Value,
     ) -> Result<Job> {
-        self.post_json(
-            &format!("{}/{}/progress", Self::jobs_path(org, ws), encode(id)),
-            event,
-        )
-        .await
+        self.post_json(&Self::job_path(org, ws, id, "/progress"), event)
+            .await
     }
 
     /// Follows `GET …/{id}/events`, calling `on_event` for each event until it says stop or
@@ -586,7 +575,7 @@ impl Client {
         F: FnMut(SseEvent) -> Follow,
     {
         use futures::StreamExt;
-        let path = format!("{}/{}/events", Self::jobs_path(org, ws), encode(id));
+        let path = Self::job_path(org, ws, id, "/events");
         let mut last_id: Option<String> = None;
         let mut failures = 0u32;
         loop {
