@@ -49,13 +49,7 @@ async fn server() -> Server {
         .expect("sqlite store");
     let key = ApiKeySecret::generate();
     store
-        .bootstrap(&Bootstrap {
-            org: "local".into(),
-            workspace: "default".into(),
-            project: "default".into(),
-            username: "admin".into(),
-            admin_key: key.clone(),
-        })
+        .bootstrap(&Bootstrap::first_start(key.clone()))
         .await
         .expect("bootstrap");
     let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());

@@ -26,6 +26,20 @@ pub struct Bootstrap {
     pub admin_key: ApiKeySecret,
 }
 
+impl Bootstrap {
+    /// What `gepard serve` creates on first start: org `local`, workspace and project
+    /// `default`, user `admin` holding `admin_key`.
+    pub fn first_start(admin_key: ApiKeySecret) -> Self {
+        Self {
+            org: "local".into(),
+            workspace: "default".into(),
+            project: "default".into(),
+            username: "admin".into(),
+            admin_key,
+        }
+    }
+}
+
 /// A key that authenticated a request, with what it may reach.
 #[derive(Debug, Clone)]
 pub struct AuthenticatedKey {

@@ -14,13 +14,7 @@ async fn store() -> (Store, tempfile::TempDir) {
 }
 
 fn bootstrap(key: &ApiKeySecret) -> Bootstrap {
-    Bootstrap {
-        org: "local".into(),
-        workspace: "default".into(),
-        project: "default".into(),
-        username: "admin".into(),
-        admin_key: key.clone(),
-    }
+    Bootstrap::first_start(key.clone())
 }
 
 fn capability(version: &str, instructions: &str) -> Capability {

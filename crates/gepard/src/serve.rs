@@ -146,13 +146,7 @@ async fn bootstrap(
         None => ApiKeySecret::generate(),
     };
     let created = store
-        .bootstrap(&Bootstrap {
-            org: "local".into(),
-            workspace: "default".into(),
-            project: "default".into(),
-            username: "admin".into(),
-            admin_key: key.clone(),
-        })
+        .bootstrap(&Bootstrap::first_start(key.clone()))
         .await?;
     if !created {
         return Ok(());

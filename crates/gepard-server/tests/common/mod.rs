@@ -32,13 +32,7 @@ impl TestApp {
         let store = Store::connect(&url).await.unwrap();
         let key = ApiKeySecret::generate();
         store
-            .bootstrap(&Bootstrap {
-                org: "local".into(),
-                workspace: "default".into(),
-                project: "default".into(),
-                username: "admin".into(),
-                admin_key: key.clone(),
-            })
+            .bootstrap(&Bootstrap::first_start(key.clone()))
             .await
             .unwrap();
         Self {

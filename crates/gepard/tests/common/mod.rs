@@ -46,13 +46,7 @@ pub async fn spawn_server() -> TestServer {
         .unwrap();
     let key = ApiKeySecret::generate();
     store
-        .bootstrap(&Bootstrap {
-            org: "local".into(),
-            workspace: "default".into(),
-            project: "default".into(),
-            username: "admin".into(),
-            admin_key: key.clone(),
-        })
+        .bootstrap(&Bootstrap::first_start(key.clone()))
         .await
         .unwrap();
     let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
