@@ -159,6 +159,20 @@ impl Env {
         self.store.job_by_id(id).await.unwrap().unwrap()
     }
 
+    /// What `POST …/cancel` does to a running job: the store command, with its notice.
+    async fn request_cancel(&self, id: Uuid) {
+        let ws = self.job(id).await.workspace_id;
+        self.store
+            .job_command(
+                self.notifier.as_ref(),
+                ws,
+                id,
+                &gepard_core::job::JobCommand::RequestCancel,
+            )
+            .await
+            .unwrap();
+    }
+
     async fn logs(&self, id: Uuid) -> Vec<String> {
         self.store
             .job_logs(id, 0, 10_000)
@@ -401,16 +415,7 @@ async fn cancelling_a_running_job_stops_its_runner_and_keeps_the_best_so_far() {
         j.summary.best_score.is_some()
     })
     .await;
-    let ws = e.job(job.id).await.workspace_id;
-    e.store
-        .job_command(
-            e.notifier.as_ref(),
-            ws,
-            job.id,
-            &gepard_core::job::JobCommand::RequestCancel,
-        )
-        .await
-        .unwrap();
+    e.request_cancel(job.id).await;
     let started = std::time::Instant::now();
     run.await.unwrap().unwrap();
     let job = e.job(job.id).await;
@@ -439,16 +444,7 @@ async fn cancelling_a_job_whose_seed_evaluation_hangs_on_the_model_ends_it_cance
         e.fake.calls.load(Ordering::SeqCst) > 0,
         "the seed evaluation is waiting on the model"
     );
-    let ws = e.job(job.id).await.workspace_id;
-    e.store
-        .job_command(
-            e.notifier.as_ref(),
-            ws,
-            job.id,
-            &gepard_core::job::JobCommand::RequestCancel,
-        )
-        .await
-        .unwrap();
+    e.request_cancel(job.id).await;
     run.await.unwrap().unwrap();
     let job = e.job(job.id).await;
     let logs = e.logs(job.id).await;
