@@ -8,7 +8,8 @@
 # Usage: bash bench/gepa_suite.sh [OUT_DIR]     (default OUT_DIR: /tmp/gepard-bench)
 # Environment: SEEDS ("0 1 2 3 4 5 6 7 8 9"), BUDGETS ("300 600"), PORT (8788), SLOW_PORT (8789),
 #   BENCH (the shared bench directory), DATASET (sentiment_uci.jsonl), GEPARD (a built binary;
-#   default: `cargo build --release -p gepard` into $CARGO_TARGET_DIR or ./target).
+#   default: `cargo build --release -p gepard` into $CARGO_TARGET_DIR or ./target),
+#   EXTRA_ARGS (more `optimize local` flags, e.g. "--candidate-selection current_best").
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -47,7 +48,7 @@ run_gepard() { # port budget seed out   (CPU seconds of the gepard process go to
     --test-dataset "$BENCH/splits/test.jsonl" \
     --model openai/sim --reflection-lm openai/sim-reflect \
     --reward-recipe exact_match_v1 --minibatch 3 --concurrency 8 \
-    --max-metric-calls "$2" --seed "$3" --json >"$4"
+    --max-metric-calls "$2" --seed "$3" --json ${EXTRA_ARGS:-} >"$4"
 }
 
 start_sim "$PORT" 0
