@@ -16,6 +16,7 @@ mod promotion;
 mod registry;
 mod rows;
 mod tenancy;
+pub mod testing;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,6 +39,30 @@ pub enum Backend {
     Sqlite,
     /// A PostgreSQL server.
     Postgres,
+}
+
+impl Backend {
+    /// Appended to a `SELECT` whose rows the same transaction is about to change.
+    ///
+    /// The one place the two databases need different SQL for correctness: SQLite write
+    /// transactions (`BEGIN IMMEDIATE`) already exclude each other and it has no row locks,
+    /// while PostgreSQL at READ COMMITTED lets two transactions read the same row and both
+    /// write; `FOR UPDATE` makes the second wait for the first and then read its result.
+    fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Like [`Backend::for_update`], for queues: rows another transaction holds are passed
+    /// over instead of waited for, so concurrent workers claim different jobs at once.
+    fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// What can go wrong in the store. Messages are safe for logs; the server decides what a
@@ -75,6 +100,11 @@ pub struct Store {
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections per process. On PostgreSQL every server and worker process holds its own pool,
+/// so this stays modest: ten processes are 80 connections, under the default server limit.
+const MAX_CONNECTIONS: u32 = 8;
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if needed,
@@ -88,21 +118,28 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        if backend == Backend::Postgres {
-            // The PostgreSQL schema and conformance run come with the scale-out work; refuse
-            // clearly rather than half-work.
-            return Err(StoreError::UnsupportedUrl(format!(
-                "{url} (PostgreSQL support is not available in this build yet)"
-            )));
+        let pool = match backend {
+            Backend::Sqlite => Self::sqlite_pool(url).await?,
+            Backend::Postgres => Self::postgres_pool(url).await?,
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            // Several servers starting at once against one database is normal here; sqlx's
+            // PostgreSQL migrator takes an advisory lock, so exactly one of them migrates.
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
+        Ok(Self { pool, backend })
+    }
+
+    async fn sqlite_pool(url: &str) -> Result<AnyPool> {
         let url = if url.contains('?') {
             url.to_owned()
         } else {
             format!("{url}?mode=rwc")
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
+        Ok(AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _| {
                 Box::pin(async move {
@@ -117,9 +154,16 @@ impl Store {
                 })
             })
             .connect_with(options)
-            .await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, backend })
+            .await?)
+    }
+
+    async fn postgres_pool(url: &str) -> Result<AnyPool> {
+        let options = AnyConnectOptions::from_str(url)?;
+        Ok(AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?)
     }
 
     /// The database behind this store.
