@@ -1,10 +1,16 @@
-//! gepard's persistence: one [`Store`] over SQL.
+//! gepard's persistence: one [`Store`] over SQL, on SQLite or PostgreSQL.
 //!
-//! The store speaks to SQLite (the embedded default: one WAL file, nothing to install) and is
-//! written so PostgreSQL runs the very same statements: ids and timestamps are `TEXT`, flags
-//! and counts `BIGINT`, placeholders `$N`, and everything goes through sqlx's `Any` driver.
-//! What differs between the two databases (migrations, how a write transaction starts) is
-//! decided here from the URL and never leaks to callers.
+//! SQLite (`sqlite://PATH`) is the embedded default: one WAL file, nothing to install, one
+//! machine. PostgreSQL (`postgres://…`) is for teams and scale-out: many API servers and
+//! workers share one database, and workers claim jobs with `FOR UPDATE SKIP LOCKED`.
+//!
+//! Both run the very same statements wherever they can: ids and timestamps are `TEXT`, flags
+//! and counts `BIGINT`, placeholders `$N`, searches compare lowercased text (SQLite's `LIKE`
+//! ignores ASCII case, PostgreSQL's does not), and everything goes through sqlx's `Any`
+//! driver. What differs (the migrations under `migrations/sqlite` and `migrations/postgres`,
+//! how a write transaction starts, the row locks a read-then-write transaction takes on
+//! PostgreSQL) is decided here from the URL and never leaks to callers. The conformance suite
+//! (`tests/`, with [`testing`]) runs every store test on both databases.
 //!
 //! Only this crate names `sqlx`. It must not depend on the server, HTTP or the GEPA engine.
 
@@ -194,7 +200,49 @@ impl Store {
     }
 }
 
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// Whether a database error is a unique-constraint violation (a lost insert race).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_database_password_never_reaches_a_message() {
+        assert_eq!(
+            redact_url("postgres://gepard:s3cret@db:5432/gepard"),
+            "postgres://gepard:***@db:5432/gepard"
+        );
+        assert_eq!(
+            redact_url("postgres://gepard@db/gepard"),
+            "postgres://gepard@db/gepard"
+        );
+        assert_eq!(
+            redact_url("sqlite:///tmp/a@b/g.db"),
+            "sqlite:///tmp/a@b/g.db"
+        );
+    }
 }
