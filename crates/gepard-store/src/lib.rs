@@ -33,7 +33,7 @@ use sqlx::{AnyPool, Executor};
 pub use execution::{Claimed, StoredCheckpoint};
 pub use jobs::{Created, IdempotencyKey, JobFilter, JobWrite, NewJob};
 pub use lifecycle::LifecycleError;
-pub use notify::{JobNotice, LocalNotifier, Notifier};
+pub use notify::{JobNotice, LocalNotifier, Notifier, PgNotifier};
 pub use promotion::{Promoter, PromotionRequest};
 pub use registry::Published;
 pub use tenancy::{AuthenticatedKey, Bootstrap};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use gepard_core::auth::ApiKeySecret;
 use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use gepard_store::{Bootstrap, Notifier, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{self, Credentials};
@@ -90,7 +90,11 @@ pub async fn start(
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     bootstrap(&store, &data_dir, addr).await?;
-    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
+    // On PostgreSQL, changes written by other servers and worker processes reach this
+    // server's watchers too.
+    let notifier: Arc<dyn Notifier> = gepard_store::notify::for_store(&store, &url)
+        .await
+        .context("listening for job changes")?;
     let mut state = AppState::with_notifier(store.clone(), Arc::clone(&notifier));
     state.models = Some(Arc::new(crate::models::registry(&data_dir)));
     let app = router(state);

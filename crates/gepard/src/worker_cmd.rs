@@ -67,7 +67,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the database at {}", gepard_store::redact_url(&url)))?;
     // Watchers live in server processes; across processes they learn of changes by re-reading.
-    let notifier: Arc<dyn Notifier> = Arc::new(gepard_store::LocalNotifier::default());
+    // On PostgreSQL this tells the servers' watchers what these workers write.
+    let notifier: Arc<dyn Notifier> = gepard_store::notify::for_store(&store, &url)
+        .await
+        .context("announcing job changes")?;
     let shutdown = CancellationToken::new();
     let tasks = spawn_workers(&store, &notifier, &data_dir, args.workers.max(1), &shutdown)?;
     serve::shutdown_signal().await;
