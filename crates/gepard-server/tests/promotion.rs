@@ -444,7 +444,11 @@ async fn the_same_job_may_be_promoted_to_another_explicit_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_promotions_of_one_job_write_exactly_one_version() {
-    let app = std::sync::Arc::new(app_with_registry().await);
+    concurrent_promotions_write_exactly_one_version(app_with_registry().await).await;
+}
+
+async fn concurrent_promotions_write_exactly_one_version(app: TestApp) {
+    let app = std::sync::Arc::new(app);
     let id = run_job(&app, BEST, true).await;
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -478,4 +482,40 @@ async fn concurrent_promotions_of_one_job_write_exactly_one_version() {
         .collect();
     assert_eq!(listed, ["1.0.1", "1.0.0"]);
     assert_eq!(app.get("/api/v1/org/local/audit").await.body["total"], 1);
+}
+
+/// Promotion again on PostgreSQL, where concurrent requests really run at once (skipped,
+/// printed, unless configured).
+mod postgres {
+    use super::*;
+    use gepard_store::Backend;
+
+    async fn app(test: &str) -> Option<TestApp> {
+        common::app_with_registry_on(Backend::Postgres, &format!("promotion::postgres::{test}"))
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_promotions_of_one_job_write_exactly_one_version() {
+        if let Some(app) = app("concurrent_promotions_of_one_job_write_exactly_one_version").await {
+            concurrent_promotions_write_exactly_one_version(app).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_preview_of_a_completed_job_shows_the_diff_scores_and_target() {
+        if let Some(app) =
+            app("the_preview_of_a_completed_job_shows_the_diff_scores_and_target").await
+        {
+            let id = run_job(&app, BEST, true).await;
+            let r = app.get(&format!("{JOBS}/{id}/promotion-preview")).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            assert_eq!(r.body["promotable"], true, "{}", r.body);
+            assert_eq!(
+                r.body["target"],
+                json!({"name": "sentiment", "version": "1.0.1"})
+            );
+            assert_eq!(r.body["optimized_instructions"], BEST);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::{Job, JobUsage};
 use uuid::Uuid;
 
-use crate::lifecycle::LifecycleError;
+use crate::lifecycle::{publish, LifecycleError};
 use crate::notify::Notifier;
 use crate::rows::{int, now_text, text};
 use crate::{Result, Store, StoreError};
@@ -38,54 +38,56 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 
 impl Store {
     /// Claims the oldest queued job for `owner` with a lease of `lease`, or `None` when the
-    /// queue is empty. Two workers racing for one job: the compare-and-set lets exactly one
-    /// win; the other moves on to the next job.
+    /// queue is empty. Many workers claiming at once each get a different job, and every job
+    /// goes to exactly one of them.
     pub async fn claim_next(
         &self,
         notifier: &dyn Notifier,
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, LifecycleError> {
-        for _ in 0..32 {
-            let Some(id) = sqlx::query_scalar::<_, String>(
-                "SELECT id FROM jobs WHERE status IN ('queued', 'pending') ORDER BY created_at, id LIMIT 1",
-            )
-            .fetch_optional(&self.pool)
+        let mut tx = self.write_tx().await?;
+        // SQLite: `BEGIN IMMEDIATE` already made this the only writer, so the oldest job is
+        // ours. PostgreSQL: the row is locked until commit, and jobs other claimers hold at
+        // this moment are skipped rather than waited for (or claimed twice).
+        let Some(id) = sqlx::query_scalar::<_, String>(&format!(
+            "SELECT id FROM jobs WHERE status IN ('queued', 'pending') ORDER BY created_at, id LIMIT 1{}",
+            self.backend.for_update_skip_locked()
+        ))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?
+        else {
+            return Ok(None);
+        };
+        let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let written = self
+            .job_command_in(&mut tx, id, &JobCommand::Claim, None, |w| {
+                w.lease_owner = Some(owner.to_owned());
+                w.lease_duration = chrono_duration(lease);
+            })
+            .await?;
+        let Some((workspace_id, seq)) = written else {
+            // Unreachable while the row is locked and unfenced; never claim on a guess.
+            return Err(
+                StoreError::Conflict(format!("job {id} changed while being claimed")).into(),
+            );
+        };
+        let token: i64 = sqlx::query_scalar("SELECT lease_token FROM jobs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
             .await
-            .map_err(StoreError::from)?
-            else {
-                return Ok(None);
-            };
-            let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let claimed = self
-                .job_command_with(notifier, id, &JobCommand::Claim, None, |w| {
-                    w.lease_owner = Some(owner.to_owned());
-                    w.lease_duration = chrono_duration(lease);
-                })
-                .await;
-            match claimed {
-                Ok(job) => {
-                    let token = self.current_lease_token(id).await?;
-                    return Ok(Some(Claimed {
-                        job,
-                        lease_token: token,
-                    }));
-                }
-                // Someone else took it (or cancelled it) first: try the next one.
-                Err(LifecycleError::Illegal(_) | LifecycleError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-
-    async fn current_lease_token(&self, job_id: Uuid) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT lease_token FROM jobs WHERE id = $1")
-                .bind(job_id.to_string())
-                .fetch_one(&self.pool)
-                .await?,
-        )
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        let job = self
+            .job(workspace_id, id)
+            .await?
+            .ok_or(LifecycleError::NotFound(id))?;
+        let job = publish(self, notifier, seq, job).await?;
+        Ok(Some(Claimed {
+            job,
+            lease_token: token,
+        }))
     }
 
     /// Pushes the lease forward; `false` when the worker no longer holds the job (fenced, or
@@ -103,16 +105,35 @@ impl Store {
     }
 
     /// Running jobs whose lease has expired go back to the queue (or end `cancelled` when a
-    /// cancel was requested), so another worker resumes them from their checkpoint.
+    /// cancel was requested), so another worker resumes them from their checkpoint. Several
+    /// reapers (one per worker process) may run at once: each expired job is reaped once.
     pub async fn reap_expired_leases(
         &self,
         notifier: &dyn Notifier,
     ) -> Result<Vec<Uuid>, LifecycleError> {
-        let rows = sqlx::query("SELECT id, lease_token FROM jobs WHERE status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at < $1")
-            .bind(now_text())
-            .fetch_all(&self.pool)
+        const EXPIRED: &str = "SELECT id, lease_token FROM jobs WHERE status = 'running' \
+             AND lease_expires_at IS NOT NULL AND lease_expires_at < $1 ORDER BY id";
+        let now = now_text();
+        // A plain read first: reapers run often and nearly always find nothing, and on SQLite
+        // a write transaction would take the database's one write lock just to look.
+        let any = sqlx::query(EXPIRED)
+            .bind(&now)
+            .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::from)?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write_tx().await?;
+        // PostgreSQL: a job another reaper (or a renewing worker) holds is left to it.
+        let rows = sqlx::query(&format!(
+            "{EXPIRED}{}",
+            self.backend.for_update_skip_locked()
+        ))
+        .bind(&now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
         let mut reaped = Vec::new();
         for row in rows {
             let id = Uuid::parse_str(&text(&row, "id")?)
@@ -120,11 +141,12 @@ impl Store {
             let token = int(&row, "lease_token")?;
             // Fenced by the token seen expired: a renewal in between wins over the reaper.
             match self
-                .job_command_with(notifier, id, &JobCommand::LeaseExpired, Some(token), |_| {})
+                .job_command_in(&mut tx, id, &JobCommand::LeaseExpired, Some(token), |_| {})
                 .await
             {
-                Ok(_) => reaped.push(id),
-                Err(
+                Ok(Some((workspace_id, seq))) => reaped.push((id, workspace_id, seq)),
+                Ok(None)
+                | Err(
                     LifecycleError::Illegal(_)
                     | LifecycleError::Fenced(_)
                     | LifecycleError::NotFound(_),
@@ -132,7 +154,15 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Ok(reaped)
+        tx.commit().await.map_err(StoreError::from)?;
+        let mut ids = Vec::with_capacity(reaped.len());
+        for (id, workspace_id, seq) in reaped {
+            if let Some(job) = self.job(workspace_id, id).await? {
+                publish(self, notifier, seq, job).await?;
+            }
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// A worker's command on the job it holds (e.g. `RunnerStopped`), fenced by its token.
@@ -158,9 +188,12 @@ impl Store {
         data: &str,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT lease_token FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2",
-        )
+        let held: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT lease_token FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2{}",
+            // A takeover between this check and the write must wait, or a stale worker's
+            // write lands after the new owner's.
+            self.backend.for_update()
+        ))
         .bind(job_id.to_string())
         .bind(attempt)
         .fetch_optional(&mut *tx)
@@ -240,9 +273,12 @@ impl Store {
         data: &serde_json::Value,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT lease_token FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2",
-        )
+        let held: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT lease_token FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2{}",
+            // A takeover between this check and the write must wait, or a stale worker's
+            // write lands after the new owner's.
+            self.backend.for_update()
+        ))
         .bind(job_id.to_string())
         .bind(attempt)
         .fetch_optional(&mut *tx)
@@ -295,7 +331,9 @@ impl Store {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_logs WHERE job_id = $1 AND attempt = $2 AND message LIKE $3 ESCAPE '\\'")
+        // LOWER on both sides: SQLite's LIKE ignores ASCII case and PostgreSQL's does not; this
+        // keeps the answer the same on both.
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_logs WHERE job_id = $1 AND attempt = $2 AND LOWER(message) LIKE LOWER($3) ESCAPE '\\'")
             .bind(job_id.to_string())
             .bind(attempt)
             .bind(pattern)

@@ -11,11 +11,11 @@ use gepard_core::progress::{JobSummary, LogEntry, MetricPoint};
 use gepard_core::PageRequest;
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::rows::{int, json, now_text, opt_text, opt_time, opt_uuid, text, time, uuid};
-use crate::{Result, Store, StoreError};
+use crate::{is_unique_violation, Backend, Result, Store, StoreError};
 
 /// A job to create.
 #[derive(Debug, Clone)]
@@ -216,8 +216,24 @@ impl Store {
         new: NewJob,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created> {
+        match self.try_create_job(&new, idempotency.as_ref()).await {
+            // PostgreSQL: a concurrent request with the same key committed its job between our
+            // look-up and our insert (on SQLite writers queue, so it cannot happen). Looking
+            // again finds theirs and replays it, or reports the different body.
+            Err(StoreError::Database(e)) if idempotency.is_some() && is_unique_violation(&e) => {
+                self.try_create_job(&new, idempotency.as_ref()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_create_job(
+        &self,
+        new: &NewJob,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Created> {
         let mut tx = self.write_tx().await?;
-        if let Some(idem) = &idempotency {
+        if let Some(idem) = idempotency {
             let seen = sqlx::query("SELECT request_hash, job_id FROM idempotency_keys WHERE workspace_id = $1 AND key = $2")
                 .bind(new.workspace_id.to_string())
                 .bind(&idem.key)
@@ -264,7 +280,7 @@ impl Store {
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        if let Some(idem) = &idempotency {
+        if let Some(idem) = idempotency {
             sqlx::query("INSERT INTO idempotency_keys (workspace_id, key, request_hash, job_id, created_at) VALUES ($1, $2, $3, $4, $5)")
                 .bind(new.workspace_id.to_string())
                 .bind(&idem.key)
@@ -307,6 +323,15 @@ impl Store {
     /// run has thousands, and they would otherwise be read again on every progress event.
     pub(crate) async fn job_state_by_id(&self, id: Uuid) -> Result<Option<Job>> {
         self.job_by_id_with(id, false).await
+    }
+
+    /// [`Store::job_state_by_id`] inside the caller's transaction (claims, the lease reaper).
+    pub(crate) async fn job_state_in(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.as_ref().map(job_without_metrics).transpose()
     }
 
     async fn job_by_id_with(&self, id: Uuid, with_metrics: bool) -> Result<Option<Job>> {
@@ -410,143 +435,14 @@ impl Store {
     /// Applies a compare-and-set write. `Ok(None)` means the job changed underneath the writer
     /// (or the writer's lease token is stale): nothing was written; re-read and decide again.
     pub async fn write_job(&self, job_id: Uuid, w: &JobWrite) -> Result<Option<Job>> {
-        let id = job_id.to_string();
         let mut tx = self.write_tx().await?;
-        let Some(cur) = sqlx::query(
-            "SELECT status, attempt, log_seq, lease_token, workspace_id FROM jobs WHERE id = $1",
-        )
-        .bind(&id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Err(StoreError::NotFound(format!("job {job_id}")));
-        };
-        let fenced = w
-            .expected_lease_token
-            .is_some_and(|t| t != int(&cur, "lease_token").unwrap_or(-1));
-        if status(&cur, "status")? != w.expected_status
-            || int(&cur, "attempt")? != w.expected_attempt
-            || fenced
-        {
+        let Some(workspace_id) = write_job_in(&mut tx, self.backend, job_id, w).await? else {
             tx.rollback().await?;
             return Ok(None);
-        }
-        let workspace_id = uuid(&cur, "workspace_id")?;
-        if w.archive_attempt {
-            sqlx::query(
-                "INSERT INTO job_attempts (job_id, attempt, status, summary, artifacts, usage, error, started_at, completed_at) \
-                 SELECT id, attempt, status, summary, artifacts, usage, error, started_at, completed_at FROM jobs WHERE id = $1",
-            )
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let now = now_text();
-        let log_seq = int(&cur, "log_seq")?;
-        let mut sets = vec![
-            "status = $2".to_owned(),
-            "attempt = $3".to_owned(),
-            "updated_at = $4".to_owned(),
-        ];
-        let mut binds: Vec<Option<String>> = vec![];
-        let mut set = |col: &str, v: Option<String>| {
-            binds.push(v);
-            sets.push(format!("{col} = ${}", binds.len() + 4));
         };
-        let opt_ts = |v: &Option<DateTime<Utc>>| v.as_ref().map(ts);
-        if let Some(v) = &w.started_at {
-            set("started_at", opt_ts(v));
-        }
-        if let Some(v) = &w.completed_at {
-            set("completed_at", opt_ts(v));
-        }
-        if let Some(v) = &w.cancel_requested_at {
-            set("cancel_requested_at", opt_ts(v));
-        }
-        if let Some(v) = &w.summary {
-            set("summary", Some(to_json(v)?));
-        }
-        if let Some(v) = &w.artifacts {
-            set("artifacts", Some(to_json(v)?));
-        }
-        if let Some(v) = &w.error {
-            set("error", v.clone());
-        }
-        if let Some(v) = &w.usage {
-            set("usage", Some(to_json(v)?));
-        }
-        if let Some(v) = &w.last_event_at {
-            set("last_event_at", Some(ts(v)));
-        }
-        let expires = ts(&(gepard_core::time::now() + w.lease_duration));
-        match w.lease {
-            LeaseEffect::Keep => {}
-            LeaseEffect::Acquire => {
-                set("lease_owner", w.lease_owner.clone());
-                set("lease_expires_at", Some(expires));
-            }
-            LeaseEffect::Renew => set("lease_expires_at", Some(expires)),
-            LeaseEffect::Release => {
-                // The token stays: it only ever grows, so a stale runner stays fenced out.
-                set("lease_owner", None);
-                set("lease_expires_at", None);
-            }
-        }
-        if w.lease == LeaseEffect::Acquire {
-            // A fresh token fences out whoever held the job before.
-            sets.push("lease_token = lease_token + 1".to_owned());
-        }
-        if !w.logs.is_empty() {
-            // A count we computed, not client text: safe to inline.
-            sets.push(format!("log_seq = log_seq + {}", w.logs.len()));
-        }
-        let sql = format!("UPDATE jobs SET {} WHERE id = $1", sets.join(", "));
-        let mut q = sqlx::query(&sql)
-            .bind(&id)
-            .bind(w.status.as_str())
-            .bind(w.attempt)
-            .bind(&now);
-        for b in binds {
-            q = q.bind(b);
-        }
-        q.execute(&mut *tx).await?;
-        for (i, entry) in w.logs.iter().enumerate() {
-            sqlx::query("INSERT INTO job_logs (job_id, seq, attempt, timestamp, level, message, data) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(&id)
-                .bind(log_seq + 1 + i as i64)
-                .bind(w.attempt)
-                .bind(ts(&entry.timestamp))
-                .bind(entry.level.as_str())
-                .bind(&entry.message)
-                .bind(to_json(&entry.data)?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !w.metrics.is_empty() {
-            let base: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(seq), 0) FROM job_metrics WHERE job_id = $1",
-            )
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-            for (i, (name, p)) in w.metrics.iter().enumerate() {
-                let at = p.timestamp.unwrap_or_else(gepard_core::time::now);
-                sqlx::query("INSERT INTO job_metrics (job_id, seq, attempt, name, value, step, timestamp) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                    .bind(&id)
-                    .bind(base + 1 + i as i64)
-                    .bind(w.attempt)
-                    .bind(name)
-                    .bind(p.value)
-                    .bind(p.step)
-                    .bind(ts(&at))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
         tx.commit().await?;
         self.job(workspace_id, job_id).await
     }
-
     /// Log entries after sequence number `after`, oldest first, at most `limit`.
     pub async fn job_logs(
         &self,
@@ -597,4 +493,149 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The compare-and-set of [`Store::write_job`] inside the caller's write transaction: the
+/// workspace of the job when written, `None` when the job is not as `w` expects (nothing was
+/// written; the caller rolls back).
+pub(crate) async fn write_job_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    job_id: Uuid,
+    w: &JobWrite,
+) -> Result<Option<Uuid>> {
+    let id = job_id.to_string();
+    // Locked on PostgreSQL so the check below and the update are one step: without it two
+    // writers at READ COMMITTED both see the old status and both "win".
+    let Some(cur) = sqlx::query(&format!(
+        "SELECT status, attempt, log_seq, lease_token, workspace_id FROM jobs WHERE id = $1{}",
+        backend.for_update()
+    ))
+    .bind(&id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Err(StoreError::NotFound(format!("job {job_id}")));
+    };
+    let fenced = w
+        .expected_lease_token
+        .is_some_and(|t| t != int(&cur, "lease_token").unwrap_or(-1));
+    if status(&cur, "status")? != w.expected_status
+        || int(&cur, "attempt")? != w.expected_attempt
+        || fenced
+    {
+        return Ok(None);
+    }
+    let workspace_id = uuid(&cur, "workspace_id")?;
+    if w.archive_attempt {
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, status, summary, artifacts, usage, error, started_at, completed_at) \
+             SELECT id, attempt, status, summary, artifacts, usage, error, started_at, completed_at FROM jobs WHERE id = $1",
+        )
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let now = now_text();
+    let log_seq = int(&cur, "log_seq")?;
+    let mut sets = vec![
+        "status = $2".to_owned(),
+        "attempt = $3".to_owned(),
+        "updated_at = $4".to_owned(),
+    ];
+    let mut binds: Vec<Option<String>> = vec![];
+    let mut set = |col: &str, v: Option<String>| {
+        binds.push(v);
+        sets.push(format!("{col} = ${}", binds.len() + 4));
+    };
+    let opt_ts = |v: &Option<DateTime<Utc>>| v.as_ref().map(ts);
+    if let Some(v) = &w.started_at {
+        set("started_at", opt_ts(v));
+    }
+    if let Some(v) = &w.completed_at {
+        set("completed_at", opt_ts(v));
+    }
+    if let Some(v) = &w.cancel_requested_at {
+        set("cancel_requested_at", opt_ts(v));
+    }
+    if let Some(v) = &w.summary {
+        set("summary", Some(to_json(v)?));
+    }
+    if let Some(v) = &w.artifacts {
+        set("artifacts", Some(to_json(v)?));
+    }
+    if let Some(v) = &w.error {
+        set("error", v.clone());
+    }
+    if let Some(v) = &w.usage {
+        set("usage", Some(to_json(v)?));
+    }
+    if let Some(v) = &w.last_event_at {
+        set("last_event_at", Some(ts(v)));
+    }
+    let expires = ts(&(gepard_core::time::now() + w.lease_duration));
+    match w.lease {
+        LeaseEffect::Keep => {}
+        LeaseEffect::Acquire => {
+            set("lease_owner", w.lease_owner.clone());
+            set("lease_expires_at", Some(expires));
+        }
+        LeaseEffect::Renew => set("lease_expires_at", Some(expires)),
+        LeaseEffect::Release => {
+            // The token stays: it only ever grows, so a stale runner stays fenced out.
+            set("lease_owner", None);
+            set("lease_expires_at", None);
+        }
+    }
+    if w.lease == LeaseEffect::Acquire {
+        // A fresh token fences out whoever held the job before.
+        sets.push("lease_token = lease_token + 1".to_owned());
+    }
+    if !w.logs.is_empty() {
+        // A count we computed, not client text: safe to inline.
+        sets.push(format!("log_seq = log_seq + {}", w.logs.len()));
+    }
+    let sql = format!("UPDATE jobs SET {} WHERE id = $1", sets.join(", "));
+    let mut q = sqlx::query(&sql)
+        .bind(&id)
+        .bind(w.status.as_str())
+        .bind(w.attempt)
+        .bind(&now);
+    for b in binds {
+        q = q.bind(b);
+    }
+    q.execute(&mut *conn).await?;
+    for (i, entry) in w.logs.iter().enumerate() {
+        sqlx::query("INSERT INTO job_logs (job_id, seq, attempt, timestamp, level, message, data) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&id)
+            .bind(log_seq + 1 + i as i64)
+            .bind(w.attempt)
+            .bind(ts(&entry.timestamp))
+            .bind(entry.level.as_str())
+            .bind(&entry.message)
+            .bind(to_json(&entry.data)?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !w.metrics.is_empty() {
+        let base: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_metrics WHERE job_id = $1")
+                .bind(&id)
+                .fetch_one(&mut *conn)
+                .await?;
+        for (i, (name, p)) in w.metrics.iter().enumerate() {
+            let at = p.timestamp.unwrap_or_else(gepard_core::time::now);
+            sqlx::query("INSERT INTO job_metrics (job_id, seq, attempt, name, value, step, timestamp) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&id)
+                .bind(base + 1 + i as i64)
+                .bind(w.attempt)
+                .bind(name)
+                .bind(p.value)
+                .bind(p.step)
+                .bind(ts(&at))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(Some(workspace_id))
 }

@@ -1,10 +1,16 @@
-//! gepard's persistence: one [`Store`] over SQL.
+//! gepard's persistence: one [`Store`] over SQL, on SQLite or PostgreSQL.
 //!
-//! The store speaks to SQLite (the embedded default: one WAL file, nothing to install) and is
-//! written so PostgreSQL runs the very same statements: ids and timestamps are `TEXT`, flags
-//! and counts `BIGINT`, placeholders `$N`, and everything goes through sqlx's `Any` driver.
-//! What differs between the two databases (migrations, how a write transaction starts) is
-//! decided here from the URL and never leaks to callers.
+//! SQLite (`sqlite://PATH`) is the embedded default: one WAL file, nothing to install, one
+//! machine. PostgreSQL (`postgres://…`) is for teams and scale-out: many API servers and
+//! workers share one database, and workers claim jobs with `FOR UPDATE SKIP LOCKED`.
+//!
+//! Both run the very same statements wherever they can: ids and timestamps are `TEXT`, flags
+//! and counts `BIGINT`, placeholders `$N`, searches compare lowercased text (SQLite's `LIKE`
+//! ignores ASCII case, PostgreSQL's does not), and everything goes through sqlx's `Any`
+//! driver. What differs (the migrations under `migrations/sqlite` and `migrations/postgres`,
+//! how a write transaction starts, the row locks a read-then-write transaction takes on
+//! PostgreSQL) is decided here from the URL and never leaks to callers. The conformance suite
+//! (`tests/`, with [`testing`]) runs every store test on both databases.
 //!
 //! Only this crate names `sqlx`. It must not depend on the server, HTTP or the GEPA engine.
 
@@ -16,6 +22,7 @@ mod promotion;
 mod registry;
 mod rows;
 mod tenancy;
+pub mod testing;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,7 +33,7 @@ use sqlx::{AnyPool, Executor};
 pub use execution::{Claimed, StoredCheckpoint};
 pub use jobs::{Created, IdempotencyKey, JobFilter, JobWrite, NewJob};
 pub use lifecycle::LifecycleError;
-pub use notify::{JobNotice, LocalNotifier, Notifier};
+pub use notify::{JobNotice, LocalNotifier, Notifier, PgNotifier};
 pub use promotion::{Promoter, PromotionRequest};
 pub use registry::Published;
 pub use tenancy::{AuthenticatedKey, Bootstrap};
@@ -38,6 +45,30 @@ pub enum Backend {
     Sqlite,
     /// A PostgreSQL server.
     Postgres,
+}
+
+impl Backend {
+    /// Appended to a `SELECT` whose rows the same transaction is about to change.
+    ///
+    /// The one place the two databases need different SQL for correctness: SQLite write
+    /// transactions (`BEGIN IMMEDIATE`) already exclude each other and it has no row locks,
+    /// while PostgreSQL at READ COMMITTED lets two transactions read the same row and both
+    /// write; `FOR UPDATE` makes the second wait for the first and then read its result.
+    fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Like [`Backend::for_update`], for queues: rows another transaction holds are passed
+    /// over instead of waited for, so concurrent workers claim different jobs at once.
+    fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// What can go wrong in the store. Messages are safe for logs; the server decides what a
@@ -75,6 +106,11 @@ pub struct Store {
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections per process. On PostgreSQL every server and worker process holds its own pool,
+/// so this stays modest: ten processes are 80 connections, under the default server limit.
+const MAX_CONNECTIONS: u32 = 8;
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if needed,
@@ -88,21 +124,28 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        if backend == Backend::Postgres {
-            // The PostgreSQL schema and conformance run come with the scale-out work; refuse
-            // clearly rather than half-work.
-            return Err(StoreError::UnsupportedUrl(format!(
-                "{url} (PostgreSQL support is not available in this build yet)"
-            )));
+        let pool = match backend {
+            Backend::Sqlite => Self::sqlite_pool(url).await?,
+            Backend::Postgres => Self::postgres_pool(url).await?,
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            // Several servers starting at once against one database is normal here; sqlx's
+            // PostgreSQL migrator takes an advisory lock, so exactly one of them migrates.
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
+        Ok(Self { pool, backend })
+    }
+
+    async fn sqlite_pool(url: &str) -> Result<AnyPool> {
         let url = if url.contains('?') {
             url.to_owned()
         } else {
             format!("{url}?mode=rwc")
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
+        Ok(AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _| {
                 Box::pin(async move {
@@ -117,9 +160,16 @@ impl Store {
                 })
             })
             .connect_with(options)
-            .await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, backend })
+            .await?)
+    }
+
+    async fn postgres_pool(url: &str) -> Result<AnyPool> {
+        let options = AnyConnectOptions::from_str(url)?;
+        Ok(AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?)
     }
 
     /// The database behind this store.
@@ -150,7 +200,49 @@ impl Store {
     }
 }
 
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// Whether a database error is a unique-constraint violation (a lost insert race).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_database_password_never_reaches_a_message() {
+        assert_eq!(
+            redact_url("postgres://gepard:s3cret@db:5432/gepard"),
+            "postgres://gepard:***@db:5432/gepard"
+        );
+        assert_eq!(
+            redact_url("postgres://gepard@db/gepard"),
+            "postgres://gepard@db/gepard"
+        );
+        assert_eq!(
+            redact_url("sqlite:///tmp/a@b/g.db"),
+            "sqlite:///tmp/a@b/g.db"
+        );
+    }
 }

@@ -11,7 +11,9 @@ use gepard_core::model::{Job, JobUsage};
 use gepard_core::progress::{self, JobSummary, LogEntry, LogLevel, ProgressEvent};
 use uuid::Uuid;
 
-use crate::jobs::JobWrite;
+use sqlx::AnyConnection;
+
+use crate::jobs::{write_job_in, JobWrite};
 use crate::notify::{JobNotice, Notifier};
 use crate::{Store, StoreError};
 
@@ -80,6 +82,27 @@ fn write_for(job: &Job, t: &Transition, now: chrono::DateTime<chrono::Utc>) -> J
         w.cancel_requested_at = Some(None);
     }
     w
+}
+
+/// The write a control command makes on `job` as read, or why the state machine refuses it.
+fn command_write(
+    job: &Job,
+    cmd: &JobCommand,
+    lease_token: Option<i64>,
+    adjust: &impl Fn(&mut JobWrite),
+) -> Result<JobWrite, LifecycleError> {
+    let t = decide(&state_of(job), cmd)?;
+    let now = gepard_core::time::now();
+    let mut w = write_for(job, &t, now);
+    w.expected_lease_token = lease_token;
+    adjust(&mut w);
+    if t.to.status.is_terminal() && !t.from.status.is_terminal() {
+        w.artifacts = Some(with_pinned_inputs(job, w.artifacts.as_ref()));
+    }
+    if let Some(message) = command_log(cmd, job, &t) {
+        w.logs.push(system_log(message, now));
+    }
+    Ok(w)
 }
 
 fn state_of(job: &Job) -> gepard_core::job::JobState {
@@ -169,17 +192,7 @@ impl Store {
                 .job_state_by_id(job_id)
                 .await?
                 .ok_or(LifecycleError::NotFound(job_id))?;
-            let t = decide(&state_of(&job), cmd)?;
-            let now = gepard_core::time::now();
-            let mut w = write_for(&job, &t, now);
-            w.expected_lease_token = lease_token;
-            adjust(&mut w);
-            if t.to.status.is_terminal() && !t.from.status.is_terminal() {
-                w.artifacts = Some(with_pinned_inputs(&job, w.artifacts.as_ref()));
-            }
-            if let Some(message) = command_log(cmd, &job, &t) {
-                w.logs.push(system_log(message, now));
-            }
+            let w = command_write(&job, cmd, lease_token, &adjust)?;
             let seq = self.log_seq(job_id).await?;
             match self.write_job(job_id, &w).await? {
                 Some(job) => return Ok(publish(self, notifier, seq, job).await?),
@@ -190,6 +203,33 @@ impl Store {
             }
         }
         Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+    }
+
+    /// [`Store::job_command_with`] inside the caller's write transaction, for callers that
+    /// locked the job's row themselves (the claim, the lease reaper): nothing can change the
+    /// job between this read and the write. Returns the job's workspace and its log sequence
+    /// before the write (to publish once committed), or `None` when the compare-and-set
+    /// failed anyway (a fenced token).
+    pub(crate) async fn job_command_in(
+        &self,
+        conn: &mut AnyConnection,
+        job_id: Uuid,
+        cmd: &JobCommand,
+        lease_token: Option<i64>,
+        adjust: impl Fn(&mut JobWrite),
+    ) -> Result<Option<(Uuid, i64)>, LifecycleError> {
+        let job = Store::job_state_in(conn, job_id)
+            .await?
+            .ok_or(LifecycleError::NotFound(job_id))?;
+        let w = command_write(&job, cmd, lease_token, &adjust)?;
+        let seq: i64 = sqlx::query_scalar("SELECT log_seq FROM jobs WHERE id = $1")
+            .bind(job_id.to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(write_job_in(conn, self.backend, job_id, &w)
+            .await?
+            .map(|workspace_id| (workspace_id, seq)))
     }
 
     /// Applies one progress event (API `POST …/progress`, or a sandbox's JSON line): appends

@@ -138,12 +138,16 @@ fn candidate_index(candidates: &[Value], instructions: &str, artifacts: &Value) 
         .or_else(|| artifacts["best_candidate_index"].as_i64())
 }
 
-async fn plan(conn: &mut AnyConnection, req: &PromotionRequest) -> Result<Plan> {
+/// Builds the plan. `lock` is empty for the preview and `Backend::for_update` for the
+/// promotion: on PostgreSQL it locks the job and the target capability, so a concurrent
+/// promotion waits and then plans on what this one committed, exactly like SQLite's queued
+/// writers (the same answers on both, "already promoted" included).
+async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> Result<Plan> {
     let job_id = req.job_id.to_string();
-    let row = sqlx::query(
+    let row = sqlx::query(&format!(
         "SELECT status, attempt, model, spec, summary, artifacts, log_seq FROM jobs \
-         WHERE id = $1 AND workspace_id = $2 AND org_id = $3",
-    )
+         WHERE id = $1 AND workspace_id = $2 AND org_id = $3{lock}"
+    ))
     .bind(&job_id)
     .bind(req.workspace_id.to_string())
     .bind(req.org_id.to_string())
@@ -208,6 +212,16 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest) -> Result<Plan> 
             .iter()
             .map(|r| Ok((text(r, "name")?, text(r, "version")?)))
             .collect::<Result<_>>()?;
+    if !lock.is_empty() {
+        sqlx::query(&format!(
+            "SELECT id FROM artifacts WHERE org_id = $1 AND kind = $2 AND name = $3{lock}"
+        ))
+        .bind(req.org_id.to_string())
+        .bind(ArtifactKind::Capability.as_str())
+        .bind(target_name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    }
     let existing: Vec<semver::Version> = sqlx::query_scalar::<_, String>(
         "SELECT v.version FROM artifact_versions v JOIN artifacts a ON a.id = v.artifact_id \
          WHERE a.org_id = $1 AND a.kind = $2 AND a.name = $3",
@@ -313,7 +327,7 @@ impl Store {
     /// What promoting the job would write and whether it may, without writing anything.
     pub async fn promotion_preview(&self, req: &PromotionRequest) -> Result<PromotionPreview> {
         let mut conn = self.pool.acquire().await?;
-        Ok(plan(&mut conn, req).await?.preview)
+        Ok(plan(&mut conn, req, "").await?.preview)
     }
 
     /// Promotes the job's best candidate into a new capability version: equal to the pinned
@@ -327,8 +341,35 @@ impl Store {
         req: &PromotionRequest,
         by: &Promoter,
     ) -> Result<CapabilityVersion> {
+        let mut attempts = 0;
+        loop {
+            match self.try_promote_job(notifier, req, by).await {
+                // PostgreSQL: a concurrent writer created the target capability (or version)
+                // after we looked, which the row locks cannot cover for rows not yet there.
+                // Planning again sees it and answers as SQLite would have.
+                Err(StoreError::Database(e)) if is_unique_violation(&e) && attempts < 3 => {
+                    attempts += 1;
+                }
+                Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                    return Err(StoreError::Conflict(format!(
+                        "job {} could not be promoted: its target is being written \
+                         concurrently; try again",
+                        req.job_id
+                    )))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_promote_job(
+        &self,
+        notifier: &dyn Notifier,
+        req: &PromotionRequest,
+        by: &Promoter,
+    ) -> Result<CapabilityVersion> {
         let mut tx = self.write_tx().await?;
-        let plan = plan(&mut tx, req).await?;
+        let plan = plan(&mut tx, req, self.backend.for_update()).await?;
         if !plan.preview.promotable {
             return Err(StoreError::Conflict(plan.preview.reasons.join("; ")));
         }
@@ -370,14 +411,18 @@ impl Store {
         });
         let taken = || StoreError::Conflict(format!("version {version} of {name} already exists"));
         let nv = NewVersion::capability(&derived, Some(by.user_id))?;
-        let version_id =
-            match insert_version(&mut tx, req.org_id, &nv, Some(&provenance.to_string())).await {
-                Ok(Published::Created(id)) => id,
-                Ok(Published::Existing(_)) => return Err(taken()),
-                // PostgreSQL: a concurrent promotion inserted the same version first.
-                Err(StoreError::Database(e)) if is_unique_violation(&e) => return Err(taken()),
-                Err(e) => return Err(e),
-            };
+        let version_id = match insert_version(
+            &mut tx,
+            self.backend,
+            req.org_id,
+            &nv,
+            Some(&provenance.to_string()),
+        )
+        .await?
+        {
+            Published::Created(id) => id,
+            Published::Existing(_) => return Err(taken()),
+        };
         sqlx::query(
             "INSERT INTO job_promotions (job_id, attempt, name, version, version_id, promoted_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

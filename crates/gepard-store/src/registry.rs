@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::rows::{int, json, now_text, opt_json, opt_text, opt_uuid, text, time, uuid};
-use crate::{is_unique_violation, Result, Store, StoreError};
+use crate::{is_unique_violation, Backend, Result, Store, StoreError};
 
 /// Outcome of publishing a version.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,7 +201,7 @@ impl Store {
 
     async fn try_publish(&self, org_id: Uuid, nv: &NewVersion<'_>) -> Result<Published<()>> {
         let mut tx = self.write_tx().await?;
-        let written = insert_version(&mut tx, org_id, nv, None).await?;
+        let written = insert_version(&mut tx, self.backend, org_id, nv, None).await?;
         if written.is_created() {
             tx.commit().await?;
         }
@@ -217,6 +217,7 @@ impl Store {
 /// new version's id, or [`Published::Existing`] when this exact content is already there.
 pub(crate) async fn insert_version(
     tx: &mut sqlx::AnyConnection,
+    backend: Backend,
     org_id: Uuid,
     nv: &NewVersion<'_>,
     provenance: Option<&str>,
@@ -224,9 +225,12 @@ pub(crate) async fn insert_version(
     let version = nv.version.to_string();
     let kind = nv.kind.as_str();
     let now = now_text();
-    let artifact = sqlx::query(
-        "SELECT id, latest_version FROM artifacts WHERE org_id = $1 AND kind = $2 AND name = $3",
-    )
+    // Locked on PostgreSQL: two publishers of different versions would otherwise both read
+    // the old latest_version and the lower one could overwrite the higher.
+    let artifact = sqlx::query(&format!(
+        "SELECT id, latest_version FROM artifacts WHERE org_id = $1 AND kind = $2 AND name = $3{}",
+        backend.for_update()
+    ))
     .bind(org_id.to_string())
     .bind(kind)
     .bind(nv.name)
@@ -346,7 +350,9 @@ impl Store {
         page: PageRequest,
     ) -> Result<Page<ArtifactSummary>> {
         let pattern = like_pattern(search.unwrap_or(""));
-        let filter = "WHERE a.org_id = $1 AND a.kind = $2 AND a.name LIKE $3 ESCAPE '\\'";
+        // The pattern is lowercased (`like_pattern`) and so is the name: SQLite's LIKE ignores
+        // ASCII case, PostgreSQL's does not, and search must answer the same on both.
+        let filter = "WHERE a.org_id = $1 AND a.kind = $2 AND LOWER(a.name) LIKE $3 ESCAPE '\\'";
         let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM artifacts a {filter}"))
             .bind(org_id.to_string())
             .bind(kind.as_str())

@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::rows::{flag, int, now_text, opt_text, opt_time, opt_uuid, text, time, uuid};
-use crate::{is_unique_violation, Result, Store, StoreError};
+use crate::{is_unique_violation, Backend, Result, Store, StoreError};
 
 /// What the first start of a server creates.
 #[derive(Debug, Clone)]
@@ -142,6 +142,14 @@ impl Store {
     /// created them.
     pub async fn bootstrap(&self, b: &Bootstrap) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        if self.backend == Backend::Postgres {
+            // Servers starting together on an empty PostgreSQL database must not both see "no
+            // organization" and both bootstrap (SQLite's `BEGIN IMMEDIATE` already excludes
+            // that). Readers are not blocked; the lock ends with this transaction.
+            sqlx::query("LOCK TABLE organizations IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
             .fetch_one(&mut *tx)
             .await?;

@@ -1,4 +1,4 @@
-//! `gepard serve`: the API server on SQLite (default) with first-start bootstrap.
+//! `gepard serve`: the API server on SQLite (default) or PostgreSQL, with first-start bootstrap.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use gepard_core::auth::ApiKeySecret;
 use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use gepard_store::{Bootstrap, Notifier, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{self, Credentials};
@@ -18,7 +18,7 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "GEPARD_LISTEN", default_value = "127.0.0.1:8321")]
     pub listen: SocketAddr,
-    /// Directory for the SQLite database and the credentials file.
+    /// Directory for the SQLite database (the default) and the credentials file.
     #[arg(long, env = "GEPARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Database URL (`sqlite://PATH` or `postgres://…`); default: a SQLite file in the data directory.
@@ -83,14 +83,18 @@ pub async fn start(
         .unwrap_or_else(|| settings::sqlite_url(&data_dir));
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("opening the database at {url}"))?;
+        .with_context(|| format!("opening the database at {}", gepard_store::redact_url(&url)))?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     bootstrap(&store, &data_dir, addr).await?;
-    let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::default());
+    // On PostgreSQL, changes written by other servers and worker processes reach this
+    // server's watchers too.
+    let notifier: Arc<dyn Notifier> = gepard_store::notify::for_store(&store, &url)
+        .await
+        .context("listening for job changes")?;
     let mut state = AppState::with_notifier(store.clone(), Arc::clone(&notifier));
     state.models = Some(Arc::new(crate::models::registry(&data_dir)));
     let app = router(state);

@@ -18,7 +18,7 @@ pub struct WorkerArgs {
     /// Data directory (database, run directories, model cache).
     #[arg(long, env = "GEPARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Database URL; default: the SQLite file in the data directory.
+    /// Database URL (`sqlite://PATH` or `postgres://…`); default: the SQLite file in the data directory.
     #[arg(long, env = "GEPARD_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Workers in this process.
@@ -65,9 +65,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| settings::sqlite_url(&data_dir));
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("opening the database at {url}"))?;
+        .with_context(|| format!("opening the database at {}", gepard_store::redact_url(&url)))?;
     // Watchers live in server processes; across processes they learn of changes by re-reading.
-    let notifier: Arc<dyn Notifier> = Arc::new(gepard_store::LocalNotifier::default());
+    // On PostgreSQL this tells the servers' watchers what these workers write.
+    let notifier: Arc<dyn Notifier> = gepard_store::notify::for_store(&store, &url)
+        .await
+        .context("announcing job changes")?;
     let shutdown = CancellationToken::new();
     let tasks = spawn_workers(&store, &notifier, &data_dir, args.workers.max(1), &shutdown)?;
     serve::shutdown_signal().await;

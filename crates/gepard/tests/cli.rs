@@ -1,6 +1,6 @@
 //! Pins the operator and client experience end to end: a real `gepard serve` child process on
-//! a real SQLite file, driven by the real `gepard` CLI (credentials file, publish, list, show,
-//! keys, exit codes, graceful shutdown).
+//! a real SQLite file (and once on PostgreSQL), driven by the real `gepard` CLI (credentials
+//! file, publish, list, show, keys, exit codes, graceful shutdown).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -46,12 +46,20 @@ fn base_command(data_dir: &Path) -> Command {
 }
 
 fn start_server(admin_key: Option<&str>) -> Server {
+    start_server_on(admin_key, None)
+}
+
+/// `gepard serve` on `database_url` (default: SQLite in the data directory).
+fn start_server_on(admin_key: Option<&str>, database_url: Option<&str>) -> Server {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut cmd = base_command(data_dir.path());
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
     if let Some(k) = admin_key {
         cmd.env("GEPARD_ADMIN_KEY", k);
     }
@@ -179,6 +187,38 @@ fn the_cli_publishes_lists_and_shows_the_examples() {
             && text.contains("expected_output"),
         "{text}"
     );
+}
+
+#[test]
+fn serve_runs_on_postgresql_and_the_cli_publishes_and_reads_back() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let test = "cli::serve_runs_on_postgresql_and_the_cli_publishes_and_reads_back";
+    let Some(database) = rt.block_on(gepard_store::testing::TestDatabase::postgres(test)) else {
+        return;
+    };
+    let server = start_server_on(None, Some(database.url()));
+    let cap = examples().join("capabilities/sentiment");
+    let out = server.cli(&["capability", "push", cap.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let show = server.cli(&["capability", "show", "sentiment@1.0.0", "--json"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    let detail: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(detail["agents"][0]["name"], "classifier");
+    assert!(
+        !server.data_dir.path().join("gepard.db").exists(),
+        "no SQLite file beside a PostgreSQL server"
+    );
+    // The version is in PostgreSQL itself, where another process (here: the test) reads it.
+    let found = rt.block_on(async {
+        let store = database.store().await;
+        let org = store.org_by_key("local").await.unwrap().unwrap();
+        store
+            .capability_version(org.id, "sentiment", "1.0.0")
+            .await
+            .unwrap()
+    });
+    assert_eq!(found.unwrap().agents[0].name, "classifier");
+    drop(server);
 }
 
 #[test]

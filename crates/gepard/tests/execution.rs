@@ -15,7 +15,7 @@ use gepard_agent::bundle::{Bundle, BundleFile};
 use gepard_client::Client;
 use gepard_core::job::JobStatus;
 use gepard_core::model::Job;
-use gepard_store::{Notifier, Store};
+use gepard_store::{Backend, Notifier, Store};
 use gepard_worker::{Worker, WorkerConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -69,6 +69,7 @@ struct Env {
     client: Client,
     fake: common::FakeModel,
     dir: tempfile::TempDir,
+    _database: Option<gepard_store::testing::TestDatabase>,
 }
 
 fn files(list: &[(&str, String)]) -> Vec<u8> {
@@ -81,7 +82,14 @@ fn files(list: &[(&str, String)]) -> Vec<u8> {
 }
 
 async fn env(delay: Duration) -> Env {
-    let server = common::spawn_server().await;
+    env_on(Backend::Sqlite, delay, "")
+        .await
+        .expect("SQLite is always available")
+}
+
+/// [`env`] on `backend`; `None` when the PostgreSQL variant of `test` is skipped.
+async fn env_on(backend: Backend, delay: Duration, test: &str) -> Option<Env> {
+    let server = common::spawn_server_on(backend, test).await?;
     let client = server.client();
     let cap = files(&[
         (
@@ -117,7 +125,7 @@ async fn env(delay: Duration) -> Env {
             .unwrap();
     }
     let fake = fake_model(delay).await;
-    Env {
+    Some(Env {
         url: server.url,
         key: server.key,
         store: server.store,
@@ -125,7 +133,8 @@ async fn env(delay: Duration) -> Env {
         client,
         fake,
         dir: server.dir,
-    }
+        _database: server.database,
+    })
 }
 
 impl Env {
@@ -585,7 +594,10 @@ async fn a_dead_worker_loses_its_lease_and_another_resumes_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_jobs_on_several_workers_each_run_exactly_once() {
-    let e = env(Duration::ZERO).await;
+    many_jobs_on_several_workers_each_run_exactly_once_on(env(Duration::ZERO).await).await;
+}
+
+async fn many_jobs_on_several_workers_each_run_exactly_once_on(e: Env) {
     let mut ids = vec![];
     for _ in 0..6 {
         ids.push(
@@ -623,7 +635,10 @@ async fn many_jobs_on_several_workers_each_run_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_lease_token_changes_nothing() {
-    let e = env(Duration::ZERO).await;
+    a_stale_lease_token_changes_nothing_on(env(Duration::ZERO).await).await;
+}
+
+async fn a_stale_lease_token_changes_nothing_on(e: Env) {
     let job = e.submit(config(60)).await;
     let claimed = e
         .store
@@ -815,4 +830,25 @@ async fn the_quickstart_runs_a_real_job_and_prints_scores_and_the_diff() {
         text.contains(&format!("+Classify the sentiment of the text. {MAGIC}")),
         "{text}"
     );
+}
+
+/// The scale-out behaviour again, on PostgreSQL (skipped, printed, unless configured).
+mod postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_jobs_on_several_workers_each_run_exactly_once() {
+        let test = "execution::postgres::many_jobs_on_several_workers_each_run_exactly_once";
+        if let Some(e) = env_on(Backend::Postgres, Duration::ZERO, test).await {
+            super::many_jobs_on_several_workers_each_run_exactly_once_on(e).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_lease_token_changes_nothing() {
+        let test = "execution::postgres::a_stale_lease_token_changes_nothing";
+        if let Some(e) = env_on(Backend::Postgres, Duration::ZERO, test).await {
+            super::a_stale_lease_token_changes_nothing_on(e).await;
+        }
+    }
 }

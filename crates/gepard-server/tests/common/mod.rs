@@ -1,4 +1,5 @@
-//! A real router over a real SQLite file, bootstrapped like a first start, driven in-process.
+//! A real router over a real SQLite file (or, with `spawn_on`, a fresh PostgreSQL database),
+//! bootstrapped like a first start, driven in-process.
 
 #![allow(dead_code)]
 
@@ -7,7 +8,8 @@ use axum::http::{Method, Request, StatusCode};
 use gepard_agent::bundle::{Bundle, BundleFile};
 use gepard_core::auth::ApiKeySecret;
 use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, Store};
+use gepard_store::testing::TestDatabase;
+use gepard_store::{Backend, Bootstrap, Store};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -17,6 +19,7 @@ pub struct TestApp {
     pub store: Store,
     pub admin_key: String,
     _dir: tempfile::TempDir,
+    _database: Option<TestDatabase>,
 }
 
 pub struct Reply {
@@ -27,20 +30,37 @@ pub struct Reply {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_on(Backend::Sqlite, "")
+            .await
+            .expect("SQLite is always available")
+    }
+
+    /// An app on a fresh database of `backend`; `None` when the PostgreSQL variant of `test`
+    /// is skipped (`GEPARD_TEST_POSTGRES_URL` unset; see `gepard_store::testing`).
+    pub async fn spawn_on(backend: Backend, test: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("gepard.db").display());
-        let store = Store::connect(&url).await.unwrap();
+        let (store, database) = match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("gepard.db").display());
+                (Store::connect(&url).await.unwrap(), None)
+            }
+            Backend::Postgres => {
+                let database = TestDatabase::postgres(test).await?;
+                (database.store().await, Some(database))
+            }
+        };
         let key = ApiKeySecret::generate();
         store
             .bootstrap(&Bootstrap::first_start(key.clone()))
             .await
             .unwrap();
-        Self {
+        Some(Self {
             router: router(AppState::new(store.clone())),
             store,
             admin_key: key.expose().to_owned(),
             _dir: dir,
-        }
+            _database: database,
+        })
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {
@@ -185,7 +205,14 @@ pub const JOBS: &str = "/api/v1/org/local/ws/default/optimization/jobs";
 /// An app with capability sentiment@1.0.0 (agent classifier: "Classify."), datasets
 /// train@1.0.0 (12 rows) and val@1.0.0 (8 rows).
 pub async fn app_with_registry() -> TestApp {
-    let app = TestApp::spawn().await;
+    app_with_registry_on(Backend::Sqlite, "")
+        .await
+        .expect("SQLite is always available")
+}
+
+/// [`app_with_registry`] on `backend`; `None` when the PostgreSQL variant of `test` is skipped.
+pub async fn app_with_registry_on(backend: Backend, test: &str) -> Option<TestApp> {
+    let app = TestApp::spawn_on(backend, test).await?;
     assert_eq!(
         app.upload(
             "/api/v1/org/local/capabilities",
@@ -210,7 +237,7 @@ pub async fn app_with_registry() -> TestApp {
             .status,
         StatusCode::CREATED
     );
-    app
+    Some(app)
 }
 
 /// A valid create body over [`app_with_registry`]'s registry.

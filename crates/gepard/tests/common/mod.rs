@@ -18,7 +18,8 @@ use gepard_agent::bundle::Bundle;
 use gepard_client::Client;
 use gepard_core::auth::ApiKeySecret;
 use gepard_server::{router, AppState};
-use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
+use gepard_store::testing::TestDatabase;
+use gepard_store::{Backend, Bootstrap, LocalNotifier, Notifier, Store};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -36,14 +37,33 @@ pub struct TestServer {
     pub ws: Uuid,
     /// Holds the database file (and whatever else a test puts there).
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database, when on PostgreSQL (dropped with it).
+    pub database: Option<TestDatabase>,
 }
 
-/// Starts a server on a fresh database.
+/// Starts a server on a fresh SQLite database.
 pub async fn spawn_server() -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
+    spawn_server_on(Backend::Sqlite, "")
         .await
-        .unwrap();
+        .expect("SQLite is always available")
+}
+
+/// Starts a server on a fresh database of `backend`; `None` when the PostgreSQL variant of
+/// `test` is skipped (`GEPARD_TEST_POSTGRES_URL` unset; see `gepard_store::testing`).
+pub async fn spawn_server_on(backend: Backend, test: &str) -> Option<TestServer> {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, database) = match backend {
+        Backend::Sqlite => (
+            Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
+                .await
+                .unwrap(),
+            None,
+        ),
+        Backend::Postgres => {
+            let database = TestDatabase::postgres(test).await?;
+            (database.store().await, Some(database))
+        }
+    };
     let key = ApiKeySecret::generate();
     store
         .bootstrap(&Bootstrap::first_start(key.clone()))
@@ -65,14 +85,15 @@ pub async fn spawn_server() -> TestServer {
         .unwrap()
         .unwrap()
         .id;
-    TestServer {
+    Some(TestServer {
         url,
         key: key.expose().to_owned(),
         store,
         notifier,
         ws,
         dir,
-    }
+        database,
+    })
 }
 
 impl TestServer {

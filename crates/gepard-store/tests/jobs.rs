@@ -1,0 +1,495 @@
+//! Part of the conformance suite (`sqlite::…` and `postgres::…`): jobs under concurrency, the
+//! behaviour PostgreSQL's many servers and workers rely on and SQLite's single writer hides.
+//! Claims with many claimers, lease fencing, the reaper, compare-and-set writes, idempotent
+//! submission, concurrent promotions and publishes, and a concurrent first start.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gepard_agent::bundle::{Bundle, BundleFile, Capability};
+use gepard_core::auth::ApiKeySecret;
+use gepard_core::job::{JobCommand, JobStatus};
+use gepard_core::model::{ArtifactKind, JobSpec};
+use gepard_core::progress::ProgressEvent;
+use gepard_store::{
+    Bootstrap, Created, IdempotencyKey, LifecycleError, LocalNotifier, NewJob, Promoter,
+    PromotionRequest, Store, StoreError,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+/// A lease that has run out by the time the test looks again.
+const SHORT: Duration = Duration::from_millis(1);
+
+const BEST: &str = "Classify the sentiment.\nAnswer with exactly one lowercase word.";
+
+/// A bootstrapped store with capability sentiment@1.0.0 (agent classifier: "Classify.").
+struct Fixture {
+    store: Store,
+    org: Uuid,
+    ws: Uuid,
+    project: Uuid,
+    user: Uuid,
+    cap_id: Uuid,
+}
+
+fn capability(version: &str, instructions: &str) -> Capability {
+    Capability::parse(Bundle::from_files(vec![
+        BundleFile::new(
+            "capability.yaml",
+            format!("name: sentiment\nversion: {version}\n").into_bytes(),
+        ),
+        BundleFile::new(
+            "agents/classifier.md",
+            format!("---\nname: classifier\n---\n{instructions}\n").into_bytes(),
+        ),
+    ]))
+    .unwrap()
+}
+
+async fn fixture(store: Store) -> Fixture {
+    store
+        .bootstrap(&Bootstrap::first_start(ApiKeySecret::generate()))
+        .await
+        .unwrap();
+    let org = store.org_by_key("local").await.unwrap().unwrap().id;
+    let ws = store
+        .workspace_by_key(org, "default")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let project = store.default_project(ws).await.unwrap().unwrap().id;
+    let user = store.list_api_keys(org).await.unwrap()[0].user_id;
+    let cap_id = store
+        .publish_capability(org, &capability("1.0.0", "Classify."), None)
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    Fixture {
+        store,
+        org,
+        ws,
+        project,
+        user,
+        cap_id,
+    }
+}
+
+impl Fixture {
+    fn new_job(&self, name: &str) -> NewJob {
+        let spec: JobSpec = serde_json::from_value(json!({
+            "dataset_ref": {"name": "train", "version": "1.0.0"},
+            "val_dataset_ref": null,
+            "capability": {"artifact_id": self.cap_id, "name": "sentiment", "version": "1.0.0", "runtime_digest": "sha256:0"},
+            "agent_name": "classifier",
+            "reward_recipe": {"name": "exact_match_v1", "params": {}},
+            "components": ["instructions"],
+            "config": {"seed": 0},
+            "tags": [],
+        }))
+        .unwrap();
+        NewJob {
+            org_id: self.org,
+            workspace_id: self.ws,
+            project_id: self.project,
+            name: Some(name.to_owned()),
+            backend: "gepa".into(),
+            target_kind: "capability_agent".into(),
+            model: "openai/gpt-4o-mini".into(),
+            run_ref: None,
+            objective: None,
+            spec,
+            created_by: Some(self.user),
+        }
+    }
+
+    async fn submit(&self, name: &str) -> Uuid {
+        match self
+            .store
+            .create_job(self.new_job(name), None)
+            .await
+            .unwrap()
+        {
+            Created::New(job) => job.id,
+            Created::Replayed(_) => panic!("no idempotency key, no replay"),
+        }
+    }
+
+    /// Claims, stores a seed and a better candidate, reports both and ends the job completed.
+    async fn completed_job(&self) -> Uuid {
+        let id = self.submit("to promote").await;
+        let n = LocalNotifier::default();
+        let claimed = self
+            .store
+            .claim_next(&n, "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.job.id, id);
+        for (index, text, score) in [(0, "Classify.", 0.25), (1, BEST, 0.75)] {
+            let candidate = json!({"index": index, "instructions": text, "val_score": score, "best": index == 1});
+            assert!(self
+                .store
+                .save_candidate(id, 1, claimed.lease_token, index, &candidate)
+                .await
+                .unwrap());
+        }
+        for event in [
+            json!({"event_type": "valset_evaluated", "iteration": 0,
+                   "summary": {"seed_score": 0.25, "best_score": 0.25, "best_candidate": {"instructions": "Classify."}}}),
+            json!({"event_type": "valset_evaluated", "iteration": 1,
+                   "summary": {"best_score": 0.75, "best_candidate": {"instructions": BEST}}}),
+            json!({"event_type": "optimization_end", "message": "done",
+                   "artifacts": {"best_instructions": BEST, "best_candidate_index": 1}}),
+        ] {
+            let event: ProgressEvent = serde_json::from_value(event).unwrap();
+            self.store
+                .ingest_progress(&n, id, &event, Some(claimed.lease_token))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            self.store.job_by_id(id).await.unwrap().unwrap().status,
+            JobStatus::Completed
+        );
+        id
+    }
+
+    fn promoter(&self) -> Promoter {
+        Promoter {
+            user_id: self.user,
+            key_id: Uuid::new_v4(),
+            key_name: "test".into(),
+            key_prefix: "gpd_test".into(),
+        }
+    }
+}
+
+fn event(json: serde_json::Value) -> ProgressEvent {
+    serde_json::from_value(json).unwrap()
+}
+
+gepard_store::conformance_tests! {
+    async fn many_concurrent_claimers_each_get_a_different_job_and_every_job_is_claimed_once(db) {
+        let f = Arc::new(fixture(db.store().await).await);
+        let mut submitted = HashSet::new();
+        for i in 0..24 {
+            submitted.insert(f.submit(&format!("job {i}")).await);
+        }
+        // Two pools, as two worker processes would have, eight claimers each.
+        let other = Arc::new(db.store().await);
+        let claimers: Vec<_> = (0..16)
+            .map(|c| {
+                let store = if c % 2 == 0 { f.store.clone() } else { (*other).clone() };
+                tokio::spawn(async move {
+                    let n = LocalNotifier::default();
+                    let mut mine = Vec::new();
+                    while let Some(claimed) = store
+                        .claim_next(&n, &format!("worker-{c}"), Duration::from_secs(60))
+                        .await
+                        .unwrap()
+                    {
+                        assert_eq!(claimed.job.status, JobStatus::Running);
+                        mine.push((claimed.job.id, claimed.lease_token));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for c in claimers {
+            claimed.extend(c.await.unwrap());
+        }
+        let distinct: HashSet<Uuid> = claimed.iter().map(|(id, _)| *id).collect();
+        assert_eq!(claimed.len(), 24, "every job claimed exactly once: {claimed:?}");
+        assert_eq!(distinct, submitted);
+        for (id, token) in claimed {
+            assert_eq!(token, 1, "a first claim takes the first token");
+            let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+            let started = logs.iter().filter(|l| l.entry.message == "started").count();
+            assert_eq!(started, 1, "one claim, one start line");
+        }
+    }
+
+    async fn a_stale_lease_token_changes_nothing(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("fenced").await;
+        let first = f.store.claim_next(&n, "old", SHORT).await.unwrap().unwrap();
+        // The old worker's lease expires; the reaper requeues the job and a new worker takes it.
+        let_short_leases_expire().await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), vec![id]);
+        let second = f.store.claim_next(&n, "new", Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!(second.job.id, id);
+        assert!(second.lease_token > first.lease_token);
+
+        let stale = first.lease_token;
+        let err = f
+            .store
+            .ingest_progress(&n, id, &event(json!({"event_type": "optimization_end", "message": "from the stale worker"})), Some(stale))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LifecycleError::Fenced(j) if j == id), "{err}");
+        assert!(!f.store.renew_lease(id, stale, Duration::from_secs(60)).await.unwrap());
+        assert!(!f.store.save_checkpoint(id, 1, stale, 3, "stale").await.unwrap());
+        assert!(!f.store.save_candidate(id, 1, stale, 0, &json!({"index": 0})).await.unwrap());
+        assert!(!f.store.set_usage(id, stale, &Default::default()).await.unwrap());
+        assert!(matches!(
+            f.store.runner_command(&n, id, stale, &JobCommand::RunnerStopped).await,
+            Err(LifecycleError::Fenced(_))
+        ));
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Running, "the new worker still runs it");
+        assert!(f.store.checkpoint(id, 1).await.unwrap().is_none());
+        assert!(f.store.candidates(id, 1).await.unwrap().is_empty());
+        let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+        assert!(logs.iter().all(|l| l.entry.message != "from the stale worker"));
+
+        // The current holder's writes go through.
+        let current = second.lease_token;
+        assert!(f.store.renew_lease(id, current, Duration::from_secs(60)).await.unwrap());
+        assert!(f.store.save_checkpoint(id, 1, current, 3, "fresh").await.unwrap());
+        assert_eq!(f.store.checkpoint(id, 1).await.unwrap().unwrap().data, "fresh");
+    }
+
+    async fn concurrent_reapers_requeue_an_expired_job_once(db) {
+        let f = Arc::new(fixture(db.store().await).await);
+        let n = LocalNotifier::default();
+        let ids = [f.submit("a").await, f.submit("b").await, f.submit("c").await];
+        for _ in ids {
+            f.store.claim_next(&n, "dead", SHORT).await.unwrap().unwrap();
+        }
+        let_short_leases_expire().await;
+        let other = db.store().await;
+        let reapers: Vec<_> = (0..6)
+            .map(|r| {
+                let store = if r % 2 == 0 { f.store.clone() } else { other.clone() };
+                tokio::spawn(async move {
+                    store.reap_expired_leases(&LocalNotifier::default()).await.unwrap()
+                })
+            })
+            .collect();
+        let mut reaped = Vec::new();
+        for r in reapers {
+            reaped.extend(r.await.unwrap());
+        }
+        reaped.sort();
+        let mut expected = ids.to_vec();
+        expected.sort();
+        assert_eq!(reaped, expected, "each expired job reaped exactly once");
+        for id in ids {
+            let job = f.store.job_by_id(id).await.unwrap().unwrap();
+            assert_eq!(job.status, JobStatus::Queued);
+            let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+            let requeued = logs.iter().filter(|l| l.entry.message.contains("lease expired")).count();
+            assert_eq!(requeued, 1);
+        }
+    }
+
+    async fn a_renewed_lease_is_not_reaped(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("alive").await;
+        let claimed = f.store.claim_next(&n, "w", SHORT).await.unwrap().unwrap();
+        let_short_leases_expire().await;
+        assert!(f.store.renew_lease(id, claimed.lease_token, Duration::from_secs(60)).await.unwrap());
+        assert!(f.store.reap_expired_leases(&n).await.unwrap().is_empty());
+        assert_eq!(f.store.job_by_id(id).await.unwrap().unwrap().status, JobStatus::Running);
+    }
+
+    async fn concurrent_commands_on_one_job_apply_in_some_order_and_never_both_from_one_state(db) {
+        let f = Arc::new(fixture(db.store().await).await);
+        let id = f.submit("raced").await;
+        // Cancel (queued → cancelled) races claims (queued → running): either the job is
+        // cancelled and nobody holds it, or exactly one worker holds it with a cancel pending.
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let n = LocalNotifier::default();
+                    if i % 2 == 0 {
+                        f.store.job_command(&n, f.ws, id, &JobCommand::RequestCancel).await.map(|_| None)
+                    } else {
+                        f.store
+                            .claim_next(&n, &format!("w{i}"), Duration::from_secs(60))
+                            .await
+                            .map(|c| c.map(|c| c.lease_token))
+                    }
+                })
+            })
+            .collect();
+        let mut claims = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Some(_)) => claims += 1,
+                Ok(None) | Err(LifecycleError::Illegal(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        match job.status {
+            JobStatus::Cancelled => assert_eq!(claims, 0, "a cancelled queued job is never claimed"),
+            JobStatus::Running => {
+                assert_eq!(claims, 1);
+                assert!(job.cancel_requested_at.is_some(), "the cancel after the claim is recorded");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = logs.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, (1..=logs.len() as i64).collect::<Vec<_>>(), "log sequence has no gaps or repeats");
+    }
+
+    async fn concurrent_submits_with_one_idempotency_key_create_one_job(db) {
+        let f = Arc::new(fixture(db.store().await).await);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let key = IdempotencyKey { key: "k-1".into(), request_hash: "h".into() };
+                    f.store.create_job(f.new_job("once"), Some(key)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        let mut new = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Created::New(job) => {
+                    new += 1;
+                    ids.insert(job.id);
+                }
+                Created::Replayed(job) => {
+                    ids.insert(job.id);
+                }
+            }
+        }
+        assert_eq!((new, ids.len()), (1, 1), "one job, the rest replays of it");
+        let key = IdempotencyKey { key: "k-1".into(), request_hash: "other".into() };
+        assert!(matches!(
+            f.store.create_job(f.new_job("other"), Some(key)).await,
+            Err(StoreError::Conflict(m)) if m.contains("different request body")
+        ));
+    }
+
+    async fn concurrent_promotions_of_one_job_write_exactly_one_version(db) {
+        let f = Arc::new(fixture(db.store().await).await);
+        let id = f.completed_job().await;
+        let other = db.store().await;
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let f = f.clone();
+                let store = if i % 2 == 0 { f.store.clone() } else { other.clone() };
+                tokio::spawn(async move {
+                    let req = PromotionRequest { org_id: f.org, workspace_id: f.ws, job_id: id, name: None, version: None };
+                    store.promote_job(&LocalNotifier::default(), &req, &f.promoter()).await
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(v) => {
+                    created += 1;
+                    assert_eq!(v.version, "1.0.1");
+                    assert_eq!(v.agents[0].instructions, BEST);
+                }
+                Err(StoreError::Conflict(m)) => {
+                    assert_eq!(m, format!("job {id} was already promoted to sentiment@1.0.1"));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(created, 1);
+        let versions = f.store.list_versions(f.org, ArtifactKind::Capability, "sentiment").await.unwrap().unwrap();
+        let listed: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(listed, ["1.0.1", "1.0.0"]);
+        let audit = f.store.audit_log(f.org, gepard_core::PageRequest::new(None, None).unwrap()).await.unwrap();
+        assert_eq!(audit.total, 1);
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.artifacts["promoted_versions"].as_array().unwrap().len(), 1);
+    }
+
+    async fn concurrent_publishes_of_new_versions_all_land_and_the_highest_is_latest(db) {
+        let f = Arc::new(fixture(db.store().await).await);
+        let tasks: Vec<_> = (1..=8)
+            .map(|minor| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let cap = capability(&format!("1.{minor}.0"), &format!("Version {minor}."));
+                    f.store.publish_capability(f.org, &cap, None).await.unwrap().is_created()
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        let summary = f.store.artifact(f.org, ArtifactKind::Capability, "sentiment").await.unwrap().unwrap();
+        assert_eq!((summary.latest_version.as_str(), summary.version_count), ("1.8.0", 9));
+    }
+
+    async fn concurrent_first_publishes_of_one_bundle_create_it_once(db) {
+        let store = db.store().await;
+        store.bootstrap(&Bootstrap::first_start(ApiKeySecret::generate())).await.unwrap();
+        let org = store.org_by_key("local").await.unwrap().unwrap().id;
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.publish_capability(org, &capability("2.0.0", "Same."), None).await.unwrap()
+                })
+            })
+            .collect();
+        let mut created = 0;
+        let mut ids = HashSet::new();
+        for t in tasks {
+            let published = t.await.unwrap();
+            created += usize::from(published.is_created());
+            ids.insert(published.into_inner().id);
+        }
+        assert_eq!((created, ids.len()), (1, 1));
+    }
+
+    async fn servers_starting_together_bootstrap_the_database_once(db) {
+        let stores = [db.store().await, db.store().await, db.store().await, db.store().await];
+        let tasks: Vec<_> = stores
+            .iter()
+            .cloned()
+            .map(|store| {
+                tokio::spawn(async move {
+                    store.bootstrap(&Bootstrap::first_start(ApiKeySecret::generate())).await.unwrap()
+                })
+            })
+            .collect();
+        let mut firsts = 0;
+        for t in tasks {
+            firsts += usize::from(t.await.unwrap());
+        }
+        assert_eq!(firsts, 1);
+        let org = stores[0].org_by_key("local").await.unwrap().unwrap();
+        assert_eq!(stores[0].list_api_keys(org.id).await.unwrap().len(), 1);
+    }
+
+    async fn log_prefix_counts_ignore_case_on_every_backend(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("logs").await;
+        let claimed = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+        for message in ["Crash: one", "crash: two", "no crash", "CRASH_x"] {
+            f.store
+                .ingest_progress(&n, id, &event(json!({"event_type": "iteration_start", "iteration": 1, "message": message})), Some(claimed.lease_token))
+                .await
+                .unwrap();
+        }
+        assert_eq!(f.store.count_logs_starting_with(id, 1, "crash:").await.unwrap(), 2);
+        assert_eq!(f.store.count_logs_starting_with(id, 1, "crash_").await.unwrap(), 1, "`_` is literal");
+    }
+}
+
+/// Longer than the short leases below, so they have expired when the test looks.
+async fn let_short_leases_expire() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
