@@ -25,6 +25,7 @@ mod tenancy;
 pub mod testing;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -90,6 +91,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A write waited longer than the busy timeout for the database.
+    #[error("the database stayed busy for {0:?}; try again")]
+    Busy(Duration),
     /// Migrations failed at start.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -103,6 +107,49 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// This process's turn to write on SQLite (see [`Store::write_tx`]).
+    write_turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How long a writer waits for its turn before giving up, like SQLite's `busy_timeout`. Only
+/// reached if a transaction is held that long (or a bug nests two write transactions).
+const WRITE_TURN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A write transaction; on SQLite it also holds the process's write turn until it ends.
+///
+/// It dereferences to the connection, so statements run with `.execute(&mut *tx)` as on a
+/// plain transaction. Dropping it without [`WriteTx::commit`] rolls back, then frees the turn
+/// (fields drop in declaration order).
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits, and only then lets the next writer of this process begin.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _turn } = self;
+        tx.commit().await
+    }
+
+    /// Rolls back explicitly (a drop would too, but later).
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _turn } = self;
+        tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -134,7 +181,11 @@ impl Store {
             // PostgreSQL migrator takes an advisory lock, so exactly one of them migrates.
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            write_turn: Arc::default(),
+        })
     }
 
     async fn sqlite_pool(url: &str) -> Result<AnyPool> {
@@ -191,11 +242,29 @@ impl Store {
     /// Starts a write transaction.
     ///
     /// On SQLite this is `BEGIN IMMEDIATE`: it takes the write lock up front, so two writers
-    /// queue on `busy_timeout` instead of one failing when it upgrades a read lock.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    /// queue instead of one failing when it upgrades a read lock. Writers of this process
+    /// first wait for their turn on an async FIFO lock: SQLite's own busy handler makes a
+    /// waiting writer sleep in growing steps (1, 2, 5, 10… ms) and retry, so with several
+    /// embedded workers and requests writing at once, the queue was long sleeps and a herd of
+    /// retries; the lock hands the database over the moment the previous writer commits.
+    /// Other processes on the same file still meet at SQLite's lock and `busy_timeout`.
+    /// PostgreSQL has row locks and needs neither.
+    async fn write_tx(&self) -> Result<WriteTx> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let turn =
+                    tokio::time::timeout(WRITE_TURN_TIMEOUT, self.write_turn.clone().lock_owned())
+                        .await
+                        .map_err(|_| StoreError::Busy(WRITE_TURN_TIMEOUT))?;
+                WriteTx {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _turn: Some(turn),
+                }
+            }
+            Backend::Postgres => WriteTx {
+                tx: self.pool.begin().await?,
+                _turn: None,
+            },
         })
     }
 }
@@ -228,7 +297,52 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::*;
+
+    /// A writer task that dies mid-transaction (aborted, as a dropped request or a killed
+    /// worker task is) must neither block the next writer nor leave its half-written rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_aborted_mid_transaction_frees_the_database_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE probe (x BIGINT NOT NULL)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let (held, mut holding) = tokio::sync::mpsc::channel(1);
+        let dying = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.write_tx().await.unwrap();
+                sqlx::query("INSERT INTO probe (x) VALUES (1)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                held.send(()).await.unwrap();
+                std::future::pending::<()>().await;
+                tx.commit().await.unwrap();
+            })
+        };
+        holding.recv().await.unwrap();
+        dying.abort();
+        assert!(dying.await.unwrap_err().is_cancelled());
+
+        let mut tx = tokio::time::timeout(Duration::from_secs(5), store.write_tx())
+            .await
+            .expect("the next writer gets its turn")
+            .unwrap();
+        sqlx::query("INSERT INTO probe (x) VALUES (2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT x FROM probe ORDER BY x")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![2], "the aborted writer's row was rolled back");
+    }
 
     #[test]
     fn a_database_password_never_reaches_a_message() {

@@ -488,7 +488,7 @@ impl Store {
 
 #[allow(clippy::too_many_arguments)]
 async fn insert_key(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut crate::WriteTx,
     org_id: Uuid,
     workspace_id: Option<Uuid>,
     user_id: Uuid,

@@ -17,7 +17,9 @@
 //!
 //! Run: `cargo bench -p gepard --bench exec_store`. Knobs (environment): `EXEC_BENCH`
 //! (sections, default `claims,progress`), `EXEC_CLAIM_JOBS` (1000), `EXEC_CLAIMERS` (claimer
-//! counts, `p` for processes, default `1,4,4p`), `EXEC_PROGRESS_EVENTS` (events per job,
+//! counts, `p` for processes, default `1,4,4p`), `EXEC_DATABASES` (`sqlite`, `postgres` or
+//! both, comma-separated; PostgreSQL claims run on a fresh database made through
+//! `GEPARD_TEST_POSTGRES_URL`, see `gepard_store::testing`), `EXEC_PROGRESS_EVENTS` (events per job,
 //! 2000), `EXEC_PROGRESS_JOBS` (concurrent jobs, 4). Prints markdown tables.
 
 #[path = "../tests/common/mod.rs"]
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use gepard_client::Client;
 use gepard_core::progress::{LogLevel, MetricPoint, ProgressEvent, ProgressEventType};
-use gepard_store::{LocalNotifier, Notifier, Store};
+use gepard_store::{Backend, LocalNotifier, Notifier, Store};
 use serde_json::{json, Value};
 use support::{env_or, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -109,6 +111,7 @@ async fn claimer_child(url: String) {
 }
 
 struct ClaimRow {
+    database: &'static str,
     mode: &'static str,
     claimers: usize,
     jobs: usize,
@@ -119,14 +122,20 @@ struct ClaimRow {
     load: String,
 }
 
-/// Drains `n` fresh queued jobs with `k` claimers, as tasks or as processes.
-async fn claims(n: usize, k: usize, processes: bool) -> ClaimRow {
-    let server = common::spawn_server().await;
+/// Drains `n` fresh queued jobs with `k` claimers, as tasks or as processes, on a fresh
+/// database of `backend`.
+async fn claims(n: usize, k: usize, processes: bool, backend: Backend) -> ClaimRow {
+    let server = common::spawn_server_on(backend, "exec_store_claims")
+        .await
+        .expect("PostgreSQL claims need GEPARD_TEST_POSTGRES_URL");
     server.publish_examples().await;
     let created = create_jobs(&server.client(), n).await;
     let cpu0 = own_cpu();
     let (wall, results) = if processes {
-        let url = format!("sqlite://{}", server.dir.path().join("g.db").display());
+        let url = match &server.database {
+            Some(db) => db.url().to_owned(),
+            None => format!("sqlite://{}", server.dir.path().join("g.db").display()),
+        };
         let exe = std::env::current_exe().expect("this bench binary");
         let mut children = Vec::new();
         for _ in 0..k {
@@ -198,6 +207,10 @@ async fn claims(n: usize, k: usize, processes: bool) -> ClaimRow {
         "every job is claimed exactly once"
     );
     ClaimRow {
+        database: match backend {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        },
         mode: if processes { "processes" } else { "tasks" },
         claimers: k,
         jobs: n,
@@ -436,19 +449,31 @@ async fn run_all(sections: &[String]) {
                 Some((k, c.ends_with('p')))
             })
             .collect();
-        for (k, processes) in configs {
-            let row = claims(n, k, processes).await;
-            eprintln!("claims: {k} {} done", row.mode);
-            rows.push(row);
+        let backends: Vec<Backend> = std::env::var("EXEC_DATABASES")
+            .unwrap_or_else(|_| "sqlite".into())
+            .split(',')
+            .map(|d| match d.trim() {
+                "postgres" => Backend::Postgres,
+                "sqlite" => Backend::Sqlite,
+                other => panic!("EXEC_DATABASES: unknown database {other:?} (sqlite or postgres)"),
+            })
+            .collect();
+        for backend in backends {
+            for &(k, processes) in &configs {
+                let row = claims(n, k, processes, backend).await;
+                eprintln!("claims: {} {k} {} done", row.database, row.mode);
+                rows.push(row);
+            }
         }
         println!();
-        println!("| claimers | as | jobs | wall s | jobs claimed/s | claim p50 ms | p95 ms | p99 ms | max ms | CPU ms / claim | load avg |");
-        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("| database | claimers | as | jobs | wall s | jobs claimed/s | claim p50 ms | p95 ms | p99 ms | max ms | CPU ms / claim | load avg |");
+        println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in &rows {
             #[allow(clippy::cast_precision_loss)]
             let rate = r.jobs as f64 / r.wall.as_secs_f64();
             println!(
-                "| {} | {} | {} | {:.2} | {rate:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {} | {} | {} | {} | {:.2} | {rate:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                r.database,
                 r.claimers,
                 r.mode,
                 r.jobs,
