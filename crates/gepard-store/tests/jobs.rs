@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gepard_agent::bundle::{Bundle, BundleFile, Capability};
 use gepard_core::auth::ApiKeySecret;
 use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::{ArtifactKind, JobSpec};
@@ -17,7 +16,10 @@ use gepard_store::{
     PromotionRequest, Store, StoreError,
 };
 use serde_json::json;
+use support::{capability, first_start};
 use uuid::Uuid;
+
+mod support;
 
 /// A lease that has run out by the time the test looks again.
 const SHORT: Duration = Duration::from_millis(1);
@@ -34,33 +36,8 @@ struct Fixture {
     cap_id: Uuid,
 }
 
-fn capability(version: &str, instructions: &str) -> Capability {
-    Capability::parse(Bundle::from_files(vec![
-        BundleFile::new(
-            "capability.yaml",
-            format!("name: sentiment\nversion: {version}\n").into_bytes(),
-        ),
-        BundleFile::new(
-            "agents/classifier.md",
-            format!("---\nname: classifier\n---\n{instructions}\n").into_bytes(),
-        ),
-    ]))
-    .unwrap()
-}
-
 async fn fixture(store: Store) -> Fixture {
-    store
-        .bootstrap(&Bootstrap::first_start(ApiKeySecret::generate()))
-        .await
-        .unwrap();
-    let org = store.org_by_key("local").await.unwrap().unwrap().id;
-    let ws = store
-        .workspace_by_key(org, "default")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    let project = store.default_project(ws).await.unwrap().unwrap().id;
+    let (org, ws, project) = first_start(&store).await;
     let user = store.list_api_keys(org).await.unwrap()[0].user_id;
     let cap_id = store
         .publish_capability(org, &capability("1.0.0", "Classify."), None)

@@ -5,29 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gepard_core::auth::ApiKeySecret;
 use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::JobSpec;
 use gepard_store::notify::for_store;
 use gepard_store::testing::TestDatabase;
-use gepard_store::{Bootstrap, Created, JobNotice, NewJob, Store};
+use gepard_store::{Created, JobNotice, NewJob, Store};
 use serde_json::json;
+use support::first_start;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+mod support;
+
 async fn submit(store: &Store) -> (Uuid, Uuid) {
-    store
-        .bootstrap(&Bootstrap::first_start(ApiKeySecret::generate()))
-        .await
-        .unwrap();
-    let org = store.org_by_key("local").await.unwrap().unwrap().id;
-    let ws = store
-        .workspace_by_key(org, "default")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    let project = store.default_project(ws).await.unwrap().unwrap().id;
+    let (org, ws, project) = first_start(store).await;
     let spec: JobSpec = serde_json::from_value(json!({
         "dataset_ref": {"name": "train", "version": "1.0.0"}, "val_dataset_ref": null,
         "capability": {"artifact_id": Uuid::new_v4(), "name": "c", "version": "1.0.0", "runtime_digest": "x"},

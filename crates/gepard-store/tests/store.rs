@@ -8,23 +8,12 @@ use gepard_core::auth::{ApiKeySecret, Scopes};
 use gepard_core::model::ArtifactKind;
 use gepard_core::PageRequest;
 use gepard_store::{Bootstrap, Published, StoreError};
+use support::capability;
+
+mod support;
 
 fn bootstrap(key: &ApiKeySecret) -> Bootstrap {
     Bootstrap::first_start(key.clone())
-}
-
-fn capability(version: &str, instructions: &str) -> Capability {
-    Capability::parse(Bundle::from_files(vec![
-        BundleFile::new(
-            "capability.yaml",
-            format!("name: sentiment\nversion: {version}\n").into_bytes(),
-        ),
-        BundleFile::new(
-            "agents/classifier.md",
-            format!("---\nname: classifier\n---\n{instructions}\n").into_bytes(),
-        ),
-    ]))
-    .unwrap()
 }
 
 fn dataset(rows: usize) -> Dataset {
