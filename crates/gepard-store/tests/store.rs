@@ -8,7 +8,7 @@ use gepard_core::auth::{ApiKeySecret, Scopes};
 use gepard_core::model::ArtifactKind;
 use gepard_core::PageRequest;
 use gepard_store::{Bootstrap, Published, StoreError};
-use support::capability;
+use support::{capability, first_start};
 
 mod support;
 
@@ -72,16 +72,12 @@ gepard_store::conformance_tests! {
 
     async fn revoked_keys_no_longer_authenticate(db) {
         let store = db.store().await;
-        store
-            .bootstrap(&bootstrap(&ApiKeySecret::generate()))
-            .await
-            .unwrap();
-        let org = store.org_by_key("local").await.unwrap().unwrap();
-        let admin = store.list_api_keys(org.id).await.unwrap()[0].clone();
+        let (org, _, _) = first_start(&store).await;
+        let admin = store.list_api_keys(org).await.unwrap()[0].clone();
         let secret = ApiKeySecret::generate();
         let info = store
             .create_api_key(
-                org.id,
+                org,
                 None,
                 admin.user_id,
                 "ci",
@@ -91,20 +87,16 @@ gepard_store::conformance_tests! {
             .await
             .unwrap();
         assert!(store.authenticate(secret.expose()).await.unwrap().is_some());
-        let revoked = store.revoke_api_key(org.id, info.id).await.unwrap();
+        let revoked = store.revoke_api_key(org, info.id).await.unwrap();
         assert!(revoked.revoked_at.is_some());
         assert!(store.authenticate(secret.expose()).await.unwrap().is_none());
     }
 
     async fn projects_are_unique_per_workspace_and_get_one_runtime(db) {
         let store = db.store().await;
-        store
-            .bootstrap(&bootstrap(&ApiKeySecret::generate()))
-            .await
-            .unwrap();
-        let org = store.org_by_key("local").await.unwrap().unwrap();
+        let (org, _, _) = first_start(&store).await;
         let ws = store
-            .workspace_by_key(org.id, "default")
+            .workspace_by_key(org, "default")
             .await
             .unwrap()
             .unwrap();
@@ -145,24 +137,20 @@ gepard_store::conformance_tests! {
 
     async fn publishing_is_idempotent_for_equal_content_and_conflicts_otherwise(db) {
         let store = db.store().await;
-        store
-            .bootstrap(&bootstrap(&ApiKeySecret::generate()))
-            .await
-            .unwrap();
-        let org = store.org_by_key("local").await.unwrap().unwrap();
+        let (org, _, _) = first_start(&store).await;
         let first = store
-            .publish_capability(org.id, &capability("1.0.0", "Classify."), None)
+            .publish_capability(org, &capability("1.0.0", "Classify."), None)
             .await
             .unwrap();
         assert!(first.is_created());
         let again = store
-            .publish_capability(org.id, &capability("1.0.0", "Classify."), None)
+            .publish_capability(org, &capability("1.0.0", "Classify."), None)
             .await
             .unwrap();
         assert!(matches!(again, Published::Existing(_)));
         assert_eq!(first.into_inner().id, again.into_inner().id);
         let err = store
-            .publish_capability(org.id, &capability("1.0.0", "Other."), None)
+            .publish_capability(org, &capability("1.0.0", "Other."), None)
             .await
             .unwrap_err();
         assert!(
@@ -171,15 +159,15 @@ gepard_store::conformance_tests! {
         );
 
         store
-            .publish_capability(org.id, &capability("1.10.0", "Newer."), None)
+            .publish_capability(org, &capability("1.10.0", "Newer."), None)
             .await
             .unwrap();
         store
-            .publish_capability(org.id, &capability("1.2.0", "Middle."), None)
+            .publish_capability(org, &capability("1.2.0", "Middle."), None)
             .await
             .unwrap();
         let versions = store
-            .list_versions(org.id, ArtifactKind::Capability, "sentiment")
+            .list_versions(org, ArtifactKind::Capability, "sentiment")
             .await
             .unwrap()
             .unwrap();
@@ -190,7 +178,7 @@ gepard_store::conformance_tests! {
             "semver order, not text order"
         );
         let summary = store
-            .artifact(org.id, ArtifactKind::Capability, "sentiment")
+            .artifact(org, ArtifactKind::Capability, "sentiment")
             .await
             .unwrap()
             .unwrap();
@@ -200,14 +188,14 @@ gepard_store::conformance_tests! {
         );
 
         let detail = store
-            .capability_version(org.id, "sentiment", "1.0.0")
+            .capability_version(org, "sentiment", "1.0.0")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(detail.agents[0].instructions, "Classify.");
         let file = store
             .file_content(
-                org.id,
+                org,
                 ArtifactKind::Capability,
                 "sentiment",
                 "1.0.0",
@@ -221,19 +209,15 @@ gepard_store::conformance_tests! {
 
     async fn dataset_rows_page_in_file_order(db) {
         let store = db.store().await;
-        store
-            .bootstrap(&bootstrap(&ApiKeySecret::generate()))
-            .await
-            .unwrap();
-        let org = store.org_by_key("local").await.unwrap().unwrap();
+        let (org, _, _) = first_start(&store).await;
         let published = store
-            .publish_dataset(org.id, &dataset(1234), None)
+            .publish_dataset(org, &dataset(1234), None)
             .await
             .unwrap()
             .into_inner();
         assert_eq!(published.row_count, 1234);
         let page = store
-            .dataset_rows(org.id, "rows", "1.0.0", 1000, 50)
+            .dataset_rows(org, "rows", "1.0.0", 1000, 50)
             .await
             .unwrap()
             .unwrap();
@@ -241,7 +225,7 @@ gepard_store::conformance_tests! {
         assert_eq!(page.items[0]["goal"], "row 1000");
         assert_eq!(page.total, 1234);
         let tail = store
-            .dataset_rows(org.id, "rows", "1.0.0", 1230, 50)
+            .dataset_rows(org, "rows", "1.0.0", 1230, 50)
             .await
             .unwrap()
             .unwrap();
@@ -250,11 +234,7 @@ gepard_store::conformance_tests! {
 
     async fn listings_page_and_search_by_name(db) {
         let store = db.store().await;
-        store
-            .bootstrap(&bootstrap(&ApiKeySecret::generate()))
-            .await
-            .unwrap();
-        let org = store.org_by_key("local").await.unwrap().unwrap();
+        let (org, _, _) = first_start(&store).await;
         for name in ["alpha", "beta", "alphabet", "gamma_x"] {
             let cap = Capability::parse(Bundle::from_files(vec![
                 BundleFile::new(
@@ -264,11 +244,11 @@ gepard_store::conformance_tests! {
                 BundleFile::new("agents/a.md", b"---\n---\nHi".to_vec()),
             ]))
             .unwrap();
-            store.publish_capability(org.id, &cap, None).await.unwrap();
+            store.publish_capability(org, &cap, None).await.unwrap();
         }
         let page = store
             .list_artifacts(
-                org.id,
+                org,
                 ArtifactKind::Capability,
                 None,
                 PageRequest::new(Some(2), Some(3)).unwrap(),
@@ -278,7 +258,7 @@ gepard_store::conformance_tests! {
         assert_eq!((page.total, page.items.len()), (4, 1));
         let found = store
             .list_artifacts(
-                org.id,
+                org,
                 ArtifactKind::Capability,
                 Some("ALPHA"),
                 PageRequest::new(None, None).unwrap(),
@@ -295,7 +275,7 @@ gepard_store::conformance_tests! {
         );
         let literal = store
             .list_artifacts(
-                org.id,
+                org,
                 ArtifactKind::Capability,
                 Some("_"),
                 PageRequest::new(None, None).unwrap(),
@@ -305,7 +285,7 @@ gepard_store::conformance_tests! {
         assert_eq!(literal.total, 1, "`_` matches literally, not as a wildcard");
         let none = store
             .list_artifacts(
-                org.id,
+                org,
                 ArtifactKind::Dataset,
                 None,
                 PageRequest::new(None, None).unwrap(),
