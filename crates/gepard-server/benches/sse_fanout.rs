@@ -24,7 +24,13 @@ use gepard_core::job::JobCommand;
 use gepard_server::{router, AppState};
 use gepard_store::{Bootstrap, LocalNotifier, Notifier, Store};
 use serde_json::{json, Value};
+use support::{env_or, Stats};
 use tokio::sync::Semaphore;
+
+// The execution benches' statistics and knobs (standard library only), shared by path as the
+// binary's benches share their test helpers: two benches of two crates need no support crate.
+#[path = "../../gepard/benches/support/mod.rs"]
+mod support;
 
 /// Longest a watcher waits for its next chunk, and for everything to connect.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,27 +193,12 @@ struct Row {
     events: usize,
     pairs: usize,
     missed: usize,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-    /// Per event, until the last watcher had it: median over events.
-    all_p50: Duration,
-    write_p50: Duration,
-    write_p99: Duration,
-    write_max: Duration,
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
+    /// Over all (event, watcher) pairs.
+    latency: Stats,
+    /// Per event, until the last watcher had it.
+    slowest: Stats,
+    /// The writer's progress requests.
+    writes: Stats,
 }
 
 async fn run(n: usize, events: usize, pause: Duration) -> Row {
@@ -291,29 +282,15 @@ async fn run(n: usize, events: usize, pause: Duration) -> Row {
         ),
     )
     .await;
-    lat.sort_unstable();
-    slowest.sort_unstable();
-    writes.sort_unstable();
     Row {
         watchers: n,
         events,
         pairs: lat.len(),
         missed,
-        p50: pct(&lat, 50.0),
-        p99: pct(&lat, 99.0),
-        max: lat.last().copied().unwrap_or_default(),
-        all_p50: pct(&slowest, 50.0),
-        write_p50: pct(&writes, 50.0),
-        write_p99: pct(&writes, 99.0),
-        write_max: writes.last().copied().unwrap_or_default(),
+        latency: Stats::of(&lat),
+        slowest: Stats::of(&slowest),
+        writes: Stats::of(&writes),
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
 }
 
 /// The soft open-file limit (Linux), to check 1,000 connections (two sockets each) fit.
@@ -321,10 +298,6 @@ fn open_file_limit() -> Option<String> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3).map(str::to_owned)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 fn main() {
@@ -368,18 +341,18 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             r.watchers,
             r.events,
             r.pairs,
             r.missed,
-            ms(r.p50),
-            ms(r.p99),
-            ms(r.max),
-            ms(r.all_p50),
-            ms(r.write_p50),
-            ms(r.write_p99),
-            ms(r.write_max),
+            r.latency.p50,
+            r.latency.p99,
+            r.latency.max,
+            r.slowest.p50,
+            r.writes.p50,
+            r.writes.p99,
+            r.writes.max,
         );
     }
 }

@@ -1,5 +1,6 @@
 //! What the execution benches share: latency statistics, the machine's description and load,
 //! and readings of other processes from `/proc` (CPU time, peak and current memory, children).
+//! Standard library only: `gepard-server`'s `sse_fanout` bench includes it by path too.
 
 #![allow(dead_code)]
 
