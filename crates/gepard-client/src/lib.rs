@@ -63,6 +63,28 @@ impl ClientError {
     }
 }
 
+/// How many times a repeatable request is sent again after a busy answer.
+const BUSY_RETRIES: u32 = 3;
+
+/// The longest a client waits on one Retry-After, whatever the server asks.
+const MAX_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// For a 503 that carries `Retry-After: <seconds>`, how long to wait before trying again.
+fn busy_wait(resp: &reqwest::Response) -> Option<std::time::Duration> {
+    if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let secs: u64 = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_secs(secs).min(MAX_BUSY_WAIT))
+}
+
 /// Result alias for client calls.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -116,18 +138,33 @@ impl Client {
         path: &str,
     ) -> Result<(StatusCode, T)> {
         let url = self.url(path);
-        let resp = req.send().await.map_err(|source| ClientError::Transport {
+        let transport = |source| ClientError::Transport {
             url: url.clone(),
             source,
-        })?;
+        };
+        let mut request = req.build().map_err(transport)?;
+        // A 503 with Retry-After is the server saying "busy, nothing was done": safe to send
+        // again only when sending twice cannot do the work twice, i.e. a GET or a request the
+        // server deduplicates by its Idempotency-Key.
+        let repeatable =
+            request.method() == Method::GET || request.headers().contains_key("Idempotency-Key");
+        let mut retries = 0;
+        let resp = loop {
+            let again = (repeatable && retries < BUSY_RETRIES)
+                .then(|| request.try_clone())
+                .flatten();
+            let resp = self.http.execute(request).await.map_err(transport)?;
+            match (again, busy_wait(&resp)) {
+                (Some(next), Some(wait)) => {
+                    tokio::time::sleep(wait).await;
+                    request = next;
+                    retries += 1;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let bytes = resp.bytes().await.map_err(transport)?;
         if !status.is_success() {
             let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
                 code: status.as_u16(),

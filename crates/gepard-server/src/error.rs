@@ -19,6 +19,8 @@ pub struct ApiError {
     kind: &'static str,
     detail: String,
     errors: Option<Vec<FieldError>>,
+    /// Seconds for a `Retry-After` header (503 only).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             errors: None,
+            retry_after: None,
         }
     }
 
@@ -115,6 +118,16 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
     }
 
+    /// 503 for a momentary store failure (busy, locked, unreachable): logs `cause`, asks the
+    /// client to try again in a second, and says nothing about the internals.
+    pub fn busy(cause: &dyn std::error::Error) -> Self {
+        tracing::warn!(error = %cause, "store busy");
+        Self {
+            retry_after: Some(1),
+            ..Self::unavailable("the database is busy; try again shortly")
+        }
+    }
+
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -129,7 +142,13 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             errors: self.errors,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -138,6 +157,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StoreError::Conflict(msg) => Self::conflict(msg),
+            other if other.is_transient() => Self::busy(&other),
             other => Self::internal(&other),
         }
     }
@@ -157,3 +177,39 @@ impl From<BundleError> for ApiError {
 
 /// Handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn body_text(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_busy_store_answers_503_with_retry_after_and_no_internals() {
+        let response = ApiError::from(StoreError::Busy(Duration::from_secs(10))).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+        let body = body_text(response).await;
+        assert!(body.contains(r#""type":"unavailable""#), "{body}");
+        assert!(!body.contains("10s"), "internal text leaked: {body}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_store_answers_a_bare_500_without_retry_after() {
+        let response =
+            ApiError::from(StoreError::Corrupt("job 7: bad json at line 1".into())).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .is_none());
+        let body = body_text(response).await;
+        assert!(!body.contains("bad json"), "internal text leaked: {body}");
+    }
+}

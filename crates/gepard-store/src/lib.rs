@@ -290,6 +290,30 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+impl StoreError {
+    /// Whether the failure is momentary (the database is busy, locked, or not reachable right
+    /// now), so the same request may succeed if the client tries again shortly.
+    ///
+    /// The API answers these with 503 and `Retry-After` instead of a 500: nothing is wrong
+    /// with the request or with the stored data. Codes: SQLite BUSY (5, with its extended
+    /// forms 261, 517) and LOCKED (6); PostgreSQL serialization failure (40001), deadlock
+    /// (40P01), lock not available (55P03) and "cannot connect now" (57P03).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Busy(_) => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+                sqlx::Error::Database(db) => matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "261" | "517" | "40001" | "40P01" | "55P03" | "57P03")
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// Whether a database error is a unique-constraint violation (a lost insert race).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -298,6 +322,44 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_and_pool_timeouts_are_transient_but_bad_data_is_not() {
+        assert!(StoreError::Busy(WRITE_TURN_TIMEOUT).is_transient());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::Conflict("version exists".into()).is_transient());
+        assert!(!StoreError::Corrupt("bad json".into()).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+    }
+
+    /// A real SQLite lock: a second connection that cannot wait for the first writer gets
+    /// SQLITE_BUSY, and that must be classified as transient (503), not as a server bug (500).
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_a_transient_failure() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let mut holder = store.write_tx().await.unwrap();
+        sqlx::query("CREATE TABLE probe (x BIGINT NOT NULL)")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let mut other = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw"))
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let err = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .expect_err("the database is write-locked by the holder");
+        let err = StoreError::Database(err);
+        assert!(err.is_transient(), "{err:?}");
+        holder.rollback().await.unwrap();
+    }
 
     /// A writer task that dies mid-transaction (aborted, as a dropped request or a killed
     /// worker task is) must neither block the next writer nor leave its half-written rows.
