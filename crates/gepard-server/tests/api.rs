@@ -1,649 +1,15 @@
-//! Pins the HTTP contract of the foundation over the real router and a real SQLite file:
+//! Pins the HTTP contract of the foundation over the real router on SQLite and PostgreSQL:
 //! authentication and scoping (401 / 404 / 403), tenancy lookups, the capability and dataset
 //! registries, and one test per class of bad input, each answered with the error envelope
 //! and never with a 500.
 
+#[macro_use]
 mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::{capability_tar, dataset_tar, tar, TestApp};
 use serde_json::json;
-
-#[tokio::test]
-async fn requests_without_a_key_or_with_an_unknown_key_are_401() {
-    let app = TestApp::spawn().await;
-    let r = app.call(Method::GET, "/api/v1/org/local", None, None).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.body["type"], "unauthorized");
-    let r = app
-        .get_as(
-            "gpd_0000000000000000000000000000000000000000",
-            "/api/v1/org/local",
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let req = Request::get("/api/v1/org/local")
-        .header("authorization", "Basic abc")
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(app.send(req).await.status, StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test]
-async fn bearer_and_x_api_key_headers_both_authenticate() {
-    let app = TestApp::spawn().await;
-    let req = Request::get("/api/v1/user")
-        .header("authorization", format!("Bearer {}", app.admin_key))
-        .body(Body::empty())
-        .unwrap();
-    let r = app.send(req).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body["username"], "admin");
-    assert_eq!(app.get("/api/v1/user").await.body["username"], "admin");
-}
-
-#[tokio::test]
-async fn first_start_tenancy_is_visible_through_the_api() {
-    let app = TestApp::spawn().await;
-    let org = app.get("/api/v1/org/local").await;
-    assert_eq!(org.status, StatusCode::OK);
-    assert_eq!(org.body["key"], "local");
-    assert_eq!(org.body["is_active"], true);
-    assert!(
-        org.body["effective_max_sandbox_runtime_seconds"]
-            .as_i64()
-            .unwrap()
-            > 0
-    );
-    let ws = app.get("/api/v1/org/local/ws").await;
-    assert_eq!(ws.body.as_array().unwrap().len(), 1);
-    assert_eq!(ws.body[0]["key"], "default");
-    assert_eq!(ws.body[0]["is_default"], true);
-    assert_eq!(ws.body[0]["project_count"], 1);
-    let projects = app.get("/api/v1/org/local/ws/default/projects").await;
-    assert_eq!(projects.body[0]["key"], "default");
-    assert_eq!(projects.body[0]["is_default"], true);
-    let id = projects.body[0]["id"].as_str().unwrap().to_owned();
-    let by_id = app
-        .get(&format!("/api/v1/org/local/ws/default/projects/{id}"))
-        .await;
-    assert_eq!(by_id.body["key"], "default");
-    assert_eq!(by_id.body["runtime_count"], 0);
-}
-
-#[tokio::test]
-async fn unknown_orgs_workspaces_and_projects_are_404() {
-    let app = TestApp::spawn().await;
-    assert_eq!(
-        app.get("/api/v1/org/acme").await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get("/api/v1/org/local/ws/nope").await.status,
-        StatusCode::NOT_FOUND
-    );
-    let r = app.get("/api/v1/org/local/ws/default/projects/nope").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert!(r.body["detail"].as_str().unwrap().contains("nope"));
-    assert_eq!(
-        app.get("/api/v1/no/such/route").await.status,
-        StatusCode::NOT_FOUND
-    );
-}
-
-#[tokio::test]
-async fn projects_can_be_created_once_per_key() {
-    let app = TestApp::spawn().await;
-    let r = app
-        .post(
-            "/api/v1/org/local/ws/default/projects",
-            json!({"key": "research", "name": "Research"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(r.body["is_default"], false);
-    let again = app
-        .post(
-            "/api/v1/org/local/ws/default/projects",
-            json!({"key": "research"}),
-        )
-        .await;
-    assert_eq!(again.status, StatusCode::CONFLICT);
-    assert!(again.body["detail"].as_str().unwrap().contains("research"));
-    let bad = app
-        .post(
-            "/api/v1/org/local/ws/default/projects",
-            json!({"key": "Bad Key"}),
-        )
-        .await;
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(bad.body["errors"][0]["loc"], json!(["body", "key"]));
-}
-
-#[tokio::test]
-async fn a_workspace_key_gets_404_on_another_workspace_and_sees_only_its_own() {
-    let app = TestApp::spawn().await;
-    let r = app
-        .post("/api/v1/org/local/ws", json!({"key": "team-b"}))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let key_a = app.key(&["read", "write"], Some("default")).await;
-    let r = app.get_as(&key_a, "/api/v1/org/local/ws/team-b").await;
-    assert_eq!(
-        r.status,
-        StatusCode::NOT_FOUND,
-        "no existence leak across workspaces"
-    );
-    assert_eq!(
-        app.get_as(&key_a, "/api/v1/org/local/ws/team-b/projects")
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get_as(&key_a, "/api/v1/org/local/ws/default")
-            .await
-            .status,
-        StatusCode::OK
-    );
-    let listed = app.get_as(&key_a, "/api/v1/org/local/ws").await;
-    let keys: Vec<_> = listed
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys, ["default"]);
-    // The admin key is org-wide and sees both.
-    assert_eq!(
-        app.get("/api/v1/org/local/ws")
-            .await
-            .body
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
-}
-
-#[tokio::test]
-async fn missing_scopes_are_403_after_visibility_is_settled() {
-    let app = TestApp::spawn().await;
-    let reader = app.key(&["read"], None).await;
-    let r = app
-        .upload_as(
-            &reader,
-            "/api/v1/org/local/capabilities",
-            capability_tar("1.0.0", "Classify."),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(r.body["detail"].as_str().unwrap().contains("write"));
-    assert_eq!(
-        app.get_as(&reader, "/api/v1/org/local/keys").await.status,
-        StatusCode::FORBIDDEN
-    );
-    // Another org is 404 for any key, whatever its scopes.
-    assert_eq!(
-        app.get_as(&reader, "/api/v1/org/acme/keys").await.status,
-        StatusCode::NOT_FOUND
-    );
-    let runner = app.key(&["runner"], None).await;
-    assert_eq!(
-        app.get_as(&runner, "/api/v1/org/local/capabilities")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-}
-
-#[tokio::test]
-async fn keys_can_be_listed_without_secrets_and_revoked() {
-    let app = TestApp::spawn().await;
-    let secret = app.key(&["read"], None).await;
-    assert!(secret.starts_with("gpd_"));
-    let list = app.get("/api/v1/org/local/keys").await;
-    assert_eq!(list.body.as_array().unwrap().len(), 2);
-    assert!(
-        !list
-            .raw
-            .windows(secret.len())
-            .any(|w| w == secret.as_bytes()),
-        "listing must not contain secrets"
-    );
-    let id = list
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["scopes"] == json!(["read"]))
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/org/local/keys/{id}"),
-            Some(&app.admin_key.clone()),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body["revoked_at"].is_string());
-    assert_eq!(
-        app.get_as(&secret, "/api/v1/user").await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    let r = app
-        .call(
-            Method::DELETE,
-            "/api/v1/org/local/keys/not-a-uuid",
-            Some(&app.admin_key.clone()),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
-async fn key_creation_rejects_unknown_scopes_and_workspace_escalation() {
-    let app = TestApp::spawn().await;
-    let r = app
-        .post(
-            "/api/v1/org/local/keys",
-            json!({"name": "x", "scopes": ["read", "root"]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["errors"][0]["loc"], json!(["body", "scopes", "1"]));
-    let r = app
-        .post("/api/v1/org/local/keys", json!({"name": "x", "scopes": []}))
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    app.post("/api/v1/org/local/ws", json!({"key": "team-b"}))
-        .await;
-    let ws_admin = app.key(&["admin"], Some("default")).await;
-    let r = app
-        .call(
-            Method::POST,
-            "/api/v1/org/local/keys",
-            Some(&ws_admin),
-            Some(json!({"name": "x", "scopes": ["read"], "workspace": "team-b"})),
-        )
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "team-b is invisible to this key: {}",
-        r.body
-    );
-    let r = app
-        .call(
-            Method::POST,
-            "/api/v1/org/local/ws",
-            Some(&ws_admin),
-            Some(json!({"key": "team-c"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
-}
-
-#[tokio::test]
-async fn publishing_a_capability_creates_then_is_idempotent_then_conflicts() {
-    let app = TestApp::spawn().await;
-    let r = app
-        .upload(
-            "/api/v1/org/local/capabilities",
-            capability_tar("1.0.0", "Classify the sentiment."),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(r.body["name"], "sentiment");
-    assert_eq!(
-        r.body["agents"][0]["instructions"],
-        "Classify the sentiment."
-    );
-    assert_eq!(r.body["files"].as_array().unwrap().len(), 2);
-    let sha = r.body["sha256"].clone();
-
-    let again = app
-        .upload(
-            "/api/v1/org/local/capabilities",
-            capability_tar("1.0.0", "Classify the sentiment."),
-        )
-        .await;
-    assert_eq!(again.status, StatusCode::OK);
-    assert_eq!(again.body["sha256"], sha);
-
-    let other = app
-        .upload(
-            "/api/v1/org/local/capabilities",
-            capability_tar("1.0.0", "Something else."),
-        )
-        .await;
-    assert_eq!(other.status, StatusCode::CONFLICT);
-    assert!(other.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("already published with different content"));
-
-    let detail = app
-        .get("/api/v1/org/local/capabilities/sentiment/1.0.0")
-        .await;
-    assert_eq!(
-        detail.body["agents"][0]["instructions"], "Classify the sentiment.",
-        "the conflict changed nothing"
-    );
-    let file = app
-        .get("/api/v1/org/local/capabilities/sentiment/1.0.0/files/agents/classifier.md")
-        .await;
-    assert!(String::from_utf8(file.raw)
-        .unwrap()
-        .contains("Classify the sentiment."));
-    let versions = app
-        .get("/api/v1/org/local/capabilities/sentiment/versions")
-        .await;
-    assert_eq!(versions.body.as_array().unwrap().len(), 1);
-    let summary = app.get("/api/v1/org/local/capabilities/sentiment").await;
-    assert_eq!(summary.body["latest_version"], "1.0.0");
-}
-
-#[tokio::test]
-async fn capability_listings_page_and_search() {
-    let app = TestApp::spawn().await;
-    for name in ["alpha", "beta", "gamma"] {
-        let t = tar(&[
-            (
-                "capability.yaml",
-                &format!("name: {name}\nversion: 1.0.0\n"),
-            ),
-            ("agents/a.md", "---\n---\nHi"),
-        ]);
-        assert_eq!(
-            app.upload("/api/v1/org/local/capabilities", t).await.status,
-            StatusCode::CREATED
-        );
-    }
-    let page = app
-        .get("/api/v1/org/local/capabilities?page=2&page_size=2")
-        .await;
-    assert_eq!(page.body["total"], 3);
-    assert_eq!(page.body["page"], 2);
-    assert_eq!(page.body["items"][0]["name"], "gamma");
-    let found = app.get("/api/v1/org/local/capabilities?search=et").await;
-    assert_eq!(found.body["items"].as_array().unwrap().len(), 1);
-    assert_eq!(found.body["items"][0]["name"], "beta");
-}
-
-#[tokio::test]
-async fn datasets_publish_with_schema_and_page_their_rows() {
-    let app = TestApp::spawn().await;
-    let r = app
-        .upload(
-            "/api/v1/org/local/datasets",
-            dataset_tar("reviews", "1.0.0", 45),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(r.body["row_count"], 45);
-    assert_eq!(r.body["schema"]["goal"]["types"], json!(["string"]));
-    assert_eq!(r.body["format"], "jsonl");
-    assert_eq!(
-        app.upload(
-            "/api/v1/org/local/datasets",
-            dataset_tar("reviews", "1.0.0", 45)
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.upload(
-            "/api/v1/org/local/datasets",
-            dataset_tar("reviews", "1.0.0", 46)
-        )
-        .await
-        .status,
-        StatusCode::CONFLICT
-    );
-    let rows = app
-        .get("/api/v1/org/local/datasets/reviews/1.0.0/rows?offset=40&limit=10")
-        .await;
-    assert_eq!(rows.body["items"].as_array().unwrap().len(), 5);
-    assert_eq!(rows.body["items"][0]["goal"], "text 40");
-    assert_eq!(rows.body["total"], 45);
-    let list = app.get("/api/v1/org/local/datasets").await;
-    assert_eq!(list.body["items"][0]["name"], "reviews");
-    assert_eq!(
-        app.get("/api/v1/org/local/capabilities").await.body["total"],
-        0,
-        "datasets are not capabilities"
-    );
-}
-
-#[tokio::test]
-async fn each_malformed_bundle_is_422_naming_the_file_and_leaves_no_trace() {
-    let app = TestApp::spawn().await;
-    let cases: Vec<(Vec<u8>, Vec<&str>)> = vec![
-        (b"definitely not gzip".to_vec(), vec!["body"]),
-        (
-            tar(&[("agents/a.md", "---\n---\nHi")]),
-            vec!["body", "capability.yaml"],
-        ),
-        (
-            tar(&[
-                ("capability.yaml", "name: x\n"),
-                ("agents/a.md", "---\n---\nHi"),
-            ]),
-            vec!["body", "capability.yaml", "version"],
-        ),
-        (
-            tar(&[
-                ("capability.yaml", "name: x\nversion: 1.0.0\n"),
-                ("agents/a.md", "no front matter"),
-            ]),
-            vec!["body", "agents/a.md"],
-        ),
-        (
-            tar(&[("capability.yaml", "name: x\nversion: 1.0.0\n")]),
-            vec!["body", "agents/*.md"],
-        ),
-    ];
-    for (bytes, loc) in cases {
-        let r = app.upload("/api/v1/org/local/capabilities", bytes).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
-        assert_eq!(r.body["errors"][0]["loc"], json!(loc), "{}", r.body);
-    }
-    let r = app
-        .upload(
-            "/api/v1/org/local/datasets",
-            tar(&[
-                ("dataset.yaml", "name: d\nversion: 1.0.0\n"),
-                ("rows.jsonl", "{}\n{oops\n"),
-            ]),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        r.body["errors"][0]["loc"],
-        json!(["body", "rows.jsonl", "line 2"])
-    );
-    assert_eq!(
-        app.get("/api/v1/org/local/capabilities").await.body["total"],
-        0
-    );
-    assert_eq!(app.get("/api/v1/org/local/datasets").await.body["total"], 0);
-}
-
-#[tokio::test]
-async fn bundles_need_the_gzip_content_type() {
-    let app = TestApp::spawn().await;
-    let req = Request::post("/api/v1/org/local/capabilities")
-        .header("x-api-key", &app.admin_key)
-        .header("content-type", "application/json")
-        .body(Body::from(capability_tar("1.0.0", "x")))
-        .unwrap();
-    let r = app.send(req).await;
-    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(r.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("application/gzip"));
-}
-
-#[tokio::test]
-async fn oversized_bundles_are_413() {
-    let app = TestApp::spawn().await;
-    let r = app
-        .upload(
-            "/api/v1/org/local/capabilities",
-            vec![0u8; 65 * 1024 * 1024],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-}
-
-#[tokio::test]
-async fn bad_versions_in_refs_are_422_and_unknown_versions_404() {
-    let app = TestApp::spawn().await;
-    app.upload(
-        "/api/v1/org/local/capabilities",
-        capability_tar("1.0.0", "x"),
-    )
-    .await;
-    let r = app
-        .get("/api/v1/org/local/capabilities/sentiment/latest")
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["errors"][0]["loc"], json!(["path", "version"]));
-    let r = app
-        .get("/api/v1/org/local/capabilities/sentiment/2.0.0")
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert!(r.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("sentiment@2.0.0"));
-    assert_eq!(
-        app.get("/api/v1/org/local/capabilities/nope/versions")
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get("/api/v1/org/local/capabilities/sentiment/1.0.0/files/nope.md")
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
-}
-
-#[tokio::test]
-async fn out_of_range_or_malformed_paging_is_422_naming_the_parameter() {
-    let app = TestApp::spawn().await;
-    app.upload(
-        "/api/v1/org/local/datasets",
-        dataset_tar("reviews", "1.0.0", 3),
-    )
-    .await;
-    for (query, param) in [
-        ("/api/v1/org/local/capabilities?page_size=101", "page_size"),
-        ("/api/v1/org/local/capabilities?page_size=0", "page_size"),
-        ("/api/v1/org/local/capabilities?page=0", "page"),
-        ("/api/v1/org/local/capabilities?page=abc", "page"),
-        (
-            "/api/v1/org/local/datasets/reviews/1.0.0/rows?limit=5000",
-            "limit",
-        ),
-        (
-            "/api/v1/org/local/datasets/reviews/1.0.0/rows?offset=-1",
-            "offset",
-        ),
-        (
-            "/api/v1/org/local/datasets/reviews/1.0.0/rows?limit=x",
-            "limit",
-        ),
-    ] {
-        let r = app.get(query).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
-        assert_eq!(
-            r.body["errors"][0]["loc"],
-            json!(["query", param]),
-            "{query}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn malformed_json_bodies_are_400_or_422_at_the_field() {
-    let app = TestApp::spawn().await;
-    let req = Request::post("/api/v1/org/local/ws/default/projects")
-        .header("x-api-key", &app.admin_key)
-        .header("content-type", "application/json")
-        .body(Body::from("{not json"))
-        .unwrap();
-    assert_eq!(app.send(req).await.status, StatusCode::BAD_REQUEST);
-    let r = app
-        .post("/api/v1/org/local/ws/default/projects", json!({"key": 5}))
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        r.body["errors"][0]["loc"],
-        json!(["body", "key"]),
-        "{}",
-        r.body
-    );
-    let r = app
-        .post(
-            "/api/v1/org/local/ws/default/projects",
-            json!({"key": "ok", "colour": "red"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        r.body["detail"].as_str().unwrap().contains("colour"),
-        "{}",
-        r.body
-    );
-    let req = Request::post("/api/v1/org/local/ws/default/projects")
-        .header("x-api-key", &app.admin_key)
-        .body(Body::from("{}"))
-        .unwrap();
-    assert_eq!(
-        app.send(req).await.status,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    );
-    let r = app
-        .call(
-            Method::PUT,
-            "/api/v1/org/local/ws",
-            Some(&app.admin_key.clone()),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-}
-
-#[tokio::test]
-async fn health_and_readiness_answer_without_a_key() {
-    let app = TestApp::spawn().await;
-    assert_eq!(
-        app.call(Method::GET, "/healthz", None, None).await.body["status"],
-        "ok"
-    );
-    assert_eq!(
-        app.call(Method::GET, "/readyz", None, None).await.body["status"],
-        "ok"
-    );
-    app.store.close().await;
-    assert_eq!(
-        app.call(Method::GET, "/readyz", None, None).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-}
 
 #[tokio::test]
 async fn the_committed_openapi_document_matches_the_code() {
@@ -745,4 +111,605 @@ async fn in_process_models_answer_on_the_openai_compatible_route() {
         app.call(Method::GET, "/v1/models", None, None).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+on_both_databases! {
+    TestApp::spawn_on;
+
+    async fn requests_without_a_key_or_with_an_unknown_key_are_401(app) {
+        let r = app.call(Method::GET, "/api/v1/org/local", None, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.body["type"], "unauthorized");
+        let r = app
+            .get_as(
+                "gpd_0000000000000000000000000000000000000000",
+                "/api/v1/org/local",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let req = Request::get("/api/v1/org/local")
+            .header("authorization", "Basic abc")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.send(req).await.status, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn bearer_and_x_api_key_headers_both_authenticate(app) {
+        let req = Request::get("/api/v1/user")
+            .header("authorization", format!("Bearer {}", app.admin_key))
+            .body(Body::empty())
+            .unwrap();
+        let r = app.send(req).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["username"], "admin");
+        assert_eq!(app.get("/api/v1/user").await.body["username"], "admin");
+    }
+
+    async fn first_start_tenancy_is_visible_through_the_api(app) {
+        let org = app.get("/api/v1/org/local").await;
+        assert_eq!(org.status, StatusCode::OK);
+        assert_eq!(org.body["key"], "local");
+        assert_eq!(org.body["is_active"], true);
+        assert!(
+            org.body["effective_max_sandbox_runtime_seconds"]
+                .as_i64()
+                .unwrap()
+                > 0
+        );
+        let ws = app.get("/api/v1/org/local/ws").await;
+        assert_eq!(ws.body.as_array().unwrap().len(), 1);
+        assert_eq!(ws.body[0]["key"], "default");
+        assert_eq!(ws.body[0]["is_default"], true);
+        assert_eq!(ws.body[0]["project_count"], 1);
+        let projects = app.get("/api/v1/org/local/ws/default/projects").await;
+        assert_eq!(projects.body[0]["key"], "default");
+        assert_eq!(projects.body[0]["is_default"], true);
+        let id = projects.body[0]["id"].as_str().unwrap().to_owned();
+        let by_id = app
+            .get(&format!("/api/v1/org/local/ws/default/projects/{id}"))
+            .await;
+        assert_eq!(by_id.body["key"], "default");
+        assert_eq!(by_id.body["runtime_count"], 0);
+    }
+
+    async fn unknown_orgs_workspaces_and_projects_are_404(app) {
+        assert_eq!(
+            app.get("/api/v1/org/acme").await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get("/api/v1/org/local/ws/nope").await.status,
+            StatusCode::NOT_FOUND
+        );
+        let r = app.get("/api/v1/org/local/ws/default/projects/nope").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(r.body["detail"].as_str().unwrap().contains("nope"));
+        assert_eq!(
+            app.get("/api/v1/no/such/route").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    async fn projects_can_be_created_once_per_key(app) {
+        let r = app
+            .post(
+                "/api/v1/org/local/ws/default/projects",
+                json!({"key": "research", "name": "Research"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.body["is_default"], false);
+        let again = app
+            .post(
+                "/api/v1/org/local/ws/default/projects",
+                json!({"key": "research"}),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        assert!(again.body["detail"].as_str().unwrap().contains("research"));
+        let bad = app
+            .post(
+                "/api/v1/org/local/ws/default/projects",
+                json!({"key": "Bad Key"}),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(bad.body["errors"][0]["loc"], json!(["body", "key"]));
+    }
+
+    async fn a_workspace_key_gets_404_on_another_workspace_and_sees_only_its_own(app) {
+        let r = app
+            .post("/api/v1/org/local/ws", json!({"key": "team-b"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let key_a = app.key(&["read", "write"], Some("default")).await;
+        let r = app.get_as(&key_a, "/api/v1/org/local/ws/team-b").await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "no existence leak across workspaces"
+        );
+        assert_eq!(
+            app.get_as(&key_a, "/api/v1/org/local/ws/team-b/projects")
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get_as(&key_a, "/api/v1/org/local/ws/default")
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let listed = app.get_as(&key_a, "/api/v1/org/local/ws").await;
+        let keys: Vec<_> = listed
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["default"]);
+        // The admin key is org-wide and sees both.
+        assert_eq!(
+            app.get("/api/v1/org/local/ws")
+                .await
+                .body
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    async fn missing_scopes_are_403_after_visibility_is_settled(app) {
+        let reader = app.key(&["read"], None).await;
+        let r = app
+            .upload_as(
+                &reader,
+                "/api/v1/org/local/capabilities",
+                capability_tar("1.0.0", "Classify."),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(r.body["detail"].as_str().unwrap().contains("write"));
+        assert_eq!(
+            app.get_as(&reader, "/api/v1/org/local/keys").await.status,
+            StatusCode::FORBIDDEN
+        );
+        // Another org is 404 for any key, whatever its scopes.
+        assert_eq!(
+            app.get_as(&reader, "/api/v1/org/acme/keys").await.status,
+            StatusCode::NOT_FOUND
+        );
+        let runner = app.key(&["runner"], None).await;
+        assert_eq!(
+            app.get_as(&runner, "/api/v1/org/local/capabilities")
+                .await
+                .status,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    async fn keys_can_be_listed_without_secrets_and_revoked(app) {
+        let secret = app.key(&["read"], None).await;
+        assert!(secret.starts_with("gpd_"));
+        let list = app.get("/api/v1/org/local/keys").await;
+        assert_eq!(list.body.as_array().unwrap().len(), 2);
+        assert!(
+            !list
+                .raw
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "listing must not contain secrets"
+        );
+        let id = list
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["scopes"] == json!(["read"]))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/org/local/keys/{id}"),
+                Some(&app.admin_key.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body["revoked_at"].is_string());
+        assert_eq!(
+            app.get_as(&secret, "/api/v1/user").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let r = app
+            .call(
+                Method::DELETE,
+                "/api/v1/org/local/keys/not-a-uuid",
+                Some(&app.admin_key.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+
+    async fn key_creation_rejects_unknown_scopes_and_workspace_escalation(app) {
+        let r = app
+            .post(
+                "/api/v1/org/local/keys",
+                json!({"name": "x", "scopes": ["read", "root"]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "scopes", "1"]));
+        let r = app
+            .post("/api/v1/org/local/keys", json!({"name": "x", "scopes": []}))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        app.post("/api/v1/org/local/ws", json!({"key": "team-b"}))
+            .await;
+        let ws_admin = app.key(&["admin"], Some("default")).await;
+        let r = app
+            .call(
+                Method::POST,
+                "/api/v1/org/local/keys",
+                Some(&ws_admin),
+                Some(json!({"name": "x", "scopes": ["read"], "workspace": "team-b"})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "team-b is invisible to this key: {}",
+            r.body
+        );
+        let r = app
+            .call(
+                Method::POST,
+                "/api/v1/org/local/ws",
+                Some(&ws_admin),
+                Some(json!({"key": "team-c"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+
+    async fn publishing_a_capability_creates_then_is_idempotent_then_conflicts(app) {
+        let r = app
+            .upload(
+                "/api/v1/org/local/capabilities",
+                capability_tar("1.0.0", "Classify the sentiment."),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["name"], "sentiment");
+        assert_eq!(
+            r.body["agents"][0]["instructions"],
+            "Classify the sentiment."
+        );
+        assert_eq!(r.body["files"].as_array().unwrap().len(), 2);
+        let sha = r.body["sha256"].clone();
+
+        let again = app
+            .upload(
+                "/api/v1/org/local/capabilities",
+                capability_tar("1.0.0", "Classify the sentiment."),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.body["sha256"], sha);
+
+        let other = app
+            .upload(
+                "/api/v1/org/local/capabilities",
+                capability_tar("1.0.0", "Something else."),
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::CONFLICT);
+        assert!(other.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already published with different content"));
+
+        let detail = app
+            .get("/api/v1/org/local/capabilities/sentiment/1.0.0")
+            .await;
+        assert_eq!(
+            detail.body["agents"][0]["instructions"], "Classify the sentiment.",
+            "the conflict changed nothing"
+        );
+        let file = app
+            .get("/api/v1/org/local/capabilities/sentiment/1.0.0/files/agents/classifier.md")
+            .await;
+        assert!(String::from_utf8(file.raw)
+            .unwrap()
+            .contains("Classify the sentiment."));
+        let versions = app
+            .get("/api/v1/org/local/capabilities/sentiment/versions")
+            .await;
+        assert_eq!(versions.body.as_array().unwrap().len(), 1);
+        let summary = app.get("/api/v1/org/local/capabilities/sentiment").await;
+        assert_eq!(summary.body["latest_version"], "1.0.0");
+    }
+
+    async fn capability_listings_page_and_search(app) {
+        for name in ["alpha", "beta", "gamma"] {
+            let t = tar(&[
+                (
+                    "capability.yaml",
+                    &format!("name: {name}\nversion: 1.0.0\n"),
+                ),
+                ("agents/a.md", "---\n---\nHi"),
+            ]);
+            assert_eq!(
+                app.upload("/api/v1/org/local/capabilities", t).await.status,
+                StatusCode::CREATED
+            );
+        }
+        let page = app
+            .get("/api/v1/org/local/capabilities?page=2&page_size=2")
+            .await;
+        assert_eq!(page.body["total"], 3);
+        assert_eq!(page.body["page"], 2);
+        assert_eq!(page.body["items"][0]["name"], "gamma");
+        let found = app.get("/api/v1/org/local/capabilities?search=et").await;
+        assert_eq!(found.body["items"].as_array().unwrap().len(), 1);
+        assert_eq!(found.body["items"][0]["name"], "beta");
+    }
+
+    async fn datasets_publish_with_schema_and_page_their_rows(app) {
+        let r = app
+            .upload(
+                "/api/v1/org/local/datasets",
+                dataset_tar("reviews", "1.0.0", 45),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["row_count"], 45);
+        assert_eq!(r.body["schema"]["goal"]["types"], json!(["string"]));
+        assert_eq!(r.body["format"], "jsonl");
+        assert_eq!(
+            app.upload(
+                "/api/v1/org/local/datasets",
+                dataset_tar("reviews", "1.0.0", 45)
+            )
+            .await
+            .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.upload(
+                "/api/v1/org/local/datasets",
+                dataset_tar("reviews", "1.0.0", 46)
+            )
+            .await
+            .status,
+            StatusCode::CONFLICT
+        );
+        let rows = app
+            .get("/api/v1/org/local/datasets/reviews/1.0.0/rows?offset=40&limit=10")
+            .await;
+        assert_eq!(rows.body["items"].as_array().unwrap().len(), 5);
+        assert_eq!(rows.body["items"][0]["goal"], "text 40");
+        assert_eq!(rows.body["total"], 45);
+        let list = app.get("/api/v1/org/local/datasets").await;
+        assert_eq!(list.body["items"][0]["name"], "reviews");
+        assert_eq!(
+            app.get("/api/v1/org/local/capabilities").await.body["total"],
+            0,
+            "datasets are not capabilities"
+        );
+    }
+
+    async fn each_malformed_bundle_is_422_naming_the_file_and_leaves_no_trace(app) {
+        let cases: Vec<(Vec<u8>, Vec<&str>)> = vec![
+            (b"definitely not gzip".to_vec(), vec!["body"]),
+            (
+                tar(&[("agents/a.md", "---\n---\nHi")]),
+                vec!["body", "capability.yaml"],
+            ),
+            (
+                tar(&[
+                    ("capability.yaml", "name: x\n"),
+                    ("agents/a.md", "---\n---\nHi"),
+                ]),
+                vec!["body", "capability.yaml", "version"],
+            ),
+            (
+                tar(&[
+                    ("capability.yaml", "name: x\nversion: 1.0.0\n"),
+                    ("agents/a.md", "no front matter"),
+                ]),
+                vec!["body", "agents/a.md"],
+            ),
+            (
+                tar(&[("capability.yaml", "name: x\nversion: 1.0.0\n")]),
+                vec!["body", "agents/*.md"],
+            ),
+        ];
+        for (bytes, loc) in cases {
+            let r = app.upload("/api/v1/org/local/capabilities", bytes).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], json!(loc), "{}", r.body);
+        }
+        let r = app
+            .upload(
+                "/api/v1/org/local/datasets",
+                tar(&[
+                    ("dataset.yaml", "name: d\nversion: 1.0.0\n"),
+                    ("rows.jsonl", "{}\n{oops\n"),
+                ]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            r.body["errors"][0]["loc"],
+            json!(["body", "rows.jsonl", "line 2"])
+        );
+        assert_eq!(
+            app.get("/api/v1/org/local/capabilities").await.body["total"],
+            0
+        );
+        assert_eq!(app.get("/api/v1/org/local/datasets").await.body["total"], 0);
+    }
+
+    async fn bundles_need_the_gzip_content_type(app) {
+        let req = Request::post("/api/v1/org/local/capabilities")
+            .header("x-api-key", &app.admin_key)
+            .header("content-type", "application/json")
+            .body(Body::from(capability_tar("1.0.0", "x")))
+            .unwrap();
+        let r = app.send(req).await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("application/gzip"));
+    }
+
+    async fn oversized_bundles_are_413(app) {
+        let r = app
+            .upload(
+                "/api/v1/org/local/capabilities",
+                vec![0u8; 65 * 1024 * 1024],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    async fn bad_versions_in_refs_are_422_and_unknown_versions_404(app) {
+        app.upload(
+            "/api/v1/org/local/capabilities",
+            capability_tar("1.0.0", "x"),
+        )
+        .await;
+        let r = app
+            .get("/api/v1/org/local/capabilities/sentiment/latest")
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["path", "version"]));
+        let r = app
+            .get("/api/v1/org/local/capabilities/sentiment/2.0.0")
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sentiment@2.0.0"));
+        assert_eq!(
+            app.get("/api/v1/org/local/capabilities/nope/versions")
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get("/api/v1/org/local/capabilities/sentiment/1.0.0/files/nope.md")
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    async fn out_of_range_or_malformed_paging_is_422_naming_the_parameter(app) {
+        app.upload(
+            "/api/v1/org/local/datasets",
+            dataset_tar("reviews", "1.0.0", 3),
+        )
+        .await;
+        for (query, param) in [
+            ("/api/v1/org/local/capabilities?page_size=101", "page_size"),
+            ("/api/v1/org/local/capabilities?page_size=0", "page_size"),
+            ("/api/v1/org/local/capabilities?page=0", "page"),
+            ("/api/v1/org/local/capabilities?page=abc", "page"),
+            (
+                "/api/v1/org/local/datasets/reviews/1.0.0/rows?limit=5000",
+                "limit",
+            ),
+            (
+                "/api/v1/org/local/datasets/reviews/1.0.0/rows?offset=-1",
+                "offset",
+            ),
+            (
+                "/api/v1/org/local/datasets/reviews/1.0.0/rows?limit=x",
+                "limit",
+            ),
+        ] {
+            let r = app.get(query).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+            assert_eq!(
+                r.body["errors"][0]["loc"],
+                json!(["query", param]),
+                "{query}"
+            );
+        }
+    }
+
+    async fn malformed_json_bodies_are_400_or_422_at_the_field(app) {
+        let req = Request::post("/api/v1/org/local/ws/default/projects")
+            .header("x-api-key", &app.admin_key)
+            .header("content-type", "application/json")
+            .body(Body::from("{not json"))
+            .unwrap();
+        assert_eq!(app.send(req).await.status, StatusCode::BAD_REQUEST);
+        let r = app
+            .post("/api/v1/org/local/ws/default/projects", json!({"key": 5}))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            r.body["errors"][0]["loc"],
+            json!(["body", "key"]),
+            "{}",
+            r.body
+        );
+        let r = app
+            .post(
+                "/api/v1/org/local/ws/default/projects",
+                json!({"key": "ok", "colour": "red"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("colour"),
+            "{}",
+            r.body
+        );
+        let req = Request::post("/api/v1/org/local/ws/default/projects")
+            .header("x-api-key", &app.admin_key)
+            .body(Body::from("{}"))
+            .unwrap();
+        assert_eq!(
+            app.send(req).await.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        let r = app
+            .call(
+                Method::PUT,
+                "/api/v1/org/local/ws",
+                Some(&app.admin_key.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    async fn health_and_readiness_answer_without_a_key(app) {
+        assert_eq!(
+            app.call(Method::GET, "/healthz", None, None).await.body["status"],
+            "ok"
+        );
+        assert_eq!(
+            app.call(Method::GET, "/readyz", None, None).await.body["status"],
+            "ok"
+        );
+        app.store.close().await;
+        assert_eq!(
+            app.call(Method::GET, "/readyz", None, None).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -1,15 +1,16 @@
-//! Pins the optimization-job API over the real router and a real SQLite file: submission and
+//! Pins the optimization-job API over the real router on SQLite and PostgreSQL: submission and
 //! each validation rule, project defaulting and runtime bootstrap, listing, every transition
 //! (legal and illegal), retry history, idempotency, progress ingestion, live events (SSE) and
 //! workspace isolation.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{app_with_registry, body, submit, TestApp, JOBS};
+use common::{app_with_registry_on, body, submit, TestApp, JOBS};
 use gepard_core::job::JobCommand;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -55,509 +56,6 @@ async fn progress(app: &TestApp, key: &str, id: &str, event: Value) -> common::R
     .await
 }
 
-#[tokio::test]
-async fn a_valid_submission_is_queued_with_its_pinned_inputs_resolved() {
-    let app = app_with_registry().await;
-    let job = submit(&app, body()).await;
-    assert_eq!(job["status"], "queued");
-    assert_eq!(job["attempt"], 1);
-    assert_eq!(
-        job["agent_name"], "classifier",
-        "omitted agent → the first agent"
-    );
-    assert_eq!(job["capability"]["name"], "sentiment");
-    assert!(job["capability"]["runtime_digest"]
-        .as_str()
-        .unwrap()
-        .starts_with("sha256:"));
-    assert_eq!(
-        job["project"], "default",
-        "no project → the workspace default"
-    );
-    assert_eq!(
-        job["config"]["max_reflection_examples"], 10,
-        "defaults are filled in"
-    );
-    assert!(
-        job["config"].get("max_trials").is_none(),
-        "nulls mean default"
-    );
-    let projects = app
-        .get("/api/v1/org/local/ws/default/projects/default")
-        .await;
-    assert_eq!(
-        projects.body["runtime_count"], 1,
-        "the project's first runtime is bootstrapped"
-    );
-    submit(&app, body()).await;
-    assert_eq!(
-        app.get("/api/v1/org/local/ws/default/projects/default")
-            .await
-            .body["runtime_count"],
-        1
-    );
-}
-
-#[tokio::test]
-async fn each_validation_rule_names_the_wrong_field() {
-    let app = app_with_registry().await;
-    let cases: Vec<(Value, Vec<&str>)> = vec![
-        (
-            with(body(), &["capability_ref", "version"], json!("9.9.9")),
-            vec!["body", "capability_ref"],
-        ),
-        (
-            with(body(), &["capability_ref", "version"], json!("latest")),
-            vec!["body", "capability_ref", "version"],
-        ),
-        (
-            with(body(), &["capability_ref", "name"], json!("acme/sentiment")),
-            vec!["body", "capability_ref", "name"],
-        ),
-        (
-            with(body(), &["dataset_ref", "name"], json!("nope")),
-            vec!["body", "dataset_ref"],
-        ),
-        (
-            with(body(), &["dataset_ref"], Value::Null),
-            vec!["body", "dataset_ref"],
-        ),
-        (
-            with(body(), &["agent_name"], json!("ghost")),
-            vec!["body", "agent_name"],
-        ),
-        (
-            with(body(), &["reward_recipe", "name"], json!("magic_v9")),
-            vec!["body", "reward_recipe", "name"],
-        ),
-        (
-            with(
-                body(),
-                &["reward_recipe"],
-                json!({"name": "contains_v1", "params": {}}),
-            ),
-            vec!["body", "reward_recipe", "params", "needle"],
-        ),
-        (
-            with(body(), &["components"], json!(["instructions", "tools"])),
-            vec!["body", "components"],
-        ),
-        (
-            with(body(), &["target_kind"], json!("capability_env")),
-            vec!["body", "target_kind"],
-        ),
-        (
-            with(body(), &["backend"], json!("dspy")),
-            vec!["body", "backend"],
-        ),
-        (
-            with(body(), &["model"], json!("gpt-4o")),
-            vec!["body", "model"],
-        ),
-        (
-            with(body(), &["config", "max_metric_calls"], json!(0)),
-            vec!["body", "config", "max_metric_calls"],
-        ),
-        (
-            with(body(), &["config", "max_metric_calls"], json!(5)),
-            vec!["body", "config", "max_metric_calls"],
-        ),
-        (
-            with(body(), &["config", "concurrency"], json!(1000)),
-            vec!["body", "config", "concurrency"],
-        ),
-        (
-            with(body(), &["config", "reflection_lm"], json!("nope")),
-            vec!["body", "config", "reflection_lm"],
-        ),
-        (
-            with(body(), &["config", "colour"], json!("red")),
-            vec!["body", "config", "colour"],
-        ),
-        (
-            with(
-                body(),
-                &["config", "candidate_selection_strategy"],
-                json!("random"),
-            ),
-            vec!["body", "config", "candidate_selection_strategy"],
-        ),
-        (
-            with(body(), &["project"], json!("nope")),
-            vec!["body", "project"],
-        ),
-        (with(body(), &["model"], json!(5)), vec!["body", "model"]),
-    ];
-    for (b, loc) in cases {
-        let r = app.post(JOBS, b.clone()).await;
-        assert_eq!(
-            r.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{b}: {}",
-            r.body
-        );
-        let locs: Vec<Value> = r.body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["loc"].clone())
-            .collect();
-        assert!(
-            locs.contains(&json!(loc)),
-            "expected {loc:?} in {locs:?} for {b}"
-        );
-    }
-    let r = app
-        .post(
-            JOBS,
-            with(body(), &["target_kind"], json!("capability_env")),
-        )
-        .await;
-    assert!(r.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("not supported yet"));
-    assert_eq!(
-        app.get(JOBS).await.body["total"],
-        0,
-        "nothing invalid was stored"
-    );
-}
-
-#[tokio::test]
-async fn unimplemented_settings_are_stored_and_logged_and_no_validation_set_is_said() {
-    let app = app_with_registry().await;
-    let b = with(
-        with(
-            with(body(), &["config", "cache_evaluation"], json!(true)),
-            &["config", "max_output_tokens"],
-            json!(8),
-        ),
-        &["val_dataset_ref"],
-        Value::Null,
-    );
-    let job = submit(&app, b).await;
-    assert_eq!(job["config"]["cache_evaluation"], true);
-    assert_eq!(
-        job["config"]["max_output_tokens"], 8,
-        "gepard's own setting is accepted"
-    );
-    let logs = app
-        .get(&format!("{JOBS}/{}/logs", job["id"].as_str().unwrap()))
-        .await;
-    let text = logs.body["items"].to_string();
-    assert!(text.contains("cache_evaluation"), "{text}");
-    assert!(
-        text.contains("training dataset is also the validation set"),
-        "{text}"
-    );
-}
-
-#[tokio::test]
-async fn idempotent_submission_returns_the_same_job_and_refuses_another_body() {
-    let app = app_with_registry().await;
-    let send = |b: Value| {
-        let req = Request::post(JOBS)
-            .header("x-api-key", &app.admin_key)
-            .header("content-type", "application/json")
-            .header("idempotency-key", "abc-123")
-            .body(Body::from(b.to_string()))
-            .unwrap();
-        app.send(req)
-    };
-    let first = send(body()).await;
-    assert_eq!(first.status, StatusCode::CREATED);
-    let again = send(body()).await;
-    assert_eq!(again.status, StatusCode::OK);
-    assert_eq!(again.body["id"], first.body["id"]);
-    let other = send(with(body(), &["name"], json!("second"))).await;
-    assert_eq!(other.status, StatusCode::CONFLICT);
-    assert!(other.body["detail"].as_str().unwrap().contains("abc-123"));
-    assert_eq!(app.get(JOBS).await.body["total"], 1);
-}
-
-#[tokio::test]
-async fn lists_are_newest_first_filtered_and_paged() {
-    let app = app_with_registry().await;
-    app.post(
-        "/api/v1/org/local/ws/default/projects",
-        json!({"key": "research"}),
-    )
-    .await;
-    let mut ids = vec![];
-    for i in 0..5 {
-        let project = if i == 4 {
-            json!("research")
-        } else {
-            Value::Null
-        };
-        ids.push(submit(&app, with(body(), &["project"], project)).await["id"].clone());
-    }
-    app.post(
-        &format!("{JOBS}/{}/cancel", ids[0].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
-    let page = app.get(&format!("{JOBS}?page=1&page_size=2")).await;
-    assert_eq!(page.body["total"], 5);
-    assert_eq!(page.body["items"][0]["id"], ids[4], "newest first");
-    assert_eq!(page.body["items"][1]["id"], ids[3]);
-    let cancelled = app.get(&format!("{JOBS}?status=cancelled")).await;
-    assert_eq!(cancelled.body["total"], 1);
-    assert_eq!(cancelled.body["items"][0]["id"], ids[0]);
-    assert_eq!(
-        app.get(&format!("{JOBS}?project=research")).await.body["total"],
-        1
-    );
-    assert_eq!(
-        app.get(&format!("{JOBS}?backend=gepa&target_kind=capability_agent"))
-            .await
-            .body["total"],
-        5
-    );
-    let bad = app.get(&format!("{JOBS}?status=sleeping")).await;
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(bad.body["errors"][0]["loc"], json!(["query", "status"]));
-    assert_eq!(
-        app.get(&format!("{JOBS}?page_size=101")).await.status,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-}
-
-#[tokio::test]
-async fn cancelling_a_queued_job_ends_it_immediately_and_a_second_cancel_is_409() {
-    let app = app_with_registry().await;
-    let id = submit(&app, body()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body["status"], "cancelled");
-    assert!(r.body["completed_at"].is_string());
-    let again = app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
-    assert_eq!(again.status, StatusCode::CONFLICT);
-    assert!(
-        again.body["detail"].as_str().unwrap().contains("cancel"),
-        "{}",
-        again.body
-    );
-}
-
-#[tokio::test]
-async fn cancelling_a_running_job_records_the_request_and_it_ends_when_the_runtime_stops() {
-    let app = app_with_registry().await;
-    let runner = app.key(&["runner"], None).await;
-    let id = submit(&app, body()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    start(&app, &id).await;
-    let r = app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
-    assert_eq!(r.body["status"], "running");
-    assert!(r.body["cancel_requested_at"].is_string());
-    // The runtime reports its end: a requested cancel makes it cancelled, keeping its best.
-    let ws = ws_id(&app).await;
-    let notifier = gepard_store::LocalNotifier::default();
-    progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.5}}),
-    )
-    .await;
-    let job = app
-        .store
-        .job_command(
-            &notifier,
-            ws,
-            id.parse().unwrap(),
-            &JobCommand::RunnerStopped,
-        )
-        .await
-        .unwrap();
-    assert_eq!(job.status.as_str(), "cancelled");
-    assert_eq!(job.summary.best_score, Some(0.5));
-}
-
-#[tokio::test]
-async fn retry_is_only_for_finished_jobs_and_clears_evidence_but_keeps_history() {
-    let app = app_with_registry().await;
-    let runner = app.key(&["runner"], None).await;
-    let id = submit(&app, body()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = app.post(&format!("{JOBS}/{id}/retry"), json!({})).await;
-    assert_eq!(
-        r.status,
-        StatusCode::CONFLICT,
-        "a queued job cannot be retried"
-    );
-    start(&app, &id).await;
-    assert_eq!(
-        app.post(&format!("{JOBS}/{id}/retry"), json!({}))
-            .await
-            .status,
-        StatusCode::CONFLICT
-    );
-    progress(&app, &runner, &id, json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.25}, "metrics": {"val_score": [{"value": 0.25, "step": 1}]}})).await;
-    let failed = progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "optimization_error", "error": "model unreachable"}),
-    )
-    .await;
-    assert_eq!(failed.body["status"], "failed");
-    assert_eq!(failed.body["error"], "model unreachable");
-
-    let retried = app.post(&format!("{JOBS}/{id}/retry"), json!({})).await;
-    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
-    assert_eq!(retried.body["status"], "queued");
-    assert_eq!(retried.body["attempt"], 2);
-    assert!(retried.body["error"].is_null());
-    assert!(retried.body["summary"]["best_score"].is_null());
-    assert_eq!(retried.body["metrics"], json!({}));
-    let attempts = app.get(&format!("{JOBS}/{id}/attempts")).await;
-    assert_eq!(attempts.body.as_array().unwrap().len(), 1);
-    assert_eq!(attempts.body[0]["status"], "failed");
-    assert_eq!(attempts.body[0]["error"], "model unreachable");
-    assert_eq!(attempts.body[0]["summary"]["best_score"], 0.25);
-}
-
-#[tokio::test]
-async fn progress_builds_summary_metrics_and_logs_and_a_terminal_job_takes_no_more() {
-    let app = app_with_registry().await;
-    let runner = app.key(&["runner"], None).await;
-    let id = submit(&app, body()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let early = progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "optimization_start"}),
-    )
-    .await;
-    assert_eq!(
-        early.status,
-        StatusCode::CONFLICT,
-        "progress only while running"
-    );
-    start(&app, &id).await;
-    progress(&app, &runner, &id, json!({"event_type": "optimization_start", "message": "starting", "summary": {"train_size": 12, "val_size": 8}})).await;
-    progress(&app, &runner, &id, json!({"event_type": "valset_evaluated", "iteration": 0, "summary": {"best_score": 0.4, "best_candidate": {"instructions": "A"}},
-        "metrics": {"val_score": [{"value": 0.4, "step": 0}], "metric_calls_used": [{"value": 8, "step": 0}]}})).await;
-    let r = progress(&app, &runner, &id, json!({"event_type": "candidate_accepted", "iteration": 1, "summary": {"best_score": 0.6, "train_size": null},
-        "metrics": {"val_score": [{"value": 0.6, "step": 1}]}})).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let job = r.body;
-    assert_eq!(job["summary"]["best_score"], 0.6);
-    assert_eq!(job["summary"]["train_size"], 12, "null does not replace");
-    assert_eq!(job["summary"]["best_candidate"]["instructions"], "A");
-    assert_eq!(job["metrics"]["val_score"].as_array().unwrap().len(), 2);
-    assert!(job["last_event_at"].is_string());
-    let end = progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "optimization_end", "artifacts": {"best": "A"}}),
-    )
-    .await;
-    assert_eq!(end.body["status"], "completed");
-    assert_eq!(end.body["artifacts"]["best"], "A");
-    let late = progress(&app, &runner, &id, json!({"event_type": "budget_updated"})).await;
-    assert_eq!(late.status, StatusCode::CONFLICT);
-    let after = app.get(&format!("{JOBS}/{id}")).await.body;
-    assert_eq!(
-        after["updated_at"], end.body["updated_at"],
-        "the rejected event changed nothing"
-    );
-    let logs = app.get(&format!("{JOBS}/{id}/logs?after=1&limit=2")).await;
-    let items = logs.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2);
-    assert_eq!(items[0]["seq"], 2);
-    assert_eq!(
-        app.get(&format!("{JOBS}/{id}/artifacts")).await.body["artifacts"]["best"],
-        "A"
-    );
-}
-
-#[tokio::test]
-async fn progress_needs_a_runner_key_and_a_well_formed_event() {
-    let app = app_with_registry().await;
-    let id = submit(&app, body()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    start(&app, &id).await;
-    let r = app
-        .post(
-            &format!("{JOBS}/{id}/progress"),
-            json!({"event_type": "budget_updated"}),
-        )
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::FORBIDDEN,
-        "an admin key is not a runner"
-    );
-    let runner = app.key(&["runner"], None).await;
-    let r = progress(&app, &runner, &id, json!({"event_type": "teleported"})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["errors"][0]["loc"][1], "event_type", "{}", r.body);
-    let r = progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "budget_updated", "summary": 5}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
-}
-
-#[tokio::test]
-async fn jobs_of_another_workspace_are_404_and_unknown_ids_too() {
-    let app = app_with_registry().await;
-    let id = submit(&app, body()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.post("/api/v1/org/local/ws", json!({"key": "team-b"}))
-        .await;
-    let r = app
-        .get(&format!(
-            "/api/v1/org/local/ws/team-b/optimization/jobs/{id}"
-        ))
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let other_key = app.key(&["read", "write"], Some("team-b")).await;
-    assert_eq!(
-        app.get_as(&other_key, &format!("{JOBS}/{id}")).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get_as(&other_key, JOBS).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get(&format!("{JOBS}/{}", Uuid::new_v4())).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get(&format!("{JOBS}/not-a-uuid")).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get("/api/v1/org/local/ws/team-b/optimization/jobs")
-            .await
-            .body["total"],
-        0
-    );
-}
-
 /// Reads SSE events from a streaming response until `n` events or the stream ends.
 async fn read_events(body: &mut Body, n: usize) -> Vec<(String, String, Value)> {
     let mut parser = gepard_client::SseParser::default();
@@ -596,118 +94,599 @@ async fn open_events(app: &TestApp, id: &str, last_event_id: Option<&str>) -> Bo
     resp.into_body()
 }
 
-#[tokio::test]
-async fn events_stream_a_snapshot_then_live_changes_to_two_watchers_and_end_after_the_job() {
-    let app = app_with_registry().await;
-    let runner = app.key(&["runner"], None).await;
-    let id = submit(
-        &app,
-        with(
-            body(),
-            &["val_dataset_ref"],
-            json!({"name": "val", "version": "1.0.0"}),
-        ),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut a = open_events(&app, &id, None).await;
-    let mut b = open_events(&app, &id, None).await;
-    let first_a = read_events(&mut a, 1).await;
-    let first_b = read_events(&mut b, 1).await;
-    assert_eq!(first_a[0].0, "snapshot");
-    assert_eq!(first_b[0].2["id"], id.as_str());
+on_both_databases! {
+    app_with_registry_on;
 
-    start(&app, &id).await;
-    // The start is not published through this test's notifier instance; progress is.
-    let state_notifier_events = progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "iteration_start", "message": "iteration 1", "iteration": 1}),
-    )
-    .await;
-    assert_eq!(state_notifier_events.status, StatusCode::OK);
-    progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "optimization_end", "message": "done"}),
-    )
-    .await;
-    for body in [&mut a, &mut b] {
-        let events = read_events(body, 100).await;
-        let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
-        assert!(
-            kinds.contains(&"log") && kinds.contains(&"job"),
-            "{kinds:?}"
+    async fn a_valid_submission_is_queued_with_its_pinned_inputs_resolved(app) {
+        let job = submit(&app, body()).await;
+        assert_eq!(job["status"], "queued");
+        assert_eq!(job["attempt"], 1);
+        assert_eq!(
+            job["agent_name"], "classifier",
+            "omitted agent → the first agent"
         );
-        let last_job = events.iter().rev().find(|e| e.0 == "job").unwrap();
-        assert_eq!(last_job.2["status"], "completed");
-        let messages: Vec<&str> = events
-            .iter()
-            .filter(|e| e.0 == "log")
-            .filter_map(|e| e.2["message"].as_str())
-            .collect();
+        assert_eq!(job["capability"]["name"], "sentiment");
+        assert!(job["capability"]["runtime_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"));
+        assert_eq!(
+            job["project"], "default",
+            "no project → the workspace default"
+        );
+        assert_eq!(
+            job["config"]["max_reflection_examples"], 10,
+            "defaults are filled in"
+        );
         assert!(
-            messages.contains(&"iteration 1") && messages.contains(&"done"),
-            "{messages:?}"
+            job["config"].get("max_trials").is_none(),
+            "nulls mean default"
+        );
+        let projects = app
+            .get("/api/v1/org/local/ws/default/projects/default")
+            .await;
+        assert_eq!(
+            projects.body["runtime_count"], 1,
+            "the project's first runtime is bootstrapped"
+        );
+        submit(&app, body()).await;
+        assert_eq!(
+            app.get("/api/v1/org/local/ws/default/projects/default")
+                .await
+                .body["runtime_count"],
+            1
         );
     }
-}
 
-#[tokio::test]
-async fn events_resume_after_last_event_id_without_repeating_entries() {
-    let app = app_with_registry().await;
-    let runner = app.key(&["runner"], None).await;
-    let id = submit(&app, body()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    start(&app, &id).await;
-    for i in 0..3 {
+    async fn each_validation_rule_names_the_wrong_field(app) {
+        let cases: Vec<(Value, Vec<&str>)> = vec![
+            (
+                with(body(), &["capability_ref", "version"], json!("9.9.9")),
+                vec!["body", "capability_ref"],
+            ),
+            (
+                with(body(), &["capability_ref", "version"], json!("latest")),
+                vec!["body", "capability_ref", "version"],
+            ),
+            (
+                with(body(), &["capability_ref", "name"], json!("acme/sentiment")),
+                vec!["body", "capability_ref", "name"],
+            ),
+            (
+                with(body(), &["dataset_ref", "name"], json!("nope")),
+                vec!["body", "dataset_ref"],
+            ),
+            (
+                with(body(), &["dataset_ref"], Value::Null),
+                vec!["body", "dataset_ref"],
+            ),
+            (
+                with(body(), &["agent_name"], json!("ghost")),
+                vec!["body", "agent_name"],
+            ),
+            (
+                with(body(), &["reward_recipe", "name"], json!("magic_v9")),
+                vec!["body", "reward_recipe", "name"],
+            ),
+            (
+                with(
+                    body(),
+                    &["reward_recipe"],
+                    json!({"name": "contains_v1", "params": {}}),
+                ),
+                vec!["body", "reward_recipe", "params", "needle"],
+            ),
+            (
+                with(body(), &["components"], json!(["instructions", "tools"])),
+                vec!["body", "components"],
+            ),
+            (
+                with(body(), &["target_kind"], json!("capability_env")),
+                vec!["body", "target_kind"],
+            ),
+            (
+                with(body(), &["backend"], json!("dspy")),
+                vec!["body", "backend"],
+            ),
+            (
+                with(body(), &["model"], json!("gpt-4o")),
+                vec!["body", "model"],
+            ),
+            (
+                with(body(), &["config", "max_metric_calls"], json!(0)),
+                vec!["body", "config", "max_metric_calls"],
+            ),
+            (
+                with(body(), &["config", "max_metric_calls"], json!(5)),
+                vec!["body", "config", "max_metric_calls"],
+            ),
+            (
+                with(body(), &["config", "concurrency"], json!(1000)),
+                vec!["body", "config", "concurrency"],
+            ),
+            (
+                with(body(), &["config", "reflection_lm"], json!("nope")),
+                vec!["body", "config", "reflection_lm"],
+            ),
+            (
+                with(body(), &["config", "colour"], json!("red")),
+                vec!["body", "config", "colour"],
+            ),
+            (
+                with(
+                    body(),
+                    &["config", "candidate_selection_strategy"],
+                    json!("random"),
+                ),
+                vec!["body", "config", "candidate_selection_strategy"],
+            ),
+            (
+                with(body(), &["project"], json!("nope")),
+                vec!["body", "project"],
+            ),
+            (with(body(), &["model"], json!(5)), vec!["body", "model"]),
+        ];
+        for (b, loc) in cases {
+            let r = app.post(JOBS, b.clone()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{b}: {}",
+                r.body
+            );
+            let locs: Vec<Value> = r.body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["loc"].clone())
+                .collect();
+            assert!(
+                locs.contains(&json!(loc)),
+                "expected {loc:?} in {locs:?} for {b}"
+            );
+        }
+        let r = app
+            .post(
+                JOBS,
+                with(body(), &["target_kind"], json!("capability_env")),
+            )
+            .await;
+        assert!(r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not supported yet"));
+        assert_eq!(
+            app.get(JOBS).await.body["total"],
+            0,
+            "nothing invalid was stored"
+        );
+    }
+
+    async fn unimplemented_settings_are_stored_and_logged_and_no_validation_set_is_said(app) {
+        let b = with(
+            with(
+                with(body(), &["config", "cache_evaluation"], json!(true)),
+                &["config", "max_output_tokens"],
+                json!(8),
+            ),
+            &["val_dataset_ref"],
+            Value::Null,
+        );
+        let job = submit(&app, b).await;
+        assert_eq!(job["config"]["cache_evaluation"], true);
+        assert_eq!(
+            job["config"]["max_output_tokens"], 8,
+            "gepard's own setting is accepted"
+        );
+        let logs = app
+            .get(&format!("{JOBS}/{}/logs", job["id"].as_str().unwrap()))
+            .await;
+        let text = logs.body["items"].to_string();
+        assert!(text.contains("cache_evaluation"), "{text}");
+        assert!(
+            text.contains("training dataset is also the validation set"),
+            "{text}"
+        );
+    }
+
+    async fn idempotent_submission_returns_the_same_job_and_refuses_another_body(app) {
+        let send = |b: Value| {
+            let req = Request::post(JOBS)
+                .header("x-api-key", &app.admin_key)
+                .header("content-type", "application/json")
+                .header("idempotency-key", "abc-123")
+                .body(Body::from(b.to_string()))
+                .unwrap();
+            app.send(req)
+        };
+        let first = send(body()).await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        let again = send(body()).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.body["id"], first.body["id"]);
+        let other = send(with(body(), &["name"], json!("second"))).await;
+        assert_eq!(other.status, StatusCode::CONFLICT);
+        assert!(other.body["detail"].as_str().unwrap().contains("abc-123"));
+        assert_eq!(app.get(JOBS).await.body["total"], 1);
+    }
+
+    async fn lists_are_newest_first_filtered_and_paged(app) {
+        app.post(
+            "/api/v1/org/local/ws/default/projects",
+            json!({"key": "research"}),
+        )
+        .await;
+        let mut ids = vec![];
+        for i in 0..5 {
+            let project = if i == 4 {
+                json!("research")
+            } else {
+                Value::Null
+            };
+            ids.push(submit(&app, with(body(), &["project"], project)).await["id"].clone());
+        }
+        app.post(
+            &format!("{JOBS}/{}/cancel", ids[0].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+        let page = app.get(&format!("{JOBS}?page=1&page_size=2")).await;
+        assert_eq!(page.body["total"], 5);
+        assert_eq!(page.body["items"][0]["id"], ids[4], "newest first");
+        assert_eq!(page.body["items"][1]["id"], ids[3]);
+        let cancelled = app.get(&format!("{JOBS}?status=cancelled")).await;
+        assert_eq!(cancelled.body["total"], 1);
+        assert_eq!(cancelled.body["items"][0]["id"], ids[0]);
+        assert_eq!(
+            app.get(&format!("{JOBS}?project=research")).await.body["total"],
+            1
+        );
+        assert_eq!(
+            app.get(&format!("{JOBS}?backend=gepa&target_kind=capability_agent"))
+                .await
+                .body["total"],
+            5
+        );
+        let bad = app.get(&format!("{JOBS}?status=sleeping")).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(bad.body["errors"][0]["loc"], json!(["query", "status"]));
+        assert_eq!(
+            app.get(&format!("{JOBS}?page_size=101")).await.status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+
+    async fn cancelling_a_queued_job_ends_it_immediately_and_a_second_cancel_is_409(app) {
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["status"], "cancelled");
+        assert!(r.body["completed_at"].is_string());
+        let again = app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        assert!(
+            again.body["detail"].as_str().unwrap().contains("cancel"),
+            "{}",
+            again.body
+        );
+    }
+
+    async fn cancelling_a_running_job_records_the_request_and_it_ends_when_the_runtime_stops(app) {
+        let runner = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        start(&app, &id).await;
+        let r = app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
+        assert_eq!(r.body["status"], "running");
+        assert!(r.body["cancel_requested_at"].is_string());
+        // The runtime reports its end: a requested cancel makes it cancelled, keeping its best.
+        let ws = ws_id(&app).await;
+        let notifier = gepard_store::LocalNotifier::default();
         progress(
             &app,
             &runner,
             &id,
-            json!({"event_type": "iteration_start", "message": format!("it {i}")}),
+            json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.5}}),
         )
         .await;
+        let job = app
+            .store
+            .job_command(
+                &notifier,
+                ws,
+                id.parse().unwrap(),
+                &JobCommand::RunnerStopped,
+            )
+            .await
+            .unwrap();
+        assert_eq!(job.status.as_str(), "cancelled");
+        assert_eq!(job.summary.best_score, Some(0.5));
     }
-    progress(
-        &app,
-        &runner,
-        &id,
-        json!({"event_type": "optimization_end"}),
-    )
-    .await;
-    let mut all = open_events(&app, &id, None).await;
-    let events = read_events(&mut all, 100).await;
-    let logs: Vec<_> = events.iter().filter(|e| e.0 == "log").collect();
-    assert!(logs.len() >= 5, "{events:?}");
-    let cut = &logs[2].1;
-    let mut resumed = open_events(&app, &id, Some(cut)).await;
-    let rest = read_events(&mut resumed, 100).await;
-    assert_eq!(rest[0].0, "snapshot");
-    let rest_logs: Vec<_> = rest
-        .iter()
-        .filter(|e| e.0 == "log")
-        .map(|e| e.1.clone())
-        .collect();
-    let expected: Vec<_> = logs[3..].iter().map(|e| e.1.clone()).collect();
-    assert_eq!(
-        rest_logs, expected,
-        "exactly the entries after the resume point"
-    );
-    let bad = app
-        .send(
-            Request::get(format!("{JOBS}/{id}/events"))
-                .header("x-api-key", &app.admin_key)
-                .header("last-event-id", "x")
-                .body(Body::empty())
-                .unwrap(),
+
+    async fn retry_is_only_for_finished_jobs_and_clears_evidence_but_keeps_history(app) {
+        let runner = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = app.post(&format!("{JOBS}/{id}/retry"), json!({})).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "a queued job cannot be retried"
+        );
+        start(&app, &id).await;
+        assert_eq!(
+            app.post(&format!("{JOBS}/{id}/retry"), json!({}))
+                .await
+                .status,
+            StatusCode::CONFLICT
+        );
+        progress(&app, &runner, &id, json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.25}, "metrics": {"val_score": [{"value": 0.25, "step": 1}]}})).await;
+        let failed = progress(
+            &app,
+            &runner,
+            &id,
+            json!({"event_type": "optimization_error", "error": "model unreachable"}),
         )
         .await;
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(failed.body["status"], "failed");
+        assert_eq!(failed.body["error"], "model unreachable");
+
+        let retried = app.post(&format!("{JOBS}/{id}/retry"), json!({})).await;
+        assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+        assert_eq!(retried.body["status"], "queued");
+        assert_eq!(retried.body["attempt"], 2);
+        assert!(retried.body["error"].is_null());
+        assert!(retried.body["summary"]["best_score"].is_null());
+        assert_eq!(retried.body["metrics"], json!({}));
+        let attempts = app.get(&format!("{JOBS}/{id}/attempts")).await;
+        assert_eq!(attempts.body.as_array().unwrap().len(), 1);
+        assert_eq!(attempts.body[0]["status"], "failed");
+        assert_eq!(attempts.body[0]["error"], "model unreachable");
+        assert_eq!(attempts.body[0]["summary"]["best_score"], 0.25);
+    }
+
+    async fn progress_builds_summary_metrics_and_logs_and_a_terminal_job_takes_no_more(app) {
+        let runner = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let early = progress(
+            &app,
+            &runner,
+            &id,
+            json!({"event_type": "optimization_start"}),
+        )
+        .await;
+        assert_eq!(
+            early.status,
+            StatusCode::CONFLICT,
+            "progress only while running"
+        );
+        start(&app, &id).await;
+        progress(&app, &runner, &id, json!({"event_type": "optimization_start", "message": "starting", "summary": {"train_size": 12, "val_size": 8}})).await;
+        progress(&app, &runner, &id, json!({"event_type": "valset_evaluated", "iteration": 0, "summary": {"best_score": 0.4, "best_candidate": {"instructions": "A"}},
+            "metrics": {"val_score": [{"value": 0.4, "step": 0}], "metric_calls_used": [{"value": 8, "step": 0}]}})).await;
+        let r = progress(&app, &runner, &id, json!({"event_type": "candidate_accepted", "iteration": 1, "summary": {"best_score": 0.6, "train_size": null},
+            "metrics": {"val_score": [{"value": 0.6, "step": 1}]}})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let job = r.body;
+        assert_eq!(job["summary"]["best_score"], 0.6);
+        assert_eq!(job["summary"]["train_size"], 12, "null does not replace");
+        assert_eq!(job["summary"]["best_candidate"]["instructions"], "A");
+        assert_eq!(job["metrics"]["val_score"].as_array().unwrap().len(), 2);
+        assert!(job["last_event_at"].is_string());
+        let end = progress(
+            &app,
+            &runner,
+            &id,
+            json!({"event_type": "optimization_end", "artifacts": {"best": "A"}}),
+        )
+        .await;
+        assert_eq!(end.body["status"], "completed");
+        assert_eq!(end.body["artifacts"]["best"], "A");
+        let late = progress(&app, &runner, &id, json!({"event_type": "budget_updated"})).await;
+        assert_eq!(late.status, StatusCode::CONFLICT);
+        let after = app.get(&format!("{JOBS}/{id}")).await.body;
+        assert_eq!(
+            after["updated_at"], end.body["updated_at"],
+            "the rejected event changed nothing"
+        );
+        let logs = app.get(&format!("{JOBS}/{id}/logs?after=1&limit=2")).await;
+        let items = logs.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0]["seq"], 2);
+        assert_eq!(
+            app.get(&format!("{JOBS}/{id}/artifacts")).await.body["artifacts"]["best"],
+            "A"
+        );
+    }
+
+    async fn progress_needs_a_runner_key_and_a_well_formed_event(app) {
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        start(&app, &id).await;
+        let r = app
+            .post(
+                &format!("{JOBS}/{id}/progress"),
+                json!({"event_type": "budget_updated"}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "an admin key is not a runner"
+        );
+        let runner = app.key(&["runner"], None).await;
+        let r = progress(&app, &runner, &id, json!({"event_type": "teleported"})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["errors"][0]["loc"][1], "event_type", "{}", r.body);
+        let r = progress(
+            &app,
+            &runner,
+            &id,
+            json!({"event_type": "budget_updated", "summary": 5}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    }
+
+    async fn jobs_of_another_workspace_are_404_and_unknown_ids_too(app) {
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.post("/api/v1/org/local/ws", json!({"key": "team-b"}))
+            .await;
+        let r = app
+            .get(&format!(
+                "/api/v1/org/local/ws/team-b/optimization/jobs/{id}"
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let other_key = app.key(&["read", "write"], Some("team-b")).await;
+        assert_eq!(
+            app.get_as(&other_key, &format!("{JOBS}/{id}")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get_as(&other_key, JOBS).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get(&format!("{JOBS}/{}", Uuid::new_v4())).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get(&format!("{JOBS}/not-a-uuid")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get("/api/v1/org/local/ws/team-b/optimization/jobs")
+                .await
+                .body["total"],
+            0
+        );
+    }
+
+    async fn events_stream_a_snapshot_then_live_changes_to_two_watchers_and_end_after_the_job(app) {
+        let runner = app.key(&["runner"], None).await;
+        let id = submit(
+            &app,
+            with(
+                body(),
+                &["val_dataset_ref"],
+                json!({"name": "val", "version": "1.0.0"}),
+            ),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut a = open_events(&app, &id, None).await;
+        let mut b = open_events(&app, &id, None).await;
+        let first_a = read_events(&mut a, 1).await;
+        let first_b = read_events(&mut b, 1).await;
+        assert_eq!(first_a[0].0, "snapshot");
+        assert_eq!(first_b[0].2["id"], id.as_str());
+
+        start(&app, &id).await;
+        // The start is not published through this test's notifier instance; progress is.
+        let state_notifier_events = progress(
+            &app,
+            &runner,
+            &id,
+            json!({"event_type": "iteration_start", "message": "iteration 1", "iteration": 1}),
+        )
+        .await;
+        assert_eq!(state_notifier_events.status, StatusCode::OK);
+        progress(
+            &app,
+            &runner,
+            &id,
+            json!({"event_type": "optimization_end", "message": "done"}),
+        )
+        .await;
+        for body in [&mut a, &mut b] {
+            let events = read_events(body, 100).await;
+            let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+            assert!(
+                kinds.contains(&"log") && kinds.contains(&"job"),
+                "{kinds:?}"
+            );
+            let last_job = events.iter().rev().find(|e| e.0 == "job").unwrap();
+            assert_eq!(last_job.2["status"], "completed");
+            let messages: Vec<&str> = events
+                .iter()
+                .filter(|e| e.0 == "log")
+                .filter_map(|e| e.2["message"].as_str())
+                .collect();
+            assert!(
+                messages.contains(&"iteration 1") && messages.contains(&"done"),
+                "{messages:?}"
+            );
+        }
+    }
+
+    async fn events_resume_after_last_event_id_without_repeating_entries(app) {
+        let runner = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        start(&app, &id).await;
+        for i in 0..3 {
+            progress(
+                &app,
+                &runner,
+                &id,
+                json!({"event_type": "iteration_start", "message": format!("it {i}")}),
+            )
+            .await;
+        }
+        progress(
+            &app,
+            &runner,
+            &id,
+            json!({"event_type": "optimization_end"}),
+        )
+        .await;
+        let mut all = open_events(&app, &id, None).await;
+        let events = read_events(&mut all, 100).await;
+        let logs: Vec<_> = events.iter().filter(|e| e.0 == "log").collect();
+        assert!(logs.len() >= 5, "{events:?}");
+        let cut = &logs[2].1;
+        let mut resumed = open_events(&app, &id, Some(cut)).await;
+        let rest = read_events(&mut resumed, 100).await;
+        assert_eq!(rest[0].0, "snapshot");
+        let rest_logs: Vec<_> = rest
+            .iter()
+            .filter(|e| e.0 == "log")
+            .map(|e| e.1.clone())
+            .collect();
+        let expected: Vec<_> = logs[3..].iter().map(|e| e.1.clone()).collect();
+        assert_eq!(
+            rest_logs, expected,
+            "exactly the entries after the resume point"
+        );
+        let bad = app
+            .send(
+                Request::get(format!("{JOBS}/{id}/events"))
+                    .header("x-api-key", &app.admin_key)
+                    .header("last-event-id", "x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
 }

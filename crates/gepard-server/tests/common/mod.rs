@@ -258,3 +258,46 @@ pub async fn submit(app: &TestApp, b: Value) -> Value {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body
 }
+
+/// Runs each test body on both databases: `sqlite::NAME` on a fresh SQLite file and
+/// `postgres::NAME` on a fresh PostgreSQL database (printed as skipped without
+/// `GEPARD_TEST_POSTGRES_URL`). `$make(backend, test_name)` builds the app bound to `$app`,
+/// e.g. [`TestApp::spawn_on`] or [`app_with_registry_on`].
+#[allow(unused_macros)]
+macro_rules! on_both_databases {
+    ($make:path; $( $(#[$meta:meta])* async fn $name:ident($app:ident) $body:block )*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $app = $make(gepard_store::Backend::Sqlite, "")
+                        .await
+                        .expect("SQLite is always available");
+                    $body
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some($app) = $make(
+                        gepard_store::Backend::Postgres,
+                        concat!(module_path!(), "::", stringify!($name)),
+                    )
+                    .await
+                    else {
+                        return;
+                    };
+                    $body
+                }
+            )*
+        }
+    };
+}
