@@ -5,7 +5,9 @@
 //! SQLite tests get a fresh file in a temporary directory. PostgreSQL tests get a fresh
 //! database `gepard_t_<random>` created through the admin URL in `GEPARD_TEST_POSTGRES_URL`
 //! (e.g. `postgres://postgres@127.0.0.1:5432/test`) and dropped when the [`TestDatabase`] is;
-//! a fresh database per test keeps tests that run in parallel apart. With the variable unset
+//! a fresh database per test keeps tests that run in parallel apart. A test process that is
+//! killed never drops its databases; the first PostgreSQL test of a later process drops the
+//! ones older than an hour (their names carry their creation time). With the variable unset
 //! a PostgreSQL test prints `SKIPPED (GEPARD_TEST_POSTGRES_URL unset)` and passes, unless
 //! `GEPARD_REQUIRE_POSTGRES=1`, which makes it fail (CI sets it, so nothing skips silently).
 //!
@@ -90,10 +92,16 @@ impl TestDatabase {
                 return None;
             }
         };
-        let name = format!("gepard_t_{}", uuid::Uuid::new_v4().simple());
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = format!("{PREFIX}{created}_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("{test}: cannot connect to {POSTGRES_URL_VAR}: {e}"));
+        if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            sweep_abandoned(&mut admin, created).await;
+        }
         admin
             .execute(format!("CREATE DATABASE \"{name}\"").as_str())
             .await
@@ -162,6 +170,52 @@ impl Drop for TestDatabase {
             }
         }
     }
+}
+
+/// Test databases are named `gepard_t_<unix seconds at creation>_<random>`.
+const PREFIX: &str = "gepard_t_";
+
+/// A test database older than this belongs to a test process that was killed before its
+/// drop ran (no test runs for an hour), so it is safe to remove.
+const ABANDONED_AFTER_SECS: u64 = 3600;
+
+/// Whether this process has already swept abandoned test databases.
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drops the test databases that killed test processes left behind (once per process).
+/// Failures are printed, never fatal: a sweep is housekeeping, not part of the test.
+async fn sweep_abandoned(admin: &mut sqlx::PgConnection, now: u64) {
+    let names: Vec<String> =
+        match sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(PREFIX)
+            .fetch_all(&mut *admin)
+            .await
+        {
+            Ok(names) => names,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "could not list test databases: {e}");
+                return;
+            }
+        };
+    for name in names.iter().filter(|n| is_abandoned(n, now)) {
+        if let Err(e) = admin
+            .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+            .await
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not drop test database {name}: {e}"
+            );
+        }
+    }
+}
+
+/// Whether `name` is a test database created more than [`ABANDONED_AFTER_SECS`] before `now`.
+fn is_abandoned(name: &str, now: u64) -> bool {
+    name.strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(secs, _)| secs.parse::<u64>().ok())
+        .is_some_and(|created| now.saturating_sub(created) > ABANDONED_AFTER_SECS)
 }
 
 /// `admin_url` with its database name replaced by `name` (user, host, port and query kept).
@@ -235,7 +289,66 @@ macro_rules! conformance_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::*;
+
+    #[test]
+    fn only_test_databases_older_than_an_hour_count_as_abandoned() {
+        let now = 1_800_000_000;
+        assert!(is_abandoned("gepard_t_1799990000_abc", now));
+        assert!(
+            !is_abandoned("gepard_t_1799999000_abc", now),
+            "a running test's"
+        );
+        assert!(
+            !is_abandoned("gepard_t_abc", now),
+            "no timestamp: not ours to judge"
+        );
+        assert!(
+            !is_abandoned("gepard_prod_1_abc", now),
+            "not a test database"
+        );
+        assert!(!is_abandoned("test", now));
+    }
+
+    /// A database left by a killed test process (old timestamp) is dropped by the sweep; a
+    /// current one is kept.
+    #[tokio::test]
+    async fn the_sweep_drops_abandoned_test_databases_and_keeps_live_ones() {
+        let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED ({POSTGRES_URL_VAR} unset): sweep"
+            );
+            return;
+        };
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let tag = uuid::Uuid::new_v4().simple();
+        let old = format!("{PREFIX}{}_{tag}", now - 2 * ABANDONED_AFTER_SECS);
+        let live = format!("{PREFIX}{now}_{tag}");
+        for name in [&old, &live] {
+            admin
+                .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                .await
+                .unwrap();
+        }
+        sweep_abandoned(&mut admin, now).await;
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname IN ($1, $2)")
+                .bind(&old)
+                .bind(&live)
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS \"{live}\"").as_str())
+            .await
+            .unwrap();
+        assert_eq!(left, [live]);
+    }
 
     #[test]
     fn the_test_database_url_keeps_everything_but_the_database_name() {
