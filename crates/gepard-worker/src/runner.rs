@@ -556,8 +556,41 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
     }
 }
 
+/// Environment variable through which a worker tells its runner the worker's pid.
+pub const SUPERVISOR_PID_ENV: &str = "GEPARD_SUPERVISOR_PID";
+
+/// Ties this runner's life to its worker's: when the worker dies (even by SIGKILL, which
+/// runs no cleanup), the kernel kills the runner too. Otherwise an orphaned runner would go
+/// on calling the model while the job's lease expires and another worker resumes it, paying
+/// for the same work twice.
+///
+/// The parent-death signal is set here, in the child, because the workspace forbids the
+/// `unsafe` a `pre_exec` hook needs. The worker may have died between spawning and this
+/// call, so the parent is checked afterwards: an already reparented runner exits at once.
+/// (The kernel fires the signal when the *thread* that spawned the child ends; workers
+/// spawn from tokio's runtime threads, which live as long as the worker process.)
+fn die_with_supervisor() {
+    let Some(supervisor) = std::env::var(SUPERVISOR_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return; // run by hand, not by a worker
+    };
+    #[cfg(target_os = "linux")]
+    {
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+            eprintln!("run-job: cannot tie this runner to its worker: {e}");
+        }
+    }
+    if nix::unistd::getppid().as_raw() != supervisor {
+        eprintln!("run-job: the worker (pid {supervisor}) is gone; not starting");
+        std::process::exit(1);
+    }
+}
+
 /// Reads the spec from stdin and runs it: the body of `gepard run-job`.
 pub async fn main_from_stdin(registry: &ModelRegistry) -> u8 {
+    die_with_supervisor();
     let mut input = String::new();
     if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
         eprintln!("run-job: cannot read the run spec from stdin: {e}");

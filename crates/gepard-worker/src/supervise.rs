@@ -233,6 +233,10 @@ impl Worker {
             cmd.env("GEPARD_DATA_DIR", dir);
         }
         cmd.envs(self.config.extra_env.iter().map(|(k, v)| (k, v)));
+        cmd.env(
+            crate::runner::SUPERVISOR_PID_ENV,
+            std::process::id().to_string(),
+        );
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

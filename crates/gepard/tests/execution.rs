@@ -466,6 +466,83 @@ async fn cancelling_a_job_whose_seed_evaluation_hangs_on_the_model_ends_it_cance
     );
 }
 
+/// `(parent pid, state)` of a live process, from `/proc/PID/stat`; `None` once it is gone.
+fn proc_stat(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' do not.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// A worker process killed by SIGKILL runs no cleanup. Its runner must die with it instead of
+/// going on calling the model, orphaned, while the lease expires and another worker resumes
+/// the job (the same work paid for twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() {
+    let e = env(Duration::from_millis(300)).await;
+    let job = e.submit(config(400)).await;
+    let mut worker = std::process::Command::new(BIN)
+        .args(["worker", "--database-url"])
+        .arg(format!("sqlite://{}", e.dir.path().join("g.db").display()))
+        .arg("--data-dir")
+        .arg(e.dir.path())
+        .env("OPENAI_BASE_URL", &e.fake.url)
+        .env("OPENAI_API_KEY", "t")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let worker_pid = i32::try_from(worker.id()).unwrap();
+    e.wait_for(job.id, "the worker to start the job", |j| {
+        j.status == JobStatus::Running
+    })
+    .await;
+    let mut runner = None;
+    for _ in 0..600 {
+        runner = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|d| d.file_name().to_string_lossy().parse::<i32>().ok())
+            .find(|&pid| proc_stat(pid).is_some_and(|(ppid, _)| ppid == worker_pid));
+        if runner.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let runner = runner.expect("the worker started a runner");
+    assert!(
+        e.fake.calls.load(Ordering::SeqCst) > 0,
+        "the runner is calling the model"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    worker.wait().unwrap();
+    // Gone, or a zombie nobody reaps (in a container, pid 1 may not): either way, not running.
+    let mut alive = true;
+    for _ in 0..250 {
+        alive = proc_stat(runner).is_some_and(|(_, state)| state != 'Z');
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = e.fake.calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!alive, "runner {runner} outlived its killed worker");
+    assert_eq!(
+        e.fake.calls.load(Ordering::SeqCst),
+        calls,
+        "no model call after the worker died"
+    );
+}
+
 /// Finds the pid of the run-job child that carries `mark` in its environment.
 fn child_with_mark(mark: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
