@@ -410,6 +410,21 @@ pub struct JobUsage {
     pub output_tokens: i64,
 }
 
+impl JobUsage {
+    /// What a resumed runner reports (`self`, counted from its own start) on top of what the
+    /// earlier runners of the same attempt had recorded (`earlier`). Model calls and tokens
+    /// add up, because each runner counts only its own; metric calls do not, because the
+    /// engine restores them from the checkpoint and reports the attempt's total.
+    pub fn on_top_of(&self, earlier: &JobUsage) -> JobUsage {
+        JobUsage {
+            metric_calls: self.metric_calls,
+            model_calls: earlier.model_calls.saturating_add(self.model_calls),
+            input_tokens: earlier.input_tokens.saturating_add(self.input_tokens),
+            output_tokens: earlier.output_tokens.saturating_add(self.output_tokens),
+        }
+    }
+}
+
 /// The pinned inputs of a job; fixed at submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobSpec {

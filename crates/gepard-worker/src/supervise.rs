@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gepard_core::job::JobCommand;
+use gepard_core::model::JobUsage;
 use gepard_core::progress::{LogLevel, ProgressEvent, ProgressEventType};
 use gepard_store::{Claimed, LifecycleError, Notifier, Store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -201,6 +202,13 @@ impl Worker {
                     .await
             }
         };
+        // A resumed runner counts its model calls and tokens from zero; the crashed runners
+        // of this attempt spent theirs too, and the job's usage must keep them.
+        let earlier = if spec.resume.is_some() {
+            job.usage.clone()
+        } else {
+            JobUsage::default()
+        };
         let hard_deadline =
             Duration::from_secs(spec.max_runtime_sec.saturating_sub(spec.elapsed_sec))
                 + self.config.grace * 2;
@@ -322,7 +330,7 @@ impl Worker {
                             continue;
                         }
                         match serde_json::from_str::<Line>(&line) {
-                            Ok(parsed) => match self.apply(id, job.attempt, token, parsed).await {
+                            Ok(parsed) => match self.apply(id, job.attempt, token, &earlier, parsed).await {
                                 Ok(is_terminal) => terminal |= is_terminal,
                                 Err(LifecycleError::Fenced(_)) => {
                                     fenced = true;
@@ -377,7 +385,7 @@ impl Worker {
         // Drain what the runner wrote before exiting.
         while let Ok(line) = lines.try_recv() {
             if let Ok(parsed) = serde_json::from_str::<Line>(&line) {
-                if let Ok(t) = self.apply(id, job.attempt, token, parsed).await {
+                if let Ok(t) = self.apply(id, job.attempt, token, &earlier, parsed).await {
                     terminal |= t;
                 }
             }
@@ -476,6 +484,7 @@ impl Worker {
         id: Uuid,
         attempt: i64,
         token: i64,
+        earlier: &JobUsage,
         line: Line,
     ) -> Result<bool, LifecycleError> {
         let fenced = |ok: bool| {
@@ -518,7 +527,11 @@ impl Worker {
                         .await?,
                 )
             }
-            Line::Usage { usage } => fenced(self.store.set_usage(id, token, &usage).await?),
+            Line::Usage { usage } => fenced(
+                self.store
+                    .set_usage(id, token, &usage.on_top_of(earlier))
+                    .await?,
+            ),
         }
     }
 }

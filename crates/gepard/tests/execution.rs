@@ -630,6 +630,15 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
         .await
         .iter()
         .any(|l| l.starts_with("resuming")));
+    // The killed runner's model calls were paid for: the usage keeps the ones it reported, so
+    // it is at least the uninterrupted run's (the resumed runner alone made fewer).
+    let (resumed, uninterrupted) = (j.usage, e.job(reference.id).await.usage);
+    assert_eq!(resumed.metric_calls, uninterrupted.metric_calls);
+    assert!(
+        resumed.model_calls >= uninterrupted.model_calls
+            && resumed.input_tokens >= uninterrupted.input_tokens,
+        "{resumed:?} vs {uninterrupted:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
