@@ -20,7 +20,8 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "GEPARD_SERVER",
-        default_value = "http://127.0.0.1:8321"
+        default_value = "http://127.0.0.1:8321",
+        value_parser = crate::args::server_url
     )]
     pub server: String,
     /// API key (default: the credentials file the server wrote in the data directory).
@@ -37,7 +38,8 @@ pub struct GlobalOpts {
         default_value = "default"
     )]
     pub workspace: String,
-    /// Project key or id (default: the workspace's default project).
+    /// Project key or id: where `optimize submit` puts a job (default: the workspace's default
+    /// project) and which jobs `optimize list` shows (default: those of every project).
     #[arg(long, global = true, env = "GEPARD_PROJECT")]
     pub project: Option<String>,
     /// Print JSON instead of a human summary.
@@ -70,7 +72,7 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
         /// Comma-separated scopes: read, write, promote, admin, runner.
-        #[arg(long, default_value = "read")]
+        #[arg(long, default_value = "read", value_parser = crate::args::scopes)]
         scope: String,
         /// Limit the key to one workspace.
         #[arg(long = "for-workspace")]
@@ -108,6 +110,7 @@ pub enum RegistryCommand {
     /// Show one version: NAME@VERSION (or ORG/NAME@VERSION).
     Show {
         /// The ref, e.g. sentiment@1.0.0.
+        #[arg(value_parser = crate::args::artifact_ref)]
         reference: String,
         /// Rows to show (datasets only).
         #[arg(long, default_value_t = 5)]

@@ -25,22 +25,22 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub model: String,
     /// Capability version, NAME@VERSION.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::artifact_ref)]
     pub capability: String,
     /// Agent to optimize (default: the capability's first agent).
     #[arg(long)]
     pub agent_name: Option<String>,
     /// Training dataset, NAME@VERSION.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::artifact_ref)]
     pub dataset: String,
     /// Validation dataset, NAME@VERSION (default: the training dataset).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::artifact_ref)]
     pub val_dataset: Option<String>,
     /// Reward recipe (exact_match_v1, contains_v1, row_reward_v1, trajectory_imitation_v1).
     #[arg(long, default_value = "exact_match_v1")]
     pub reward_recipe: String,
     /// Recipe parameters as a JSON object.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::json_object)]
     pub reward_params: Option<String>,
     /// What the optimization is for, in words.
     #[arg(long)]
@@ -165,6 +165,11 @@ pub enum JobCommand {
         #[arg(long, short)]
         yes: bool,
     },
+}
+
+/// Exit code of a usage error (DESIGN "Operator interface"), as clap uses for bad flags.
+fn usage_error() -> ExitCode {
+    ExitCode::from(2)
 }
 
 fn ref_json(flag: &str, value: &str) -> anyhow::Result<Value> {
@@ -398,9 +403,10 @@ async fn promote(
     let (name, version) = (&preview.target.name, &preview.target.version);
     if !yes {
         if !std::io::stdin().is_terminal() {
-            anyhow::bail!(
-                "refusing to promote job {id} to {name}@{version} without confirmation: pass --yes (or --dry-run to only preview)"
+            eprintln!(
+                "error: refusing to promote job {id} to {name}@{version} without confirmation: pass --yes (or --dry-run to only preview)"
             );
+            return Ok(usage_error());
         }
         eprint!("Write capability {name}@{version}? [y/N] ");
         let mut answer = String::new();
@@ -482,6 +488,12 @@ pub async fn wait(
                 if let Ok(log) = serde_json::from_str::<SequencedLog>(&ev.data) {
                     match &bar {
                         Some(bar) => bar.suspend(|| print_log(&log)),
+                        // One JSON object per line, as `logs` without --follow prints them.
+                        None if opts.json => {
+                            if let Ok(line) = serde_json::to_string(&log) {
+                                println!("{line}");
+                            }
+                        }
                         None => print_log(&log),
                     }
                 }
@@ -514,9 +526,11 @@ pub async fn wait(
                 .ok()
                 .or(last)
                 .context("the job vanished")?;
-            if opts.json {
+            // `logs --follow --json` is a stream of log lines only: a job object after them
+            // would break line-by-line readers.
+            if opts.json && !print_logs {
                 print_json(&job)?;
-            } else {
+            } else if !opts.json {
                 print_job(&job);
             }
             if !job.status.is_terminal() {
@@ -667,7 +681,10 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
         JobCommand::Cancel { id, yes } => {
             if !yes {
                 if !std::io::stdin().is_terminal() {
-                    anyhow::bail!("refusing to cancel job {id} without confirmation: pass --yes");
+                    eprintln!(
+                        "error: refusing to cancel job {id} without confirmation: pass --yes"
+                    );
+                    return Ok(usage_error());
                 }
                 eprint!("Cancel job {id}? [y/N] ");
                 let mut answer = String::new();

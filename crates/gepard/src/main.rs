@@ -3,6 +3,7 @@
 //! This binary composes the library crates; nothing depends on it. Exit codes: 0 success,
 //! 1 the operation failed (including a waited-for job that did not complete), 2 usage error.
 
+mod args;
 mod commands;
 mod jobs_cli;
 mod local;
@@ -69,6 +70,16 @@ enum OptimizeCommand {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = &cli.global;
+    // Client commands are filters a user pipes into `head` or `grep -q`: when the reader goes
+    // away they should end quietly, like any Unix tool, not panic in println!. Only they get
+    // the default SIGPIPE back: the server and workers (also inside quickstart) write to their
+    // runners' pipes, and must see EPIPE as an error instead of being killed by it.
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Worker(_) | Command::Quickstart(_)
+    ) {
+        sigpipe::reset();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Worker(args) => worker_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
@@ -89,6 +100,17 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            let unauthorized = e.chain().any(|c| {
+                c.downcast_ref::<gepard_client::ClientError>()
+                    .and_then(gepard_client::ClientError::status)
+                    .is_some_and(|s| s.as_u16() == 401)
+            });
+            if unauthorized {
+                eprintln!(
+                    "hint: pass --api-key or set GEPARD_API_KEY, or set GEPARD_DATA_DIR to the \
+                     server's data directory so the CLI reads the key from its credentials.json"
+                );
+            }
             ExitCode::from(1)
         }
     }

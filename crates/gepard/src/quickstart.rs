@@ -100,7 +100,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     running.store.close().await;
     result?;
     println!(
-        "\nDone. Next: `gepard serve --data-dir {}`, then `gepard optimize list` and `gepard capability list`.",
+        "\nDone. Next: `export GEPARD_DATA_DIR={}` (the server and the CLI then share its \
+         database and credentials), `gepard serve`, then in another shell with the same \
+         variable `gepard optimize list` and `gepard capability list`.",
         args.data_dir.display()
     );
     Ok(())

@@ -167,7 +167,11 @@ async fn cancel_asks_for_confirmation_and_retry_queues_a_new_attempt() {
     let job: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
     let refused = s.run(&["optimize", "cancel", &id]).await;
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a missing --yes is a usage error"
+    );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
     let cancelled = s.run(&["optimize", "cancel", &id, "--yes"]).await;
     assert!(String::from_utf8_lossy(&cancelled.stdout).contains("cancelled"));
@@ -211,4 +215,117 @@ async fn cancel_asks_for_confirmation_and_retry_queues_a_new_attempt() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_logs_as_json_prints_one_log_object_per_line_and_nothing_else() {
+    let s = server().await;
+    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut cmd = s.cli();
+    cmd.args(["--json", "optimize", "logs", &id, "--follow"])
+        .stdin(Stdio::null());
+    let child = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    let uuid = id.parse().unwrap();
+    s.claim(uuid).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.progress(
+        uuid,
+        json!({"event_type": "iteration_start", "message": "iteration 1 begins"}),
+    )
+    .await;
+    s.progress(
+        uuid,
+        json!({"event_type": "optimization_end", "message": "all done", "summary": {"best_score": 0.9}}),
+    )
+    .await;
+    let out = child.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let messages: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+            v["message"].as_str().expect("a log entry").to_owned()
+        })
+        .collect();
+    assert!(
+        messages.iter().any(|m| m == "iteration 1 begins")
+            && messages.iter().any(|m| m == "all done"),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_flag_values_are_usage_errors_that_name_the_flag() {
+    let s = server().await;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "optimize",
+                "submit",
+                "--model",
+                "openai/m",
+                "--capability",
+                "sentiment",
+                "--dataset",
+                "d@1.0.0",
+            ],
+            "--capability",
+        ),
+        (
+            &[
+                "optimize",
+                "submit",
+                "--model",
+                "openai/m",
+                "--capability",
+                "c@1.0.0",
+                "--dataset",
+                "d@1.0.0",
+                "--reward-params",
+                "notjson",
+            ],
+            "--reward-params",
+        ),
+        (
+            &["keys", "create", "--name", "x", "--scope", "read,bogus"],
+            "bogus",
+        ),
+        (&["capability", "show", "sentiment"], "sentiment"),
+        (&["--server", "notaurl", "capability", "list"], "--server"),
+    ];
+    for (args, named) in cases {
+        let out = s.run(args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?} should name {named}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_piped_into_a_reader_that_went_away_ends_without_a_panic() {
+    let s = server().await;
+    assert!(s.run(SUBMIT).await.status.success());
+    let mut cmd = s.cli();
+    cmd.args(["optimize", "list"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        drop(child.stdout.take()); // the reader (`head`, `grep -q`) is gone before any output
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }
