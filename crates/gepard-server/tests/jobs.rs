@@ -225,6 +225,22 @@ on_both_databases! {
                 vec!["body", "project"],
             ),
             (with(body(), &["model"], json!(5)), vec!["body", "model"]),
+            (
+                with(body(), &["model"], json!("builtin/rules")),
+                vec!["body", "model"],
+            ),
+            (
+                with(body(), &["config", "dataset_input_mapping"], json!("{goal")),
+                vec!["body", "config", "dataset_input_mapping"],
+            ),
+            (
+                with(
+                    body(),
+                    &["config", "dataset_input_mapping"],
+                    json!({"Question": "nope"}),
+                ),
+                vec!["body", "dataset_ref"],
+            ),
         ];
         for (b, loc) in cases {
             let r = app.post(JOBS, b.clone()).await;
@@ -260,6 +276,61 @@ on_both_databases! {
             0,
             "nothing invalid was stored"
         );
+    }
+
+    async fn a_row_that_cannot_become_a_user_message_is_named_at_submission(app) {
+        let r = app
+            .post(
+                JOBS,
+                with(
+                    body(),
+                    &["config", "dataset_input_mapping"],
+                    json!("Text: {text}"),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(
+            r.body["errors"][0]["msg"],
+            "row 1 of dataset train@1.0.0 cannot become a user message: the row has no `text` \
+             field (named in dataset_input_mapping)"
+        );
+        let ok = app
+            .post(
+                JOBS,
+                with(
+                    body(),
+                    &["config", "dataset_input_mapping"],
+                    json!("Text: {goal}"),
+                ),
+            )
+            .await;
+        assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    }
+
+    async fn unknown_model_providers_are_422_when_the_server_knows_its_providers(app) {
+        let mut app = app;
+        let mut state = gepard_server::AppState::new(app.store.clone());
+        state.models = Some(std::sync::Arc::new(
+            gepard_llm::ModelRegistry::from_config_with_env(&Default::default(), &|_| None),
+        ));
+        app.router = gepard_server::router(state);
+        for (field, value) in [(&["model"][..], "foo/bar"), (&["config", "reflection_lm"][..], "acme/m")] {
+            let r = app.post(JOBS, with(body(), field, json!(value))).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            let provider = value.split('/').next().unwrap();
+            assert_eq!(
+                r.body["errors"][0]["msg"],
+                format!(
+                    "unknown model provider `{provider}` (known: anthropic, openai; more can be \
+                     named in GEPARD_PROVIDERS)"
+                ),
+                "{}",
+                r.body
+            );
+        }
+        let ok = app.post(JOBS, body()).await;
+        assert_eq!(ok.status, StatusCode::CREATED, "openai is known: {}", ok.body);
     }
 
     async fn unimplemented_settings_are_stored_and_logged_and_no_validation_set_is_said(app) {

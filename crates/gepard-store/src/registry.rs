@@ -578,4 +578,31 @@ impl Store {
             total: int(&row, "row_count")?,
         }))
     }
+
+    /// Every row of a dataset version, in file order (read in pages of 1,000), or `None`
+    /// when the version does not exist. `name` may carry the org prefix (`acme/train`).
+    pub async fn all_dataset_rows(
+        &self,
+        org_id: Uuid,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Vec<Value>>> {
+        const PAGE: i64 = 1000;
+        let bare = name.rsplit_once('/').map_or(name, |(_, n)| n);
+        let mut rows = Vec::new();
+        loop {
+            let offset = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+            let Some(page) = self
+                .dataset_rows(org_id, bare, version, offset, PAGE)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let done = i64::try_from(page.items.len()).unwrap_or(0) < PAGE;
+            rows.extend(page.items);
+            if done {
+                return Ok(Some(rows));
+            }
+        }
+    }
 }

@@ -82,28 +82,16 @@ pub enum SpecError {
     Store(#[from] gepard_store::StoreError),
 }
 
-fn bare(name: &str) -> &str {
-    name.rsplit_once('/').map_or(name, |(_, n)| n)
-}
-
 async fn all_rows(
     store: &Store,
     org: Uuid,
     name: &str,
     version: &str,
 ) -> Result<Vec<Value>, SpecError> {
-    let mut rows = Vec::new();
-    loop {
-        let page = store
-            .dataset_rows(org, bare(name), version, rows.len() as i64, 1000)
-            .await?
-            .ok_or_else(|| SpecError::Missing(format!("dataset {name}@{version}")))?;
-        let done = page.items.len() < 1000;
-        rows.extend(page.items);
-        if done {
-            return Ok(rows);
-        }
-    }
+    store
+        .all_dataset_rows(org, name, version)
+        .await?
+        .ok_or_else(|| SpecError::Missing(format!("dataset {name}@{version}")))
 }
 
 /// The engine configuration a job's stored config asks for.

@@ -12,6 +12,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gepard_agent::recipe::{Recipe, RecipeError};
+use gepard_agent::rollout::InputMapping;
 use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::PLATFORM_MAX_RUNTIME_SECONDS;
 use gepard_core::model::{
@@ -187,6 +188,26 @@ const STORED_ONLY: &[&str] = &[
     "val_task_refs",
     "timeout_sec",
 ];
+
+/// Adds a problem at `loc` when `id`'s provider is not one this server's model registry
+/// knows (the same registry, from the same configuration, that its workers' runs use). A
+/// server without a registry (tests, embedding) checks only the shape.
+fn unknown_provider(state: &AppState, p: &mut Problems, loc: &[&str], id: &str) {
+    let (Some(models), Some((provider, _))) = (&state.models, id.split_once('/')) else {
+        return;
+    };
+    let known = models.provider_names();
+    if !known.iter().any(|k| k == provider) {
+        p.add(
+            loc,
+            format!(
+                "unknown model provider `{provider}` (known: {}; more can be named in \
+                 GEPARD_PROVIDERS)",
+                known.join(", ")
+            ),
+        );
+    }
+}
 
 /// Whether a model id looks like `provider/model`.
 ///
@@ -423,6 +444,17 @@ async fn validate(
                 body.model
             ),
         );
+    } else if body.model.starts_with("builtin/") {
+        p.add(
+            &["body", "model"],
+            format!(
+                "`{}` derives instruction edits without a model and cannot answer rows; \
+                 use it as config.reflection_lm with a real target model",
+                body.model
+            ),
+        );
+    } else {
+        unknown_provider(state, &mut p, &["body", "model"], &body.model);
     }
     let components = body
         .components
@@ -463,6 +495,18 @@ async fn validate(
         raw_config.entry("timeout_sec").or_insert(Value::from(t));
     }
     let (config, stored_only) = check_config(&mut p, Some(raw_config));
+    if let Some(lm) = config.get("reflection_lm").and_then(Value::as_str) {
+        unknown_provider(state, &mut p, &["body", "config", "reflection_lm"], lm);
+    }
+    // How rows become user messages; checked against every row of the datasets below, so a
+    // row the agent cannot be asked about is a 422 now, not a run that scores 0 later.
+    let mapping = match InputMapping::from_config(config.get("dataset_input_mapping")) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            p.add(&["body", "config", "dataset_input_mapping"], e);
+            None
+        }
+    };
 
     // Registries: the capability version and its agent, the datasets.
     let mut capability = None;
@@ -543,6 +587,27 @@ async fn validate(
             Some(ds) => {
                 if field == "val_dataset_ref" || val_rows.is_none() {
                     val_rows = Some(ds.row_count);
+                }
+                if let Some(mapping) = &mapping {
+                    let rows = state
+                        .store
+                        .all_dataset_rows(org.id, &name, &version)
+                        .await?
+                        .unwrap_or_default();
+                    if let Some((i, why)) = rows
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, row)| mapping.user_message(row).err().map(|e| (i, e)))
+                    {
+                        p.add(
+                            &["body", field],
+                            format!(
+                                "row {} of dataset {name}@{version} cannot become a user \
+                                 message: {why}",
+                                i + 1
+                            ),
+                        );
+                    }
                 }
                 refs.push(Some(VersionRef {
                     name: r.name.clone(),
