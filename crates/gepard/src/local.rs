@@ -252,7 +252,8 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
         std::env::var_os("GEPARD_DATA_DIR")
             .map(std::path::PathBuf::from)
             .as_deref(),
-    ));
+    ))
+    .map_err(|e| Usage(format!("{e:#}")))?;
     let models = RunModels::resolve(&registry, &args.model, args.reflection_lm.as_deref())
         .map_err(|e| Usage(format!("--model / --reflection-lm: {e}")))?;
 

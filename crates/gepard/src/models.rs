@@ -2,12 +2,38 @@
 
 use std::path::{Path, PathBuf};
 
-use gepard_llm::ModelRegistry;
+use anyhow::Context;
+use gepard_llm::{ModelRegistry, ProvidersConfig};
 
-/// Providers from the environment (`openai/…`, `anthropic/…`), plus, with the `local-model`
-/// feature, the embedded `local/…` model (cached under `data_dir`) and `builtin/rules`.
-pub fn registry(data_dir: &Path) -> ModelRegistry {
-    let registry = ModelRegistry::from_env();
+/// Environment variable holding the named providers of the server config (DESIGN "Models"):
+/// the path of a YAML or JSON file, or the configuration itself as inline JSON (`{…}`). The
+/// format is `gepard_llm::ProvidersConfig`'s, e.g. `vllm: {kind: openai, base_url: …}`.
+/// Workers pass it on to their runners, so every process resolves the same providers.
+pub const PROVIDERS_ENV: &str = "GEPARD_PROVIDERS";
+
+/// The named providers from [`PROVIDERS_ENV`] (none when it is unset or empty).
+pub fn providers_config() -> anyhow::Result<ProvidersConfig> {
+    let value = std::env::var(PROVIDERS_ENV).unwrap_or_default();
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(ProvidersConfig::default());
+    }
+    let (text, origin) = if value.starts_with('{') {
+        (value.to_owned(), format!("{PROVIDERS_ENV} (inline)"))
+    } else {
+        let text = std::fs::read_to_string(value)
+            .with_context(|| format!("{PROVIDERS_ENV}: cannot read the provider file {value}"))?;
+        (text, format!("{PROVIDERS_ENV} file {value}"))
+    };
+    serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{origin} is not a valid provider configuration"))
+}
+
+/// Providers from the environment (`openai/…`, `anthropic/…`, and the named ones of
+/// [`PROVIDERS_ENV`]), plus, with the `local-model` feature, the embedded `local/…` model
+/// (cached under `data_dir`) and `builtin/rules`.
+pub fn registry(data_dir: &Path) -> anyhow::Result<ModelRegistry> {
+    let registry = ModelRegistry::from_config(&providers_config()?);
     #[cfg(feature = "local-model")]
     {
         gepard_local::register(
@@ -18,7 +44,7 @@ pub fn registry(data_dir: &Path) -> ModelRegistry {
     }
     #[cfg(not(feature = "local-model"))]
     let _ = data_dir;
-    registry
+    Ok(registry)
 }
 
 /// `gepard model …`.

@@ -96,7 +96,7 @@ pub async fn start(
         .await
         .context("listening for job changes")?;
     let mut state = AppState::with_notifier(store.clone(), Arc::clone(&notifier));
-    state.models = Some(Arc::new(crate::models::registry(&data_dir)));
+    state.models = Some(Arc::new(crate::models::registry(&data_dir)?));
     let app = router(state);
     // Embedded workers share the server's notifier, so watchers see their progress live.
     let stop_workers = CancellationToken::new();

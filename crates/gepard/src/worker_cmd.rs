@@ -59,6 +59,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     serve::init_tracing(args.log_format, "info");
     let data_dir = settings::data_dir(args.data_dir.as_deref());
     std::fs::create_dir_all(&data_dir)?;
+    // Runners read the same provider configuration; a broken one fails here, at start, not
+    // in every job.
+    crate::models::providers_config()?;
     let url = args
         .database_url
         .clone()
@@ -89,6 +92,13 @@ pub async fn run_job() -> std::process::ExitCode {
             .map(PathBuf::from)
             .as_deref(),
     );
-    let registry = crate::models::registry(&data_dir);
+    let registry = match crate::models::registry(&data_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            // The worker reports the runner's last stderr lines when it exits early.
+            eprintln!("run-job: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     std::process::ExitCode::from(gepard_worker::runner::main_from_stdin(&registry).await)
 }

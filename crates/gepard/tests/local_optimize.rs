@@ -502,3 +502,48 @@ fn without_a_val_dataset_the_training_rows_validate_and_the_run_says_so_in_human
         assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
     }
 }
+
+/// A provider named in `GEPARD_PROVIDERS` (inline JSON here; a YAML file works the same) is
+/// resolved by its name, with its own base URL and key variable: the built-in `openai`
+/// provider points at a closed port and is never used.
+#[test]
+fn a_provider_named_in_gepard_providers_runs_the_optimization() {
+    let fake = start_fake(false);
+    let inputs = Inputs::new();
+    let mut args = inputs.args(&["--json"]);
+    for a in &mut args {
+        if a.starts_with("openai/") {
+            *a = a.replacen("openai/", "corp/", 1);
+        }
+    }
+    let providers =
+        json!({"corp": {"kind": "openai", "base_url": fake.base_url, "api_key_env": "CORP_KEY"}});
+    let out = Command::new(env!("CARGO_BIN_EXE_gepard"))
+        .args(&args)
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .env_remove("OPENAI_API_KEY")
+        .env("CORP_KEY", "sk-test")
+        .env("GEPARD_PROVIDERS", providers.to_string())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["best_val_score"],
+        scripted_json(&[])["best_val_score"],
+        "the same scripted run, through the named provider"
+    );
+
+    let broken = Command::new(env!("CARGO_BIN_EXE_gepard"))
+        .args(&args)
+        .env("GEPARD_PROVIDERS", inputs.path("no-such-providers.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(2), "{}", stderr(&broken));
+    assert!(
+        stderr(&broken).contains("GEPARD_PROVIDERS: cannot read the provider file"),
+        "{}",
+        stderr(&broken)
+    );
+}
