@@ -272,7 +272,11 @@ fn failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
         stderr(&missing)
     );
     let bad_ref = server.cli(&["capability", "show", "sentiment"]);
-    assert_eq!(bad_ref.status.code(), Some(1));
+    assert_eq!(
+        bad_ref.status.code(),
+        Some(2),
+        "a malformed ref is a usage error"
+    );
     assert!(
         stderr(&bad_ref).contains("NAME@VERSION"),
         "{}",

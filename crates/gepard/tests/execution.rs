@@ -347,7 +347,11 @@ async fn a_completed_job_is_promoted_from_the_cli_after_a_preview_and_shows_in_c
     );
 
     let refused = common::run_cli(cli(), &["optimize", "promote", &id]).await;
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a missing --yes is a usage error"
+    );
     assert!(
         text(&refused.stderr).contains("without confirmation: pass --yes"),
         "{}",
