@@ -403,6 +403,17 @@ fn json_report(
         "curve": r.curve,
         "best_candidate": r.best_candidate,
         "best_instructions": r.best_text,
+        // Every candidate with its parents: what a user reads to see which line of edits won
+        // (and the benchmark compares with the reference's candidate list).
+        "lineage": r.candidates.iter().map(|c| json!({
+            "index": c.index,
+            "parents": c.parents,
+            "val_score": c.val_score,
+            "on_frontier": c.on_frontier,
+            "discovered_at_metric_calls": c.discovered_at_metric_calls,
+            "iteration": c.iteration,
+            "instructions": c.text,
+        })).collect::<Vec<_>>(),
         "usage": usage,
     });
     if let (Value::Object(report), Value::Object(extra)) = (&mut report, extra) {
