@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::lifecycle::{publish, LifecycleError};
 use crate::notify::Notifier;
 use crate::rows::{int, now_text, text};
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, WriteTx};
 
 /// A job a worker has claimed, with the fencing token its writes must carry.
 #[derive(Debug, Clone)]
@@ -188,6 +188,39 @@ impl Store {
         data: &str,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        if !self.holds_attempt(&mut tx, job_id, attempt, token).await? {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM job_checkpoints WHERE job_id = $1 AND attempt = $2")
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        // The runner writes an iteration's metric points before its checkpoint, so the
+        // highest seq now is exactly where this checkpoint's timeline ends.
+        sqlx::query(
+            "INSERT INTO job_checkpoints (job_id, attempt, iteration, data, created_at, metrics_seq) \
+             VALUES ($1, $2, $3, $4, $5, (SELECT COALESCE(MAX(seq), 0) FROM job_metrics WHERE job_id = $1))",
+        )
+        .bind(job_id.to_string())
+        .bind(attempt)
+        .bind(iteration)
+        .bind(data)
+        .bind(now_text())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether `token` still holds the running `attempt` of the job, inside `tx`.
+    async fn holds_attempt(
+        &self,
+        tx: &mut WriteTx,
+        job_id: Uuid,
+        attempt: i64,
+        token: i64,
+    ) -> Result<bool> {
         let held: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT lease_token FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2{}",
             // A takeover between this check and the write must wait, or a stale worker's
@@ -196,24 +229,32 @@ impl Store {
         ))
         .bind(job_id.to_string())
         .bind(attempt)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
-        if held != Some(token) {
+        Ok(held == Some(token))
+    }
+
+    /// Before a resume: drops the metric points of the running attempt written after its
+    /// checkpoint (a crashed runner's lost work, which the resumed run redoes and reports
+    /// again). `false` when `token` no longer holds the job, and then nothing changes.
+    pub async fn rewind_metrics_to_checkpoint(
+        &self,
+        job_id: Uuid,
+        attempt: i64,
+        token: i64,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        if !self.holds_attempt(&mut tx, job_id, attempt, token).await? {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM job_checkpoints WHERE job_id = $1 AND attempt = $2")
-            .bind(job_id.to_string())
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO job_checkpoints (job_id, attempt, iteration, data, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(job_id.to_string())
-            .bind(attempt)
-            .bind(iteration)
-            .bind(data)
-            .bind(now_text())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM job_metrics WHERE job_id = $1 AND attempt = $2 AND seq > \
+             (SELECT metrics_seq FROM job_checkpoints WHERE job_id = $1 AND attempt = $2)",
+        )
+        .bind(job_id.to_string())
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -230,6 +230,33 @@ gepard_store::conformance_tests! {
         assert!(f.store.renew_lease(id, current, Duration::from_secs(60)).await.unwrap());
         assert!(f.store.save_checkpoint(id, 1, current, 3, "fresh").await.unwrap());
         assert_eq!(f.store.checkpoint(id, 1).await.unwrap().unwrap().data, "fresh");
+        assert!(!f.store.rewind_metrics_to_checkpoint(id, 1, stale).await.unwrap());
+    }
+
+    async fn a_resume_drops_the_metric_points_written_after_the_checkpoint(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("resumed").await;
+        let token = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap().lease_token;
+        let point = |calls: u64| {
+            event(json!({"event_type": "budget_updated", "metrics": {"metric_calls_used": [{"value": calls, "step": calls}]}}))
+        };
+        for calls in [10, 20] {
+            f.store.ingest_progress(&n, id, &point(calls), Some(token)).await.unwrap();
+        }
+        assert!(f.store.save_checkpoint(id, 1, token, 1, "{}").await.unwrap());
+        // The runner goes on, then dies: these two points belong to work the resume redoes.
+        for calls in [23, 26] {
+            f.store.ingest_progress(&n, id, &point(calls), Some(token)).await.unwrap();
+        }
+        assert!(f.store.rewind_metrics_to_checkpoint(id, 1, token).await.unwrap());
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        let kept: Vec<f64> = job.metrics["metric_calls_used"].iter().map(|p| p.value).collect();
+        assert_eq!(kept, [10.0, 20.0]);
+        // Redone work appends after the kept points.
+        f.store.ingest_progress(&n, id, &point(23), Some(token)).await.unwrap();
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.metrics["metric_calls_used"].len(), 3);
     }
 
     async fn concurrent_reapers_requeue_an_expired_job_once(db) {

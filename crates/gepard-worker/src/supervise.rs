@@ -209,6 +209,23 @@ impl Worker {
         } else {
             JobUsage::default()
         };
+        // The crashed runner's metric points after its checkpoint describe work the resumed
+        // runner redoes and reports again; without this the series would repeat them.
+        if spec.resume.is_some() {
+            match self
+                .store
+                .rewind_metrics_to_checkpoint(id, job.attempt, token)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return RunEnd::Fenced,
+                Err(e) => {
+                    return self
+                        .fail(id, token, format!("cannot prepare the resume: {e}"))
+                        .await
+                }
+            }
+        }
         let hard_deadline =
             Duration::from_secs(spec.max_runtime_sec.saturating_sub(spec.elapsed_sec))
                 + self.config.grace * 2;

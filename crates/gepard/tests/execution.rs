@@ -577,7 +577,7 @@ async fn final_result(e: &Env, id: Uuid) -> (Option<f64>, Value, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() {
-    let e = env(Duration::from_millis(20)).await;
+    let e = env(Duration::from_millis(40)).await;
     let reference = e.submit(config(90)).await;
     e.worker("ref", Duration::from_secs(10))
         .run_once(&CancellationToken::new())
@@ -599,12 +599,22 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
     ];
     let w = Worker::new(e.store.clone(), e.notifier.clone(), c);
     let run = tokio::spawn(async move { w.run_once(&CancellationToken::new()).await });
-    // Kill the sandbox after its first checkpoint.
-    for _ in 0..600 {
-        if e.store.checkpoint(job.id, 1).await.unwrap().is_some() {
-            break;
+    // Kill the sandbox in the middle of an iteration after its first checkpoint: once it has
+    // reported metric calls beyond the checkpoint's, so there is lost work to redo.
+    let calls_used = |job: &Job| {
+        job.metrics
+            .get("metric_calls_used")
+            .and_then(|p| p.last())
+            .map_or(0.0, |p| p.value)
+    };
+    for _ in 0..3000 {
+        if let Some(cp) = e.store.checkpoint(job.id, 1).await.unwrap() {
+            let at: Value = serde_json::from_str(&cp.data).unwrap();
+            if calls_used(&e.job(job.id).await) > at["metric_calls"].as_f64().unwrap() {
+                break;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let pid = child_with_mark(&mark).expect("the run-job child is running");
     nix::sys::signal::kill(
@@ -636,7 +646,22 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
         .any(|l| l.starts_with("resuming")));
     // The killed runner's model calls were paid for: the usage keeps the ones it reported, so
     // it is at least the uninterrupted run's (the resumed runner alone made fewer).
-    let (resumed, uninterrupted) = (j.usage, e.job(reference.id).await.usage);
+    // The crashed runner's points after its checkpoint were dropped and redone: every series
+    // reads exactly as the uninterrupted run's (values and steps; timestamps differ).
+    let series = |job: &Job| -> Vec<(String, Vec<(f64, i64)>)> {
+        job.metrics
+            .iter()
+            .map(|(name, points)| {
+                (
+                    name.clone(),
+                    points.iter().map(|p| (p.value, p.step)).collect(),
+                )
+            })
+            .collect()
+    };
+    let uninterrupted_job = e.job(reference.id).await;
+    assert_eq!(series(&j), series(&uninterrupted_job));
+    let (resumed, uninterrupted) = (j.usage, uninterrupted_job.usage);
     assert_eq!(resumed.metric_calls, uninterrupted.metric_calls);
     assert!(
         resumed.model_calls >= uninterrupted.model_calls
