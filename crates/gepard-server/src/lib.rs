@@ -2,7 +2,8 @@
 //!
 //! Layout: [`router`] builds the axum `Router` over an [`AppState`]; [`auth`] turns headers
 //! into a [`auth::Caller`] and enforces the 401 / 404 / 403 order; [`error`] is the single
-//! error envelope; [`routes`] holds one module per area of API.md; [`metrics`] counts requests and serves `/metrics`. [`serve`]
+//! error envelope; [`routes`] holds one module per area of API.md; [`page`] is the embedded
+//! Optimization page at `/`; [`metrics`] counts requests and serves `/metrics`. [`serve`]
 //! runs the router with graceful shutdown.
 //!
 //! Only this crate names `axum`. It depends on the store and the domain crates, never on the
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod page;
 pub mod routes;
 pub mod sse;
 
@@ -200,6 +202,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .nest("/org/{org}", org);
     Router::new()
+        .route("/", get(page::index))
+        .route("/assets/{*path}", get(page::asset))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
