@@ -75,6 +75,7 @@ async function main() {
     if (await page.locator('#act-cancel').isDisabled()) throw new Error('cancel is disabled on a running job');
     if (!(await page.locator('#act-retry').isDisabled())) throw new Error('retry is enabled on a running job');
     if (!(await page.locator('#act-promote').isDisabled())) throw new Error('promote is enabled without a result');
+    if (!(await page.locator('#promote-form').isHidden())) throw new Error('the promote form shows without a result');
 
     step('a progress event posted through the API appears live, without reload');
     const job = seeded;
@@ -91,6 +92,11 @@ async function main() {
     await page.locator('#d-sparks [data-metric="val_score"] polyline').waitFor();
     await page.locator('#job-rows tr.selected', { hasText: '0.625' }).waitFor();
     if (navigations.length) throw new Error(`the page reloaded: ${navigations}`);
+    // For a person checking the layout: PAGE_E2E_SCREENSHOT=/tmp/page.png scripts/page-e2e.sh
+    if (process.env.PAGE_E2E_SCREENSHOT) {
+      await page.setViewportSize({ width: 1400, height: 1000 });
+      await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT, fullPage: true });
+    }
 
     step('cancel stops the running job and the buttons follow the state');
     await page.click('#act-cancel');

@@ -82,5 +82,5 @@ export GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY"
     --name e2e-seeded-job >/dev/null
 
 log "browser"
-NODE_PATH="$E2E_DIR/node_modules" GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY" CHROMIUM="$CHROMIUM" \
+NODE_PATH="$E2E_DIR/node_modules" PAGE_E2E_SCREENSHOT="${PAGE_E2E_SCREENSHOT:-}" GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY" CHROMIUM="$CHROMIUM" \
     node scripts/page-e2e.cjs || { echo "page-e2e: server log:" >&2; tail -50 "$DATA/server.log" >&2; exit 1; }
