@@ -2,8 +2,9 @@
 //!
 //! Layout: [`router`] builds the axum `Router` over an [`AppState`]; [`auth`] turns headers
 //! into a [`auth::Caller`] and enforces the 401 / 404 / 403 order; [`error`] is the single
-//! error envelope; [`routes`] holds one module per area of API.md. [`serve`] runs the router
-//! with graceful shutdown.
+//! error envelope; [`routes`] holds one module per area of API.md; [`page`] is the embedded
+//! Optimization page at `/`; [`metrics`] counts requests and serves `/metrics`. [`serve`]
+//! runs the router with graceful shutdown.
 //!
 //! Only this crate names `axum`. It depends on the store and the domain crates, never on the
 //! binary or the GEPA engine.
@@ -11,6 +12,8 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod page;
 pub mod routes;
 pub mod sse;
 
@@ -36,6 +39,8 @@ pub struct AppState {
     pub notifier: Arc<dyn Notifier>,
     /// In-process models offered on `/v1/chat/completions` (none unless the binary adds them).
     pub models: Option<Arc<gepard_llm::ModelRegistry>>,
+    /// Request counters and the open-stream gauge behind `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -50,6 +55,7 @@ impl AppState {
             store,
             notifier,
             models: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -59,7 +65,7 @@ impl AppState {
 #[openapi(
     info(title = "gepard", description = "Control plane for improving LLM agents with GEPA."),
     paths(
-        ops::healthz, ops::readyz, ops::openapi,
+        ops::healthz, ops::readyz, ops::openapi, metrics::metrics,
         tenancy::current_user, tenancy::get_org, tenancy::list_workspaces, tenancy::create_workspace, tenancy::get_workspace,
         tenancy::list_projects, tenancy::create_project, tenancy::get_project,
         keys::create_key, keys::list_keys, keys::revoke_key,
@@ -196,6 +202,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .nest("/org/{org}", org);
     Router::new()
+        .route("/", get(page::index))
+        .route("/assets/{*path}", get(page::asset))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi))
@@ -209,6 +218,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found(format!("no route for {}", uri.path()))
         })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .route_layer(axum::middleware::from_fn(metrics::expose_matched_path))
         .layer(
             // One structured log line per request (method, path, status, latency), and a
             // panicking handler becomes an enveloped 500 instead of a dropped connection.
@@ -226,6 +236,11 @@ pub fn router(state: AppState) -> Router {
                     panic_response,
                 )),
         )
+        // Outermost, so panics answered as 500 and unrouted 404s are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -204,6 +204,9 @@ pub async fn stream_job(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            // The client left: stop now rather than at the next send, so the task and its
+            // count in `/metrics` go away with the connection.
+            () = w.tx.closed() => return,
             _ = beat.tick() => {
                 if !w.send(Event::default().event("heartbeat").id(w.last_seq.to_string()).data("{}")).await {
                     return;

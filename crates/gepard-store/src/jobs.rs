@@ -373,6 +373,25 @@ impl Store {
         Ok(out)
     }
 
+    /// How many jobs are in each status, over every organization: what an operator's
+    /// `/metrics` scrape reports. One `GROUP BY` over the `(status, created_at)` index, so it
+    /// stays cheap with many jobs. Statuses without jobs are absent; the order is by status.
+    pub async fn job_counts_by_status(&self) -> Result<Vec<(JobStatus, i64)>> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let status = text(r, "status")?;
+            let status = status
+                .parse::<JobStatus>()
+                .map_err(|e| StoreError::Corrupt(format!("job status `{}`", e.0)))?;
+            out.push((status, int(r, "n")?));
+        }
+        Ok(out)
+    }
+
     /// Jobs of a workspace, newest first.
     pub async fn list_jobs(
         &self,

@@ -491,6 +491,23 @@ gepard_store::conformance_tests! {
         assert_eq!(f.store.count_logs_starting_with(id, 1, "crash:").await.unwrap(), 2);
         assert_eq!(f.store.count_logs_starting_with(id, 1, "crash_").await.unwrap(), 1, "`_` is literal");
     }
+
+    async fn job_counts_by_status_group_every_job_by_its_current_status(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        assert!(f.store.job_counts_by_status().await.unwrap().is_empty(), "no jobs, no rows");
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(f.submit(&format!("job {i}")).await);
+        }
+        f.store.job_command(&n, f.ws, ids[0], &JobCommand::RequestCancel).await.unwrap();
+        f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+        let counts = f.store.job_counts_by_status().await.unwrap();
+        assert_eq!(
+            counts,
+            vec![(JobStatus::Cancelled, 1), (JobStatus::Queued, 2), (JobStatus::Running, 1)],
+        );
+    }
 }
 
 /// Longer than the short leases below, so they have expired when the test looks.

@@ -168,14 +168,29 @@ async fn bootstrap(
             api_key: key.expose().to_owned(),
         },
     )?;
-    // Printed once, on purpose: the database keeps only the hash.
+    // Printed once, on purpose: the database keeps only the hash. The page link carries the
+    // key in the URL fragment, which browsers never send to a server, and the page removes
+    // it from the address bar once read.
     eprintln!(
         "gepard: created org `local`, workspace `default`, project `default`.\n\
-         gepard: admin API key (shown once, saved to {}):\n\n    {}\n",
+         gepard: admin API key (shown once, saved to {}):\n\n    {}\n\n\
+         gepard: the Optimization page, signed in with that key:\n\n    {}\n",
         path.display(),
-        key.expose()
+        key.expose(),
+        page_url(addr, key.expose())
     );
     Ok(())
+}
+
+/// The page's address with `key` in its fragment. A server listening on every interface
+/// (`0.0.0.0`, `::`) is reached locally through loopback, so the link works when clicked.
+fn page_url(addr: SocketAddr, key: &str) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/#key={key}", SocketAddr::new(host, addr.port()))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -209,4 +224,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     running.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_page_link_carries_the_key_in_its_fragment_and_a_clickable_host() {
+        let key = "gpd_abc";
+        assert_eq!(
+            page_url("127.0.0.1:8321".parse().unwrap(), key),
+            "http://127.0.0.1:8321/#key=gpd_abc"
+        );
+        assert_eq!(
+            page_url("0.0.0.0:9000".parse().unwrap(), key),
+            "http://127.0.0.1:9000/#key=gpd_abc"
+        );
+        assert_eq!(
+            page_url("[::]:9000".parse().unwrap(), key),
+            "http://[::1]:9000/#key=gpd_abc"
+        );
+    }
 }

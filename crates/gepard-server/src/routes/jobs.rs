@@ -1091,15 +1091,13 @@ pub async fn job_events(
     // Subscribe before the snapshot so no change between the two can be missed.
     let rx = state.notifier.subscribe();
     let (tx, out) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(crate::sse::stream_job(
-        state.clone(),
-        ws.id,
-        job_id,
-        resume,
-        rx,
-        tx,
-        HEARTBEAT,
-    ));
+    // Counted from here, before the response leaves, until the stream's task ends.
+    let watching = state.metrics.sse_watcher();
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let _watching = watching;
+        crate::sse::stream_job(task_state, ws.id, job_id, resume, rx, tx, HEARTBEAT).await;
+    });
     // No axum keep-alive: the stream sends its own `heartbeat` events, as API.md specifies.
     Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)))
 }

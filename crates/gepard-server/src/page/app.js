@@ -1,0 +1,924 @@
+// The gepard Optimization page: jobs of one workspace + project on the left, the selected job
+// on the right, live. Vanilla JS with no build step, served from the binary.
+//
+// Rules kept throughout: data only ever reaches the DOM through textContent / createElement
+// (never by parsing HTML strings), every action calls an API route from the API table below, and errors are
+// shown next to what caused them using the error envelope's `detail` (and field errors).
+'use strict';
+
+// Every API route this page calls, as "METHOD path-template". A server test reads this table
+// and checks each entry against the router's OpenAPI document, so a renamed route fails CI.
+const API = {
+  workspaces: 'GET /api/v1/org/{org}/ws',
+  projects: 'GET /api/v1/org/{org}/ws/{ws}/projects',
+  jobs: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs',
+  submit: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs',
+  job: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}',
+  events: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/events',
+  candidates: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/candidates',
+  preview: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promotion-preview',
+  promote: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promote',
+  cancel: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/cancel',
+  retry: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/retry',
+  capabilities: 'GET /api/v1/org/{org}/capabilities',
+  capabilityVersions: 'GET /api/v1/org/{org}/capabilities/{name}/versions',
+  capabilityVersion: 'GET /api/v1/org/{org}/capabilities/{name}/{version}',
+  datasets: 'GET /api/v1/org/{org}/datasets',
+  datasetVersions: 'GET /api/v1/org/{org}/datasets/{name}/versions',
+};
+
+const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+const KEY_STORE = 'gepard.apiKey';
+const SCOPE_STORE = 'gepard.scope';
+// The job list has no stream of its own (SSE covers one job), and jobs change without this
+// page: the CLI submits, workers claim and finish. A modest poll keeps the list current; the
+// selected job needs none, its stream is live.
+const LIST_POLL_MS = 5000;
+const MAX_LOG_LINES = 2000;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  key: null,
+  org: 'local',
+  ws: null,
+  project: null,
+  jobs: [],
+  selected: null, // id of the selected job
+  job: null, // the selected job, as the stream last sent it
+  candidates: [],
+  preview: null,
+  streamGen: 0, // bumped on every selection: an old stream loop notices and stops
+  streamAbort: null,
+  streaming: false, // whether the selected job's stream loop is running
+  autoOpenedFor: null, // the scope whose empty list already opened the form once
+  idempotencyKey: null,
+};
+
+// ---------------------------------------------------------------- HTTP
+
+class ApiFailure extends Error {
+  constructor(status, body) {
+    const detail = body && typeof body.detail === 'string' ? body.detail : `HTTP ${status}`;
+    super(detail);
+    this.status = status;
+    this.detail = detail;
+    this.errors = (body && Array.isArray(body.errors)) ? body.errors : [];
+  }
+}
+
+function routeUrl(route, params) {
+  const [method, template] = route.split(' ');
+  const path = template.replace(/\{(\w+)\}/g, (_, name) => {
+    if (params[name] === undefined || params[name] === null) throw new Error(`missing ${name}`);
+    return encodeURIComponent(params[name]);
+  });
+  return { method, path };
+}
+
+function scopeParams(extra) {
+  return Object.assign({ org: state.org, ws: state.ws }, extra || {});
+}
+
+function authHeaders() {
+  return { 'X-API-Key': state.key || '' };
+}
+
+// Calls a route of the API table; resolves to the JSON body, rejects with an ApiFailure.
+async function api(route, params, opts) {
+  opts = opts || {};
+  const { method, path } = routeUrl(route, params);
+  let url = path;
+  if (opts.query) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(opts.query)) {
+      if (v !== undefined && v !== null && v !== '') q.set(k, v);
+    }
+    const s = q.toString();
+    if (s) url += '?' + s;
+  }
+  const headers = Object.assign({ Accept: 'application/json' }, authHeaders(), opts.headers || {});
+  let body;
+  if (opts.body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    body = JSON.stringify(opts.body);
+  }
+  let resp;
+  try {
+    resp = await fetch(url, { method, headers, body, cache: 'no-store' });
+  } catch (e) {
+    throw new ApiFailure(0, { detail: 'the server is not reachable' });
+  }
+  const text = await resp.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (e) { json = null; }
+  if (!resp.ok) {
+    const failure = new ApiFailure(resp.status, json);
+    if (resp.status === 401) askForKey(`The server did not accept this key: ${failure.detail}`);
+    throw failure;
+  }
+  return json;
+}
+
+// ---------------------------------------------------------------- DOM helpers
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  return node;
+}
+
+function fmtScore(v) {
+  return typeof v === 'number' && isFinite(v) ? v.toFixed(3) : '—';
+}
+
+function fmtTime(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return isNaN(d) ? String(iso) : d.toLocaleString();
+}
+
+function ago(iso) {
+  if (!iso) return 'never';
+  const s = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
+  if (!isFinite(s)) return String(iso);
+  if (s < 5) return 'just now';
+  if (s < 90) return `${s} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  return fmtTime(iso);
+}
+
+function showError(node, err) {
+  node.textContent = err ? (err.detail || err.message || String(err)) : '';
+}
+
+// ---------------------------------------------------------------- key
+
+function askForKey(message) {
+  stopStream();
+  $('main').hidden = true;
+  $('key-panel').hidden = false;
+  $('key-message').textContent = message || '';
+  $('key-input').focus();
+}
+
+function takeKeyFromFragment() {
+  const m = /(?:^#|&)key=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  localStorage.setItem(KEY_STORE, decodeURIComponent(m[1]));
+  // Out of the address bar (and so out of history and screenshots) at once.
+  history.replaceState(null, '', location.pathname + location.search);
+}
+
+// ---------------------------------------------------------------- scope
+
+function saveScope() {
+  localStorage.setItem(SCOPE_STORE, JSON.stringify({ org: state.org, ws: state.ws, project: state.project }));
+}
+
+function fillSelect(select, items, value, labelOf, valueOf, blank) {
+  select.replaceChildren();
+  if (blank !== undefined) select.append(el('option', { value: '', text: blank }));
+  for (const item of items) {
+    const v = valueOf(item);
+    select.append(el('option', { value: v, text: labelOf(item), selected: v === value }));
+  }
+  if (value !== undefined && value !== null) select.value = value;
+}
+
+async function loadScope() {
+  $('global-error').hidden = true;
+  const saved = JSON.parse(localStorage.getItem(SCOPE_STORE) || '{}');
+  state.org = $('scope-org').value.trim() || saved.org || 'local';
+  $('scope-org').value = state.org;
+  try {
+    const workspaces = await api(API.workspaces, { org: state.org });
+    const wantWs = state.ws || saved.ws;
+    const ws = workspaces.find((w) => w.key === wantWs) || workspaces.find((w) => w.is_default) || workspaces[0];
+    state.ws = ws ? ws.key : null;
+    fillSelect($('scope-ws'), workspaces, state.ws, (w) => w.name || w.key, (w) => w.key);
+    await loadProjects(saved.project);
+  } catch (e) {
+    if (e.status === 401) return;
+    $('global-error').hidden = false;
+    showError($('global-error'), e);
+    return;
+  }
+  $('key-panel').hidden = true;
+  $('main').hidden = false;
+  saveScope();
+  await refreshList();
+}
+
+async function loadProjects(wanted) {
+  if (!state.ws) { state.project = null; $('scope-project').replaceChildren(); return; }
+  const projects = await api(API.projects, scopeParams());
+  const want = state.project || wanted;
+  const p = projects.find((x) => x.key === want) || projects.find((x) => x.is_default) || projects[0];
+  state.project = p ? p.key : null;
+  fillSelect($('scope-project'), projects, state.project, (x) => x.name || x.key, (x) => x.key);
+}
+
+// ---------------------------------------------------------------- job list
+
+let listInFlight = null;
+async function refreshList() {
+  if (!state.ws || !state.key) return;
+  // Collapse overlapping refreshes (poll + stream + action) into one request.
+  if (listInFlight) return listInFlight;
+  listInFlight = (async () => {
+    try {
+      const page = await api(API.jobs, scopeParams(), {
+        query: { page: 1, page_size: 100, status: $('filter-status').value, project: state.project },
+      });
+      state.jobs = page.items || [];
+      $('jobs-error').textContent = '';
+      // A finished job's stream has ended; if the job changed since (a retry from the CLI,
+      // say), pick it up from the list and watch it again.
+      const sel = state.jobs.find((j) => j.id === state.selected);
+      if (sel && state.job && !state.streaming && sel.updated_at !== state.job.updated_at) {
+        state.job = sel;
+        renderJob();
+        restartStreamIfNeeded();
+        loadEvidence(sel.id);
+      }
+      renderList(page.total);
+      const scopeId = `${state.org}/${state.ws}/${state.project}`;
+      if ((page.total || 0) === 0 && !$('filter-status').value && state.autoOpenedFor !== scopeId) {
+        state.autoOpenedFor = scopeId;
+        openSubmitForm();
+      }
+    } catch (e) {
+      showError($('jobs-error'), e);
+    } finally {
+      listInFlight = null;
+    }
+  })();
+  return listInFlight;
+}
+
+function jobName(job) {
+  return job.name || job.run_ref || job.id.slice(0, 8);
+}
+
+function capabilityLabel(job) {
+  const c = job.capability || {};
+  return c.name ? `${c.name}@${c.version}` : '—';
+}
+
+function renderList(total) {
+  const text = $('filter-text').value.trim().toLowerCase();
+  const rows = $('job-rows');
+  rows.replaceChildren();
+  let shown = 0;
+  for (const job of state.jobs) {
+    const hay = [jobName(job), capabilityLabel(job), job.model, ...(job.tags || [])].join(' ').toLowerCase();
+    if (text && !hay.includes(text)) continue;
+    shown++;
+    const tr = el('tr', { 'data-id': job.id, class: job.id === state.selected ? 'selected' : null },
+      el('td', {}, el('span', { class: `status ${job.status}`, text: job.status })),
+      el('td', { text: jobName(job), title: job.id }),
+      el('td', { text: capabilityLabel(job) }),
+      el('td', { class: 'num', text: fmtScore(job.summary && job.summary.best_score) }),
+      el('td', { class: 'small', text: fmtTime(job.created_at) }));
+    tr.addEventListener('click', () => selectJob(job.id));
+    rows.append(tr);
+  }
+  const all = total === undefined ? state.jobs.length : total;
+  $('jobs-summary').textContent = all === 0
+    ? 'No jobs in this scope yet.'
+    : `${shown} shown of ${all} job${all === 1 ? '' : 's'}${all > state.jobs.length ? ' (newest 100 loaded)' : ''}.`;
+}
+
+// ---------------------------------------------------------------- selected job
+
+function stopStream() {
+  state.streamGen++;
+  state.streaming = false;
+  if (state.streamAbort) state.streamAbort.abort();
+  state.streamAbort = null;
+}
+
+function selectJob(id) {
+  stopStream();
+  state.selected = id;
+  state.job = null;
+  state.candidates = [];
+  state.preview = null;
+  $('detail-empty').hidden = true;
+  $('detail-body').hidden = false;
+  $('d-logs').replaceChildren();
+  $('d-candidate-text').hidden = true;
+  $('promote-form').hidden = true;
+  $('act-error').textContent = '';
+  for (const tr of $('job-rows').children) tr.classList.toggle('selected', tr.dataset.id === id);
+  const cached = state.jobs.find((j) => j.id === id);
+  if (cached) { state.job = cached; renderJob(); }
+  streamJob(id, state.streamGen);
+  loadEvidence(id);
+}
+
+// Candidates and the promotion preview are not in the stream; they are re-read when the job
+// changes in a way that can change them (throttled, a run reports many events a second).
+let evidenceTimer = null;
+let evidenceKey = null;
+function evidenceMaybeChanged(job) {
+  const key = [job.status, job.attempt, job.summary && job.summary.best_score,
+    job.summary && job.summary.frontier_size, job.usage && job.usage.metric_calls].join('|');
+  if (key === evidenceKey) return;
+  evidenceKey = key;
+  if (evidenceTimer) return;
+  evidenceTimer = setTimeout(() => { evidenceTimer = null; if (state.selected) loadEvidence(state.selected); }, 1500);
+}
+
+async function loadEvidence(id) {
+  const params = scopeParams({ id });
+  const [cands, preview] = await Promise.allSettled([api(API.candidates, params), api(API.preview, params)]);
+  if (state.selected !== id) return;
+  state.candidates = cands.status === 'fulfilled' ? (cands.value.items || []) : [];
+  state.preview = preview.status === 'fulfilled' ? preview.value : { error: preview.reason };
+  renderCandidates();
+  renderPreview();
+  renderActions();
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Reads `GET …/events` with fetch, because the browser's own SSE client cannot send the
+// key header. Parses
+// the SSE lines itself, and on a dropped stream reconnects with Last-Event-ID (the server
+// resumes after that log entry) until the job is terminal or another job is selected.
+async function streamJob(id, gen) {
+  state.streaming = true;
+  try {
+    await streamLoop(id, gen);
+  } finally {
+    if (gen === state.streamGen) state.streaming = false;
+  }
+}
+
+async function streamLoop(id, gen) {
+  let lastId = null;
+  let backoff = 500;
+  while (gen === state.streamGen) {
+    const ctrl = new AbortController();
+    state.streamAbort = ctrl;
+    const headers = Object.assign({ Accept: 'text/event-stream' }, authHeaders());
+    if (lastId !== null) headers['Last-Event-ID'] = lastId;
+    const { path } = routeUrl(API.events, scopeParams({ id }));
+    let ended = false;
+    try {
+      const resp = await fetch(path, { headers, signal: ctrl.signal, cache: 'no-store' });
+      if (!resp.ok) {
+        let body = null;
+        try { body = await resp.json(); } catch (e) { body = null; }
+        const failure = new ApiFailure(resp.status, body);
+        if (resp.status === 401) { askForKey(`The server did not accept this key: ${failure.detail}`); return; }
+        if (resp.status === 404 || resp.status === 422) { setLive(`stream: ${failure.detail}`); return; }
+        throw failure;
+      }
+      setLive('live');
+      backoff = 500;
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      let ev = { type: 'message', data: [], id: null };
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        const lines = buffer.split(/\r\n|\r|\n/);
+        buffer = lines.pop();
+        for (const line of lines) {
+          if (line === '') {
+            if (ev.id !== null) lastId = ev.id;
+            if (ev.data.length && gen === state.streamGen) onStreamEvent(ev.type, ev.data.join('\n'));
+            ev = { type: 'message', data: [], id: null };
+            continue;
+          }
+          if (line.startsWith(':')) continue;
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let v = colon < 0 ? '' : line.slice(colon + 1);
+          if (v.startsWith(' ')) v = v.slice(1);
+          if (field === 'event') ev.type = v;
+          else if (field === 'data') ev.data.push(v);
+          else if (field === 'id') ev.id = v;
+        }
+      }
+      ended = true;
+    } catch (e) {
+      if (ctrl.signal.aborted || gen !== state.streamGen) return;
+      setLive(`reconnecting (${e.detail || e.message})`);
+    }
+    if (gen !== state.streamGen) return;
+    if (state.job && state.job.id === id && TERMINAL.has(state.job.status)) {
+      setLive('finished');
+      return;
+    }
+    if (ended) setLive('reconnecting');
+    await sleep(backoff);
+    backoff = Math.min(backoff * 2, 10000);
+  }
+}
+
+function setLive(text) {
+  $('d-live').textContent = text;
+}
+
+function onStreamEvent(type, data) {
+  if (type === 'heartbeat') return;
+  let payload;
+  try { payload = JSON.parse(data); } catch (e) { return; }
+  if (type === 'snapshot' || type === 'job') {
+    const before = state.job && state.job.id === payload.id ? state.job.status : undefined;
+    state.job = payload;
+    // Keep the list row in step; a status change may move the job in or out of a filter.
+    const i = state.jobs.findIndex((j) => j.id === payload.id);
+    if (i >= 0) state.jobs[i] = payload;
+    renderList();
+    if (before !== payload.status) refreshList();
+    renderJob();
+    evidenceMaybeChanged(payload);
+  } else if (type === 'log') {
+    appendLog(payload);
+  }
+}
+
+function appendLog(entry) {
+  const box = $('d-logs');
+  const e = entry.entry || entry;
+  const line = el('div', { class: `lvl-${e.level || 'info'}` },
+    `${fmtTime(e.timestamp)}  ${(e.level || 'info').toUpperCase().padEnd(7)} ${e.message || ''}`);
+  box.append(line);
+  while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
+  if ($('follow-logs').checked) box.scrollTop = box.scrollHeight;
+}
+
+function renderJob() {
+  const job = state.job;
+  if (!job) return;
+  $('d-name').textContent = jobName(job);
+  const st = $('d-status');
+  st.textContent = job.status + (job.cancel_requested_at && !TERMINAL.has(job.status) ? ' (cancel requested)' : '');
+  st.className = `status ${job.status}`;
+  $('d-meta').textContent = [
+    `id ${job.id}`, `attempt ${job.attempt}`, `model ${job.model}`, capabilityLabel(job),
+    `agent ${job.agent_name || '—'}`,
+    `dataset ${job.dataset_ref ? job.dataset_ref.name + '@' + job.dataset_ref.version : '—'}`,
+    `validation ${job.val_dataset_ref ? job.val_dataset_ref.name + '@' + job.val_dataset_ref.version : '(training set)'}`,
+    `recipe ${job.reward_recipe ? job.reward_recipe.name : '—'}`,
+    `last event ${ago(job.last_event_at)}`,
+  ].join(' · ');
+  $('d-error').textContent = job.error ? `Error: ${job.error}` : '';
+  renderStats(job);
+  renderSparks(job);
+  renderTrainVal(job);
+  renderActions();
+}
+
+function card(label, value, extra) {
+  return el('div', { class: 'card' }, el('div', { class: 'label', text: label }),
+    el('div', { class: 'value', text: value }), extra || null);
+}
+
+function renderStats(job) {
+  const s = job.summary || {};
+  const u = job.usage || {};
+  const max = job.config && job.config.max_metric_calls;
+  $('d-stats').replaceChildren(
+    card('status', job.status),
+    card('last event', ago(job.last_event_at)),
+    card('best score', fmtScore(s.best_score)),
+    card('seed score', fmtScore(s.seed_score)),
+    card('frontier size', s.frontier_size ?? '—'),
+    card('train size', s.train_size ?? '—'),
+    card('validation size', s.val_size ?? '—'),
+    card('metric calls', max ? `${u.metric_calls || 0} / ${max}` : String(u.metric_calls || 0)),
+  );
+}
+
+function series(job, name) {
+  return ((job.metrics || {})[name] || []).filter((p) => typeof p.value === 'number' && isFinite(p.value));
+}
+
+// A sparkline of one series as inline SVG; x is the point's position, y its value.
+function sparkline(points) {
+  const W = 160, H = 40, pad = 3;
+  const s = svg('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img' });
+  if (points.length === 0) return s;
+  const vals = points.map((p) => p.value);
+  let lo = Math.min(...vals), hi = Math.max(...vals);
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const x = (i) => points.length === 1 ? W / 2 : pad + (i * (W - 2 * pad)) / (points.length - 1);
+  const y = (v) => H - pad - ((v - lo) * (H - 2 * pad)) / (hi - lo);
+  s.append(svg('polyline', { class: 'spark-line', points: vals.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ') }));
+  s.append(svg('circle', { class: 'spark-dot', cx: x(vals.length - 1), cy: y(vals[vals.length - 1]), r: 2.5 }));
+  return s;
+}
+
+function renderSparks(job) {
+  const cards = [
+    ['val score', 'val_score', fmtScore],
+    ['best score', 'best_score', fmtScore],
+    ['frontier size', 'frontier_size', (v) => String(v)],
+    ['metric calls used', 'metric_calls_used', (v) => String(v)],
+  ].map(([label, name, fmt]) => {
+    const pts = series(job, name);
+    const last = pts.length ? fmt(pts[pts.length - 1].value) : '—';
+    const c = card(label, last, sparkline(pts));
+    c.dataset.metric = name;
+    c.title = `${pts.length} point${pts.length === 1 ? '' : 's'}`;
+    return c;
+  });
+  $('d-sparks').replaceChildren(...cards);
+}
+
+// Training behaviour is what GEPA sees on its minibatches (accepted and rejected children's
+// scores); validation is the full-valset score of each accepted candidate. Far apart means
+// the run is learning the minibatches more than the task.
+function renderTrainVal(job) {
+  const acc = series(job, 'accepted_score');
+  const rej = series(job, 'rejected_score');
+  const val = series(job, 'val_score');
+  const box = $('d-trainval');
+  box.replaceChildren();
+  if (!acc.length && !rej.length && !val.length) {
+    box.append(el('p', { class: 'muted', text: 'No scores reported yet.' }));
+    return;
+  }
+  const W = 720, H = 180, L = 34, R = 8, T = 8, B = 20;
+  const all = [...acc, ...rej, ...val];
+  const steps = all.map((p) => p.step ?? 0);
+  const s0 = Math.min(...steps), s1 = Math.max(...steps) === s0 ? s0 + 1 : Math.max(...steps);
+  const x = (st) => L + ((st - s0) * (W - L - R)) / (s1 - s0);
+  const y = (v) => T + (1 - Math.max(0, Math.min(1, v))) * (H - T - B);
+  const chart = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img' });
+  for (const v of [0, 0.5, 1]) {
+    chart.append(svg('line', { class: 'tv-axis', x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+    const t = svg('text', { class: 'tv-label', x: 2, y: y(v) + 4 });
+    t.textContent = v.toFixed(1);
+    chart.append(t);
+  }
+  const t = svg('text', { class: 'tv-label', x: L, y: H - 4 });
+  t.textContent = `step ${s0} … ${s1}`;
+  chart.append(t);
+  if (val.length) {
+    chart.append(svg('polyline', { class: 'tv-val', points: val.map((p) => `${x(p.step ?? 0).toFixed(1)},${y(p.value).toFixed(1)}`).join(' ') }));
+  }
+  for (const p of rej) chart.append(svg('circle', { class: 'tv-rejected', cx: x(p.step ?? 0), cy: y(p.value), r: 3 }));
+  for (const p of acc) chart.append(svg('circle', { class: 'tv-accepted', cx: x(p.step ?? 0), cy: y(p.value), r: 3.5 }));
+  const mean = (ps) => ps.length ? ps.reduce((a, p) => a + p.value, 0) / ps.length : null;
+  const s = job.summary || {};
+  box.append(chart,
+    el('div', { class: 'legend' },
+      el('span', {}, el('span', { class: 'swatch val' }), 'validation score'),
+      el('span', {}, el('span', { class: 'swatch acc' }), `training minibatch, accepted (${acc.length})`),
+      el('span', {}, el('span', { class: 'swatch rej' }), `training minibatch, rejected (${rej.length})`)),
+    el('p', { class: 'small muted', text:
+      `Training: ${acc.length} of ${acc.length + rej.length} proposals accepted, mean accepted minibatch score ${fmtScore(mean(acc))} ` +
+      `on ${s.train_size ?? '?'} training rows. Validation: seed ${fmtScore(s.seed_score)} → best ${fmtScore(s.best_score)} on ${s.val_size ?? '?'} rows.` }));
+}
+
+function renderCandidates() {
+  const body = $('d-candidates');
+  body.replaceChildren();
+  const bestIdx = state.preview && state.preview.candidate_index;
+  for (const c of state.candidates) {
+    const parents = Array.isArray(c.parents) && c.parents.length ? c.parents.map((p) => `#${p}`).join(', ') : 'seed';
+    const tr = el('tr', { class: [c.on_frontier ? 'frontier' : '', c.index === bestIdx ? 'best' : ''].join(' ').trim() || null, 'data-index': c.index },
+      el('td', { class: 'num', text: `#${c.index}` }),
+      el('td', { text: c.index === 0 && parents === 'seed' ? '(seed)' : `← ${parents}` }),
+      el('td', { class: 'num', text: fmtScore(c.val_score) }),
+      el('td', { text: c.on_frontier ? '◆ frontier' : '' }),
+      el('td', { class: 'num', text: c.discovered_at_metric_calls ?? '—' }),
+      el('td', { class: 'num', text: c.iteration ?? '—' }));
+    tr.addEventListener('click', () => {
+      const pre = $('d-candidate-text');
+      pre.hidden = false;
+      pre.textContent = `Candidate #${c.index} instructions:\n\n${c.instructions || ''}`;
+    });
+    body.append(tr);
+  }
+  if (!state.candidates.length) body.append(el('tr', {}, el('td', { colspan: 6, class: 'muted', text: 'No candidates yet.' })));
+}
+
+function renderPreview() {
+  const box = $('d-preview');
+  box.replaceChildren();
+  const p = state.preview;
+  if (!p) return;
+  if (p.error) { box.append(el('p', { class: 'error', text: p.error.detail || String(p.error) })); return; }
+  const src = p.source || {};
+  const tgt = p.target || {};
+  box.append(el('p', { text:
+    `${src.name}@${src.version} (agent ${src.agent_name}) → ${tgt.name}@${tgt.version} · seed ${fmtScore(p.seed_score)} → best ${fmtScore(p.best_score)}` }));
+  if (!p.promotable && p.reasons && p.reasons.length) {
+    const ul = el('ul', { class: 'muted small' });
+    for (const r of p.reasons) ul.append(el('li', { text: r }));
+    box.append(el('p', { class: 'small', text: 'Not promotable now:' }), ul);
+  }
+  if (p.diff) {
+    const diff = el('div', { class: 'diff mono', 'aria-label': 'source vs optimized instructions' });
+    for (const line of p.diff.split('\n')) {
+      let cls = null;
+      if (line.startsWith('+++') || line.startsWith('---')) cls = 'meta';
+      else if (line.startsWith('@@')) cls = 'hunk';
+      else if (line.startsWith('+')) cls = 'add';
+      else if (line.startsWith('-')) cls = 'del';
+      diff.append(el('div', { class: cls, text: line || ' ' }));
+    }
+    box.append(diff);
+  } else if (p.optimized_instructions) {
+    box.append(el('p', { class: 'muted small', text: 'The optimized instructions equal the source.' }));
+  }
+}
+
+function renderActions() {
+  const job = state.job;
+  const status = job ? job.status : null;
+  $('act-refresh').disabled = !job;
+  $('act-cancel').disabled = !job || TERMINAL.has(status) || !!job.cancel_requested_at;
+  $('act-retry').disabled = !job || !TERMINAL.has(status);
+  const promotable = !!(state.preview && state.preview.promotable);
+  $('act-promote').disabled = !promotable;
+  if (!promotable) $('promote-form').hidden = true;
+}
+
+async function runAction(button, fn) {
+  $('act-error').textContent = '';
+  button.disabled = true;
+  try {
+    await fn();
+  } catch (e) {
+    showError($('act-error'), e);
+  } finally {
+    renderActions();
+  }
+}
+
+async function refreshSelected() {
+  if (!state.selected) return;
+  const job = await api(API.job, scopeParams({ id: state.selected }));
+  state.job = job;
+  renderJob();
+  await Promise.all([refreshList(), loadEvidence(job.id)]);
+}
+
+function restartStreamIfNeeded() {
+  // Retry turns a finished job (whose stream has ended) into a queued one: watch it again.
+  if (state.selected) {
+    const id = state.selected;
+    stopStream();
+    $('d-logs').replaceChildren();
+    streamJob(id, state.streamGen);
+  }
+}
+
+// ---------------------------------------------------------------- promotion
+
+async function promote(ev) {
+  ev.preventDefault();
+  $('promote-error').textContent = '';
+  const body = {};
+  const name = $('promote-name').value.trim();
+  const version = $('promote-version').value.trim();
+  if (name) body.name = name;
+  if (version) body.version = version;
+  $('promote-submit').disabled = true;
+  try {
+    const written = await api(API.promote, scopeParams({ id: state.selected }), { body });
+    $('promote-form').hidden = true;
+    $('act-error').textContent = '';
+    await loadEvidence(state.selected);
+    $('d-preview').prepend(el('p', { class: 'ok', text: `Promoted: wrote ${written.name}@${written.version}.` }));
+  } catch (e) {
+    showError($('promote-error'), e);
+    for (const fe of e.errors || []) $('promote-error').append(` (${(fe.loc || []).join('.')}: ${fe.msg})`);
+  } finally {
+    $('promote-submit').disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- submission form
+
+const F = () => $('submit-form').elements;
+
+async function openSubmitForm() {
+  $('submit-panel').hidden = false;
+  $('submit-scope').textContent = `${state.org} / ${state.ws} / ${state.project || 'default project'}`;
+  $('submit-error').textContent = '';
+  clearFieldErrors();
+  // One idempotency key per opening: a double submit returns the same job, not two.
+  state.idempotencyKey = (crypto.randomUUID && crypto.randomUUID()) || String(Date.now()) + Math.random();
+  try {
+    const [caps, sets] = await Promise.all([
+      api(API.capabilities, { org: state.org }, { query: { page_size: 100 } }),
+      api(API.datasets, { org: state.org }, { query: { page_size: 100 } }),
+    ]);
+    const f = F();
+    fillSelect(f.capability, caps.items || [], f.capability.value || undefined, (a) => a.name, (a) => a.name);
+    fillSelect(f.dataset, sets.items || [], f.dataset.value || undefined, (a) => a.name, (a) => a.name);
+    fillSelect(f.val_dataset, sets.items || [], f.val_dataset.value || '', (a) => a.name, (a) => a.name, '— none: use the training set —');
+    if (!(caps.items || []).length) $('submit-error').textContent = 'This organization has no capabilities yet: publish one with `gepard capability push DIR`.';
+    else if (!(sets.items || []).length) $('submit-error').textContent = 'This organization has no datasets yet: publish one with `gepard dataset push DIR`.';
+    await Promise.all([capabilityChanged(), datasetChanged('dataset', 'dataset_version'), datasetChanged('val_dataset', 'val_dataset_version')]);
+  } catch (e) {
+    showError($('submit-error'), e);
+  }
+}
+
+async function versionsOf(route, name) {
+  if (!name) return [];
+  const page = await api(route, { org: state.org, name }, { query: { page_size: 100 } });
+  return page.items || page || [];
+}
+
+async function capabilityChanged() {
+  const f = F();
+  const versions = await versionsOf(API.capabilityVersions, f.capability.value);
+  fillSelect(f.capability_version, versions, versions.length ? versions[0].version : undefined, (v) => v.version, (v) => v.version);
+  await capabilityVersionChanged();
+}
+
+async function capabilityVersionChanged() {
+  const f = F();
+  if (!f.capability.value || !f.capability_version.value) { f.agent.replaceChildren(); return; }
+  const detail = await api(API.capabilityVersion, { org: state.org, name: f.capability.value, version: f.capability_version.value });
+  fillSelect(f.agent, detail.agents || [], undefined, (a) => a.name, (a) => a.name);
+}
+
+async function datasetChanged(nameField, versionField) {
+  const f = F();
+  const versions = await versionsOf(API.datasetVersions, f[nameField].value);
+  fillSelect(f[versionField], versions, versions.length ? versions[0].version : undefined, (v) => v.version, (v) => v.version);
+}
+
+function clearFieldErrors() {
+  for (const n of $('submit-form').querySelectorAll('.field-error')) n.remove();
+  for (const n of $('submit-form').querySelectorAll('[aria-invalid]')) n.removeAttribute('aria-invalid');
+}
+
+function fieldError(loc, msg) {
+  // loc is like ["body", "config", "max_metric_calls"]; inputs carry data-loc="config.max_metric_calls".
+  const path = (loc || []).filter((p) => p !== 'body');
+  for (let n = path.length; n > 0; n--) {
+    const input = $('submit-form').querySelector(`[data-loc="${CSS.escape(path.slice(0, n).join('.'))}"]`);
+    if (input) {
+      input.setAttribute('aria-invalid', 'true');
+      input.parentElement.append(el('span', { class: 'field-error', text: msg }));
+      return true;
+    }
+  }
+  return false;
+}
+
+function formBody() {
+  const f = F();
+  const optional = (v) => { const t = v.trim(); return t === '' ? null : t; };
+  const number = (input) => { const t = input.value.trim(); return t === '' ? null : Number(t); };
+  let params;
+  try {
+    params = JSON.parse(f.recipe_params.value.trim() || '{}');
+  } catch (e) {
+    return { invalid: ['reward_recipe', 'params'], msg: 'must be a JSON object' };
+  }
+  return {
+    body: {
+      backend: 'gepa',
+      target_kind: 'capability_agent',
+      model: f.model.value.trim(),
+      project: state.project,
+      run_ref: optional(f.run_ref.value),
+      capability_ref: { name: f.capability.value, version: f.capability_version.value },
+      agent_name: optional(f.agent.value),
+      dataset_ref: { name: f.dataset.value, version: f.dataset_version.value },
+      val_dataset_ref: f.val_dataset.value ? { name: f.val_dataset.value, version: f.val_dataset_version.value } : null,
+      reward_recipe: { name: f.recipe.value, params },
+      components: ['instructions'],
+      objective: optional(f.objective.value),
+      tags: f.tags.value.split(',').map((t) => t.trim()).filter(Boolean),
+      config: {
+        seed: number(f.seed),
+        max_metric_calls: number(f.max_metric_calls),
+        reflection_lm: optional(f.reflection_lm.value),
+      },
+    },
+  };
+}
+
+async function submitJob(ev) {
+  ev.preventDefault();
+  clearFieldErrors();
+  $('submit-error').textContent = '';
+  const built = formBody();
+  if (built.invalid) { fieldError(built.invalid, built.msg); return; }
+  $('submit-go').disabled = true;
+  try {
+    const job = await api(API.submit, scopeParams(), { body: built.body, headers: { 'Idempotency-Key': state.idempotencyKey } });
+    $('submit-panel').hidden = true;
+    await refreshList();
+    selectJob(job.id);
+  } catch (e) {
+    showError($('submit-error'), e);
+    for (const fe of e.errors || []) {
+      if (!fieldError(fe.loc, fe.msg)) $('submit-error').append(el('div', { text: `${(fe.loc || []).join('.')}: ${fe.msg}` }));
+    }
+  } finally {
+    $('submit-go').disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  $('key-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const key = $('key-input').value.trim();
+    if (!key) return;
+    localStorage.setItem(KEY_STORE, key);
+    state.key = key;
+    $('key-input').value = '';
+    loadScope();
+  });
+  $('forget-key').addEventListener('click', () => {
+    localStorage.removeItem(KEY_STORE);
+    state.key = null;
+    askForKey('Enter the API key to use.');
+  });
+  $('scope').addEventListener('submit', (ev) => ev.preventDefault());
+  $('scope-org').addEventListener('change', () => { state.ws = null; state.project = null; resetSelection(); loadScope(); });
+  $('scope-ws').addEventListener('change', async () => {
+    state.ws = $('scope-ws').value; state.project = null; resetSelection();
+    try { await loadProjects(); saveScope(); await refreshList(); } catch (e) { showError($('jobs-error'), e); }
+  });
+  $('scope-project').addEventListener('change', () => { state.project = $('scope-project').value; resetSelection(); saveScope(); refreshList(); });
+  $('filter-status').addEventListener('change', () => refreshList());
+  $('filter-text').addEventListener('input', () => renderList());
+  $('filters').addEventListener('submit', (ev) => ev.preventDefault());
+  $('new-job').addEventListener('click', () => openSubmitForm());
+  $('submit-close').addEventListener('click', () => { $('submit-panel').hidden = true; });
+  $('submit-form').addEventListener('submit', submitJob);
+  const f = F();
+  const guard = (p) => p.catch((e) => showError($('submit-error'), e));
+  f.capability.addEventListener('change', () => guard(capabilityChanged()));
+  f.capability_version.addEventListener('change', () => guard(capabilityVersionChanged()));
+  f.dataset.addEventListener('change', () => guard(datasetChanged('dataset', 'dataset_version')));
+  f.val_dataset.addEventListener('change', () => guard(datasetChanged('val_dataset', 'val_dataset_version')));
+
+  $('act-refresh').addEventListener('click', (ev) => runAction(ev.target, refreshSelected));
+  $('act-cancel').addEventListener('click', (ev) => runAction(ev.target, async () => {
+    state.job = await api(API.cancel, scopeParams({ id: state.selected }));
+    renderJob();
+    await refreshList();
+  }));
+  $('act-retry').addEventListener('click', (ev) => runAction(ev.target, async () => {
+    state.job = await api(API.retry, scopeParams({ id: state.selected }));
+    renderJob();
+    restartStreamIfNeeded();
+    await Promise.all([refreshList(), loadEvidence(state.selected)]);
+  }));
+  $('act-promote').addEventListener('click', () => { $('promote-form').hidden = false; $('promote-error').textContent = ''; });
+  $('promote-close').addEventListener('click', () => { $('promote-form').hidden = true; });
+  $('promote-form').addEventListener('submit', promote);
+
+  setInterval(() => { if (!document.hidden && !$('main').hidden) refreshList(); }, LIST_POLL_MS);
+  // "last event … ago" ages without new events; redraw the header now and then.
+  setInterval(() => { if (state.job && !document.hidden) renderJob(); }, 15000);
+}
+
+function resetSelection() {
+  stopStream();
+  state.selected = null;
+  state.job = null;
+  state.jobs = [];
+  $('detail-body').hidden = true;
+  $('detail-empty').hidden = false;
+}
+
+function start() {
+  wire();
+  takeKeyFromFragment();
+  state.key = localStorage.getItem(KEY_STORE);
+  const saved = JSON.parse(localStorage.getItem(SCOPE_STORE) || '{}');
+  if (saved.org) $('scope-org').value = saved.org;
+  if (!state.key) { askForKey(''); return; }
+  loadScope();
+}
+
+document.addEventListener('DOMContentLoaded', start);

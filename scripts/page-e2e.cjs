@@ -1,0 +1,165 @@
+// Drives the Optimization page in Debian's Chromium (playwright-core), against the server
+// that scripts/page-e2e.sh started and seeded with one job named `e2e-seeded-job`, which its
+// embedded worker runs against a model endpoint that never answers (so it stays running).
+// Every step waits for what the user would see; any browser console error (a CSP violation
+// included) fails the run.
+'use strict';
+const { chromium } = require('playwright-core');
+
+const SERVER = process.env.GEPARD_SERVER;
+const KEY = process.env.GEPARD_API_KEY;
+const JOBS = '/api/v1/org/local/ws/default/optimization/jobs';
+const TIMEOUT = 15000;
+
+async function api(method, path, body, key = KEY) {
+  const resp = await fetch(SERVER + path, {
+    method,
+    headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await resp.json().catch(() => null);
+  if (!resp.ok) throw new Error(`${method} ${path}: ${resp.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+function step(name) {
+  console.log(`  - ${name}`);
+}
+
+async function waitForStatus(id, wanted) {
+  const until = Date.now() + TIMEOUT;
+  for (;;) {
+    const job = await api('GET', `${JOBS}/${id}`);
+    if (job.status === wanted) return job;
+    if (Date.now() > until) throw new Error(`job ${id} is ${job.status}, not ${wanted}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function main() {
+  const seeded = (await api('GET', `${JOBS}?page_size=10`)).items.find((j) => j.name === 'e2e-seeded-job');
+  await waitForStatus(seeded.id, 'running');
+
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox'],
+  });
+  const problems = [];
+  try {
+    const page = await browser.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('response', (r) => { if (r.status() >= 400) problems.push(`answer: ${r.status()} ${r.request().method()} ${r.url()}`); });
+
+    step('the key from the URL fragment signs in and leaves the address bar');
+    await page.goto(`${SERVER}/#key=${encodeURIComponent(KEY)}`);
+    await page.waitForSelector('#main:not([hidden])');
+    if (new URL(page.url()).hash !== '') throw new Error(`the key stayed in the address bar: ${page.url()}`);
+    if (await page.evaluate(() => localStorage.getItem('gepard.apiKey')) !== KEY) throw new Error('the key was not kept');
+
+    step('the job list shows the seeded job');
+    const row = page.locator('#job-rows tr', { hasText: 'e2e-seeded-job' });
+    await row.waitFor();
+    const rowText = await row.innerText();
+    if (!rowText.includes('running') || !rowText.includes('sentiment@1.0.0')) throw new Error(`row: ${rowText}`);
+    if (!(await page.locator('#submit-panel').isHidden())) throw new Error('the form opened although the scope has a job');
+
+    step('selecting it shows its detail');
+    await row.click();
+    await page.waitForSelector('#detail-body:not([hidden])');
+    await page.locator('#d-name', { hasText: 'e2e-seeded-job' }).waitFor();
+    await page.locator('#d-status', { hasText: 'running' }).waitFor();
+    await page.locator('#d-live', { hasText: 'live' }).waitFor();
+    await page.locator('#d-logs div').first().waitFor();
+    if (await page.locator('#act-cancel').isDisabled()) throw new Error('cancel is disabled on a running job');
+    if (!(await page.locator('#act-retry').isDisabled())) throw new Error('retry is enabled on a running job');
+    if (!(await page.locator('#act-promote').isDisabled())) throw new Error('promote is enabled without a result');
+    if (!(await page.locator('#promote-form').isHidden())) throw new Error('the promote form shows without a result');
+
+    step('a progress event posted through the API appears live, without reload');
+    const job = seeded;
+    const runner = await api('POST', '/api/v1/org/local/keys', { name: 'e2e-runner', scopes: ['runner'] });
+    const navigations = [];
+    page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations.push(f.url()); });
+    await api('POST', `${JOBS}/${job.id}/progress`, {
+      event_type: 'valset_evaluated', level: 'info', message: 'e2e live marker 4711',
+      summary: { best_score: 0.625, frontier_size: 2, train_size: 60, val_size: 30 },
+      metrics: { val_score: [{ value: 0.5, step: 1 }, { value: 0.625, step: 2 }], best_score: [{ value: 0.625, step: 2 }] },
+    }, runner.key);
+    await page.locator('#d-logs', { hasText: 'e2e live marker 4711' }).waitFor();
+    await page.locator('#d-stats .card', { hasText: 'best score' }).locator('.value', { hasText: '0.625' }).waitFor();
+    await page.locator('#d-sparks [data-metric="val_score"] polyline').waitFor();
+    await page.locator('#job-rows tr.selected', { hasText: '0.625' }).waitFor();
+    if (navigations.length) throw new Error(`the page reloaded: ${navigations}`);
+    // For a person checking the layout: PAGE_E2E_SCREENSHOT=/tmp/page.png scripts/page-e2e.sh
+    if (process.env.PAGE_E2E_SCREENSHOT) {
+      await page.setViewportSize({ width: 1400, height: 1000 });
+      await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT, fullPage: true });
+    }
+
+    step('cancel stops the running job and the buttons follow the state');
+    await page.click('#act-cancel');
+    await page.locator('#d-status', { hasText: 'cancelled' }).waitFor();
+    await page.locator('#job-rows tr.selected', { hasText: 'cancelled' }).waitFor();
+    await page.waitForFunction(() => document.getElementById('act-cancel').disabled && !document.getElementById('act-retry').disabled);
+    const after = await api('GET', `${JOBS}/${job.id}`);
+    if (after.status !== 'cancelled') throw new Error(`server says ${after.status}`);
+
+    step('a retry made elsewhere (the API) reaches the open detail without reload');
+    await api('POST', `${JOBS}/${job.id}/retry`);
+    await page.locator('#d-status', { hasText: /queued|running/ }).waitFor();
+    await page.waitForFunction(() => !document.getElementById('act-cancel').disabled);
+
+    step('an empty project opens the submission form by itself');
+    await api('POST', '/api/v1/org/local/ws/default/projects', { key: 'e2e-empty', name: 'E2E empty' });
+    await page.reload();
+    await page.waitForSelector('#main:not([hidden])');
+    await page.selectOption('#scope-project', 'e2e-empty');
+    await page.waitForSelector('#submit-panel:not([hidden])');
+    await page.locator('#submit-form select[name="capability"] option', { hasText: 'sentiment' }).first().waitFor({ state: 'attached' });
+    await page.locator('#submit-form select[name="agent"] option').first().waitFor({ state: 'attached' });
+
+    step('a submission error shows its field next to the input');
+    await page.fill('#submit-form input[name="model"]', 'not-a-model-id');
+    await page.click('#submit-go');
+    await page.locator('#submit-form .field-error').first().waitFor();
+    step('a valid submission creates the job and selects it');
+    await page.fill('#submit-form input[name="model"]', 'openai/gpt-4o-mini');
+    await page.fill('#submit-form input[name="run_ref"]', 'e2e-from-form');
+    await page.click('#submit-go');
+    await page.waitForSelector('#submit-panel', { state: 'hidden' });
+    await page.locator('#job-rows tr.selected', { hasText: 'sentiment@1.0.0' }).waitFor();
+    await page.locator('#d-status', { hasText: 'queued' }).waitFor();
+
+    step('a refused action shows the envelope detail next to the buttons');
+    await page.route('**/cancel', (route) => route.fulfill({
+      status: 409, contentType: 'application/json',
+      body: JSON.stringify({ code: 409, type: 'conflict', detail: 'e2e: job is already finished' }),
+    }));
+    await page.click('#act-cancel');
+    await page.locator('#act-error', { hasText: 'e2e: job is already finished' }).waitFor();
+    await page.unroute('**/cancel');
+
+    step('an unknown key brings the key form back with a message');
+    await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
+    await page.reload();
+    await page.waitForSelector('#key-panel:not([hidden])');
+    await page.locator('#key-message', { hasText: 'did not accept' }).waitFor();
+    await page.fill('#key-input', KEY);
+    await page.click('#key-form button[type="submit"]');
+    await page.waitForSelector('#main:not([hidden])');
+
+    // The browser logs the 401, 409 and 422 answers provoked above; anything else is a failure.
+    const unexpected = problems.filter((p) => !/status of (401|409|422)|^answer: (401|409|422) /.test(p));
+    if (unexpected.length) throw new Error(`browser errors:\n${unexpected.join('\n')}`);
+    console.log('page-e2e: all steps passed');
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(`page-e2e: FAILED: ${e.stack || e}`);
+  process.exit(1);
+});

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The Optimization page in a real browser: starts a real `gepard serve` on a fresh SQLite
+# directory with a seeded job, and drives Debian's Chromium through playwright-core
+# (scripts/page-e2e.cjs): the key from the URL fragment, the job list, the detail, a progress
+# event arriving live, cancel of a running job, the empty-scope form and the 401 key form.
+#
+# Installs what it needs itself: the Debian package `chromium` (with apt-get, as root) and the
+# npm package playwright-core into target/page-e2e (git-ignored). When either cannot be had
+# it fails loudly; it never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+E2E_DIR=${GEPARD_E2E_DIR:-target/page-e2e}
+PLAYWRIGHT_VERSION=${PLAYWRIGHT_VERSION:-1.64.1}
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+
+if [ ! -x "$CHROMIUM" ]; then
+    log "installing chromium (Debian)"
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "page-e2e: $CHROMIUM is missing and cannot be installed here (needs apt-get as root)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    [ -x "$CHROMIUM" ] || { echo "page-e2e: chromium install did not produce $CHROMIUM" >&2; exit 1; }
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+    echo "page-e2e: node is required" >&2
+    exit 1
+fi
+if [ ! -f "$E2E_DIR/node_modules/playwright-core/package.json" ] ||
+   ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$E2E_DIR/node_modules/playwright-core/package.json"; then
+    log "installing playwright-core@$PLAYWRIGHT_VERSION into $E2E_DIR"
+    mkdir -p "$E2E_DIR"
+    npm install --silent --no-audit --no-fund --prefix "$E2E_DIR" "playwright-core@$PLAYWRIGHT_VERSION"
+fi
+
+log "building gepard"
+cargo build -p gepard --locked
+BIN="${CARGO_TARGET_DIR:-target}/debug/gepard"
+
+DATA=$(mktemp -d)
+PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+SERVER="http://127.0.0.1:$PORT"
+# A chosen admin key (the automation path): no credentials file, nothing printed.
+KEY="gpd_e2e_$(node -e 'console.log(require("crypto").randomBytes(18).toString("hex"))')"
+cleanup() {
+    if [ -n "${SERVER_PID:-}" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    if [ -n "${MODEL_PID:-}" ]; then kill "$MODEL_PID" 2>/dev/null || true; wait "$MODEL_PID" 2>/dev/null || true; fi
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+# A model endpoint that accepts requests and never answers: the seeded job is claimed by the
+# embedded worker and stays `running` (its sandbox waiting on the model) while the browser
+# watches it, and cancelling it exercises the real stop path.
+MODEL_PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+node -e "require('http').createServer(() => {}).listen($MODEL_PORT, '127.0.0.1')" &
+MODEL_PID=$!
+
+log "starting gepard serve on $SERVER"
+GEPARD_ADMIN_KEY="$KEY" GEPARD_LOG=warn OPENAI_BASE_URL="http://127.0.0.1:$MODEL_PORT/v1" OPENAI_API_KEY=e2e \
+    "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --workers 1 >"$DATA/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+    curl -fsS "$SERVER/readyz" >/dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$DATA/server.log" >&2; exit 1; }
+    sleep 0.1
+done
+curl -fsS "$SERVER/readyz" >/dev/null
+
+log "seeding: capability, datasets, one job"
+export GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY"
+"$BIN" capability push examples/capabilities/sentiment >/dev/null
+"$BIN" dataset push examples/datasets/sentiment-train >/dev/null
+"$BIN" dataset push examples/datasets/sentiment-val >/dev/null
+"$BIN" optimize submit --model openai/gpt-4o-mini --capability sentiment@1.0.0 \
+    --dataset sentiment-train@1.0.0 --val-dataset sentiment-val@1.0.0 --max-metric-calls 50 \
+    --name e2e-seeded-job >/dev/null
+
+log "browser"
+NODE_PATH="$E2E_DIR/node_modules" PAGE_E2E_SCREENSHOT="${PAGE_E2E_SCREENSHOT:-}" GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY" CHROMIUM="$CHROMIUM" \
+    node scripts/page-e2e.cjs || { echo "page-e2e: server log:" >&2; tail -50 "$DATA/server.log" >&2; exit 1; }
