@@ -360,6 +360,23 @@ on_both_databases! {
         );
     }
 
+    async fn a_budget_that_covers_only_the_seed_is_accepted_with_a_warning_in_the_logs(app) {
+        let app = &app;
+        let logs_of = |job: Value| async move {
+            let path = format!("{JOBS}/{}/logs", job["id"].as_str().unwrap());
+            app.get(&path).await.body["items"].to_string()
+        };
+        // 8 validation rows: the seed takes 8 calls, an iteration up to 2 × 3 + 8 = 14.
+        let tight = submit(app, with(body(), &["config", "max_metric_calls"], json!(20))).await;
+        let text = logs_of(tight).await;
+        assert!(
+            text.contains("max_metric_calls 20 covers the seed evaluation (8 calls) but no iteration, which may need 14"),
+            "{text}"
+        );
+        let roomy = submit(app, with(body(), &["config", "max_metric_calls"], json!(22))).await;
+        assert!(!logs_of(roomy).await.contains("no iteration"));
+    }
+
     async fn idempotent_submission_returns_the_same_job_and_refuses_another_body(app) {
         let send = |b: Value| {
             let req = Request::post(JOBS)

@@ -654,6 +654,25 @@ async fn validate(
             "no validation dataset: the training dataset is also the validation set".to_owned(),
         );
     }
+    // The engine never starts an iteration the budget cannot finish (parent and child on the
+    // minibatch, then the child on every validation row), so a budget that only covers the
+    // seed is legal but optimizes nothing: say so up front, not only when the run ends.
+    if let (Some(rows), Some(budget), Some(minibatch)) = (
+        val_rows,
+        config.get("max_metric_calls").and_then(Value::as_i64),
+        config
+            .get("reflection_minibatch_size")
+            .and_then(Value::as_i64),
+    ) {
+        let iteration = 2 * minibatch + rows;
+        if budget < rows + iteration {
+            notes.push(format!(
+                "max_metric_calls {budget} covers the seed evaluation ({rows} calls) but no \
+                 iteration, which may need {iteration} (2 × minibatch {minibatch} + {rows} \
+                 validation rows): the run will report the seed only"
+            ));
+        }
+    }
     if !stored_only.is_empty() {
         notes.push(format!(
             "settings stored but not implemented by gepard: {}",
