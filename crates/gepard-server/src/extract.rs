@@ -37,17 +37,7 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
                 Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
                 _ => (String::new(), text.clone()),
             };
-            let mut loc = vec!["body".to_owned()];
-            loc.extend(
-                path.split('.')
-                    .filter(|p| !p.is_empty() && *p != ".")
-                    .map(str::to_owned),
-            );
-            ApiError::validation(vec![FieldError {
-                loc,
-                msg,
-                kind: "value_error".into(),
-            }])
+            body_error(&path, msg)
         }
         JsonRejection::JsonSyntaxError(e) => {
             ApiError::bad_request(format!("the body is not valid JSON: {}", e.body_text()))
@@ -91,21 +81,36 @@ pub fn query_number<T: std::str::FromStr>(
 /// Deserializes a parsed JSON body, naming the failing field in the 422 (`["body", "config",
 /// "seed"]`), for routes that read the raw body themselves (hashing it, or accepting none).
 pub fn from_json_body<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let mut loc = vec!["body".to_owned()];
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| body_error(&e.path().to_string(), e.inner().to_string()))
+}
+
+/// A 422 for a body that parsed as JSON but has the wrong shape at `path` (serde's dotted
+/// path, `config.seed` or `tags[0]`), located as `["body", "config", "seed"]` /
+/// `["body", "tags", "0"]` like every other field error.
+fn body_error(path: &str, msg: String) -> ApiError {
+    let mut loc = vec!["body".to_owned()];
+    for part in path.split('.').filter(|p| !p.is_empty()) {
         loc.extend(
-            e.path()
-                .to_string()
-                .split('.')
-                .filter(|s| !s.is_empty() && *s != ".")
+            part.split('[')
+                .map(|piece| piece.trim_end_matches(']'))
+                .filter(|piece| !piece.is_empty())
                 .map(str::to_owned),
         );
-        ApiError::validation(vec![FieldError {
-            loc,
-            msg: e.inner().to_string(),
-            kind: "value_error".into(),
-        }])
-    })
+    }
+    // serde reads a top-level array into a struct field by field, which gives messages like
+    // "invalid length 0, expected struct CreateJob with 20 elements"; what the client needs
+    // to hear is that the body must be an object.
+    let msg = if loc.len() == 1 && msg.contains("expected struct ") {
+        "the body must be a JSON object".to_owned()
+    } else {
+        msg
+    };
+    ApiError::validation(vec![FieldError {
+        loc,
+        msg,
+        kind: "value_error".into(),
+    }])
 }
 
 /// A JSON body read by hand: 415 unless `Content-Type: application/json`, 400 unless it parses.

@@ -666,6 +666,20 @@ on_both_databases! {
             "{}",
             r.body
         );
+        for not_an_object in [json!([]), json!(["a", "b"]), json!("text"), json!(7)] {
+            let r = app
+                .post(
+                    "/api/v1/org/local/ws/default/optimization/jobs",
+                    not_an_object.clone(),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(
+                r.body["detail"], "invalid body: the body must be a JSON object",
+                "{not_an_object}: {}",
+                r.body
+            );
+        }
         let r = app
             .post(
                 "/api/v1/org/local/ws/default/projects",

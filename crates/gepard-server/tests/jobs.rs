@@ -226,6 +226,10 @@ on_both_databases! {
             ),
             (with(body(), &["model"], json!(5)), vec!["body", "model"]),
             (
+                with(body(), &["tags"], json!(["ok", 5])),
+                vec!["body", "tags", "1"],
+            ),
+            (
                 with(body(), &["model"], json!("builtin/rules")),
                 vec!["body", "model"],
             ),
