@@ -114,7 +114,7 @@ async fn in_process_models_answer_on_the_openai_compatible_route() {
 }
 
 on_both_databases! {
-    TestApp::spawn_on;
+    TestApp::on;
 
     async fn requests_without_a_key_or_with_an_unknown_key_are_401(app) {
         let r = app.call(Method::GET, "/api/v1/org/local", None, None).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{app_with_registry_on, body, submit, TestApp, JOBS};
+use common::{app_with_registry_in, body, submit, TestApp, JOBS};
 use gepard_core::job::JobCommand;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -95,7 +95,7 @@ async fn open_events(app: &TestApp, id: &str, last_event_id: Option<&str>) -> Bo
 }
 
 on_both_databases! {
-    app_with_registry_on;
+    app_with_registry_in;
 
     async fn a_valid_submission_is_queued_with_its_pinned_inputs_resolved(app) {
         let job = submit(&app, body()).await;

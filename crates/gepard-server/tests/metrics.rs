@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{app_with_registry_on, submit, TestApp, JOBS};
+use common::{app_with_registry_in, submit, TestApp, JOBS};
 use tower::ServiceExt;
 
 /// One sample line: metric name, labels, value.
@@ -141,7 +141,7 @@ async fn scrape(app: &TestApp) -> Vec<Sample> {
 
 const JOB_ROUTE: &str = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}";
 
-on_both_databases! { app_with_registry_on;
+on_both_databases! { app_with_registry_in;
     async fn metrics_count_requests_by_route_template_and_jobs_by_status(app) {
         let job = submit(&app, common::body()).await;
         let id = job["id"].as_str().unwrap().to_owned();

@@ -18,7 +18,7 @@ pub struct TestApp {
     pub router: axum::Router,
     pub store: Store,
     pub admin_key: String,
-    _dir: tempfile::TempDir,
+    /// The database, when this app owns it (`spawn_on`); `on` borrows the caller's.
     _database: Option<TestDatabase>,
 }
 
@@ -38,29 +38,26 @@ impl TestApp {
     /// An app on a fresh database of `backend`; `None` when the PostgreSQL variant of `test`
     /// is skipped (`GEPARD_TEST_POSTGRES_URL` unset; see `gepard_store::testing`).
     pub async fn spawn_on(backend: Backend, test: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, database) = match backend {
-            Backend::Sqlite => {
-                let url = format!("sqlite://{}", dir.path().join("gepard.db").display());
-                (Store::connect(&url).await.unwrap(), None)
-            }
-            Backend::Postgres => {
-                let database = TestDatabase::postgres(test).await?;
-                (database.store().await, Some(database))
-            }
-        };
+        let database = TestDatabase::new(backend, test).await?;
+        let mut app = Self::on(&database).await;
+        app._database = Some(database);
+        Some(app)
+    }
+
+    /// An app on `db` (which must outlive it), bootstrapped like a first start.
+    pub async fn on(db: &TestDatabase) -> Self {
+        let store = db.store().await;
         let key = ApiKeySecret::generate();
         store
             .bootstrap(&Bootstrap::first_start(key.clone()))
             .await
             .unwrap();
-        Some(Self {
+        Self {
             router: router(AppState::new(store.clone())),
             store,
             admin_key: key.expose().to_owned(),
-            _dir: dir,
-            _database: database,
-        })
+            _database: None,
+        }
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {
@@ -212,7 +209,16 @@ pub async fn app_with_registry() -> TestApp {
 
 /// [`app_with_registry`] on `backend`; `None` when the PostgreSQL variant of `test` is skipped.
 pub async fn app_with_registry_on(backend: Backend, test: &str) -> Option<TestApp> {
-    let app = TestApp::spawn_on(backend, test).await?;
+    Some(with_registry(TestApp::spawn_on(backend, test).await?).await)
+}
+
+/// [`app_with_registry`] on `db` (which must outlive the app).
+pub async fn app_with_registry_in(db: &TestDatabase) -> TestApp {
+    with_registry(TestApp::on(db).await).await
+}
+
+/// Publishes [`app_with_registry`]'s capability and datasets into `app`.
+async fn with_registry(app: TestApp) -> TestApp {
     assert_eq!(
         app.upload(
             "/api/v1/org/local/capabilities",
@@ -237,7 +243,7 @@ pub async fn app_with_registry_on(backend: Backend, test: &str) -> Option<TestAp
             .status,
         StatusCode::CREATED
     );
-    Some(app)
+    app
 }
 
 /// A valid create body over [`app_with_registry`]'s registry.
@@ -259,42 +265,18 @@ pub async fn submit(app: &TestApp, b: Value) -> Value {
     r.body
 }
 
-/// Runs each test body on both databases: `sqlite::NAME` on a fresh SQLite file and
-/// `postgres::NAME` on a fresh PostgreSQL database (printed as skipped without
-/// `GEPARD_TEST_POSTGRES_URL`). `$make(backend, test_name)` builds the app bound to `$app`,
-/// e.g. [`TestApp::spawn_on`] or [`app_with_registry_on`].
+/// Runs each test body on both databases, through `gepard_store::conformance_tests!`:
+/// `sqlite::NAME` on a fresh SQLite file and `postgres::NAME` on a fresh PostgreSQL database
+/// (printed as skipped without `GEPARD_TEST_POSTGRES_URL`). `$make(&TestDatabase)` builds the
+/// app bound to `$app`, e.g. [`TestApp::on`] or [`app_with_registry_in`].
 #[allow(unused_macros)]
 macro_rules! on_both_databases {
     ($make:path; $( $(#[$meta:meta])* async fn $name:ident($app:ident) $body:block )*) => {
-        mod sqlite {
-            #[allow(unused_imports)]
-            use super::*;
+        gepard_store::conformance_tests! {
             $(
                 $(#[$meta])*
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let $app = $make(gepard_store::Backend::Sqlite, "")
-                        .await
-                        .expect("SQLite is always available");
-                    $body
-                }
-            )*
-        }
-        mod postgres {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                $(#[$meta])*
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some($app) = $make(
-                        gepard_store::Backend::Postgres,
-                        concat!(module_path!(), "::", stringify!($name)),
-                    )
-                    .await
-                    else {
-                        return;
-                    };
+                async fn $name(db) {
+                    let $app = $make(db).await;
                     $body
                 }
             )*
