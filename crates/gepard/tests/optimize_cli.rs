@@ -82,6 +82,16 @@ impl Server {
     }
 }
 
+/// Asserts exit code 0, showing what the command said on stderr otherwise.
+fn assert_success(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 const SUBMIT: &[&str] = &[
     "optimize",
     "submit",
@@ -114,12 +124,7 @@ async fn submit_wait_exits_0_when_the_job_completes() {
     )
     .await;
     let out = child.await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let job: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(job["status"], "completed");
     assert_eq!(job["summary"]["best_score"], 0.8);
@@ -241,12 +246,7 @@ async fn following_logs_as_json_prints_one_log_object_per_line_and_nothing_else(
     )
     .await;
     let out = child.await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     let messages: Vec<String> = text
         .lines()
