@@ -294,19 +294,35 @@ impl StoreError {
     /// Whether the failure is momentary (the database is busy, locked, or not reachable right
     /// now), so the same request may succeed if the client tries again shortly.
     ///
-    /// The API answers these with 503 and `Retry-After` instead of a 500: nothing is wrong
-    /// with the request or with the stored data. Codes: SQLite BUSY (5, with its extended
-    /// forms 261, 517) and LOCKED (6); PostgreSQL serialization failure (40001), deadlock
-    /// (40P01), lock not available (55P03) and "cannot connect now" (57P03).
+    /// The API answers these with 503 and `Retry-After` instead of a 500, and workers retry
+    /// them: nothing is wrong with the request or with the stored data. Codes: SQLite BUSY
+    /// (5, with its extended forms 261, 517) and LOCKED (6); on PostgreSQL every connection
+    /// exception (class 08), serialization failure (40001), deadlock (40P01), too many
+    /// connections (53300), lock not available (55P03), a database not accepting connections
+    /// (55000, e.g. `ALLOW_CONNECTIONS false`) and the server shutting down, crashing or
+    /// starting (57P01, 57P02, 57P03: a restart or failover).
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Busy(_) => true,
             StoreError::Database(e) => match e {
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-                sqlx::Error::Database(db) => matches!(
-                    db.code().as_deref(),
-                    Some("5" | "6" | "261" | "517" | "40001" | "40P01" | "55P03" | "57P03")
-                ),
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(
+                            code.as_ref(),
+                            "5" | "6"
+                                | "261"
+                                | "517"
+                                | "40001"
+                                | "40P01"
+                                | "53300"
+                                | "55000"
+                                | "55P03"
+                                | "57P01"
+                                | "57P02"
+                                | "57P03"
+                        )
+                }),
                 _ => false,
             },
             _ => false,

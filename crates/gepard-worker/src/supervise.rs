@@ -347,10 +347,17 @@ impl Worker {
                             continue;
                         }
                         match serde_json::from_str::<Line>(&line) {
-                            Ok(parsed) => match self.apply(id, job.attempt, token, &earlier, parsed).await {
+                            Ok(parsed) => match self.apply_patiently(id, job.attempt, token, &earlier, parsed).await {
                                 Ok(is_terminal) => terminal |= is_terminal,
                                 Err(LifecycleError::Fenced(_)) => {
                                     fenced = true;
+                                    signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                                }
+                                Err(LifecycleError::Store(e)) if e.is_transient() => {
+                                    // The database stayed away for a whole lease: going on
+                                    // would leave holes in the evidence. Stop the runner; the
+                                    // job resumes from its last stored checkpoint.
+                                    tracing::warn!(job = %id, error = %e, "the database is unavailable; stopping the runner");
                                     signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                                 }
                                 Err(e) => tracing::warn!(job = %id, error = %e, "a runner line was not applied"),
@@ -402,7 +409,10 @@ impl Worker {
         // Drain what the runner wrote before exiting.
         while let Ok(line) = lines.try_recv() {
             if let Ok(parsed) = serde_json::from_str::<Line>(&line) {
-                if let Ok(t) = self.apply(id, job.attempt, token, &earlier, parsed).await {
+                if let Ok(t) = self
+                    .apply_patiently(id, job.attempt, token, &earlier, parsed)
+                    .await
+                {
                     terminal |= t;
                 }
             }
@@ -493,6 +503,34 @@ impl Worker {
             format!("the runner exited ({how}) without reporting an end{last}"),
         )
         .await
+    }
+
+    /// [`Self::apply`], retried while the database is momentarily unavailable (busy, locked,
+    /// restarting, refusing connections), with backoff, for up to one lease. A line is
+    /// evidence: dropping it on a blip would leave a hole in the logs, metrics or candidates.
+    /// The runner meanwhile blocks on its full stdout pipe, which is the backpressure wanted.
+    async fn apply_patiently(
+        &self,
+        id: Uuid,
+        attempt: i64,
+        token: i64,
+        earlier: &JobUsage,
+        line: Line,
+    ) -> Result<bool, LifecycleError> {
+        let give_up = tokio::time::Instant::now() + self.config.lease;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.apply(id, attempt, token, earlier, line.clone()).await {
+                Err(LifecycleError::Store(e))
+                    if e.is_transient() && tokio::time::Instant::now() + wait < give_up =>
+                {
+                    tracing::debug!(job = %id, error = %e, "the database is busy; applying the line again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Applies one runner line; `Ok(true)` for a terminal progress event.

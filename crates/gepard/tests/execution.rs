@@ -565,6 +565,20 @@ fn child_with_mark(mark: &str) -> Option<i32> {
     None
 }
 
+/// Every metric series of a job as (value, step) pairs: what two runs must agree on (their
+/// timestamps differ).
+fn metric_series(job: &Job) -> Vec<(String, Vec<(f64, i64)>)> {
+    job.metrics
+        .iter()
+        .map(|(name, points)| {
+            (
+                name.clone(),
+                points.iter().map(|p| (p.value, p.step)).collect(),
+            )
+        })
+        .collect()
+}
+
 async fn final_result(e: &Env, id: Uuid) -> (Option<f64>, Value, usize) {
     let j = e.job(id).await;
     let n = e.store.candidates(id, j.attempt).await.unwrap().len();
@@ -648,19 +662,8 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
     // it is at least the uninterrupted run's (the resumed runner alone made fewer).
     // The crashed runner's points after its checkpoint were dropped and redone: every series
     // reads exactly as the uninterrupted run's (values and steps; timestamps differ).
-    let series = |job: &Job| -> Vec<(String, Vec<(f64, i64)>)> {
-        job.metrics
-            .iter()
-            .map(|(name, points)| {
-                (
-                    name.clone(),
-                    points.iter().map(|p| (p.value, p.step)).collect(),
-                )
-            })
-            .collect()
-    };
     let uninterrupted_job = e.job(reference.id).await;
-    assert_eq!(series(&j), series(&uninterrupted_job));
+    assert_eq!(metric_series(&j), metric_series(&uninterrupted_job));
     let (resumed, uninterrupted) = (j.usage, uninterrupted_job.usage);
     assert_eq!(resumed.metric_calls, uninterrupted.metric_calls);
     assert!(
@@ -957,6 +960,67 @@ mod postgres {
         if let Some(e) = env_on(Backend::Postgres, Duration::ZERO, test).await {
             super::many_jobs_on_several_workers_each_run_exactly_once_on(e).await;
         }
+    }
+
+    /// The database refuses connections for a while mid-run (a restart, a failover): the
+    /// worker's writes wait and retry instead of dropping runner lines, so the run ends with
+    /// exactly the evidence of an uninterrupted one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_outage_mid_run_loses_no_progress() {
+        use sqlx::{Connection, Executor};
+        let test = "execution::postgres::a_database_outage_mid_run_loses_no_progress";
+        let Some(e) = env_on(Backend::Postgres, Duration::from_millis(20), test).await else {
+            return;
+        };
+        let reference = e.submit(config(90)).await;
+        e.worker("ref", Duration::from_secs(30))
+            .run_once(&CancellationToken::new())
+            .await
+            .unwrap();
+        let expected = e.job(reference.id).await;
+        assert_eq!(expected.status, JobStatus::Completed);
+
+        let job = e.submit(config(90)).await;
+        let worker = e.worker("w", Duration::from_secs(30));
+        let run = tokio::spawn(async move { worker.run_once(&CancellationToken::new()).await });
+        e.wait_for(job.id, "the run to report progress", |j| {
+            j.metrics.contains_key("metric_calls_used")
+        })
+        .await;
+        let url = e._database.as_ref().unwrap().url().to_owned();
+        let name = url.rsplit('/').next().unwrap().to_owned();
+        let mut admin = sqlx::PgConnection::connect(
+            &std::env::var(gepard_store::testing::POSTGRES_URL_VAR).unwrap(),
+        )
+        .await
+        .unwrap();
+        admin
+            .execute(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false").as_str())
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        admin
+            .execute(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true").as_str())
+            .await
+            .unwrap();
+        run.await.unwrap().unwrap();
+        let got = e.job(job.id).await;
+        assert_eq!(
+            got.status,
+            JobStatus::Completed,
+            "{:?}",
+            e.logs(job.id).await
+        );
+        assert_eq!(metric_series(&got), metric_series(&expected));
+        assert_eq!(
+            final_result(&e, job.id).await,
+            final_result(&e, reference.id).await
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
