@@ -41,6 +41,10 @@ pub struct AppState {
     pub models: Option<Arc<gepard_llm::ModelRegistry>>,
     /// Request counters and the open-stream gauge behind `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Cancelled when the server shuts down. Event streams end on it: a graceful shutdown
+    /// waits for open connections, and a stream of a running job would otherwise hold the
+    /// process until that job finishes (clients reconnect elsewhere with `Last-Event-ID`).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -56,6 +60,7 @@ impl AppState {
             notifier,
             models: None,
             metrics: Arc::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }

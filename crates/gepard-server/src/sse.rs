@@ -207,6 +207,8 @@ pub async fn stream_job(
             // The client left: stop now rather than at the next send, so the task and its
             // count in `/metrics` go away with the connection.
             () = w.tx.closed() => return,
+            // The server is shutting down: end the stream so the connection can close.
+            () = state.shutdown.cancelled() => return,
             _ = beat.tick() => {
                 if !w.send(Event::default().event("heartbeat").id(w.last_seq.to_string()).data("{}")).await {
                     return;

@@ -97,6 +97,11 @@ pub async fn start(
         .context("listening for job changes")?;
     let mut state = AppState::with_notifier(store.clone(), Arc::clone(&notifier));
     state.models = Some(Arc::new(crate::models::registry(&data_dir)?));
+    let streams_end = state.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams_end.cancel();
+    };
     let app = router(state);
     // Embedded workers share the server's notifier, so watchers see their progress live.
     let stop_workers = CancellationToken::new();

@@ -347,6 +347,111 @@ fn serve_exits_cleanly_on_sigterm() {
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 
+/// An open event stream of a job that will not finish soon must not hold a shutting-down
+/// server: the stream ends (clients reconnect elsewhere with Last-Event-ID) and the process
+/// exits. Before, graceful shutdown waited for the watched job to end.
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_open_event_streams_and_the_server_exits() {
+    use std::io::{BufRead, BufReader, Write};
+    let key = "ci-admin-key-0123456789abcdef";
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = base_command(data_dir.path())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            "0",
+        ])
+        .env("GEPARD_ADMIN_KEY", key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if healthy(port) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cli = |args: &[&str]| {
+        let out = base_command(data_dir.path())
+            .env("GEPARD_SERVER", &url)
+            .env("GEPARD_API_KEY", key)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let examples = examples();
+    cli(&[
+        "capability",
+        "push",
+        examples.join("capabilities/sentiment").to_str().unwrap(),
+    ]);
+    cli(&[
+        "dataset",
+        "push",
+        examples.join("datasets/sentiment-train").to_str().unwrap(),
+    ]);
+    let job: serde_json::Value = serde_json::from_str(&cli(&[
+        "--json",
+        "optimize",
+        "submit",
+        "--model",
+        "openai/m",
+        "--capability",
+        "sentiment@1.0.0",
+        "--dataset",
+        "sentiment-train@1.0.0",
+        "--max-metric-calls",
+        "500",
+    ]))
+    .unwrap();
+    let id = job["id"].as_str().unwrap();
+
+    // Nobody runs the job (no workers): its stream stays open until something ends it.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/org/local/ws/default/optimization/jobs/{id}/events HTTP/1.1\r\n\
+         Host: localhost\r\nX-API-Key: {key}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("event: snapshot") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream closed early"
+        );
+    }
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let status = status.expect("gepard serve kept running with an event stream open");
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
 #[test]
 fn quickstart_publishes_and_lists_the_examples() {
     let dir = tempfile::tempdir().unwrap();
