@@ -88,8 +88,9 @@ pub enum StoreError {
     /// Stored data could not be read back (a bug or a hand-edited database).
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The database failed.
-    #[error("database error: {0}")]
+    /// The database failed. Transparent: the driver's message once, not once per layer of
+    /// an error chain.
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A write waited longer than the busy timeout for the database.
     #[error("the database stayed busy for {0:?}; try again")]
@@ -216,6 +217,16 @@ impl Store {
 
     async fn postgres_pool(url: &str) -> Result<AnyPool> {
         let options = AnyConnectOptions::from_str(url)?;
+        // One plain connection first: the pool retries a refused or failed connection until
+        // its acquire timeout and then reports only "pool timed out", hiding why (connection
+        // refused, unknown database, bad password) for 30 s.
+        {
+            use sqlx::Connection;
+            sqlx::AnyConnection::connect_with(&options)
+                .await?
+                .close()
+                .await?;
+        }
         Ok(AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))

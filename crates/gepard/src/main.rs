@@ -99,7 +99,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             let unauthorized = e.chain().any(|c| {
                 c.downcast_ref::<gepard_client::ClientError>()
                     .and_then(gepard_client::ClientError::status)
@@ -113,5 +113,54 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes joined with ": ", like anyhow's `{:#}`, but without repeating a
+/// cause that its parent's message already ends with: driver errors such as sqlx's include
+/// their source in their own text ("error communicating with database: Connection refused"),
+/// and printing the source again would say everything twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_its_parents_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        #[derive(Debug)]
+        struct Driver(std::io::Error);
+        impl std::fmt::Display for Driver {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "error communicating with database: {}", self.0)
+            }
+        }
+        impl std::error::Error for Driver {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Driver(io)).context("opening the database at postgres://h/x");
+        assert_eq!(
+            error_chain(&e),
+            "opening the database at postgres://h/x: error communicating with database: \
+             Connection refused"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }

@@ -452,6 +452,28 @@ fn sigterm_ends_open_event_streams_and_the_server_exits() {
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 
+/// A database server that is not there is named as such at start (the pool alone would wait
+/// its 30 s acquire timeout and then say only "pool timed out"), with the password hidden.
+#[test]
+fn serve_names_an_unreachable_database_and_exits_1() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://gepard:s3cret@127.0.0.1:{}/gepard", free_port());
+    let out = base_command(data_dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--database-url", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert_eq!(
+        err.matches("Connection refused").count(),
+        1,
+        "said once: {err}"
+    );
+}
+
 #[test]
 fn quickstart_publishes_and_lists_the_examples() {
     let dir = tempfile::tempdir().unwrap();
