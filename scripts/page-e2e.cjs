@@ -98,8 +98,16 @@ async function main() {
       await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT, fullPage: true });
     }
 
+    step('cancel asks first; "No" leaves the job running');
+    await page.click('#act-cancel');
+    await page.waitForSelector('#cancel-confirm:not([hidden])');
+    await page.click('#cancel-no');
+    await page.waitForSelector('#cancel-confirm', { state: 'hidden' });
+    if ((await api('GET', `${JOBS}/${job.id}`)).status !== 'running') throw new Error('"No" cancelled the job');
+
     step('cancel stops the running job and the buttons follow the state');
     await page.click('#act-cancel');
+    await page.click('#cancel-yes');
     await page.locator('#d-status', { hasText: 'cancelled' }).waitFor();
     await page.locator('#job-rows tr.selected', { hasText: 'cancelled' }).waitFor();
     await page.waitForFunction(() => document.getElementById('act-cancel').disabled && !document.getElementById('act-retry').disabled);
@@ -111,6 +119,43 @@ async function main() {
     await page.locator('#d-status', { hasText: /queued|running/ }).waitFor();
     await page.waitForFunction(() => !document.getElementById('act-cancel').disabled);
 
+    step('a status filter that matches nothing says so, not that the scope is empty');
+    await page.selectOption('#filter-status', 'failed');
+    await page.locator('#jobs-summary', { hasText: 'No failed jobs (1 in this scope).' }).waitFor();
+    if (!(await page.locator('#submit-panel').isHidden())) throw new Error('the form opened for an empty filter result');
+    await page.selectOption('#filter-status', '');
+    await page.locator('#job-rows tr', { hasText: 'e2e-seeded-job' }).waitFor();
+
+    step('a promotion refused for its version names the error once');
+    await page.route('**/promotion-preview', (route) => route.fulfill({
+      status: 200, contentType: 'application/json',
+      body: JSON.stringify({ promotable: true, reasons: [], source: {}, target: {}, diff: '' }),
+    }));
+    await page.click('#act-refresh');
+    await page.waitForFunction(() => !document.getElementById('act-promote').disabled);
+    await page.click('#act-promote');
+    await page.fill('#promote-version', 'not-semver');
+    await page.click('#promote-submit');
+    const promoteError = page.locator('#promote-error');
+    await promoteError.filter({ hasText: 'version' }).waitFor();
+    const promoteText = await promoteError.innerText();
+    if (promoteText.split('body.version').length - 1 !== 1) throw new Error(`the error repeats itself: ${promoteText}`);
+    await page.unroute('**/promotion-preview');
+    await page.click('#promote-close');
+
+    step('an unknown organization clears the previous one from the screen');
+    await page.fill('#scope-org', 'nope');
+    await page.press('#scope-org', 'Enter');
+    await page.locator('#global-error', { hasText: 'nope' }).waitFor();
+    if (await page.locator('#job-rows tr').count()) throw new Error('the jobs of org local stayed on screen');
+    if (await page.locator('#scope-ws option').count()) throw new Error('the workspaces of org local stayed on screen');
+    if (await page.locator('#scope-project option').count()) throw new Error('the projects of org local stayed on screen');
+    if (await page.locator('#detail-body').isVisible()) throw new Error('the selected job of org local stayed on screen');
+    await page.fill('#scope-org', 'local');
+    await page.press('#scope-org', 'Enter');
+    await page.locator('#job-rows tr', { hasText: 'e2e-seeded-job' }).waitFor();
+    if (await page.locator('#global-error').isVisible()) throw new Error('the error stayed after a good org');
+
     step('an empty project opens the submission form by itself');
     await api('POST', '/api/v1/org/local/ws/default/projects', { key: 'e2e-empty', name: 'E2E empty' });
     await page.reload();
@@ -119,6 +164,10 @@ async function main() {
     await page.waitForSelector('#submit-panel:not([hidden])');
     await page.locator('#submit-form select[name="capability"] option', { hasText: 'sentiment' }).first().waitFor({ state: 'attached' });
     await page.locator('#submit-form select[name="agent"] option').first().waitFor({ state: 'attached' });
+    await page.locator('#submit-form select[name="dataset_version"] option').first().waitFor({ state: 'attached' });
+    const sets = await page.evaluate(() => [document.querySelector('#submit-form select[name="dataset"]').value,
+      document.querySelector('#submit-form select[name="val_dataset"]').value]);
+    if (sets.join() !== 'sentiment-train,sentiment-val') throw new Error(`the form proposes datasets ${sets}`);
 
     step('a submission error shows its field next to the input');
     await page.fill('#submit-form input[name="model"]', 'not-a-model-id');
@@ -127,10 +176,14 @@ async function main() {
     step('a valid submission creates the job and selects it');
     await page.fill('#submit-form input[name="model"]', 'openai/gpt-4o-mini');
     await page.fill('#submit-form input[name="run_ref"]', 'e2e-from-form');
+    // 30 validation rows: the seed takes 30 calls, an iteration up to 2 × 3 + 30 more.
+    await page.fill('#submit-form input[name="max_metric_calls"]', '40');
     await page.click('#submit-go');
     await page.waitForSelector('#submit-panel', { state: 'hidden' });
     await page.locator('#job-rows tr.selected', { hasText: 'sentiment@1.0.0' }).waitFor();
     await page.locator('#d-status', { hasText: 'queued' }).waitFor();
+    step("the server's warning about a budget that covers only the seed shows beside the detail");
+    await page.locator('#d-notice', { hasText: 'max_metric_calls 40 covers the seed evaluation' }).waitFor();
 
     step('a refused action shows the envelope detail next to the buttons');
     await page.route('**/cancel', (route) => route.fulfill({
@@ -138,6 +191,7 @@ async function main() {
       body: JSON.stringify({ code: 409, type: 'conflict', detail: 'e2e: job is already finished' }),
     }));
     await page.click('#act-cancel');
+    await page.click('#cancel-yes');
     await page.locator('#act-error', { hasText: 'e2e: job is already finished' }).waitFor();
     await page.unroute('**/cancel');
 
@@ -150,8 +204,26 @@ async function main() {
     await page.click('#key-form button[type="submit"]');
     await page.waitForSelector('#main:not([hidden])');
 
-    // The browser logs the 401, 409 and 422 answers provoked above; anything else is a failure.
-    const unexpected = problems.filter((p) => !/status of (401|409|422)|^answer: (401|409|422) /.test(p));
+    step('a #key= link opened in the tab that already shows the page switches to that key');
+    const other = await api('POST', '/api/v1/org/local/keys', { name: 'e2e-other', scopes: ['read'] });
+    const withOther = page.waitForRequest((r) => r.url().includes('/optimization/jobs') && r.headers()['x-api-key'] === other.key);
+    await page.goto(`${SERVER}/#key=${encodeURIComponent(other.key)}`);
+    await withOther;
+    await page.waitForFunction(() => location.hash === '');
+    if (await page.evaluate(() => localStorage.getItem('gepard.apiKey')) !== other.key) throw new Error('the new key was not kept');
+    await page.locator('#job-rows tr', { hasText: 'sentiment@1.0.0' }).first().waitFor();
+
+    step('the same from the key form');
+    await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
+    await page.reload();
+    await page.waitForSelector('#key-panel:not([hidden])');
+    await page.goto(`${SERVER}/#key=${encodeURIComponent(KEY)}`);
+    await page.waitForSelector('#main:not([hidden])');
+    if (new URL(page.url()).hash !== '') throw new Error(`the key stayed in the address bar: ${page.url()}`);
+
+    // The browser logs the 401, 404, 409 and 422 answers provoked above; anything else is a failure.
+    // The unknown org `nope` is a 404 on purpose; any other 404 is not.
+    const unexpected = problems.filter((p) => !/status of (401|404|409|422)|^answer: (401|409|422) |^answer: 404 GET \S*\/org\/nope\//.test(p));
     if (unexpected.length) throw new Error(`browser errors:\n${unexpected.join('\n')}`);
     console.log('page-e2e: all steps passed');
   } finally {

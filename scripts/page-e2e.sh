@@ -2,7 +2,9 @@
 # The Optimization page in a real browser: starts a real `gepard serve` on a fresh SQLite
 # directory with a seeded job, and drives Debian's Chromium through playwright-core
 # (scripts/page-e2e.cjs): the key from the URL fragment, the job list, the detail, a progress
-# event arriving live, cancel of a running job, the empty-scope form and the 401 key form.
+# event arriving live, cancel (asked first) of a running job, an empty status filter, a refused
+# promotion, an unknown org, the empty-scope form with its dataset defaults and the server's
+# budget warning, the 401 key form and a `#key=` link followed in an open tab.
 #
 # Installs what it needs itself: the Debian package `chromium` (with apt-get, as root) and the
 # npm package playwright-core into target/page-e2e (git-ignored). When either cannot be had
@@ -77,6 +79,8 @@ export GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY"
 "$BIN" capability push examples/capabilities/sentiment >/dev/null
 "$BIN" dataset push examples/datasets/sentiment-train >/dev/null
 "$BIN" dataset push examples/datasets/sentiment-val >/dev/null
+# Sorts before sentiment-train: the form must still prefer the training and validation sets.
+"$BIN" dataset push examples/datasets/sentiment-test >/dev/null
 "$BIN" optimize submit --model openai/gpt-4o-mini --capability sentiment@1.0.0 \
     --dataset sentiment-train@1.0.0 --val-dataset sentiment-val@1.0.0 --max-metric-calls 50 \
     --name e2e-seeded-job >/dev/null

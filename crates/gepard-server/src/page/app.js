@@ -44,6 +44,8 @@ const state = {
   ws: null,
   project: null,
   jobs: [],
+  total: 0, // jobs matching the status filter, as the server counts them
+  scopeTotal: 0, // jobs in the scope whatever their status
   selected: null, // id of the selected job
   job: null, // the selected job, as the stream last sent it
   candidates: [],
@@ -178,12 +180,23 @@ function askForKey(message) {
   $('key-input').focus();
 }
 
+// Returns whether the fragment carried a key.
 function takeKeyFromFragment() {
   const m = /(?:^#|&)key=([^&]+)/.exec(location.hash);
-  if (!m) return;
+  if (!m) return false;
   localStorage.setItem(KEY_STORE, decodeURIComponent(m[1]));
   // Out of the address bar (and so out of history and screenshots) at once.
   history.replaceState(null, '', location.pathname + location.search);
+  return true;
+}
+
+// A `#key=` link opened in a tab that already shows the page changes only the fragment, so
+// the page is not loaded again: take the key here and load the scope with it.
+function keyLinkFollowed() {
+  if (!takeKeyFromFragment()) return;
+  state.key = localStorage.getItem(KEY_STORE);
+  resetSelection();
+  loadScope();
 }
 
 // ---------------------------------------------------------------- scope
@@ -216,6 +229,8 @@ async function loadScope() {
     await loadProjects(saved.project);
   } catch (e) {
     if (e.status === 401) return;
+    // Nothing of the previous scope may stay on screen under an org that failed to load.
+    clearScope();
     $('global-error').hidden = false;
     showError($('global-error'), e);
     return;
@@ -224,6 +239,20 @@ async function loadScope() {
   $('main').hidden = false;
   saveScope();
   await refreshList();
+}
+
+function clearScope() {
+  state.ws = null;
+  state.project = null;
+  resetSelection();
+  state.total = 0;
+  state.scopeTotal = 0;
+  $('scope-ws').replaceChildren();
+  $('scope-project').replaceChildren();
+  $('job-rows').replaceChildren();
+  $('jobs-summary').textContent = '';
+  $('jobs-error').textContent = '';
+  $('main').hidden = true;
 }
 
 async function loadProjects(wanted) {
@@ -238,16 +267,32 @@ async function loadProjects(wanted) {
 // ---------------------------------------------------------------- job list
 
 let listInFlight = null;
+let listInFlightFor = null;
 async function refreshList() {
   if (!state.ws || !state.key) return;
-  // Collapse overlapping refreshes (poll + stream + action) into one request.
-  if (listInFlight) return listInFlight;
+  const scopeId = `${state.org}/${state.ws}/${state.project}`;
+  const current = () => scopeId === `${state.org}/${state.ws}/${state.project}`;
+  // Collapse overlapping refreshes (poll + stream + action) of one scope into one request; one
+  // for another scope waits for it, then asks again.
+  if (listInFlight) return listInFlightFor === scopeId ? listInFlight : listInFlight.then(() => refreshList());
+  listInFlightFor = scopeId;
   listInFlight = (async () => {
     try {
+      const status = $('filter-status').value;
       const page = await api(API.jobs, scopeParams(), {
-        query: { page: 1, page_size: 100, status: $('filter-status').value, project: state.project },
+        query: { page: 1, page_size: 100, status, project: state.project },
       });
+      // An empty filter result is not an empty scope: count the scope's jobs to tell them apart.
+      let scopeTotal = page.total || 0;
+      if (status && scopeTotal === 0) {
+        const all = await api(API.jobs, scopeParams(), { query: { page: 1, page_size: 1, project: state.project } });
+        scopeTotal = all.total || 0;
+      }
+      // The scope changed while this was on its way: its answer is no longer what is shown.
+      if (!current()) return;
       state.jobs = page.items || [];
+      state.total = page.total || 0;
+      state.scopeTotal = scopeTotal;
       $('jobs-error').textContent = '';
       // A finished job's stream has ended; if the job changed since (a retry from the CLI,
       // say), pick it up from the list and watch it again.
@@ -258,14 +303,13 @@ async function refreshList() {
         restartStreamIfNeeded();
         loadEvidence(sel.id);
       }
-      renderList(page.total);
-      const scopeId = `${state.org}/${state.ws}/${state.project}`;
-      if ((page.total || 0) === 0 && !$('filter-status').value && state.autoOpenedFor !== scopeId) {
+      renderList();
+      if (scopeTotal === 0 && state.autoOpenedFor !== scopeId) {
         state.autoOpenedFor = scopeId;
         openSubmitForm();
       }
     } catch (e) {
-      showError($('jobs-error'), e);
+      if (current()) showError($('jobs-error'), e);
     } finally {
       listInFlight = null;
     }
@@ -282,7 +326,7 @@ function capabilityLabel(job) {
   return c.name ? `${c.name}@${c.version}` : '—';
 }
 
-function renderList(total) {
+function renderList() {
   const text = $('filter-text').value.trim().toLowerCase();
   const rows = $('job-rows');
   rows.replaceChildren();
@@ -300,10 +344,13 @@ function renderList(total) {
     tr.addEventListener('click', () => selectJob(job.id));
     rows.append(tr);
   }
-  const all = total === undefined ? state.jobs.length : total;
-  $('jobs-summary').textContent = all === 0
-    ? 'No jobs in this scope yet.'
-    : `${shown} shown of ${all} job${all === 1 ? '' : 's'}${all > state.jobs.length ? ' (newest 100 loaded)' : ''}.`;
+  const all = Math.max(state.total, state.jobs.length);
+  const status = $('filter-status').value;
+  let summary;
+  if (state.scopeTotal === 0 && all === 0) summary = 'No jobs in this scope yet.';
+  else if (all === 0) summary = `No ${status} jobs (${state.scopeTotal} in this scope).`;
+  else summary = `${shown} shown of ${all}${status ? ' ' + status : ''} job${all === 1 ? '' : 's'}${all > state.jobs.length ? ' (newest 100 loaded)' : ''}.`;
+  $('jobs-summary').textContent = summary;
 }
 
 // ---------------------------------------------------------------- selected job
@@ -324,6 +371,8 @@ function selectJob(id) {
   $('detail-empty').hidden = true;
   $('detail-body').hidden = false;
   $('d-logs').replaceChildren();
+  $('d-notice').textContent = '';
+  $('cancel-confirm').hidden = true;
   $('d-candidate-text').hidden = true;
   $('promote-form').hidden = true;
   $('act-error').textContent = '';
@@ -460,9 +509,16 @@ function onStreamEvent(type, data) {
   }
 }
 
+// The server logs at submission when the budget pays for the seed evaluation but no
+// iteration; that sentence is worth more than a line in the log box.
+function isBudgetWarning(message) {
+  return typeof message === 'string' && message.startsWith('max_metric_calls ') && message.includes('but no iteration');
+}
+
 function appendLog(entry) {
   const box = $('d-logs');
   const e = entry.entry || entry;
+  if (isBudgetWarning(e.message)) $('d-notice').textContent = e.message;
   const line = el('div', { class: `lvl-${e.level || 'info'}` },
     `${fmtTime(e.timestamp)}  ${(e.level || 'info').toUpperCase().padEnd(7)} ${e.message || ''}`);
   box.append(line);
@@ -654,6 +710,7 @@ function renderActions() {
   const status = job ? job.status : null;
   $('act-refresh').disabled = !job;
   $('act-cancel').disabled = !job || TERMINAL.has(status) || !!job.cancel_requested_at;
+  if ($('act-cancel').disabled) $('cancel-confirm').hidden = true;
   $('act-retry').disabled = !job || !TERMINAL.has(status);
   const promotable = !!(state.preview && state.preview.promotable);
   $('act-promote').disabled = !promotable;
@@ -686,6 +743,7 @@ function restartStreamIfNeeded() {
     const id = state.selected;
     stopStream();
     $('d-logs').replaceChildren();
+    $('d-notice').textContent = '';
     streamJob(id, state.streamGen);
   }
 }
@@ -709,7 +767,8 @@ async function promote(ev) {
     $('d-preview').prepend(el('p', { class: 'ok', text: `Promoted: wrote ${written.name}@${written.version}.` }));
   } catch (e) {
     showError($('promote-error'), e);
-    for (const fe of e.errors || []) $('promote-error').append(` (${(fe.loc || []).join('.')}: ${fe.msg})`);
+    // The detail already names the first field error; only further ones are added.
+    for (const fe of (e.errors || []).slice(1)) $('promote-error').append(` (${(fe.loc || []).join('.')}: ${fe.msg})`);
   } finally {
     $('promote-submit').disabled = false;
   }
@@ -732,9 +791,15 @@ async function openSubmitForm() {
       api(API.datasets, { org: state.org }, { query: { page_size: 100 } }),
     ]);
     const f = F();
+    // On the first opening, propose a training set and a validation set by their names when
+    // there are such; afterwards keep what the person chose.
+    const first = f.dataset.options.length === 0;
+    const named = (part) => { const d = (sets.items || []).find((x) => x.name.includes(part)); return d ? d.name : undefined; };
+    const trainPick = first ? named('train') : f.dataset.value || undefined;
+    const valPick = first ? (named('val') || '') : f.val_dataset.value || '';
     fillSelect(f.capability, caps.items || [], f.capability.value || undefined, (a) => a.name, (a) => a.name);
-    fillSelect(f.dataset, sets.items || [], f.dataset.value || undefined, (a) => a.name, (a) => a.name);
-    fillSelect(f.val_dataset, sets.items || [], f.val_dataset.value || '', (a) => a.name, (a) => a.name, '— none: use the training set —');
+    fillSelect(f.dataset, sets.items || [], trainPick, (a) => a.name, (a) => a.name);
+    fillSelect(f.val_dataset, sets.items || [], valPick, (a) => a.name, (a) => a.name, '— none: use the training set —');
     if (!(caps.items || []).length) $('submit-error').textContent = 'This organization has no capabilities yet: publish one with `gepard capability push DIR`.';
     else if (!(sets.items || []).length) $('submit-error').textContent = 'This organization has no datasets yet: publish one with `gepard dataset push DIR`.';
     await Promise.all([capabilityChanged(), datasetChanged('dataset', 'dataset_version'), datasetChanged('val_dataset', 'val_dataset_version')]);
@@ -862,6 +927,7 @@ function wire() {
     askForKey('Enter the API key to use.');
   });
   $('scope').addEventListener('submit', (ev) => ev.preventDefault());
+  window.addEventListener('hashchange', keyLinkFollowed);
   $('scope-org').addEventListener('change', () => { state.ws = null; state.project = null; resetSelection(); loadScope(); });
   $('scope-ws').addEventListener('change', async () => {
     state.ws = $('scope-ws').value; state.project = null; resetSelection();
@@ -882,11 +948,17 @@ function wire() {
   f.val_dataset.addEventListener('change', () => guard(datasetChanged('val_dataset', 'val_dataset_version')));
 
   $('act-refresh').addEventListener('click', (ev) => runAction(ev.target, refreshSelected));
-  $('act-cancel').addEventListener('click', (ev) => runAction(ev.target, async () => {
-    state.job = await api(API.cancel, scopeParams({ id: state.selected }));
-    renderJob();
-    await refreshList();
-  }));
+  // Cancel asks first, as the CLI does without --yes; inline, the page shows no dialogs.
+  $('act-cancel').addEventListener('click', () => { $('act-error').textContent = ''; $('cancel-confirm').hidden = false; $('cancel-yes').focus(); });
+  $('cancel-no').addEventListener('click', () => { $('cancel-confirm').hidden = true; });
+  $('cancel-yes').addEventListener('click', () => {
+    $('cancel-confirm').hidden = true;
+    runAction($('act-cancel'), async () => {
+      state.job = await api(API.cancel, scopeParams({ id: state.selected }));
+      renderJob();
+      await refreshList();
+    });
+  });
   $('act-retry').addEventListener('click', (ev) => runAction(ev.target, async () => {
     state.job = await api(API.retry, scopeParams({ id: state.selected }));
     renderJob();
@@ -907,6 +979,8 @@ function resetSelection() {
   state.selected = null;
   state.job = null;
   state.jobs = [];
+  state.candidates = [];
+  state.preview = null;
   $('detail-body').hidden = true;
   $('detail-empty').hidden = false;
 }
