@@ -38,6 +38,19 @@ pub const PASSTHROUGH_ENV: &[&str] = &[
     "RUST_LOG",
 ];
 
+/// The attempt a runner's lines belong to: what every write of them is fenced and counted by.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    /// The job.
+    id: Uuid,
+    /// Its attempt number.
+    number: i64,
+    /// This worker's lease token.
+    token: i64,
+    /// Usage the attempt's earlier (crashed) runners recorded.
+    earlier: &'a JobUsage,
+}
+
 /// Log prefix of a crash notice; counted to bound resumes of a crashing attempt.
 const CRASH_NOTICE: &str = "the runner was killed by signal";
 /// Resumes of one attempt after crashes before it fails for good.
@@ -226,6 +239,12 @@ impl Worker {
                 }
             }
         }
+        let run = Attempt {
+            id,
+            number: job.attempt,
+            token,
+            earlier: &earlier,
+        };
         let hard_deadline =
             Duration::from_secs(spec.max_runtime_sec.saturating_sub(spec.elapsed_sec))
                 + self.config.grace * 2;
@@ -347,7 +366,7 @@ impl Worker {
                             continue;
                         }
                         match serde_json::from_str::<Line>(&line) {
-                            Ok(parsed) => match self.apply_patiently(id, job.attempt, token, &earlier, parsed).await {
+                            Ok(parsed) => match self.apply_patiently(&run, parsed).await {
                                 Ok(is_terminal) => terminal |= is_terminal,
                                 Err(LifecycleError::Fenced(_)) => {
                                     fenced = true;
@@ -409,10 +428,7 @@ impl Worker {
         // Drain what the runner wrote before exiting.
         while let Ok(line) = lines.try_recv() {
             if let Ok(parsed) = serde_json::from_str::<Line>(&line) {
-                if let Ok(t) = self
-                    .apply_patiently(id, job.attempt, token, &earlier, parsed)
-                    .await
-                {
+                if let Ok(t) = self.apply_patiently(&run, parsed).await {
                     terminal |= t;
                 }
             }
@@ -509,22 +525,15 @@ impl Worker {
     /// restarting, refusing connections), with backoff, for up to one lease. A line is
     /// evidence: dropping it on a blip would leave a hole in the logs, metrics or candidates.
     /// The runner meanwhile blocks on its full stdout pipe, which is the backpressure wanted.
-    async fn apply_patiently(
-        &self,
-        id: Uuid,
-        attempt: i64,
-        token: i64,
-        earlier: &JobUsage,
-        line: Line,
-    ) -> Result<bool, LifecycleError> {
+    async fn apply_patiently(&self, run: &Attempt<'_>, line: Line) -> Result<bool, LifecycleError> {
         let give_up = tokio::time::Instant::now() + self.config.lease;
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.apply(id, attempt, token, earlier, line.clone()).await {
+            match self.apply(run, line.clone()).await {
                 Err(LifecycleError::Store(e))
                     if e.is_transient() && tokio::time::Instant::now() + wait < give_up =>
                 {
-                    tracing::debug!(job = %id, error = %e, "the database is busy; applying the line again");
+                    tracing::debug!(job = %run.id, error = %e, "the database is busy; applying the line again");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -534,14 +543,13 @@ impl Worker {
     }
 
     /// Applies one runner line; `Ok(true)` for a terminal progress event.
-    async fn apply(
-        &self,
-        id: Uuid,
-        attempt: i64,
-        token: i64,
-        earlier: &JobUsage,
-        line: Line,
-    ) -> Result<bool, LifecycleError> {
+    async fn apply(&self, run: &Attempt<'_>, line: Line) -> Result<bool, LifecycleError> {
+        let Attempt {
+            id,
+            number: attempt,
+            token,
+            earlier,
+        } = *run;
         let fenced = |ok: bool| {
             if ok {
                 Ok(false)
