@@ -39,6 +39,18 @@ pub fn spawn_workers(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let program = std::env::current_exe().context("locating the gepard binary for run-job")?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    // Runners start in their own run directory, so every path handed to them must be
+    // absolute: the data directory, and a provider file named relative to where the server
+    // was started.
+    let data_dir = std::path::absolute(data_dir).context("resolving the data directory")?;
+    let providers = std::env::var(crate::models::PROVIDERS_ENV)
+        .ok()
+        .and_then(|v| absolute_providers_path(&v));
+    // Runners get a cleared environment with only model credentials: those of named
+    // providers live in variables the provider config names (`api_key_env`).
+    let key_vars = provider_key_vars(&crate::models::providers_config()?, &|name| {
+        std::env::var(name).ok()
+    });
     (0..n)
         .map(|i| {
             let mut config = WorkerConfig::new(
@@ -46,11 +58,42 @@ pub fn spawn_workers(
                 program.clone(),
                 data_dir.join("runs"),
             );
-            config.data_dir = Some(data_dir.to_path_buf());
+            config.data_dir = Some(data_dir.clone());
+            if let Some(path) = &providers {
+                config
+                    .extra_env
+                    .push((crate::models::PROVIDERS_ENV.to_owned(), path.clone()));
+            }
+            config.extra_env.extend(key_vars.iter().cloned());
             let worker = Worker::new(store.clone(), Arc::clone(notifier), config);
             let shutdown = shutdown.clone();
             Ok(tokio::spawn(async move { worker.run(shutdown).await }))
         })
+        .collect()
+}
+
+/// `GEPARD_PROVIDERS` made absolute when it names a file by a relative path; `None` when it
+/// is inline JSON, already absolute, empty, or the path cannot be resolved.
+fn absolute_providers_path(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.is_empty() || value.starts_with('{') || Path::new(value).is_absolute() {
+        return None;
+    }
+    std::path::absolute(value)
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The `api_key_env` variables of the named providers that are set here, with their values.
+fn provider_key_vars(
+    config: &gepard_llm::ProvidersConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    config
+        .providers
+        .values()
+        .filter_map(|p| p.api_key_env.as_deref())
+        .filter_map(|var| env(var).map(|value| (var.to_owned(), value)))
         .collect()
 }
 
@@ -101,4 +144,39 @@ pub async fn run_job() -> std::process::ExitCode {
         }
     };
     std::process::ExitCode::from(gepard_worker::runner::main_from_stdin(&registry).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{absolute_providers_path, provider_key_vars};
+
+    #[test]
+    fn runners_get_the_key_variables_their_named_providers_read() {
+        let config: gepard_llm::ProvidersConfig = serde_json::from_value(serde_json::json!({
+            "corp": {"kind": "openai", "base_url": "http://gw/v1", "api_key_env": "CORP_KEY"},
+            "other": {"kind": "anthropic", "base_url": "http://gw2", "api_key_env": "UNSET_KEY"},
+            "plain": {"kind": "openai", "base_url": "http://gw3/v1"}
+        }))
+        .unwrap();
+        let env = |name: &str| (name == "CORP_KEY").then(|| "sk-corp".to_owned());
+        assert_eq!(
+            provider_key_vars(&config, &env),
+            [("CORP_KEY".to_owned(), "sk-corp".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_relative_provider_file_is_made_absolute_for_runners_and_inline_json_is_left_alone() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute_providers_path("conf/providers.yaml").as_deref(),
+            Some(cwd.join("conf/providers.yaml").to_str().unwrap())
+        );
+        assert_eq!(absolute_providers_path("/etc/gepard/providers.yaml"), None);
+        assert_eq!(
+            absolute_providers_path(r#"{"vllm": {"kind": "openai"}}"#),
+            None
+        );
+        assert_eq!(absolute_providers_path("  "), None);
+    }
 }
