@@ -73,7 +73,7 @@ pub enum KeysCommand {
         name: String,
         /// Comma-separated scopes: read, write, promote, admin, runner.
         #[arg(long, default_value = "read", value_parser = crate::args::scopes)]
-        scope: String,
+        scope: gepard_core::Scopes,
         /// Limit the key to one workspace.
         #[arg(long = "for-workspace")]
         for_workspace: Option<String>,
@@ -111,7 +111,7 @@ pub enum RegistryCommand {
     Show {
         /// The ref, e.g. sentiment@1.0.0.
         #[arg(value_parser = crate::args::artifact_ref)]
-        reference: String,
+        reference: ArtifactRef,
         /// Rows to show (datasets only).
         #[arg(long, default_value_t = 5)]
         rows: i64,
@@ -159,8 +159,7 @@ pub async fn keys(opts: &GlobalOpts, cmd: KeysCommand) -> anyhow::Result<()> {
             scope,
             for_workspace,
         } => {
-            let scopes = gepard_core::Scopes::parse_list(&scope)?;
-            let scopes: Vec<String> = scopes.as_slice().iter().map(ToString::to_string).collect();
+            let scopes: Vec<String> = scope.as_slice().iter().map(ToString::to_string).collect();
             let created = client
                 .create_key(&opts.org, &name, &scopes, for_workspace.as_deref())
                 .await?;
@@ -222,10 +221,12 @@ fn read_dir_bundle(dir: &Path) -> anyhow::Result<Bundle> {
 }
 
 /// Splits a ref and picks its org (the ref's prefix wins over `--org`).
-fn parse_ref(opts: &GlobalOpts, reference: &str) -> anyhow::Result<(String, String, String)> {
-    let r = ArtifactRef::parse(reference)?;
-    let org = r.org.map_or_else(|| opts.org.clone(), |o| o.to_string());
-    Ok((org, r.name.to_string(), r.version.to_string()))
+fn split_ref(opts: &GlobalOpts, r: &ArtifactRef) -> (String, String, String) {
+    let org = r
+        .org
+        .as_ref()
+        .map_or_else(|| opts.org.clone(), ToString::to_string);
+    (org, r.name.to_string(), r.version.to_string())
 }
 
 /// Runs `gepard capability …` or `gepard dataset …`.
@@ -288,7 +289,7 @@ pub async fn registry(
             Ok(())
         }
         RegistryCommand::Show { reference, rows } => {
-            let (org, name, version) = parse_ref(opts, &reference)?;
+            let (org, name, version) = split_ref(opts, &reference);
             match kind {
                 ArtifactKind::Capability => {
                     let cap = client.capability_version(&org, &name, &version).await?;

@@ -26,22 +26,22 @@ pub struct SubmitArgs {
     pub model: String,
     /// Capability version, NAME@VERSION.
     #[arg(long, value_parser = crate::args::artifact_ref)]
-    pub capability: String,
+    pub capability: ArtifactRef,
     /// Agent to optimize (default: the capability's first agent).
     #[arg(long)]
     pub agent_name: Option<String>,
     /// Training dataset, NAME@VERSION.
     #[arg(long, value_parser = crate::args::artifact_ref)]
-    pub dataset: String,
+    pub dataset: ArtifactRef,
     /// Validation dataset, NAME@VERSION (default: the training dataset).
     #[arg(long, value_parser = crate::args::artifact_ref)]
-    pub val_dataset: Option<String>,
+    pub val_dataset: Option<ArtifactRef>,
     /// Reward recipe (exact_match_v1, contains_v1, row_reward_v1, trajectory_imitation_v1).
     #[arg(long, default_value = "exact_match_v1")]
     pub reward_recipe: String,
     /// Recipe parameters as a JSON object.
     #[arg(long, value_parser = crate::args::json_object)]
-    pub reward_params: Option<String>,
+    pub reward_params: Option<Value>,
     /// What the optimization is for, in words.
     #[arg(long)]
     pub objective: Option<String>,
@@ -172,21 +172,17 @@ fn usage_error() -> ExitCode {
     ExitCode::from(2)
 }
 
-fn ref_json(flag: &str, value: &str) -> anyhow::Result<Value> {
-    let r = ArtifactRef::parse(value).with_context(|| format!("--{flag}"))?;
+fn ref_json(r: &ArtifactRef) -> Value {
     let name = r
         .org
+        .as_ref()
         .map_or_else(|| r.name.to_string(), |o| format!("{o}/{}", r.name));
-    Ok(json!({"name": name, "version": r.version.to_string()}))
+    json!({"name": name, "version": r.version.to_string()})
 }
 
 /// The create body of API.md from the flags.
 pub fn submit_body(a: &SubmitArgs, project: Option<&str>) -> anyhow::Result<Value> {
-    let params: Value = match &a.reward_params {
-        None => json!({}),
-        Some(s) => serde_json::from_str(s).context("--reward-params must be a JSON object")?,
-    };
-    anyhow::ensure!(params.is_object(), "--reward-params must be a JSON object");
+    let params = a.reward_params.clone().unwrap_or_else(|| json!({}));
     let mut config = Map::new();
     let mut put = |k: &str, v: Option<Value>| {
         if let Some(v) = v {
@@ -210,10 +206,10 @@ pub fn submit_body(a: &SubmitArgs, project: Option<&str>) -> anyhow::Result<Valu
         "model": a.model,
         "project": project,
         "run_ref": a.run_ref,
-        "capability_ref": ref_json("capability", &a.capability)?,
+        "capability_ref": ref_json(&a.capability),
         "agent_name": a.agent_name,
-        "dataset_ref": ref_json("dataset", &a.dataset)?,
-        "val_dataset_ref": a.val_dataset.as_deref().map(|v| ref_json("val-dataset", v)).transpose()?,
+        "dataset_ref": ref_json(&a.dataset),
+        "val_dataset_ref": a.val_dataset.as_ref().map(ref_json),
         "reward_recipe": {"name": a.reward_recipe, "params": params},
         "components": ["instructions"],
         "objective": a.objective,
