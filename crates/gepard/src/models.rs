@@ -33,7 +33,12 @@ pub fn providers_config() -> anyhow::Result<ProvidersConfig> {
 /// [`PROVIDERS_ENV`]), plus, with the `local-model` feature, the embedded `local/…` model
 /// (cached under `data_dir`) and `builtin/rules`.
 pub fn registry(data_dir: &Path) -> anyhow::Result<ModelRegistry> {
-    let registry = ModelRegistry::from_config(&providers_config()?);
+    Ok(registry_with(&providers_config()?, data_dir))
+}
+
+/// [`registry`] over an already read provider configuration.
+pub fn registry_with(providers: &ProvidersConfig, data_dir: &Path) -> ModelRegistry {
+    let registry = ModelRegistry::from_config(providers);
     #[cfg(feature = "local-model")]
     {
         gepard_local::register(
@@ -44,7 +49,7 @@ pub fn registry(data_dir: &Path) -> anyhow::Result<ModelRegistry> {
     }
     #[cfg(not(feature = "local-model"))]
     let _ = data_dir;
-    Ok(registry)
+    registry
 }
 
 /// `gepard model …`.

@@ -96,7 +96,10 @@ pub async fn start(
         .await
         .context("listening for job changes")?;
     let mut state = AppState::with_notifier(store.clone(), Arc::clone(&notifier));
-    state.models = Some(Arc::new(crate::models::registry(&data_dir)?));
+    let providers = crate::models::providers_config()?;
+    state.models = Some(Arc::new(crate::models::registry_with(
+        &providers, &data_dir,
+    )));
     let streams_end = state.shutdown.clone();
     let shutdown = async move {
         shutdown.await;
@@ -109,6 +112,7 @@ pub async fn start(
         &store,
         &notifier,
         &data_dir,
+        &providers,
         args.workers,
         &stop_workers,
     )?;

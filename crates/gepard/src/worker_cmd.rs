@@ -29,11 +29,13 @@ pub struct WorkerArgs {
     pub log_format: LogFormat,
 }
 
-/// Starts `n` workers on `store`; they stop when `shutdown` fires.
+/// Starts `n` workers on `store`; they stop when `shutdown` fires. `providers` is the
+/// configuration read from `GEPARD_PROVIDERS` at start (its key variables go to runners).
 pub fn spawn_workers(
     store: &Store,
     notifier: &Arc<dyn Notifier>,
     data_dir: &Path,
+    providers: &gepard_llm::ProvidersConfig,
     n: u32,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
@@ -43,14 +45,12 @@ pub fn spawn_workers(
     // absolute: the data directory, and a provider file named relative to where the server
     // was started.
     let data_dir = std::path::absolute(data_dir).context("resolving the data directory")?;
-    let providers = std::env::var(crate::models::PROVIDERS_ENV)
+    let providers_file = std::env::var(crate::models::PROVIDERS_ENV)
         .ok()
         .and_then(|v| absolute_providers_path(&v));
     // Runners get a cleared environment with only model credentials: those of named
     // providers live in variables the provider config names (`api_key_env`).
-    let key_vars = provider_key_vars(&crate::models::providers_config()?, &|name| {
-        std::env::var(name).ok()
-    });
+    let key_vars = provider_key_vars(providers, &|name| std::env::var(name).ok());
     (0..n)
         .map(|i| {
             let mut config = WorkerConfig::new(
@@ -59,7 +59,7 @@ pub fn spawn_workers(
                 data_dir.join("runs"),
             );
             config.data_dir = Some(data_dir.clone());
-            if let Some(path) = &providers {
+            if let Some(path) = &providers_file {
                 config
                     .extra_env
                     .push((crate::models::PROVIDERS_ENV.to_owned(), path.clone()));
@@ -104,7 +104,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     // Runners read the same provider configuration; a broken one fails here, at start, not
     // in every job.
-    crate::models::providers_config()?;
+    let providers = crate::models::providers_config()?;
     let url = args
         .database_url
         .clone()
@@ -118,7 +118,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .await
         .context("announcing job changes")?;
     let shutdown = CancellationToken::new();
-    let tasks = spawn_workers(&store, &notifier, &data_dir, args.workers.max(1), &shutdown)?;
+    let tasks = spawn_workers(
+        &store,
+        &notifier,
+        &data_dir,
+        &providers,
+        args.workers.max(1),
+        &shutdown,
+    )?;
     serve::shutdown_signal().await;
     shutdown.cancel();
     for t in tasks {
