@@ -76,22 +76,7 @@ impl TestDatabase {
     /// # Panics
     /// When the database cannot be created, or PostgreSQL is required but not configured.
     pub async fn postgres(test: &str) -> Option<Self> {
-        let admin_url = match std::env::var(POSTGRES_URL_VAR) {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ => {
-                assert!(
-                    std::env::var(REQUIRE_POSTGRES_VAR).as_deref() != Ok("1"),
-                    "{test}: {REQUIRE_POSTGRES_VAR}=1 but {POSTGRES_URL_VAR} is unset"
-                );
-                // Straight to stderr, past the test harness's capture, so the skip shows even
-                // though the test passes.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED ({POSTGRES_URL_VAR} unset): {test}"
-                );
-                return None;
-            }
-        };
+        let admin_url = admin_url(test)?;
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -168,6 +153,27 @@ impl Drop for TestDatabase {
                     let _ = writeln!(std::io::stderr(), "could not drop test database: {e}");
                 }
             }
+        }
+    }
+}
+
+/// The admin URL from `GEPARD_TEST_POSTGRES_URL`, or `None` with the skip printed (a panic
+/// instead when `GEPARD_REQUIRE_POSTGRES=1`).
+fn admin_url(test: &str) -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var(REQUIRE_POSTGRES_VAR).as_deref() != Ok("1"),
+                "{test}: {REQUIRE_POSTGRES_VAR}=1 but {POSTGRES_URL_VAR} is unset"
+            );
+            // Straight to stderr, past the test harness's capture, so the skip shows even
+            // though the test passes.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED ({POSTGRES_URL_VAR} unset): {test}"
+            );
+            None
         }
     }
 }
@@ -314,11 +320,7 @@ mod tests {
     /// current one is kept.
     #[tokio::test]
     async fn the_sweep_drops_abandoned_test_databases_and_keeps_live_ones() {
-        let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED ({POSTGRES_URL_VAR} unset): sweep"
-            );
+        let Some(admin_url) = admin_url("testing::sweep") else {
             return;
         };
         let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
