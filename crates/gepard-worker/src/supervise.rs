@@ -215,16 +215,10 @@ impl Worker {
                     .await
             }
         };
-        // A resumed runner counts its model calls and tokens from zero; the crashed runners
-        // of this attempt spent theirs too, and the job's usage must keep them.
         let earlier = if spec.resume.is_some() {
-            job.usage.clone()
-        } else {
-            JobUsage::default()
-        };
-        // The crashed runner's metric points after its checkpoint describe work the resumed
-        // runner redoes and reports again; without this the series would repeat them.
-        if spec.resume.is_some() {
+            // The crashed runner's metric points after its checkpoint describe work the
+            // resumed runner redoes and reports again; without this the series would repeat
+            // them.
             match self
                 .store
                 .rewind_metrics_to_checkpoint(id, job.attempt, token)
@@ -238,7 +232,12 @@ impl Worker {
                         .await
                 }
             }
-        }
+            // A resumed runner counts its model calls and tokens from zero; the crashed
+            // runners of this attempt spent theirs too, and the job's usage must keep them.
+            job.usage.clone()
+        } else {
+            JobUsage::default()
+        };
         let run = Attempt {
             id,
             number: job.attempt,
