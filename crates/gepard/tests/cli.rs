@@ -46,20 +46,19 @@ fn base_command(data_dir: &Path) -> Command {
 }
 
 fn start_server(admin_key: Option<&str>) -> Server {
-    start_server_on(admin_key, None)
+    start_server_with(admin_key, &[])
 }
 
-/// `gepard serve` on `database_url` (default: SQLite in the data directory).
-fn start_server_on(admin_key: Option<&str>, database_url: Option<&str>) -> Server {
+/// `gepard serve` with more `serve` flags (`--database-url …`, `--workers 0`); by default
+/// SQLite in the data directory and one embedded worker.
+fn start_server_with(admin_key: Option<&str>, serve_args: &[&str]) -> Server {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut cmd = base_command(data_dir.path());
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(serve_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if let Some(url) = database_url {
-        cmd.args(["--database-url", url]);
-    }
     if let Some(k) = admin_key {
         cmd.env("GEPARD_ADMIN_KEY", k);
     }
@@ -196,7 +195,7 @@ fn serve_runs_on_postgresql_and_the_cli_publishes_and_reads_back() {
     let Some(database) = rt.block_on(gepard_store::testing::TestDatabase::postgres(test)) else {
         return;
     };
-    let server = start_server_on(None, Some(database.url()));
+    let server = start_server_with(None, &["--database-url", database.url()]);
     let cap = examples().join("capabilities/sentiment");
     let out = server.cli(&["capability", "push", cap.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -329,22 +328,25 @@ fn gepard_admin_key_becomes_the_bootstrap_key_without_a_credentials_file() {
 #[test]
 fn serve_exits_cleanly_on_sigterm() {
     let mut server = start_server(None);
-    let pid = server.child.id().to_string();
+    let status = sigterm(&mut server.child).expect("gepard serve did not stop after SIGTERM");
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// Sends SIGTERM and waits (bounded) for the process to exit; `None` if it did not.
+#[cfg(unix)]
+fn sigterm(child: &mut Child) -> Option<std::process::ExitStatus> {
     assert!(Command::new("kill")
-        .args(["-TERM", &pid])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap()
         .success());
-    let mut status = None;
     for _ in 0..200 {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            status = Some(s);
-            break;
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = status.expect("gepard serve did not stop after SIGTERM");
-    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    None
 }
 
 /// An open event stream of a job that will not finish soon must not hold a shutting-down
@@ -355,35 +357,9 @@ fn serve_exits_cleanly_on_sigterm() {
 fn sigterm_ends_open_event_streams_and_the_server_exits() {
     use std::io::{BufRead, BufReader, Write};
     let key = "ci-admin-key-0123456789abcdef";
-    let data_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = base_command(data_dir.path())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--workers",
-            "0",
-        ])
-        .env("GEPARD_ADMIN_KEY", key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if healthy(port) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = start_server_with(Some(key), &["--workers", "0"]);
     let cli = |args: &[&str]| {
-        let out = base_command(data_dir.path())
-            .env("GEPARD_SERVER", &url)
-            .env("GEPARD_API_KEY", key)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = server.cli(&[&["--api-key", key], args].concat());
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         stdout(&out)
     };
@@ -415,7 +391,8 @@ fn sigterm_ends_open_event_streams_and_the_server_exits() {
     let id = job["id"].as_str().unwrap();
 
     // Nobody runs the job (no workers): its stream stays open until something ends it.
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
         stream,
         "GET /api/v1/org/local/ws/default/optimization/jobs/{id}/events HTTP/1.1\r\n\
@@ -432,23 +409,8 @@ fn sigterm_ends_open_event_streams_and_the_server_exits() {
         );
     }
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(s) = child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let status = status.expect("gepard serve kept running with an event stream open");
+    let status =
+        sigterm(&mut server.child).expect("gepard serve kept running with an event stream open");
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 
