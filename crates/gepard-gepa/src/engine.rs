@@ -356,7 +356,12 @@ impl Engine {
                     self.emit_checkpoint(ctx, &state);
                 }
                 Err(Halt::Stop { reason, calls }) => {
-                    state.metric_calls = calls;
+                    // Evaluations finished before the stop were paid for; say so, so that a
+                    // watcher's last `metric_calls_used` agrees with the run's usage.
+                    if calls != state.metric_calls {
+                        state.metric_calls = calls;
+                        self.emit_budget(ctx, &state);
+                    }
                     break reason;
                 }
                 Err(Halt::Fatal(e)) => return Err(e),

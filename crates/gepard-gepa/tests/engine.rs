@@ -526,6 +526,7 @@ async fn cancelling_stops_a_hanging_evaluation_and_keeps_the_best_so_far() {
         VAL,
     )
     .unwrap();
+    let sink = RecordingSink::default();
     let cancel = CancelToken::new();
     let canceller = {
         let cancel = cancel.clone();
@@ -535,13 +536,7 @@ async fn cancelling_stops_a_hanging_evaluation_and_keeps_the_best_so_far() {
         })
     };
     let result = engine
-        .run(
-            &evaluator,
-            &SkillProposer::default(),
-            &NullSink,
-            &cancel,
-            None,
-        )
+        .run(&evaluator, &SkillProposer::default(), &sink, &cancel, None)
         .await
         .unwrap();
     canceller.await.unwrap();
@@ -551,6 +546,17 @@ async fn cancelling_stops_a_hanging_evaluation_and_keeps_the_best_so_far() {
     // The seed pass and the one parent evaluation that completed before the hang.
     assert_eq!(result.metric_calls_used, VAL as u64 + 1);
     assert_eq!(evaluator.inner.calls.load(Ordering::SeqCst), VAL as u64 + 1);
+    let last_budget = sink.events().into_iter().rev().find_map(|e| match e {
+        Event::BudgetUpdated {
+            metric_calls_used, ..
+        } => Some(metric_calls_used),
+        _ => None,
+    });
+    assert_eq!(
+        last_budget,
+        Some(VAL as u64 + 1),
+        "the last budget event counts the evaluation paid for before the cancel"
+    );
 }
 
 #[tokio::test]
