@@ -43,8 +43,9 @@ struct Histogram {
 struct Http {
     /// `(method, route, status)` → requests.
     requests: BTreeMap<(&'static str, String, u16), u64>,
-    /// route → durations.
-    durations: BTreeMap<String, Histogram>,
+    /// `(method, route)` → durations. The method matters: a route's GET and POST (a job
+    /// list and a submission) cost very different amounts.
+    durations: BTreeMap<(&'static str, String), Histogram>,
 }
 
 /// What this process counts between scrapes. Shared by every request through [`AppState`].
@@ -59,11 +60,12 @@ pub struct Metrics {
 impl Metrics {
     fn observe(&self, method: &Method, route: String, status: u16, seconds: f64) {
         let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        let method = method_label(method);
         *http
             .requests
-            .entry((method_label(method), route.clone(), status))
+            .entry((method, route.clone(), status))
             .or_default() += 1;
-        let h = http.durations.entry(route).or_default();
+        let h = http.durations.entry((method, route)).or_default();
         for (i, bound) in BUCKETS.iter().enumerate() {
             if seconds <= *bound {
                 h.buckets[i] += 1;
@@ -108,27 +110,27 @@ impl Metrics {
             }
             out.push_str("# HELP gepard_http_request_duration_seconds Time to answer a request (to the response head; streams are not timed to their end).\n");
             out.push_str("# TYPE gepard_http_request_duration_seconds histogram\n");
-            for (route, h) in &http.durations {
-                let route = escape(route);
+            for ((method, route), h) in &http.durations {
+                let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
                 for (bound, n) in BUCKETS.iter().zip(h.buckets) {
                     let _ = writeln!(
                         out,
-                        "gepard_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+                        "gepard_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
                     );
                 }
                 let _ = writeln!(
                     out,
-                    "gepard_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                    "gepard_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
                     h.count
                 );
                 let _ = writeln!(
                     out,
-                    "gepard_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    "gepard_http_request_duration_seconds_sum{{{labels}}} {}",
                     h.sum
                 );
                 let _ = writeln!(
                     out,
-                    "gepard_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    "gepard_http_request_duration_seconds_count{{{labels}}} {}",
                     h.count
                 );
             }
@@ -257,6 +259,7 @@ mod tests {
         let m = Metrics::default();
         m.observe(&Method::GET, "/x".into(), 200, 0.001);
         m.observe(&Method::GET, "/x".into(), 200, 0.2);
+        m.observe(&Method::GET, "/x".into(), 200, 60.0);
         m.observe(
             &Method::from_bytes(b"BREW").unwrap(),
             "/x".into(),
@@ -266,17 +269,25 @@ mod tests {
         let text = m.render(None);
         assert!(
             text.contains(
-                r#"gepard_http_request_duration_seconds_bucket{route="/x",le="0.005"} 1"#
+                r#"gepard_http_request_duration_seconds_bucket{method="GET",route="/x",le="0.005"} 1"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"gepard_http_request_duration_seconds_bucket{route="/x",le="0.5"} 2"#),
+            text.contains(
+                r#"gepard_http_request_duration_seconds_bucket{method="GET",route="/x",le="0.5"} 2"#
+            ),
             "{text}"
         );
         assert!(
-            text.contains(r#"gepard_http_request_duration_seconds_bucket{route="/x",le="+Inf"} 3"#),
+            text.contains(r#"gepard_http_request_duration_seconds_bucket{method="GET",route="/x",le="+Inf"} 3"#),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"gepard_http_request_duration_seconds_count{method="OTHER",route="/x"} 1"#
+            ),
+            "each method has its own histogram: {text}"
         );
         assert!(
             text.contains(

@@ -170,9 +170,9 @@ on_both_databases! { app_with_registry_in;
             }
         }
 
-        let count = find(&samples, "gepard_http_request_duration_seconds_count", &[("route", JOB_ROUTE)]).unwrap();
+        let count = find(&samples, "gepard_http_request_duration_seconds_count", &[("method", "GET"), ("route", JOB_ROUTE)]).unwrap();
         assert_eq!(count.value, 4.0);
-        let inf = find(&samples, "gepard_http_request_duration_seconds_bucket", &[("route", JOB_ROUTE), ("le", "+Inf")]).unwrap();
+        let inf = find(&samples, "gepard_http_request_duration_seconds_bucket", &[("method", "GET"), ("route", JOB_ROUTE), ("le", "+Inf")]).unwrap();
         assert_eq!(inf.value, 4.0);
 
         let jobs = |status: &str| find(&samples, "gepard_jobs", &[("status", status)]).map(|s| s.value);
