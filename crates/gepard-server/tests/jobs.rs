@@ -299,6 +299,24 @@ on_both_databases! {
             "row 1 of dataset train@1.0.0 cannot become a user message: the row has no `text` \
              field (named in dataset_input_mapping)"
         );
+        // A validation ref naming the training dataset again is checked (and reported) once.
+        let same = app
+            .post(
+                JOBS,
+                with(
+                    with(
+                        body(),
+                        &["config", "dataset_input_mapping"],
+                        json!("Text: {text}"),
+                    ),
+                    &["val_dataset_ref"],
+                    json!({"name": "train", "version": "1.0.0"}),
+                ),
+            )
+            .await;
+        assert_eq!(same.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", same.body);
+        assert_eq!(same.body["errors"].as_array().unwrap().len(), 1, "{}", same.body);
+        assert_eq!(same.body["errors"][0]["loc"], json!(["body", "dataset_ref"]));
         let ok = app
             .post(
                 JOBS,
@@ -361,6 +379,32 @@ on_both_databases! {
         assert!(
             text.contains("training dataset is also the validation set"),
             "{text}"
+        );
+    }
+
+    async fn the_reference_default_of_five_merges_is_accepted_and_explained_in_the_logs(app) {
+        let job = submit(&app, with(body(), &["config", "max_merge_invocations"], json!(5))).await;
+        assert_eq!(job["config"]["max_merge_invocations"], 5);
+        let logs = app
+            .get(&format!("{JOBS}/{}/logs", job["id"].as_str().unwrap()))
+            .await;
+        let text = logs.body["items"].to_string();
+        assert!(
+            text.contains("max_merge_invocations 5 is stored but no merge runs"),
+            "{text}"
+        );
+        let none = submit(&app, with(body(), &["config", "max_merge_invocations"], json!(0))).await;
+        let logs = app
+            .get(&format!("{JOBS}/{}/logs", none["id"].as_str().unwrap()))
+            .await;
+        assert!(!logs.body["items"].to_string().contains("no merge runs"));
+        let bad = app
+            .post(JOBS, with(body(), &["config", "max_merge_invocations"], json!(-1)))
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+        assert_eq!(
+            bad.body["errors"][0]["loc"],
+            json!(["body", "config", "max_merge_invocations"])
         );
     }
 

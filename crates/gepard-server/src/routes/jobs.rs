@@ -286,7 +286,9 @@ fn check_config(
     int_in(p, &cfg, "reflection_minibatch_size", 1, 100);
     int_in(p, &cfg, "max_reflection_examples", 1, 100);
     int_in(p, &cfg, "max_side_info_chars", 100, 1_000_000);
-    int_in(p, &cfg, "max_merge_invocations", 0, 0);
+    // The reference's default is 5, so clients that send every default send it; merge is
+    // stored and explained in the logs rather than refused (see `merge_note`).
+    int_in(p, &cfg, "max_merge_invocations", 0, 100_000);
     int_in(p, &cfg, "timeout_sec", 1, PLATFORM_MAX_RUNTIME_SECONDS);
     int_in(p, &cfg, "max_output_tokens", 1, 32_768);
     for key in [
@@ -358,6 +360,21 @@ fn check_config(
         cfg.entry(k).or_insert(v);
     }
     (cfg, stored_only)
+}
+
+/// What a job asking for merges is told: gepard optimizes one component (`instructions`), and
+/// GEPA's merge builds a candidate by taking each component from one of two relatives, so with
+/// one component a merge can only reproduce a candidate the run already has.
+fn merge_note(config: &Map<String, Value>) -> Option<String> {
+    let n = config
+        .get("max_merge_invocations")?
+        .as_i64()
+        .filter(|n| *n > 0)?;
+    Some(format!(
+        "max_merge_invocations {n} is stored but no merge runs: a merge takes each optimized \
+         component from one of two candidates, and with the one component `instructions` it \
+         would only reproduce an existing candidate"
+    ))
 }
 
 /// Splits a ref's optional org prefix; the prefix must be the job's own org.
@@ -558,6 +575,9 @@ async fn validate(
     let mut val_rows = None;
     let dataset = |field: &'static str, r: Option<&RefInput>| (field, r.cloned());
     let mut refs = Vec::new();
+    // The dataset whose rows were checked against the mapping: a validation ref naming the
+    // training dataset again is not read a second time.
+    let mut rows_checked: Option<(String, String)> = None;
     for (field, r) in [
         dataset("dataset_ref", body.dataset_ref.as_ref()),
         dataset("val_dataset_ref", body.val_dataset_ref.as_ref()),
@@ -588,7 +608,9 @@ async fn validate(
                 if field == "val_dataset_ref" || val_rows.is_none() {
                     val_rows = Some(ds.row_count);
                 }
-                if let Some(mapping) = &mapping {
+                let this = Some((name.clone(), version.clone()));
+                if let Some(mapping) = mapping.as_ref().filter(|_| rows_checked != this) {
+                    rows_checked = this;
                     let rows = state
                         .store
                         .all_dataset_rows(org.id, &name, &version)
@@ -672,6 +694,9 @@ async fn validate(
                  validation rows): the run will report the seed only"
             ));
         }
+    }
+    if let Some(note) = merge_note(&config) {
+        notes.push(note);
     }
     if !stored_only.is_empty() {
         notes.push(format!(
