@@ -282,6 +282,16 @@ on_both_databases! {
             app.get_as(&reader, "/api/v1/org/acme/keys").await.status,
             StatusCode::NOT_FOUND
         );
+        // The caller can learn what its own key may do (the page greys out actions with it).
+        let me = app.get_as(&reader, "/api/v1/user").await;
+        assert_eq!(me.status, StatusCode::OK);
+        assert_eq!(me.body["username"], "admin");
+        assert_eq!(me.body["api_key"]["scopes"], json!(["read"]));
+        assert_eq!(me.body["api_key"]["org"], "local");
+        assert!(
+            !me.raw.windows(reader.len()).any(|w| w == reader.as_bytes()),
+            "the key's secret is never echoed"
+        );
         let runner = app.key(&["runner"], None).await;
         assert_eq!(
             app.get_as(&runner, "/api/v1/org/local/capabilities")

@@ -3,9 +3,9 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use gepard_core::model::{Organization, Project, User, Workspace};
+use gepard_core::model::{ApiKeyInfo, Organization, Project, User, Workspace};
 use gepard_core::{Scope, TenantKey};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
@@ -13,16 +13,33 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
 use crate::AppState;
 
-/// `GET /user`: the user the key acts for.
+/// `GET /user`'s answer: the user, plus (gepard's extra field) the key that asked, so a client
+/// such as the Optimization page can offer only the actions the key's scopes allow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentUser {
+    /// The user the key acts for.
+    #[serde(flatten)]
+    pub user: User,
+    /// The key that authenticated this request (never its secret).
+    pub api_key: ApiKeyInfo,
+}
+
+/// `GET /user`: the user the key acts for, and the key itself.
 #[utoipa::path(get, path = "/api/v1/user", tag = "identity",
-    responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
-pub async fn current_user(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<User>> {
+    responses((status = 200, body = CurrentUser), (status = 401, body = ErrorBody)))]
+pub async fn current_user(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<CurrentUser>> {
     let user = state
         .store
         .user(caller.key.info.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("the key's user no longer exists"))?;
-    Ok(Json(user))
+    Ok(Json(CurrentUser {
+        user,
+        api_key: caller.key.info,
+    }))
 }
 
 /// `GET /org/{org}`.
