@@ -213,6 +213,33 @@ async function main() {
     if (await page.evaluate(() => localStorage.getItem('gepard.apiKey')) !== other.key) throw new Error('the new key was not kept');
     await page.locator('#job-rows tr', { hasText: 'sentiment@1.0.0' }).first().waitFor();
 
+    step('a read-only key sees the write and promote actions greyed out, saying why');
+    await page.locator('#new-job[disabled]').waitFor();
+    if (!(await page.locator('#new-job').getAttribute('title')).includes('lacks the write scope')) throw new Error('New job does not say why it is disabled');
+    step('job rows are reachable by keyboard: a focused row opens with Enter');
+    const first = page.locator('#job-rows tr', { hasText: 'sentiment@1.0.0' }).first();
+    const firstId = await first.getAttribute('data-id');
+    await first.focus();
+    await page.keyboard.press('Enter');
+    await page.locator(`#job-rows tr.selected[data-id="${firstId}"]`).waitFor();
+    await page.waitForSelector('#detail-body:not([hidden])');
+    for (const [id, scope] of [['#act-cancel', 'write'], ['#act-retry', 'write'], ['#act-promote', 'promote']]) {
+      if (!(await page.locator(id).isDisabled())) throw new Error(`${id} is enabled for a read-only key`);
+      const title = await page.locator(id).getAttribute('title');
+      if (!title.includes(`lacks the ${scope} scope`)) throw new Error(`${id} title: ${title}`);
+    }
+    if (await page.locator('#act-refresh').isDisabled()) throw new Error('refresh needs only read');
+
+    step('on a narrow screen the list sits above the detail and nothing scrolls sideways');
+    await page.setViewportSize({ width: 390, height: 800 });
+    const layout = await page.evaluate(() => {
+      const list = document.querySelector('.jobs').getBoundingClientRect();
+      const detail = document.querySelector('.detail').getBoundingClientRect();
+      return { stacked: detail.top >= list.bottom - 1, overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth };
+    });
+    if (!layout.stacked || layout.overflow > 0) throw new Error(`narrow layout: ${JSON.stringify(layout)}`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+
     step('the same from the key form');
     await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
     await page.reload();

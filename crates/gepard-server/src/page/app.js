@@ -9,6 +9,7 @@
 // Every API route this page calls, as "METHOD path-template". A server test reads this table
 // and checks each entry against the router's OpenAPI document, so a renamed route fails CI.
 const API = {
+  user: 'GET /api/v1/user',
   workspaces: 'GET /api/v1/org/{org}/ws',
   projects: 'GET /api/v1/org/{org}/ws/{ws}/projects',
   jobs: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs',
@@ -55,6 +56,7 @@ const state = {
   streaming: false, // whether the selected job's stream loop is running
   autoOpenedFor: null, // the scope whose empty list already opened the form once
   idempotencyKey: null,
+  scopes: null, // the key's scopes from GET /user; null (nothing greyed out) until known
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -139,6 +141,18 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Makes a clickable row reachable by keyboard: it takes focus in tab order and Enter or Space
+// acts like a click, so the page works without a mouse.
+function activatable(node, act) {
+  node.setAttribute('tabindex', '0');
+  node.addEventListener('click', act);
+  node.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Enter' && ev.key !== ' ') return;
+    ev.preventDefault();
+    act();
+  });
+}
+
 const SVG_NS = 'http://www.w3.org/2000/svg';
 function svg(tag, attrs) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -215,12 +229,33 @@ function fillSelect(select, items, value, labelOf, valueOf, blank) {
   if (value !== undefined && value !== null) select.value = value;
 }
 
+// Mirrors the server's `Scopes::allows`: admin holds every scope but runner's, and write or
+// promote include read. The server still decides; this only spares a click that would be a 403.
+function can(needed) {
+  if (!state.scopes) return true;
+  return state.scopes.some((held) => held === needed
+    || (held === 'admin' && needed !== 'runner')
+    || ((held === 'write' || held === 'promote') && needed === 'read'));
+}
+
+// Enables a button only when the job's state allows the action and the key holds `scope`, and
+// says which scope is missing when that is the reason.
+function allow(button, scope, enabled) {
+  const permitted = can(scope);
+  button.disabled = !enabled || !permitted;
+  button.title = permitted ? '' : `This API key lacks the ${scope} scope.`;
+}
+
 async function loadScope() {
   $('global-error').hidden = true;
   const saved = JSON.parse(localStorage.getItem(SCOPE_STORE) || '{}');
   state.org = $('scope-org').value.trim() || saved.org || 'local';
   $('scope-org').value = state.org;
   try {
+    const me = await api(API.user, {});
+    state.scopes = me.api_key && Array.isArray(me.api_key.scopes) ? me.api_key.scopes : null;
+    allow($('new-job'), 'write', true);
+    if (!can('write')) $('submit-panel').hidden = true;
     const workspaces = await api(API.workspaces, { org: state.org });
     const wantWs = state.ws || saved.ws;
     const ws = workspaces.find((w) => w.key === wantWs) || workspaces.find((w) => w.is_default) || workspaces[0];
@@ -304,7 +339,7 @@ async function refreshList() {
         loadEvidence(sel.id);
       }
       renderList();
-      if (scopeTotal === 0 && state.autoOpenedFor !== scopeId) {
+      if (scopeTotal === 0 && can('write') && state.autoOpenedFor !== scopeId) {
         state.autoOpenedFor = scopeId;
         openSubmitForm();
       }
@@ -335,13 +370,14 @@ function renderList() {
     const hay = [jobName(job), capabilityLabel(job), job.model, ...(job.tags || [])].join(' ').toLowerCase();
     if (text && !hay.includes(text)) continue;
     shown++;
-    const tr = el('tr', { 'data-id': job.id, class: job.id === state.selected ? 'selected' : null },
+    const tr = el('tr', { 'data-id': job.id, class: job.id === state.selected ? 'selected' : null,
+      'aria-current': job.id === state.selected ? 'true' : null },
       el('td', {}, el('span', { class: `status ${job.status}`, text: job.status })),
       el('td', { text: jobName(job), title: job.id }),
       el('td', { text: capabilityLabel(job) }),
       el('td', { class: 'num', text: fmtScore(job.summary && job.summary.best_score) }),
       el('td', { class: 'small', text: fmtTime(job.created_at) }));
-    tr.addEventListener('click', () => selectJob(job.id));
+    activatable(tr, () => selectJob(job.id));
     rows.append(tr);
   }
   const all = Math.max(state.total, state.jobs.length);
@@ -664,7 +700,7 @@ function renderCandidates() {
       el('td', { text: c.on_frontier ? '◆ frontier' : '' }),
       el('td', { class: 'num', text: c.discovered_at_metric_calls ?? '—' }),
       el('td', { class: 'num', text: c.iteration ?? '—' }));
-    tr.addEventListener('click', () => {
+    activatable(tr, () => {
       const pre = $('d-candidate-text');
       pre.hidden = false;
       pre.textContent = `Candidate #${c.index} instructions:\n\n${c.instructions || ''}`;
@@ -709,12 +745,11 @@ function renderActions() {
   const job = state.job;
   const status = job ? job.status : null;
   $('act-refresh').disabled = !job;
-  $('act-cancel').disabled = !job || TERMINAL.has(status) || !!job.cancel_requested_at;
+  allow($('act-cancel'), 'write', !!job && !TERMINAL.has(status) && !job.cancel_requested_at);
   if ($('act-cancel').disabled) $('cancel-confirm').hidden = true;
-  $('act-retry').disabled = !job || !TERMINAL.has(status);
-  const promotable = !!(state.preview && state.preview.promotable);
-  $('act-promote').disabled = !promotable;
-  if (!promotable) $('promote-form').hidden = true;
+  allow($('act-retry'), 'write', !!job && TERMINAL.has(status));
+  allow($('act-promote'), 'promote', !!(state.preview && state.preview.promotable));
+  if ($('act-promote').disabled) $('promote-form').hidden = true;
 }
 
 async function runAction(button, fn) {
