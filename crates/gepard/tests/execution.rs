@@ -950,6 +950,109 @@ async fn the_quickstart_runs_a_real_job_and_prints_scores_and_the_diff() {
     );
 }
 
+/// `serve` started with a relative data directory and a relative `GEPARD_PROVIDERS` file runs
+/// a job on the named provider: its runners work in a directory of their own, so both paths
+/// must reach them made absolute, and the provider's `api_key_env` variable with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_relative_data_dir_and_provider_file_runs_a_job_on_a_named_provider() {
+    let fake = fake_model(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    std::fs::write(
+        dir.path().join("conf/providers.yaml"),
+        format!(
+            "corp:\n  kind: openai\n  base_url: \"{}\"\n  api_key_env: CORP_KEY\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let key = gepard_core::auth::ApiKeySecret::generate()
+        .expose()
+        .to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut serve = std::process::Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GEPARD_") || k.starts_with("OPENAI_") {
+            serve.env_remove(k);
+        }
+    }
+    let mut serve = serve
+        .current_dir(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", "reldata", "--workers", "1"])
+        .env("GEPARD_PROVIDERS", "conf/providers.yaml")
+        .env("GEPARD_ADMIN_KEY", &key)
+        .env("GEPARD_LOG", "warn")
+        .env("CORP_KEY", "corp-secret")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = Client::new(&url, Some(key.clone()));
+    for _ in 0..200 {
+        if client.healthz().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let cli = || {
+        let mut c = common::cli(&url, &key, &dir.path().join("cli"));
+        c.current_dir(dir.path());
+        c
+    };
+    for (kind, path) in [
+        ("capability", "capabilities/sentiment"),
+        ("dataset", "datasets/sentiment-train"),
+        ("dataset", "datasets/sentiment-val"),
+    ] {
+        let p = examples.join(path);
+        let out = common::run_cli(cli(), &[kind, "push", p.to_str().unwrap()]).await;
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = common::run_cli(
+        cli(),
+        &[
+            "optimize",
+            "submit",
+            "--model",
+            "corp/fake",
+            "--capability",
+            "sentiment@1.0.0",
+            "--dataset",
+            "sentiment-train@1.0.0",
+            "--val-dataset",
+            "sentiment-val@1.0.0",
+            "--max-metric-calls",
+            "70",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["summary"]["best_score"], 1.0, "{job}");
+    assert!(fake.calls.load(Ordering::SeqCst) > 0);
+    assert!(
+        dir.path().join("reldata").is_dir(),
+        "the data directory is relative to where serve started"
+    );
+}
+
 /// The scale-out behaviour again, on PostgreSQL (skipped, printed, unless configured).
 mod postgres {
     use super::*;
