@@ -77,20 +77,25 @@ async function main() {
     if (!(await page.locator('#act-promote').isDisabled())) throw new Error('promote is enabled without a result');
     if (!(await page.locator('#promote-form').isHidden())) throw new Error('the promote form shows without a result');
 
-    step('a progress event posted through the API appears live, without reload');
+    step("the worker's progress appears live, without reload");
     const job = seeded;
-    const runner = await api('POST', '/api/v1/org/local/keys', { name: 'e2e-runner', scopes: ['runner'] });
     const navigations = [];
     page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations.push(f.url()); });
-    await api('POST', `${JOBS}/${job.id}/progress`, {
-      event_type: 'valset_evaluated', level: 'info', message: 'e2e live marker 4711',
-      summary: { best_score: 0.625, frontier_size: 2, train_size: 60, val_size: 30 },
-      metrics: { val_score: [{ value: 0.5, step: 1 }, { value: 0.625, step: 2 }], best_score: [{ value: 0.625, step: 2 }] },
-    }, runner.key);
-    await page.locator('#d-logs', { hasText: 'e2e live marker 4711' }).waitFor();
-    await page.locator('#d-stats .card', { hasText: 'best score' }).locator('.value', { hasText: '0.625' }).waitFor();
-    await page.locator('#d-sparks [data-metric="val_score"] polyline').waitFor();
-    await page.locator('#job-rows tr.selected', { hasText: '0.625' }).waitFor();
+    // The model answers the seed's 30 validation calls with `positive` (15 of the 30 rows are
+    // positive), then holds the first iteration's calls, so the job stays running.
+    const released = await fetch(`${process.env.E2E_MODEL}/release?n=30`, { method: 'POST' });
+    if (!released.ok) throw new Error(`model release: ${released.status}`);
+    await page.locator('#d-logs', { hasText: 'candidate 0: validation 0.500 (new best)' }).waitFor();
+    await page.locator('#d-stats .card', { hasText: 'best score' }).locator('.value', { hasText: '0.500' }).waitFor();
+    await page.locator('#d-sparks [data-metric="val_score"] circle.spark-dot').waitFor();
+    await page.locator('#job-rows tr.selected', { hasText: '0.500' }).waitFor();
+    if ((await api('GET', `${JOBS}/${job.id}`)).status !== 'running') throw new Error('the seeded job is no longer running');
+    const runner = await api('POST', '/api/v1/org/local/keys', { name: 'e2e-runner', scopes: ['runner'] });
+    const forged = await fetch(`${SERVER}${JOBS}/${job.id}/progress`, {
+      method: 'POST', headers: { 'X-API-Key': runner.key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ event_type: 'optimization_end', summary: { best_score: 1 } }),
+    });
+    if (forged.status !== 409) throw new Error(`a runner key reported progress for a worker's job: ${forged.status}`);
     if (navigations.length) throw new Error(`the page reloaded: ${navigations}`);
     // For a person checking the layout: PAGE_E2E_SCREENSHOT=/tmp/page.png scripts/page-e2e.sh
     if (process.env.PAGE_E2E_SCREENSHOT) {

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The Optimization page in a real browser: starts a real `gepard serve` on a fresh SQLite
 # directory with a seeded job, and drives Debian's Chromium through playwright-core
-# (scripts/page-e2e.cjs): the key from the URL fragment, the job list, the detail, a progress
-# event arriving live, cancel (asked first) of a running job, an empty status filter, a refused
-# promotion, an unknown org, the empty-scope form with its dataset defaults and the server's
-# budget warning, the 401 key form and a `#key=` link followed in an open tab.
+# (scripts/page-e2e.cjs): the key from the URL fragment, the job list, the detail, the
+# worker's progress arriving live (and a runner key refused for a worker's job), cancel (asked
+# first) of a running job, an empty status filter, a refused promotion, an unknown org, the
+# empty-scope form with its dataset defaults and the server's budget warning, the 401 key form,
+# a `#key=` link followed in an open tab, a read-only key's greyed-out actions, keyboard
+# selection and the narrow-screen layout.
 #
 # Installs what it needs itself: the Debian package `chromium` (with apt-get, as root) and the
 # npm package playwright-core into target/page-e2e (git-ignored). When either cannot be had
@@ -56,11 +58,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A model endpoint that accepts requests and never answers: the seeded job is claimed by the
+# A model endpoint that holds every chat call until the browser test releases some
+# (`POST /release?n=N` answers the next N with `positive`): the seeded job is claimed by the
 # embedded worker and stays `running` (its sandbox waiting on the model) while the browser
-# watches it, and cancelling it exercises the real stop path.
+# watches it; releasing its seed evaluation makes the real worker report live progress; and
+# cancelling it exercises the real stop path.
 MODEL_PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-node -e "require('http').createServer(() => {}).listen($MODEL_PORT, '127.0.0.1')" &
+node -e "
+let budget = 0; const held = [];
+const answer = (res, body) => {
+  let model = 'e2e'; try { model = JSON.parse(body).model; } catch (e) {}
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ id: 'e2e', object: 'chat.completion', model,
+    choices: [{ index: 0, message: { role: 'assistant', content: 'positive' }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }));
+};
+require('http').createServer((req, res) => {
+  let body = ''; req.on('data', (c) => { body += c; });
+  req.on('end', () => {
+    if (req.url.startsWith('/release')) {
+      budget += Number(new URL(req.url, 'http://x').searchParams.get('n'));
+      while (budget > 0 && held.length) { budget--; const [r, b] = held.shift(); answer(r, b); }
+      res.end('ok'); return;
+    }
+    if (budget > 0) { budget--; answer(res, body); } else held.push([res, body]);
+  });
+}).listen($MODEL_PORT, '127.0.0.1');
+" &
 MODEL_PID=$!
 
 log "starting gepard serve on $SERVER"
@@ -82,9 +106,9 @@ export GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY"
 # Sorts before sentiment-train: the form must still prefer the training and validation sets.
 "$BIN" dataset push examples/datasets/sentiment-test >/dev/null
 "$BIN" optimize submit --model openai/gpt-4o-mini --capability sentiment@1.0.0 \
-    --dataset sentiment-train@1.0.0 --val-dataset sentiment-val@1.0.0 --max-metric-calls 50 \
+    --dataset sentiment-train@1.0.0 --val-dataset sentiment-val@1.0.0 --max-metric-calls 1000 \
     --name e2e-seeded-job >/dev/null
 
 log "browser"
-NODE_PATH="$E2E_DIR/node_modules" PAGE_E2E_SCREENSHOT="${PAGE_E2E_SCREENSHOT:-}" GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY" CHROMIUM="$CHROMIUM" \
+NODE_PATH="$E2E_DIR/node_modules" PAGE_E2E_SCREENSHOT="${PAGE_E2E_SCREENSHOT:-}" E2E_MODEL="http://127.0.0.1:$MODEL_PORT" GEPARD_SERVER="$SERVER" GEPARD_API_KEY="$KEY" CHROMIUM="$CHROMIUM" \
     node scripts/page-e2e.cjs || { echo "page-e2e: server log:" >&2; tail -50 "$DATA/server.log" >&2; exit 1; }

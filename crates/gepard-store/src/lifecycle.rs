@@ -29,6 +29,18 @@ pub enum LifecycleError {
     /// A runner's lease token is stale: another worker owns the job now.
     #[error("this runner no longer holds job {0}: its lease was taken over")]
     Fenced(Uuid),
+    /// A report from outside (the API) about a job a worker of this deployment runs: only
+    /// that worker's runner reports its progress, so nobody else can forge its result.
+    #[error(
+        "job {job} is run by worker `{worker}`, which reports its progress itself; reports \
+         from elsewhere are refused"
+    )]
+    HeldByWorker {
+        /// The job.
+        job: Uuid,
+        /// The worker holding its lease.
+        worker: String,
+    },
     /// The progress event is malformed (the API answers 422).
     #[error("invalid progress event: {}", .0.iter().map(|e| format!("{}: {}", e.loc.join("."), e.msg)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<gepard_core::model::FieldError>),
@@ -235,7 +247,9 @@ impl Store {
     /// Applies one progress event (API `POST …/progress`, or a sandbox's JSON line): appends
     /// its log entry and metric points, patches the summary, merges artifacts on terminal
     /// events, sets the error, moves the state. A terminal job changes nothing (an error).
-    /// `lease_token` fences out a stale worker.
+    /// `lease_token` fences out a stale worker. Without one the report comes from outside (the
+    /// API's runner keys) and is refused while a worker holds the job's lease
+    /// ([`LifecycleError::HeldByWorker`]).
     pub async fn ingest_progress(
         &self,
         notifier: &dyn Notifier,
@@ -257,7 +271,21 @@ impl Store {
                         progress::ProgressError::Transition(t) => LifecycleError::Illegal(t),
                     })?;
             let mut w = write_for(&job, &outcome.transition, now);
-            w.expected_lease_token = lease_token;
+            w.expected_lease_token = match lease_token {
+                Some(token) => Some(token),
+                None => {
+                    let (owner, token) = self.lease_holder(job_id).await?;
+                    if let Some(worker) = owner {
+                        return Err(LifecycleError::HeldByWorker {
+                            job: job_id,
+                            worker,
+                        });
+                    }
+                    // Fenced by the token read with the owner: if a worker claims the job
+                    // before this write, the write fails and the next round refuses.
+                    Some(token)
+                }
+            };
             w.summary = Some(outcome.summary);
             if let Some(a) = outcome.artifacts {
                 w.artifacts = Some(a);
@@ -314,6 +342,20 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .unwrap_or(0))
+    }
+
+    /// The worker holding `job_id`'s lease (if any) and its current lease token.
+    async fn lease_holder(&self, job_id: Uuid) -> Result<(Option<String>, i64), LifecycleError> {
+        let row = sqlx::query("SELECT lease_owner, lease_token FROM jobs WHERE id = $1")
+            .bind(job_id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(LifecycleError::NotFound(job_id))?;
+        Ok((
+            crate::rows::opt_text(&row, "lease_owner")?,
+            crate::rows::int(&row, "lease_token")?,
+        ))
     }
 
     async fn lease_token(&self, job_id: Uuid) -> Result<Option<i64>, StoreError> {

@@ -233,6 +233,26 @@ gepard_store::conformance_tests! {
         assert!(!f.store.rewind_metrics_to_checkpoint(id, 1, stale).await.unwrap());
     }
 
+    async fn a_report_from_outside_is_refused_while_a_worker_holds_the_job(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("held").await;
+        let claimed = f.store.claim_next(&n, "w1", Duration::from_secs(60)).await.unwrap().unwrap();
+        let forged = event(json!({"event_type": "optimization_end", "message": "forged",
+            "summary": {"best_score": 1.0, "best_candidate": {"instructions": "forged"}}}));
+        let err = f.store.ingest_progress(&n, id, &forged, None).await.unwrap_err();
+        assert!(
+            matches!(&err, LifecycleError::HeldByWorker { job, worker } if *job == id && worker == "w1"),
+            "{err}"
+        );
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Running, "the forged end changed nothing");
+        assert_eq!(job.summary.best_score, None);
+        // The worker's own report, with its token, goes through.
+        let own = event(json!({"event_type": "iteration_start", "message": "from the worker"}));
+        f.store.ingest_progress(&n, id, &own, Some(claimed.lease_token)).await.unwrap();
+    }
+
     async fn a_resume_drops_the_metric_points_written_after_the_checkpoint(db) {
         let f = fixture(db.store().await).await;
         let n = LocalNotifier::default();

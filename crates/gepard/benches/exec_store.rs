@@ -343,6 +343,7 @@ async fn write_stream(
     store: Store,
     notifier: Arc<dyn Notifier>,
     job: Uuid,
+    lease_token: Option<i64>,
     events: usize,
 ) -> Vec<Duration> {
     let mut lat = Vec::with_capacity(events);
@@ -360,7 +361,7 @@ async fn write_stream(
             }
             None => {
                 store
-                    .ingest_progress(notifier.as_ref(), job, &e, None)
+                    .ingest_progress(notifier.as_ref(), job, &e, lease_token)
                     .await
                     .expect("progress ingested");
             }
@@ -379,13 +380,31 @@ async fn progress(
     events: usize,
 ) -> ProgressRow {
     let ids = create_jobs(&server.client(), jobs).await;
-    for _ in &ids {
-        server
-            .store
-            .claim_next(server.notifier.as_ref(), "bench", LEASE)
-            .await
-            .expect("claim")
-            .expect("a queued job");
+    // The store path writes as a worker does, with its lease token. The HTTP path plays an
+    // outside runtime, whose jobs no worker of this deployment holds (a worker-held job
+    // refuses reports from elsewhere), so its jobs are started without a worker.
+    let mut tokens = std::collections::HashMap::new();
+    for &id in &ids {
+        if http {
+            server
+                .store
+                .job_command(
+                    server.notifier.as_ref(),
+                    server.ws,
+                    id,
+                    &gepard_core::job::JobCommand::Claim,
+                )
+                .await
+                .expect("start");
+        } else {
+            let claimed = server
+                .store
+                .claim_next(server.notifier.as_ref(), "bench", LEASE)
+                .await
+                .expect("claim")
+                .expect("a queued job");
+            tokens.insert(claimed.job.id, claimed.lease_token);
+        }
     }
     let cpu0 = own_cpu();
     let t0 = Instant::now();
@@ -398,6 +417,7 @@ async fn progress(
                 server.store.clone(),
                 server.notifier.clone(),
                 id,
+                tokens.get(&id).copied(),
                 events,
             ))
         })

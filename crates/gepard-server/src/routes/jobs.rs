@@ -772,7 +772,9 @@ impl From<LifecycleError> for ApiError {
         match e {
             LifecycleError::NotFound(id) => ApiError::not_found(format!("job `{id}` not found")),
             LifecycleError::Illegal(t) => ApiError::conflict(t.to_string()),
-            LifecycleError::Fenced(_) => ApiError::conflict(e.to_string()),
+            LifecycleError::Fenced(_) | LifecycleError::HeldByWorker { .. } => {
+                ApiError::conflict(e.to_string())
+            }
             LifecycleError::Invalid(problems) => ApiError::validation(problems),
             LifecycleError::Store(s) => s.into(),
         }
@@ -1079,7 +1081,9 @@ pub async fn job_candidates(
     Ok(Json(CandidatesPage { items }))
 }
 
-/// `POST …/{id}/progress`: a runtime reports progress (needs a `runner` key).
+/// `POST …/{id}/progress`: a runtime reports progress (needs a `runner` key). A job that a
+/// worker of this deployment runs takes progress only from that worker (409 otherwise), so a
+/// runner key cannot forge another run's result.
 #[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/progress", tag = "jobs",
     params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
     request_body = ProgressEvent,
