@@ -16,24 +16,31 @@ use serde_json::{json, Value};
 const CAP: &str = "/api/v1/org/local/capabilities/sentiment";
 const BEST: &str = "Classify the sentiment.\nAnswer with exactly one lowercase word.";
 
-async fn progress(app: &TestApp, runner: &str, id: &str, event: Value) {
-    let r = app
-        .call(
-            Method::POST,
-            &format!("{JOBS}/{id}/progress"),
-            Some(runner),
-            Some(event),
+/// Reports progress the way the claiming worker does: through the store, with its lease token
+/// (a job a worker holds refuses reports from the API).
+async fn progress(app: &TestApp, id: &str, lease_token: i64, event: Value) {
+    let event = serde_json::from_value(event).unwrap();
+    app.store
+        .ingest_progress(
+            &LocalNotifier::default(),
+            id.parse().unwrap(),
+            &event,
+            Some(lease_token),
         )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        .await
+        .unwrap();
 }
 
 /// Runs a job the way a worker would: claims it, stores its candidates (the seed and `best`),
 /// reports the seed's and the best candidate's validation scores, and, unless `finish` is
 /// false, ends it. Returns the job id.
 async fn run_job(app: &TestApp, best: &str, finish: bool) -> String {
+    run_held_job(app, best, finish).await.0
+}
+
+/// [`run_job`], also returning the worker's lease token (to report more progress later).
+async fn run_held_job(app: &TestApp, best: &str, finish: bool) -> (String, i64) {
     let id = submit(app, body()).await["id"].as_str().unwrap().to_owned();
-    let runner = app.key(&["runner"], None).await;
     let notifier = LocalNotifier::default();
     let claimed = app
         .store
@@ -57,13 +64,14 @@ async fn run_job(app: &TestApp, best: &str, finish: bool) -> String {
             .await
             .unwrap());
     }
-    progress(app, &runner, &id, json!({"event_type": "valset_evaluated", "iteration": 0,
+    let token = claimed.lease_token;
+    progress(app, &id, token, json!({"event_type": "valset_evaluated", "iteration": 0,
         "summary": {"seed_score": 0.25, "best_score": 0.25, "best_candidate": {"instructions": "Classify."}},
         "metrics": {"val_score": [{"value": 0.25, "step": 0}]}})).await;
     progress(
         app,
-        &runner,
         &id,
+        token,
         json!({"event_type": "valset_evaluated", "iteration": 1,
         "summary": {"best_score": 0.75, "best_candidate": {"instructions": best}},
         "metrics": {"val_score": [{"value": 0.75, "step": 1}]}}),
@@ -72,14 +80,14 @@ async fn run_job(app: &TestApp, best: &str, finish: bool) -> String {
     if finish {
         progress(
             app,
-            &runner,
             &id,
+            token,
             json!({"event_type": "optimization_end", "message": "done",
             "artifacts": {"best_instructions": best, "best_candidate_index": 1}}),
         )
         .await;
     }
-    id
+    (id, token)
 }
 
 async fn promote(app: &TestApp, key: &str, id: &str, target: Value) -> common::Reply {
@@ -287,6 +295,24 @@ async fn promotion_writes_a_real_version_with_provenance_and_leaves_the_source_u
     assert_eq!(entry["actor"]["key_prefix"].as_str(), Some(&promoter[..12]));
     let not_admin = app.get_as(&promoter, "/api/v1/org/local/audit").await;
     assert_eq!(not_admin.status, StatusCode::FORBIDDEN);
+    // An admin limited to another workspace does not see this workspace's promotions.
+    let ws = app
+        .post(
+            "/api/v1/org/local/ws",
+            json!({"key": "other", "name": "Other"}),
+        )
+        .await;
+    assert_eq!(ws.status, StatusCode::CREATED, "{}", ws.body);
+    let elsewhere = app.key(&["admin"], Some("other")).await;
+    let theirs = app.get_as(&elsewhere, "/api/v1/org/local/audit").await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    assert_eq!(theirs.body["total"], 0, "{}", theirs.body);
+    assert_eq!(theirs.body["items"], json!([]));
+    let here = app.key(&["admin"], Some("default")).await;
+    assert_eq!(
+        app.get_as(&here, "/api/v1/org/local/audit").await.body["total"],
+        1
+    );
 }
 
 #[tokio::test]
@@ -295,7 +321,7 @@ async fn each_refusal_says_why() {
     let admin = app.admin_key.clone();
 
     // Not completed.
-    let running = run_job(&app, BEST, false).await;
+    let (running, running_token) = run_held_job(&app, BEST, false).await;
     let r = promote(&app, &admin, &running, json!({})).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(
@@ -308,11 +334,10 @@ async fn each_refusal_says_why() {
         .body;
     assert_eq!(preview["promotable"], false);
     assert_eq!(preview["reasons"].as_array().unwrap().len(), 1);
-    let runner = app.key(&["runner"], None).await;
     progress(
         &app,
-        &runner,
         &running,
+        running_token,
         json!({"event_type": "optimization_end"}),
     )
     .await;
