@@ -508,16 +508,28 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("capability {name}@{version}")))
     }
 
-    /// An organization's audit log, newest first.
-    pub async fn audit_log(&self, org_id: Uuid, page: PageRequest) -> Result<Page<AuditEntry>> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE org_id = $1")
-            .bind(org_id.to_string())
-            .fetch_one(&self.pool)
-            .await?;
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
-        )
+    /// An organization's audit log, newest first; with `workspace`, only that workspace's
+    /// entries (what a key limited to one workspace may see).
+    pub async fn audit_log(
+        &self,
+        org_id: Uuid,
+        workspace: Option<Uuid>,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>> {
+        // `$2` is NULL for the whole organization; a fixed text keeps the SQL a constant.
+        const SCOPE: &str = "org_id = $1 AND ($2 IS NULL OR workspace_id = $2)";
+        let ws = workspace.map(|w| w.to_string());
+        let total: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_log WHERE {SCOPE}"))
+                .bind(org_id.to_string())
+                .bind(ws.clone())
+                .fetch_one(&self.pool)
+                .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM audit_log WHERE {SCOPE} ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        ))
         .bind(org_id.to_string())
+        .bind(ws)
         .bind(page.limit())
         .bind(page.offset())
         .fetch_all(&self.pool)

@@ -431,8 +431,14 @@ gepard_store::conformance_tests! {
         let versions = f.store.list_versions(f.org, ArtifactKind::Capability, "sentiment").await.unwrap().unwrap();
         let listed: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
         assert_eq!(listed, ["1.0.1", "1.0.0"]);
-        let audit = f.store.audit_log(f.org, gepard_core::PageRequest::new(None, None).unwrap()).await.unwrap();
+        let audit = f.store.audit_log(f.org, None, gepard_core::PageRequest::new(None, None).unwrap()).await.unwrap();
         assert_eq!(audit.total, 1);
+        let page = || gepard_core::PageRequest::new(None, None).unwrap();
+        let own = f.store.audit_log(f.org, Some(f.ws), page()).await.unwrap();
+        assert_eq!(own.total, 1, "the promoting workspace sees its entry");
+        assert_eq!(own.items.len(), 1);
+        let other = f.store.audit_log(f.org, Some(Uuid::new_v4()), page()).await.unwrap();
+        assert_eq!((other.total, other.items.len()), (0, 0), "another workspace sees nothing");
         let job = f.store.job_by_id(id).await.unwrap().unwrap();
         assert_eq!(job.artifacts["promoted_versions"].as_array().unwrap().len(), 1);
     }

@@ -183,7 +183,8 @@ pub struct AuditQuery {
     pub page_size: Option<String>,
 }
 
-/// `GET /org/{org}/audit`: the organization's audit log, newest first (admin scope).
+/// `GET /org/{org}/audit`: the organization's audit log, newest first (admin scope); a key
+/// limited to one workspace sees only that workspace's entries.
 #[utoipa::path(get, path = "/api/v1/org/{org}/audit", tag = "audit",
     params(("org" = String, Path, description = "organization key"), AuditQuery),
     responses((status = 200, body = Page<AuditEntry>), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -195,5 +196,10 @@ pub async fn audit_log(
 ) -> ApiResult<Json<Page<AuditEntry>>> {
     let org = caller.org(&state, &org, Scope::Admin).await?;
     let page = page_request(q.page.as_deref(), q.page_size.as_deref())?;
-    Ok(Json(state.store.audit_log(org.id, page).await?))
+    Ok(Json(
+        state
+            .store
+            .audit_log(org.id, caller.key.workspace_id, page)
+            .await?,
+    ))
 }
