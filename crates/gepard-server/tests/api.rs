@@ -301,6 +301,24 @@ on_both_databases! {
         );
     }
 
+    async fn the_last_organization_wide_admin_key_cannot_be_revoked(app) {
+        let me = app.get("/api/v1/user").await.body;
+        let bootstrap = me["api_key"]["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/org/local/keys/{bootstrap}");
+        let admin = app.admin_key.clone();
+        // A workspace-limited admin does not count: it cannot manage the organization.
+        app.key(&["admin"], Some("default")).await;
+        let r = app.call(Method::DELETE, &path, Some(&admin), None).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert!(r.body["detail"].as_str().unwrap().contains("last admin key"), "{}", r.body);
+        assert_eq!(app.get("/api/v1/user").await.status, StatusCode::OK, "still usable");
+        // With a second organization-wide admin, the first can go.
+        let second = app.key(&["admin"], None).await;
+        let r = app.call(Method::DELETE, &path, Some(&second), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(app.get("/api/v1/user").await.status, StatusCode::UNAUTHORIZED);
+    }
+
     async fn keys_can_be_listed_without_secrets_and_revoked(app) {
         let secret = app.key(&["read"], None).await;
         assert!(secret.starts_with("gpd_"));

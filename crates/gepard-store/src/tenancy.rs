@@ -472,14 +472,36 @@ impl Store {
         row.as_ref().map(|r| api_key(r).map(|k| k.info)).transpose()
     }
 
-    /// Revokes a key. Revoking twice keeps the first revocation time.
+    /// Revokes a key. Revoking twice keeps the first revocation time. The organization's last
+    /// live admin key that is not limited to a workspace is not revoked
+    /// ([`StoreError::Conflict`]): nothing could create keys or workspaces afterwards, and
+    /// `GEPARD_ADMIN_KEY` only applies to an empty database.
     pub async fn revoke_api_key(&self, org_id: Uuid, id: Uuid) -> Result<ApiKeyInfo> {
+        let mut tx = self.write_tx().await?;
+        // The org-wide admin keys, locked on PostgreSQL: two revocations of the last two
+        // must not both see the other one still live.
+        let admins: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM api_keys WHERE org_id = $1 AND workspace_id IS NULL \
+             AND revoked_at IS NULL AND (',' || scopes || ',') LIKE '%,admin,%'{}",
+            self.backend.for_update()
+        ))
+        .bind(org_id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        if admins == [id.to_string()] {
+            return Err(StoreError::Conflict(
+                "this is the organization's last admin key not limited to a workspace; create \
+                 another admin key before revoking it"
+                    .into(),
+            ));
+        }
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL")
             .bind(now_text())
             .bind(org_id.to_string())
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         self.api_key(org_id, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("API key {id}")))

@@ -127,10 +127,11 @@ fn visible_key(caller: &Caller, key: &ApiKeyInfo) -> bool {
     caller.key.workspace_id.is_none() || key.workspace == caller.key.info.workspace
 }
 
-/// `DELETE /org/{org}/keys/{id}`: revokes a key at once.
+/// `DELETE /org/{org}/keys/{id}`: revokes a key at once; 409 for the organization's last
+/// admin key that is not limited to a workspace (nothing could manage the org without it).
 #[utoipa::path(delete, path = "/api/v1/org/{org}/keys/{id}", tag = "keys",
     params(("org" = String, Path, description = "organization key"), ("id" = String, Path, description = "key id")),
-    responses((status = 200, body = ApiKeyInfo), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ApiKeyInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
