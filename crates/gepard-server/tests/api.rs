@@ -145,6 +145,29 @@ on_both_databases! {
         assert_eq!(app.get("/api/v1/user").await.body["username"], "admin");
     }
 
+    async fn unreadable_query_strings_and_paths_answer_with_the_envelope(app) {
+        let preview = format!(
+            "/api/v1/org/local/ws/default/optimization/jobs/{}/promotion-preview",
+            uuid::Uuid::new_v4()
+        );
+        let unknown = app.get(&format!("{preview}?foo=1")).await;
+        assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unknown.body);
+        assert_eq!(unknown.body["type"], "validation_error", "{}", unknown.body);
+        assert_eq!(unknown.body["errors"][0]["loc"], json!(["query", "foo"]));
+        let twice = app.get("/api/v1/org/local/capabilities?page=1&page=2").await;
+        assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", twice.body);
+        assert_eq!(twice.body["errors"][0]["loc"], json!(["query", "page"]));
+        assert_eq!(twice.body["errors"][0]["msg"], "is given more than once");
+        let bad_path = app.get("/api/v1/org/local/capabilities/%FF/1.0.0").await;
+        assert_eq!(bad_path.status, StatusCode::BAD_REQUEST, "{}", bad_path.body);
+        assert_eq!(bad_path.body["code"], 400);
+        assert!(
+            bad_path.body["detail"].as_str().unwrap().starts_with("the URL path cannot be read"),
+            "{}",
+            bad_path.body
+        );
+    }
+
     async fn first_start_tenancy_is_visible_through_the_api(app) {
         let org = app.get("/api/v1/org/local").await;
         assert_eq!(org.status, StatusCode::OK);

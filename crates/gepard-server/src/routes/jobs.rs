@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,9 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, FieldError};
-use crate::extract::{bytes_rejection, from_json_body, json_value, query_number, ApiJson};
+use crate::extract::{
+    bytes_rejection, from_json_body, json_value, query_number, ApiJson, ApiPath, ApiQuery,
+};
 use crate::routes::registry::page_request;
 use crate::AppState;
 
@@ -792,7 +794,7 @@ impl From<LifecycleError> for ApiError {
 pub async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws)): Path<(String, String)>,
+    ApiPath((org, ws)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -858,8 +860,8 @@ pub struct JobListQuery {
 pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws)): Path<(String, String)>,
-    Query(q): Query<JobListQuery>,
+    ApiPath((org, ws)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<JobListQuery>,
 ) -> ApiResult<Json<Page<Job>>> {
     let (_, ws) = caller.workspace(&state, &org, &ws, Scope::Read).await?;
     let page = page_request(q.page.as_deref(), q.page_size.as_deref())?;
@@ -900,7 +902,7 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Job>> {
     Ok(Json(
         load(&state, &caller, &org, &ws, &id, Scope::Read).await?.1,
@@ -932,7 +934,7 @@ async fn command(
 pub async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Job>> {
     command(&state, &caller, &org, &ws, &id, JobCommand::RequestCancel).await
 }
@@ -945,7 +947,7 @@ pub async fn cancel_job(
 pub async fn retry_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Job>> {
     command(&state, &caller, &org, &ws, &id, JobCommand::Retry).await
 }
@@ -973,8 +975,8 @@ pub struct LogsPage {
 pub async fn job_logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
-    Query(q): Query<LogsQuery>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> ApiResult<Json<LogsPage>> {
     let after = query_number::<i64>("after", q.after.as_deref())?.unwrap_or(0);
     let limit = query_number::<i64>("limit", q.limit.as_deref())?.unwrap_or(1000);
@@ -1008,7 +1010,7 @@ pub struct ArtifactsBody {
 pub async fn job_artifacts(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<ArtifactsBody>> {
     let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
     Ok(Json(ArtifactsBody {
@@ -1023,7 +1025,7 @@ pub async fn job_artifacts(
 pub async fn job_attempts(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Vec<JobAttempt>>> {
     let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
     Ok(Json(state.store.job_attempts(job.id).await?))
@@ -1073,7 +1075,7 @@ fn mark_frontier(items: &mut [Value]) {
 pub async fn job_candidates(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<CandidatesPage>> {
     let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
     let mut items = state.store.candidates(job.id, job.attempt).await?;
@@ -1091,7 +1093,7 @@ pub async fn job_candidates(
 pub async fn job_progress(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
     ApiJson(event): ApiJson<ProgressEvent>,
 ) -> ApiResult<Json<Job>> {
     let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Runner).await?;
@@ -1117,7 +1119,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 pub async fn job_events(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<tokio_stream::wrappers::ReceiverStream<Result<Event, Infallible>>>> {
     let (ws, _) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;

@@ -1,6 +1,6 @@
 //! API key management (admin scope): create, list, revoke.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use gepard_core::auth::{ApiKeySecret, Scope, Scopes};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::AppState;
 
 /// Body of `POST /org/{org}/keys`.
@@ -35,7 +35,7 @@ pub struct CreateKey {
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let org = caller.org(&state, &org, Scope::Admin).await?;
@@ -112,7 +112,7 @@ pub async fn create_key(
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> ApiResult<Json<Vec<ApiKeyInfo>>> {
     let org = caller.org(&state, &org, Scope::Admin).await?;
     let keys = state.store.list_api_keys(org.id).await?;
@@ -135,7 +135,7 @@ fn visible_key(caller: &Caller, key: &ApiKeyInfo) -> bool {
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, id)): Path<(String, String)>,
+    ApiPath((org, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyInfo>> {
     let org = caller.org(&state, &org, Scope::Admin).await?;
     let not_found = || ApiError::not_found(format!("API key `{id}` not found"));

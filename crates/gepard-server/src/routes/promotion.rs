@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use gepard_core::model::{
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{bytes_rejection, from_json_body, json_value};
+use crate::extract::{bytes_rejection, from_json_body, json_value, ApiPath, ApiQuery};
 use crate::routes::jobs::job_id;
 use crate::routes::registry::page_request;
 use crate::AppState;
@@ -114,8 +114,8 @@ fn job_error(e: StoreError, ws: &str, id: &str) -> ApiError {
 pub async fn promotion_preview(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
-    Query(target): Query<PromoteTarget>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
+    ApiQuery(target): ApiQuery<PromoteTarget>,
 ) -> ApiResult<Json<PromotionPreview>> {
     let (org_rec, ws_rec) = caller.workspace(&state, &org, &ws, Scope::Read).await?;
     let req = request(&org_rec, &ws_rec, &id, &target, "query")?;
@@ -151,7 +151,7 @@ fn target_body(
 pub async fn promote_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, id)): Path<(String, String, String)>,
+    ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<CapabilityVersion>)> {
@@ -191,8 +191,8 @@ pub struct AuditQuery {
 pub async fn audit_log(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
-    Query(q): Query<AuditQuery>,
+    ApiPath(org): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
     let org = caller.org(&state, &org, Scope::Admin).await?;
     let page = page_request(q.page.as_deref(), q.page_size.as_deref())?;

@@ -6,7 +6,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{bytes_rejection, query_number};
+use crate::extract::{bytes_rejection, query_number, ApiPath, ApiQuery};
 use crate::AppState;
 
 /// Most bytes a published bundle may have on the wire.
@@ -196,7 +196,7 @@ async fn file(
 pub async fn publish_capability(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -217,8 +217,8 @@ pub async fn publish_capability(
 pub async fn list_capabilities(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
-    Query(q): Query<ListQuery>,
+    ApiPath(org): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<ArtifactSummary>>> {
     list(&state, &caller, &org, ArtifactKind::Capability, &q).await
 }
@@ -230,7 +230,7 @@ pub async fn list_capabilities(
 pub async fn get_capability(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ArtifactSummary>> {
     get(&state, &caller, &org, ArtifactKind::Capability, &name).await
 }
@@ -242,7 +242,7 @@ pub async fn get_capability(
 pub async fn capability_versions(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Vec<VersionSummary>>> {
     versions(&state, &caller, &org, ArtifactKind::Capability, &name).await
 }
@@ -255,7 +255,7 @@ pub async fn capability_versions(
 pub async fn capability_version(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name, version)): Path<(String, String, String)>,
+    ApiPath((org, name, version)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<CapabilityVersion>> {
     let org = caller.org(&state, &org, Scope::Read).await?;
     let version = checked_version(&version)?;
@@ -276,7 +276,7 @@ pub async fn capability_version(
 pub async fn capability_file(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name, version, path)): Path<(String, String, String, String)>,
+    ApiPath((org, name, version, path)): ApiPath<(String, String, String, String)>,
 ) -> ApiResult<Response> {
     file(
         &state,
@@ -300,7 +300,7 @@ pub async fn capability_file(
 pub async fn publish_dataset(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -321,8 +321,8 @@ pub async fn publish_dataset(
 pub async fn list_datasets(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
-    Query(q): Query<ListQuery>,
+    ApiPath(org): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<ArtifactSummary>>> {
     list(&state, &caller, &org, ArtifactKind::Dataset, &q).await
 }
@@ -334,7 +334,7 @@ pub async fn list_datasets(
 pub async fn get_dataset(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ArtifactSummary>> {
     get(&state, &caller, &org, ArtifactKind::Dataset, &name).await
 }
@@ -346,7 +346,7 @@ pub async fn get_dataset(
 pub async fn dataset_versions(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Vec<VersionSummary>>> {
     versions(&state, &caller, &org, ArtifactKind::Dataset, &name).await
 }
@@ -359,7 +359,7 @@ pub async fn dataset_versions(
 pub async fn dataset_version(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name, version)): Path<(String, String, String)>,
+    ApiPath((org, name, version)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<DatasetVersion>> {
     let org = caller.org(&state, &org, Scope::Read).await?;
     let version = checked_version(&version)?;
@@ -377,7 +377,7 @@ pub async fn dataset_version(
 pub async fn dataset_file(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name, version, path)): Path<(String, String, String, String)>,
+    ApiPath((org, name, version, path)): ApiPath<(String, String, String, String)>,
 ) -> ApiResult<Response> {
     file(
         &state,
@@ -399,8 +399,8 @@ pub async fn dataset_file(
 pub async fn dataset_rows(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, name, version)): Path<(String, String, String)>,
-    Query(q): Query<RowsQuery>,
+    ApiPath((org, name, version)): ApiPath<(String, String, String)>,
+    ApiQuery(q): ApiQuery<RowsQuery>,
 ) -> ApiResult<Json<RowsPage>> {
     let org = caller.org(&state, &org, Scope::Read).await?;
     let version = checked_version(&version)?;

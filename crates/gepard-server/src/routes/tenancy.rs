@@ -1,6 +1,6 @@
 //! Identity and tenancy routes: the caller, organizations, workspaces, projects.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use gepard_core::model::{ApiKeyInfo, Organization, Project, User, Workspace};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::AppState;
 
 /// `GET /user`'s answer: the user, plus (gepard's extra field) the key that asked, so a client
@@ -49,7 +49,7 @@ pub async fn current_user(
 pub async fn get_org(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> ApiResult<Json<Organization>> {
     Ok(Json(caller.org(&state, &org, Scope::Read).await?))
 }
@@ -61,7 +61,7 @@ pub async fn get_org(
 pub async fn list_workspaces(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> ApiResult<Json<Vec<Workspace>>> {
     let org = caller.org(&state, &org, Scope::Read).await?;
     let all = state.store.list_workspaces(org.id).await?;
@@ -91,7 +91,7 @@ pub struct CreateWorkspace {
 pub async fn create_workspace(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     ApiJson(body): ApiJson<CreateWorkspace>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let org = caller.org(&state, &org, Scope::Admin).await?;
@@ -132,7 +132,7 @@ fn display_name<'a>(name: Option<&'a str>, key: &'a TenantKey) -> Result<&'a str
 pub async fn get_workspace(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws)): Path<(String, String)>,
+    ApiPath((org, ws)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Workspace>> {
     Ok(Json(
         caller.workspace(&state, &org, &ws, Scope::Read).await?.1,
@@ -146,7 +146,7 @@ pub async fn get_workspace(
 pub async fn list_projects(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws)): Path<(String, String)>,
+    ApiPath((org, ws)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Vec<Project>>> {
     let (_, ws) = caller.workspace(&state, &org, &ws, Scope::Read).await?;
     Ok(Json(state.store.list_projects(ws.id).await?))
@@ -174,7 +174,7 @@ pub struct CreateProject {
 pub async fn create_project(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws)): Path<(String, String)>,
+    ApiPath((org, ws)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     let (_, ws) = caller.workspace(&state, &org, &ws, Scope::Write).await?;
@@ -196,7 +196,7 @@ pub async fn create_project(
 pub async fn get_project(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, ws, project)): Path<(String, String, String)>,
+    ApiPath((org, ws, project)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Project>> {
     let (_, ws) = caller.workspace(&state, &org, &ws, Scope::Read).await?;
     let project = state.store.project(ws.id, &project).await?.ok_or_else(|| {
