@@ -316,6 +316,41 @@ async fn promotion_writes_a_real_version_with_provenance_and_leaves_the_source_u
 }
 
 #[tokio::test]
+async fn a_cancelled_job_keeps_its_best_result_and_it_can_be_promoted() {
+    let app = app_with_registry().await;
+    let (id, token) = run_held_job(&app, BEST, false).await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("{JOBS}/{id}/cancel"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The worker sees the request, stops its runner and reports that it stopped.
+    app.store
+        .runner_command(
+            &LocalNotifier::default(),
+            id.parse().unwrap(),
+            token,
+            &gepard_core::job::JobCommand::RunnerStopped,
+        )
+        .await
+        .unwrap();
+    let job = app.get(&format!("{JOBS}/{id}")).await.body;
+    assert_eq!(job["status"], "cancelled");
+    let preview = app
+        .get(&format!("{JOBS}/{id}/promotion-preview"))
+        .await
+        .body;
+    assert_eq!(preview["promotable"], true, "{preview}");
+    let r = promote(&app, &app.admin_key.clone(), &id, json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["version"], "1.0.1");
+}
+
+#[tokio::test]
 async fn each_refusal_says_why() {
     let app = app_with_registry().await;
     let admin = app.admin_key.clone();
@@ -326,7 +361,7 @@ async fn each_refusal_says_why() {
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(
         detail(&r),
-        format!("job {running} is running, only completed jobs can be promoted")
+        format!("job {running} is running, only completed or cancelled jobs can be promoted")
     );
     let preview = app
         .get(&format!("{JOBS}/{running}/promotion-preview"))

@@ -185,9 +185,11 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
         .map(str::to_owned);
 
     let mut reasons = Vec::new();
-    if job_status != JobStatus::Completed {
+    // A cancelled job keeps the best result it had validated when it stopped (a person often
+    // cancels because that result is good enough); a failed or unfinished one is not a result.
+    if !matches!(job_status, JobStatus::Completed | JobStatus::Cancelled) {
         reasons.push(format!(
-            "job {} is {}, only completed jobs can be promoted",
+            "job {} is {}, only completed or cancelled jobs can be promoted",
             req.job_id,
             job_status.as_str()
         ));
