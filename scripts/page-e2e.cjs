@@ -131,6 +131,16 @@ async function main() {
     await page.selectOption('#filter-status', '');
     await page.locator('#job-rows tr', { hasText: 'e2e-seeded-job' }).waitFor();
 
+    step('the search box asks the server (every job of the scope, not only those loaded)');
+    const searched = page.waitForRequest((r) => r.url().includes('/optimization/jobs?') && r.url().includes('search=zzz-nothing'));
+    await page.fill('#filter-text', 'zzz-nothing');
+    await searched;
+    await page.locator('#jobs-summary', { hasText: 'No jobs match “zzz-nothing” (1 in this scope).' }).waitFor();
+    if (!(await page.locator('#submit-panel').isHidden())) throw new Error('the form opened for an empty search result');
+    await page.fill('#filter-text', 'E2E-SEEDED');
+    await page.locator('#job-rows tr', { hasText: 'e2e-seeded-job' }).waitFor();
+    await page.fill('#filter-text', '');
+
     step('a promotion refused for its version names the error once');
     await page.route('**/promotion-preview', (route) => route.fulfill({
       status: 200, contentType: 'application/json',

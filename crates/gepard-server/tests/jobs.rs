@@ -483,6 +483,33 @@ on_both_databases! {
                 .body["total"],
             5
         );
+        // Search (gepard's extra): by name, tag, capability@version or id, ignoring case; `%`
+        // and `_` are literal.
+        let named = submit(
+            &app,
+            with(with(body(), &["name"], json!("Nightly_Run")), &["tags"], json!(["Team-X"])),
+        )
+        .await;
+        let search = |q: &str| {
+            let path = format!("{JOBS}?search={q}");
+            let app = &app;
+            async move { app.get(&path).await.body }
+        };
+        for q in ["nightly_run", "team-x", "NIGHTLY"] {
+            let found = search(q).await;
+            assert_eq!(found["total"], 1, "{q}: {found}");
+            assert_eq!(found["items"][0]["id"], named["id"]);
+        }
+        assert_eq!(search("nightly%25").await["total"], 0, "% is literal");
+        assert_eq!(search("nightlyxrun").await["total"], 0, "_ is literal");
+        assert_eq!(search("sentiment%401.0.0").await["total"], 6, "capability@version");
+        let id = named["id"].as_str().unwrap();
+        assert_eq!(search(&id[..8]).await["total"], 1, "an id prefix");
+        assert_eq!(
+            app.get(&format!("{JOBS}?search=nightly&status=queued")).await.body["total"],
+            1,
+            "search combines with the other filters"
+        );
         let bad = app.get(&format!("{JOBS}?status=sleeping")).await;
         assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(bad.body["errors"][0]["loc"], json!(["query", "status"]));

@@ -73,6 +73,9 @@ pub struct JobFilter {
     pub target_kind: Option<String>,
     /// Only this project.
     pub project_id: Option<Uuid>,
+    /// Only jobs whose id, name, model, capability (`name@version`) or tags contain this text,
+    /// ignoring case.
+    pub search: Option<String>,
 }
 
 /// A compare-and-set update of a job: applied only if the job is still in `expected_status`
@@ -416,6 +419,29 @@ impl Store {
         }
         if let Some(p) = filter.project_id {
             add("j.project_id", p.to_string());
+        }
+        if let Some(term) = filter.search.as_deref().filter(|t| !t.is_empty()) {
+            binds.push(crate::registry::like_pattern(term));
+            // Lowercased on both sides (the pattern by `like_pattern`): SQLite's LIKE ignores
+            // ASCII case, PostgreSQL's does not, and a search must answer the same on both.
+            let (capability, version, tags) = match self.backend {
+                Backend::Sqlite => (
+                    "json_extract(j.spec, '$.capability.name')",
+                    "json_extract(j.spec, '$.capability.version')",
+                    "json_extract(j.spec, '$.tags')",
+                ),
+                Backend::Postgres => (
+                    "(j.spec::json #>> '{capability,name}')",
+                    "(j.spec::json #>> '{capability,version}')",
+                    "(j.spec::json #>> '{tags}')",
+                ),
+            };
+            clauses.push(format!(
+                "LOWER(j.id || ' ' || COALESCE(j.name, '') || ' ' || j.model || ' ' || \
+                 COALESCE({capability}, '') || '@' || COALESCE({version}, '') || ' ' || \
+                 COALESCE({tags}, '')) LIKE ${} ESCAPE '\\'",
+                binds.len()
+            ));
         }
         let filter_sql = clauses.join(" AND ");
         let count_sql = format!("SELECT COUNT(*) FROM jobs j WHERE {filter_sql}");

@@ -108,7 +108,7 @@ const ARTIFACT_SELECT: &str = "SELECT a.*, (SELECT COUNT(*) FROM artifact_versio
 const VERSION_SELECT: &str = "SELECT v.*, a.name AS artifact_name FROM artifact_versions v JOIN artifacts a ON a.id = v.artifact_id";
 
 /// Escapes `%`, `_` and `\` so a search term matches literally inside `LIKE … ESCAPE '\'`.
-fn like_pattern(term: &str) -> String {
+pub(crate) fn like_pattern(term: &str) -> String {
     let mut out = String::from("%");
     for c in term.to_lowercase().chars() {
         if matches!(c, '%' | '_' | '\\') {

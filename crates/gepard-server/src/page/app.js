@@ -314,12 +314,14 @@ async function refreshList() {
   listInFlight = (async () => {
     try {
       const status = $('filter-status').value;
+      // The server searches every job of the scope, not only the newest 100 shown here.
+      const search = $('filter-text').value.trim();
       const page = await api(API.jobs, scopeParams(), {
-        query: { page: 1, page_size: 100, status, project: state.project },
+        query: { page: 1, page_size: 100, status, search, project: state.project },
       });
       // An empty filter result is not an empty scope: count the scope's jobs to tell them apart.
       let scopeTotal = page.total || 0;
-      if (status && scopeTotal === 0) {
+      if ((status || search) && scopeTotal === 0) {
         const all = await api(API.jobs, scopeParams(), { query: { page: 1, page_size: 1, project: state.project } });
         scopeTotal = all.total || 0;
       }
@@ -367,7 +369,9 @@ function renderList() {
   rows.replaceChildren();
   let shown = 0;
   for (const job of state.jobs) {
-    const hay = [jobName(job), capabilityLabel(job), job.model, ...(job.tags || [])].join(' ').toLowerCase();
+    // The same fields the server's `search` looks at, so typing narrows the list at once and
+    // the server's answer (debounced) agrees with it.
+    const hay = [job.id, jobName(job), capabilityLabel(job), job.model, ...(job.tags || [])].join(' ').toLowerCase();
     if (text && !hay.includes(text)) continue;
     shown++;
     const tr = el('tr', { 'data-id': job.id, class: job.id === state.selected ? 'selected' : null,
@@ -384,6 +388,7 @@ function renderList() {
   const status = $('filter-status').value;
   let summary;
   if (state.scopeTotal === 0 && all === 0) summary = 'No jobs in this scope yet.';
+  else if ((all === 0 || shown === 0) && text) summary = `No${status ? ' ' + status : ''} jobs match “${text}” (${state.scopeTotal} in this scope).`;
   else if (all === 0) summary = `No ${status} jobs (${state.scopeTotal} in this scope).`;
   else summary = `${shown} shown of ${all}${status ? ' ' + status : ''} job${all === 1 ? '' : 's'}${all > state.jobs.length ? ' (newest 100 loaded)' : ''}.`;
   $('jobs-summary').textContent = summary;
@@ -970,7 +975,12 @@ function wire() {
   });
   $('scope-project').addEventListener('change', () => { state.project = $('scope-project').value; resetSelection(); saveScope(); refreshList(); });
   $('filter-status').addEventListener('change', () => refreshList());
-  $('filter-text').addEventListener('input', () => renderList());
+  let searchTimer = null;
+  $('filter-text').addEventListener('input', () => {
+    renderList();
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => refreshList(), 300);
+  });
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
   $('new-job').addEventListener('click', () => openSubmitForm());
   $('submit-close').addEventListener('click', () => { $('submit-panel').hidden = true; });

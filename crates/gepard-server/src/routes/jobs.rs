@@ -851,6 +851,9 @@ pub struct JobListQuery {
     pub target_kind: Option<String>,
     /// Only this project (key or id).
     pub project: Option<String>,
+    /// gepard's extra: only jobs whose id, name, model, capability (`name@version`) or tags
+    /// contain this text, ignoring case.
+    pub search: Option<String>,
 }
 
 /// `GET …/optimization/jobs`: newest first.
@@ -891,6 +894,7 @@ pub async fn list_jobs(
         backend: nonempty(q.backend),
         target_kind: nonempty(q.target_kind),
         project_id,
+        search: nonempty(q.search.map(|s| s.trim().to_owned())),
     };
     Ok(Json(state.store.list_jobs(ws.id, &filter, page).await?))
 }
