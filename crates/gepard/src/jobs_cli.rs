@@ -475,7 +475,10 @@ pub async fn wait(
                     }
                     let done = job.status.is_terminal();
                     last = Some(job);
-                    if done {
+                    // Waiting needs only the end state. Following logs needs every entry, and
+                    // for a finished job the snapshot (already terminal) comes *before* its
+                    // backlog of log events: the server ends the stream after the last one.
+                    if done && !print_logs {
                         return Follow::Stop;
                     }
                 }

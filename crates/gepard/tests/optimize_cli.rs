@@ -263,6 +263,45 @@ async fn following_logs_as_json_prints_one_log_object_per_line_and_nothing_else(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_the_logs_of_a_finished_job_prints_its_log_lines_then_exits_with_its_code() {
+    let s = server().await;
+    let mut finished = Vec::new();
+    for (end, last_words) in [
+        (
+            json!({"event_type": "optimization_end", "message": "all done"}),
+            "all done",
+        ),
+        (
+            json!({"event_type": "optimization_error", "message": "it broke", "error": "it broke"}),
+            "it broke",
+        ),
+    ] {
+        let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+        let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = job["id"].as_str().unwrap().to_owned();
+        let uuid = id.parse().unwrap();
+        s.claim(uuid).await;
+        s.progress(
+            uuid,
+            json!({"event_type": "iteration_start", "message": "iteration 1 begins"}),
+        )
+        .await;
+        s.progress(uuid, end).await;
+        finished.push((id, last_words));
+    }
+    for ((id, last_words), code) in finished.iter().zip([0, 1]) {
+        // The job is over before anyone follows it: the stream's snapshot is already terminal.
+        let out = s.run(&["optimize", "logs", id, "--follow"]).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{text}");
+        assert!(
+            text.contains("iteration 1 begins") && text.contains(last_words),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_flag_values_are_usage_errors_that_name_the_flag() {
     let s = server().await;
     let cases: &[(&[&str], &str)] = &[
