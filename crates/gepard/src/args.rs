@@ -19,9 +19,19 @@ pub fn json_object(s: &str) -> Result<Value, String> {
     }
 }
 
-/// A comma-separated list of key scopes.
+/// A comma-separated list of key scopes, at least one.
 pub fn scopes(s: &str) -> Result<Scopes, String> {
-    Scopes::parse_list(s).map_err(|e| e.to_string())
+    let scopes = Scopes::parse_list(s).map_err(|e| e.to_string())?;
+    // `--scope ''` (or `,`) parses to no scope at all, which the server refuses: say so here,
+    // as a usage error, instead of sending a request that can only fail.
+    if scopes.as_slice().is_empty() {
+        let names: Vec<&str> = gepard_core::Scope::ALL.iter().map(|s| s.as_str()).collect();
+        return Err(format!(
+            "at least one scope is required ({})",
+            names.join(", ")
+        ));
+    }
+    Ok(scopes)
 }
 
 /// A server base URL: `http://` or `https://` and a host.
@@ -57,6 +67,9 @@ mod tests {
             .contains("not valid JSON"));
         assert_eq!(scopes("read,write").unwrap().to_list(), "read,write");
         assert!(scopes("read,bogus").unwrap_err().contains("bogus"));
+        for empty in ["", " ", ","] {
+            assert!(scopes(empty).unwrap_err().contains("at least one scope"));
+        }
         assert!(server_url("https://gepard.internal:8321/").is_ok());
         assert!(server_url("notaurl").is_err());
         assert!(server_url("http://").is_err());

@@ -337,6 +337,10 @@ async fn malformed_flag_values_are_usage_errors_that_name_the_flag() {
             &["keys", "create", "--name", "x", "--scope", "read,bogus"],
             "bogus",
         ),
+        (
+            &["keys", "create", "--name", "x", "--scope", ""],
+            "at least one scope",
+        ),
         (&["capability", "show", "sentiment"], "sentiment"),
         (&["--server", "notaurl", "capability", "list"], "--server"),
     ];
