@@ -7,9 +7,11 @@ use anyhow::Context;
 use gepard_agent::bundle::{Bundle, Capability, Dataset};
 use gepard_client::Client;
 use gepard_core::model::ArtifactKind;
+use gepard_core::names::TenantKey;
 use gepard_core::ArtifactRef;
 use serde::Serialize;
 
+use crate::args::PrefixedName;
 use crate::settings;
 
 /// Options every client command takes.
@@ -116,10 +118,11 @@ pub enum RegistryCommand {
         #[arg(long, default_value_t = 5)]
         rows: i64,
     },
-    /// List the versions of a name.
+    /// List the versions of a name: NAME (or ORG/NAME).
     Versions {
-        /// The capability or dataset name.
-        name: String,
+        /// The capability or dataset name, e.g. sentiment or local/sentiment.
+        #[arg(value_parser = crate::args::prefixed_name)]
+        name: PrefixedName,
     },
 }
 
@@ -220,13 +223,18 @@ fn read_dir_bundle(dir: &Path) -> anyhow::Result<Bundle> {
     Bundle::from_dir(dir).with_context(|| format!("reading {}", dir.display()))
 }
 
+/// The org a name is looked up in: its own prefix wins over `--org`.
+fn org_of(opts: &GlobalOpts, prefix: Option<&TenantKey>) -> String {
+    prefix.map_or_else(|| opts.org.clone(), ToString::to_string)
+}
+
 /// Splits a ref and picks its org (the ref's prefix wins over `--org`).
 fn split_ref(opts: &GlobalOpts, r: &ArtifactRef) -> (String, String, String) {
-    let org = r
-        .org
-        .as_ref()
-        .map_or_else(|| opts.org.clone(), ToString::to_string);
-    (org, r.name.to_string(), r.version.to_string())
+    (
+        org_of(opts, r.org.as_ref()),
+        r.name.to_string(),
+        r.version.to_string(),
+    )
 }
 
 /// Runs `gepard capability …` or `gepard dataset …`.
@@ -271,7 +279,8 @@ pub async fn registry(
             Ok(())
         }
         RegistryCommand::Versions { name } => {
-            let versions = client.versions(&opts.org, kind, &name).await?;
+            let org = org_of(opts, name.org.as_ref());
+            let versions = client.versions(&org, kind, name.name.as_str()).await?;
             if opts.json {
                 return print_json(&versions);
             }

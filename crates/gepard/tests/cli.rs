@@ -189,6 +189,28 @@ fn the_cli_publishes_lists_and_shows_the_examples() {
 }
 
 #[test]
+fn versions_takes_a_name_with_its_org_prefix_like_show_takes_a_ref() {
+    let server = start_server(None);
+    for (kind, dir, name) in [
+        ("capability", "capabilities/sentiment", "sentiment"),
+        ("dataset", "datasets/sentiment-val", "sentiment-val"),
+    ] {
+        let out = server.cli(&[kind, "push", examples().join(dir).to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let prefixed = format!("local/{name}");
+        let versions = server.cli(&[kind, "versions", &prefixed]);
+        assert!(versions.status.success(), "{}", stderr(&versions));
+        assert!(stdout(&versions).contains("1.0.0"), "{}", stdout(&versions));
+        // The prefix names the org, as in refs: it wins over --org.
+        let elsewhere = server.cli(&["--org", "nope", kind, "versions", &prefixed]);
+        assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
+    }
+    let bad = server.cli(&["capability", "versions", "Local/Sentiment"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("Local"), "{}", stderr(&bad));
+}
+
+#[test]
 fn serve_runs_on_postgresql_and_the_cli_publishes_and_reads_back() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let test = "cli::serve_runs_on_postgresql_and_the_cli_publishes_and_reads_back";
