@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gepard_agent::bundle::{Bundle, Capability, Dataset};
-use gepard_client::Client;
+use gepard_client::{Client, PublishOutcome};
 use gepard_core::model::ArtifactKind;
 use gepard_core::names::TenantKey;
 use gepard_core::ArtifactRef;
@@ -348,6 +348,18 @@ pub async fn registry(
     }
 }
 
+/// The version detail the server answered, plus `created`: `true` when this push wrote the
+/// version (201), `false` when identical content was already published (200). The status is
+/// not in the body, so without it a script could not tell the two apart.
+fn published_json<T: Serialize>(out: &PublishOutcome<T>) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(&out.version)?;
+    let detail = value
+        .as_object_mut()
+        .context("the server's version detail is not a JSON object")?;
+    detail.insert("created".into(), out.created.into());
+    Ok(value)
+}
+
 /// Publishes a directory, validating it locally first so errors name the local file.
 pub async fn push(
     opts: &GlobalOpts,
@@ -363,7 +375,7 @@ pub async fn push(
                 .with_context(|| format!("{} is not a valid capability", dir.display()))?;
             let out = client.publish_capability(&opts.org, bytes).await?;
             if opts.json {
-                return print_json(&out.version);
+                return print_json(&published_json(&out)?);
             }
             let v = &out.version;
             let what = if out.created {
@@ -384,7 +396,7 @@ pub async fn push(
                 .with_context(|| format!("{} is not a valid dataset", dir.display()))?;
             let out = client.publish_dataset(&opts.org, bytes).await?;
             if opts.json {
-                return print_json(&out.version);
+                return print_json(&published_json(&out)?);
             }
             let v = &out.version;
             let what = if out.created {

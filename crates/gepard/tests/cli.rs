@@ -189,6 +189,31 @@ fn the_cli_publishes_lists_and_shows_the_examples() {
 }
 
 #[test]
+fn push_json_says_whether_the_version_was_created_or_already_published() {
+    let server = start_server(None);
+    for (kind, dir) in [
+        ("capability", "capabilities/sentiment"),
+        ("dataset", "datasets/sentiment-val"),
+    ] {
+        let dir = examples().join(dir);
+        let push = || {
+            let out = server.cli(&["--json", kind, "push", dir.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        let first = push();
+        assert_eq!(first["created"], true, "{first}");
+        assert_eq!(
+            first["version"], "1.0.0",
+            "the detail's fields stay: {first}"
+        );
+        let again = push();
+        assert_eq!(again["created"], false, "{again}");
+        assert_eq!(again["sha256"], first["sha256"]);
+    }
+}
+
+#[test]
 fn versions_takes_a_name_with_its_org_prefix_like_show_takes_a_ref() {
     let server = start_server(None);
     for (kind, dir, name) in [
