@@ -82,7 +82,7 @@ pub enum KeysCommand {
     },
     /// List keys (never their secrets).
     List,
-    /// Revoke a key by id.
+    /// Revoke a key by id (a key already revoked is reported as such, with success).
     Revoke {
         /// The key's id.
         id: String,
@@ -208,11 +208,36 @@ pub async fn keys(opts: &GlobalOpts, cmd: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Revoke { id } => {
-            let key = client.revoke_key(&opts.org, &id).await?;
+            // Revoking is idempotent on the server (a second DELETE answers 200 with the
+            // first revocation's time), so only the record read beforehand can tell "revoked
+            // now" from "already revoked". Both end with the key revoked, which is what the
+            // caller asked for: exit 0 either way, and say which it was.
+            // An id that matches no key falls through to the server, whose 404 says so.
+            let before = client
+                .list_keys(&opts.org)
+                .await?
+                .into_iter()
+                .find(|k| k.id.to_string().eq_ignore_ascii_case(id.trim()));
+            let (key, already) = match before {
+                Some(k) if k.revoked_at.is_some() => (k, true),
+                _ => (client.revoke_key(&opts.org, &id).await?, false),
+            };
             if opts.json {
-                return print_json(&key);
+                let mut value = serde_json::to_value(&key)?;
+                if let Some(record) = value.as_object_mut() {
+                    record.insert("already_revoked".into(), already.into());
+                }
+                return print_json(&value);
             }
-            println!("revoked key {} ({})", key.id, key.name);
+            match key.revoked_at.filter(|_| already) {
+                Some(at) => println!(
+                    "key {} ({}) was already revoked at {}",
+                    key.id,
+                    key.name,
+                    at.to_rfc3339()
+                ),
+                None => println!("revoked key {} ({})", key.id, key.name),
+            }
         }
     }
     Ok(())

@@ -308,6 +308,34 @@ fn keys_created_by_the_cli_work_and_stop_working_when_revoked() {
 }
 
 #[test]
+fn revoking_a_revoked_key_again_says_when_it_was_revoked_and_succeeds() {
+    let server = start_server(None);
+    let out = server.cli(&["--json", "keys", "create", "--name", "ci"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap();
+
+    let first = server.cli(&["keys", "revoke", id]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first).trim(), format!("revoked key {id} (ci)"));
+    let record = server.cli(&["--json", "keys", "revoke", id]);
+    assert!(record.status.success(), "{}", stderr(&record));
+    let record: serde_json::Value = serde_json::from_slice(&record.stdout).unwrap();
+    assert_eq!(record["already_revoked"], true, "{record}");
+    let revoked_at = record["revoked_at"].as_str().unwrap();
+
+    let again = server.cli(&["keys", "revoke", id]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let text = stdout(&again);
+    assert!(
+        text.contains("was already revoked at") && !text.contains("revoked key"),
+        "{text}"
+    );
+    // The same instant (to the second; the two print fractions differently).
+    assert!(text.contains(&revoked_at[..19]), "{text} vs {revoked_at}");
+}
+
+#[test]
 fn failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
     let server = start_server(None);
     let missing = server.cli(&["capability", "show", "nope@1.0.0"]);
