@@ -334,6 +334,12 @@ pub async fn registry(
                     if let Some(d) = &cap.description {
                         println!("{d}");
                     }
+                    if let Some(p) = &cap.provenance {
+                        println!();
+                        for line in provenance_lines(p) {
+                            println!("{line}");
+                        }
+                    }
                     for agent in &cap.agents {
                         println!("\n== agent {} ({}) ==", agent.name, agent.path);
                         if let Some(d) = &agent.description {
@@ -383,6 +389,70 @@ fn published_json<T: Serialize>(out: &PublishOutcome<T>) -> anyhow::Result<serde
         .context("the server's version detail is not a JSON object")?;
     detail.insert("created".into(), out.created.into());
     Ok(value)
+}
+
+/// A promoted version's provenance (written by the store's promotion) as aligned lines: the
+/// job, the source, the scores, what it was optimized on and who promoted it, so a reader
+/// of `capability show` need not ask for `--json` to learn where the instructions came
+/// from. Fields that are absent (an older record) are left out rather than printed empty.
+fn provenance_lines(p: &serde_json::Value) -> Vec<String> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let at_version =
+        |r: &serde_json::Value| Some(format!("{}@{}", text(&r["name"])?, text(&r["version"])?));
+    let mut lines = vec!["== provenance ==".to_owned()];
+    if let Some(job) = text(&p["job_id"]) {
+        let mut line = format!("job        {job}");
+        if let Some(a) = p["attempt"].as_i64() {
+            line.push_str(&format!(", attempt {a}"));
+        }
+        if let Some(c) = p["candidate_index"].as_i64() {
+            line.push_str(&format!(", candidate {c}"));
+        }
+        lines.push(line);
+    }
+    if let Some(source) = at_version(&p["source"]) {
+        let agent = text(&p["source"]["agent_name"])
+            .map(|a| format!(" agent {a}"))
+            .unwrap_or_default();
+        lines.push(format!("source     {source}{agent}"));
+    }
+    if p["seed_score"].is_number() || p["best_score"].is_number() {
+        lines.push(format!(
+            "validation seed {} → best {}",
+            crate::jobs_cli::score(p["seed_score"].as_f64()),
+            crate::jobs_cli::score(p["best_score"].as_f64())
+        ));
+    }
+    if let Some(train) = at_version(&p["dataset"]) {
+        let val = at_version(&p["val_dataset"])
+            .map(|v| format!(", validation {v}"))
+            .unwrap_or_default();
+        lines.push(format!("datasets   training {train}{val}"));
+    }
+    if let Some(recipe) = text(&p["reward_recipe"]["name"]) {
+        lines.push(format!("recipe     {recipe}"));
+    }
+    if let Some(model) = text(&p["model"]) {
+        let reflection = text(&p["reflection_model"])
+            .map(|r| format!(" (reflection {r})"))
+            .unwrap_or_default();
+        lines.push(format!("model      {model}{reflection}"));
+    }
+    let by = &p["promoted_by"];
+    let promoted: Vec<String> = [
+        text(&p["promoted_at"]),
+        text(&by["key_name"]).map(|name| match text(&by["key_prefix"]) {
+            Some(prefix) => format!("by key {name} ({prefix}…)"),
+            None => format!("by key {name}"),
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !promoted.is_empty() {
+        lines.push(format!("promoted   {}", promoted.join(" ")));
+    }
+    lines
 }
 
 /// Publishes a directory, validating it locally first so errors name the local file.

@@ -302,7 +302,8 @@ fn print_log(log: &SequencedLog) {
     );
 }
 
-fn score(s: Option<f64>) -> String {
+/// A score as printed everywhere in the CLI: three decimals, `-` when there is none.
+pub(crate) fn score(s: Option<f64>) -> String {
     s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }
 

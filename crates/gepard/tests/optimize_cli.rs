@@ -302,6 +302,46 @@ async fn following_the_logs_of_a_finished_job_prints_its_log_lines_then_exits_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_show_says_where_a_promoted_version_came_from() {
+    let s = server().await;
+    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let uuid = id.parse().unwrap();
+    s.claim(uuid).await;
+    s.progress(
+        uuid,
+        json!({"event_type": "valset_evaluated",
+        "summary": {"seed_score": 0.25, "best_score": 0.75,
+                    "best_candidate": {"instructions": "Answer positive or negative."}}}),
+    )
+    .await;
+    s.progress(uuid, json!({"event_type": "optimization_end"}))
+        .await;
+    let promoted = s.run(&["optimize", "promote", &id, "--yes"]).await;
+    assert_success(&promoted);
+
+    let show = s.run(&["capability", "show", "sentiment@1.0.1"]).await;
+    assert_success(&show);
+    let text = String::from_utf8_lossy(&show.stdout);
+    for expected in [
+        "== provenance ==".to_owned(),
+        format!("job        {id}, attempt 1"),
+        "source     sentiment@1.0.0 agent classifier".to_owned(),
+        "validation seed 0.250 → best 0.750".to_owned(),
+        "datasets   training sentiment-train@1.0.0, validation sentiment-val@1.0.0".to_owned(),
+        "recipe     exact_match_v1".to_owned(),
+        "model      openai/gpt-4o-mini".to_owned(),
+        "by key bootstrap admin".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    // A version that was published, not promoted, has no provenance to show.
+    let source = s.run(&["capability", "show", "sentiment@1.0.0"]).await;
+    assert!(!String::from_utf8_lossy(&source.stdout).contains("provenance"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_flag_values_are_usage_errors_that_name_the_flag() {
     let s = server().await;
     let cases: &[(&[&str], &str)] = &[
