@@ -355,7 +355,7 @@ fn print_preview(p: &PromotionPreview) {
     if p.diff.is_empty() {
         println!("\n(the instructions are unchanged)");
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = crate::settings::use_color(std::io::stdout().is_terminal());
         println!();
         print!(
             "{}",

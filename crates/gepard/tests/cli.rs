@@ -489,6 +489,41 @@ fn sigterm_ends_open_event_streams_and_the_server_exits() {
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 
+/// A server log redirected to a file is read with `less`, `grep` and log shippers: colour
+/// codes there are noise. They belong only on a terminal.
+#[cfg(unix)]
+#[test]
+fn the_server_log_written_to_a_file_has_no_colour_codes() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log_path = data_dir.path().join("server.log");
+    let port = free_port();
+    let mut child = base_command(data_dir.path())
+        .env("GEPARD_LOG", "info")
+        .env_remove("NO_COLOR")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if healthy(port) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = sigterm(&mut child);
+    assert!(up, "gepard serve did not start listening");
+    assert!(status.is_some(), "gepard serve did not stop after SIGTERM");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("INFO"), "the log has info lines: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in the log file: {log:?}"
+    );
+}
+
 /// A database server that is not there is named as such at start (the pool alone would wait
 /// its 30 s acquire timeout and then say only "pool timed out"), with the password hidden.
 #[test]
