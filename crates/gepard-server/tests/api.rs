@@ -582,14 +582,21 @@ on_both_databases! {
             .contains("application/gzip"));
     }
 
-    async fn oversized_bundles_are_413(app) {
-        let r = app
-            .upload(
-                "/api/v1/org/local/capabilities",
-                vec![0u8; 65 * 1024 * 1024],
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    async fn oversized_bundles_are_413_naming_the_limit(app) {
+        for collection in ["capabilities", "datasets"] {
+            let r = app
+                .upload(
+                    &format!("/api/v1/org/local/{collection}"),
+                    vec![0u8; 65 * 1024 * 1024],
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert!(
+                r.body["detail"].as_str().unwrap().contains("64 MiB"),
+                "{}",
+                r.body
+            );
+        }
     }
 
     async fn bad_versions_in_refs_are_422_and_unknown_versions_404(app) {
