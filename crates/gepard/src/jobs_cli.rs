@@ -124,7 +124,7 @@ pub enum JobCommand {
         #[arg(long, short)]
         follow: bool,
     },
-    /// List the candidates a job evaluated (index, parent, score, frontier, first line).
+    /// List the candidates a job evaluated (index, parent, score, frontier, best, first line).
     Candidates {
         /// Job id.
         id: String,
@@ -642,8 +642,8 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:>5}  {:>6}  {:>7}  {:<8}  INSTRUCTIONS",
-                "INDEX", "PARENT", "SCORE", "FRONTIER"
+                "{:>5}  {:>6}  {:>7}  {:<8}  {:<4}  INSTRUCTIONS",
+                "INDEX", "PARENT", "SCORE", "FRONTIER", "BEST"
             );
             for c in &items {
                 let parent = c["parents"]
@@ -664,13 +664,15 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 } else {
                     ""
                 };
-                let score = c["val_score"]
-                    .as_f64()
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
-                println!(
-                    "{:>5}  {parent:>6}  {score:>7}  {frontier:<8}  {first}",
-                    c["index"]
-                );
+                let best = if c["best"].as_bool() == Some(true) {
+                    "*"
+                } else {
+                    ""
+                };
+                let score = score(c["val_score"].as_f64());
+                // As text first: a JSON value's Display ignores width, which misaligned rows.
+                let index = c["index"].to_string();
+                println!("{index:>5}  {parent:>6}  {score:>7}  {frontier:<8}  {best:<4}  {first}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -302,6 +302,56 @@ async fn following_the_logs_of_a_finished_job_prints_its_log_lines_then_exits_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_marks_only_the_current_best_in_json_and_in_the_table() {
+    let s = server().await;
+    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let claimed = s
+        .store
+        .claim_next(s.notifier.as_ref(), "w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    // Each flagged best when it was recorded, as workers wrote them: only 2 still is.
+    for (index, score) in [(0, 0.25), (1, 0.5), (2, 0.75), (3, 0.5)] {
+        let c = json!({"index": index, "parents": [], "instructions": format!("text {index}"),
+            "val_score": score, "val_subscores": [score], "best": index != 3});
+        assert!(s
+            .store
+            .save_candidate(claimed.job.id, 1, claimed.lease_token, index, &c)
+            .await
+            .unwrap());
+    }
+    let out = s.run(&["--json", "optimize", "candidates", &id]).await;
+    assert_success(&out);
+    let items: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let best: Vec<&Value> = items
+        .iter()
+        .filter(|c| c["best"] == true)
+        .map(|c| &c["index"])
+        .collect();
+    assert_eq!(best, [&json!(2)]);
+
+    let out = s.run(&["optimize", "candidates", &id]).await;
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let column = text
+        .lines()
+        .next()
+        .unwrap()
+        .find("BEST")
+        .expect("a BEST column");
+    let starred: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.get(column..=column) == Some("*"))
+        .collect();
+    assert_eq!(starred.len(), 1, "{text}");
+    assert!(starred[0].ends_with("text 2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_show_says_where_a_promoted_version_came_from() {
     let s = server().await;
     let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
