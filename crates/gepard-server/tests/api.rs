@@ -447,6 +447,31 @@ on_both_databases! {
         assert_eq!(summary.body["latest_version"], "1.0.0");
     }
 
+    async fn versions_with_build_metadata_are_422_naming_the_version_field_and_publish_nothing(app) {
+        for (collection, bundle, file) in [
+            ("capabilities", capability_tar("1.0.0+build.1", "x"), "capability.yaml"),
+            ("datasets", dataset_tar("train", "1.0.0+build.1", 2), "dataset.yaml"),
+        ] {
+            let r = app
+                .upload(&format!("/api/v1/org/local/{collection}"), bundle)
+                .await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], json!(["body", file, "version"]));
+            let msg = r.body["errors"][0]["msg"].as_str().unwrap();
+            assert!(msg.contains("build metadata (`+build.1`) is not allowed"), "{msg}");
+            assert_eq!(
+                app.get(&format!("/api/v1/org/local/{collection}")).await.body["total"],
+                0
+            );
+        }
+        // Nor can a path name one: there is nothing it could mean.
+        let r = app
+            .get("/api/v1/org/local/capabilities/sentiment/1.0.0+build.1")
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["path", "version"]));
+    }
+
     async fn capability_listings_page_and_search(app) {
         for name in ["alpha", "beta", "gamma"] {
             let t = tar(&[
