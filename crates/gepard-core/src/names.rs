@@ -31,6 +31,18 @@ pub enum NameError {
         /// The parser's complaint.
         reason: String,
     },
+    /// A version carried build metadata (`+…`).
+    #[error(
+        "invalid version `{value}`: build metadata (`+{build}`) is not allowed: semver gives \
+         versions that differ only in it the same precedence, and a version here names exactly \
+         one content; use a new version number (or a pre-release such as 1.0.0-rc.1) instead"
+    )]
+    BuildMetadata {
+        /// The rejected value.
+        value: String,
+        /// The build metadata, without its `+`.
+        build: String,
+    },
     /// A ref was not `name@version` or `org/name@version`.
     #[error("invalid ref `{value}`: expected NAME@VERSION or ORG/NAME@VERSION")]
     Ref {
@@ -143,12 +155,24 @@ impl<'de> Deserialize<'de> for ArtifactName {
     }
 }
 
-/// Parses a version string, accepting only full `X.Y.Z[-pre][+build]` semver.
+/// Parses a capability or dataset version: full `X.Y.Z[-pre]` semver, without build metadata.
+///
+/// Build metadata is refused rather than ignored: semver orders `1.0.0+build.1` and
+/// `1.0.0+build.2` equal, yet as strings they are two versions, so the registry would hold
+/// two immutable "1.0.0"s with different content and a ref could not say which one it pins.
+/// Refusing keeps one version string per precedence, and `latest` well defined.
 pub fn parse_version(value: &str) -> Result<semver::Version, NameError> {
-    semver::Version::parse(value).map_err(|e| NameError::Version {
+    let version = semver::Version::parse(value).map_err(|e| NameError::Version {
         value: value.to_owned(),
         reason: e.to_string(),
-    })
+    })?;
+    if !version.build.is_empty() {
+        return Err(NameError::BuildMetadata {
+            value: value.to_owned(),
+            build: version.build.to_string(),
+        });
+    }
+    Ok(version)
 }
 
 /// Splits an optional `org/` prefix off a name (`acme/support` → (`Some(acme)`, `support`)).
@@ -232,6 +256,11 @@ mod tests {
         let err = ArtifactRef::parse("support@1.2").unwrap_err();
         assert!(err.to_string().contains("semantic version"), "{err}");
         assert!(ArtifactRef::parse("Bad/x@1.0.0").is_err());
+        let err = ArtifactRef::parse("support@1.0.0+build.1").unwrap_err();
+        assert!(
+            matches!(&err, NameError::BuildMetadata { build, .. } if build == "build.1"),
+            "{err}"
+        );
         assert!(ArtifactRef::parse("a/b/c@1.0.0").is_err());
     }
 }

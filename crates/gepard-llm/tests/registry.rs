@@ -189,3 +189,35 @@ async fn another_crate_can_register_an_in_process_provider() {
     let err = registry.resolve("local/big").err().unwrap();
     assert!(err.to_string().contains("not pulled"));
 }
+
+/// An operator learns from the README which variables configure the built-in providers; a
+/// variable the code reads but the README never names is a setting nobody finds.
+#[test]
+fn the_readme_names_every_environment_variable_the_built_in_providers_read() {
+    let read = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let recording = |name: &str| {
+        read.lock().unwrap().insert(name.to_owned());
+        None
+    };
+    let registry = ModelRegistry::from_config_with_env(&ProvidersConfig::default(), &recording);
+    for id in ["openai/m", "anthropic/m"] {
+        let _ = registry.resolve(id);
+    }
+    let read = read.into_inner().unwrap();
+    for var in [
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+    ] {
+        assert!(read.contains(var), "{var} is no longer read: {read:?}");
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for var in &read {
+        assert!(
+            readme.contains(var.as_str()),
+            "README.md never mentions {var}"
+        );
+    }
+}

@@ -488,6 +488,31 @@ on_both_databases! {
         assert_eq!(summary.body["latest_version"], "1.0.0");
     }
 
+    async fn versions_with_build_metadata_are_422_naming_the_version_field_and_publish_nothing(app) {
+        for (collection, bundle, file) in [
+            ("capabilities", capability_tar("1.0.0+build.1", "x"), "capability.yaml"),
+            ("datasets", dataset_tar("train", "1.0.0+build.1", 2), "dataset.yaml"),
+        ] {
+            let r = app
+                .upload(&format!("/api/v1/org/local/{collection}"), bundle)
+                .await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], json!(["body", file, "version"]));
+            let msg = r.body["errors"][0]["msg"].as_str().unwrap();
+            assert!(msg.contains("build metadata (`+build.1`) is not allowed"), "{msg}");
+            assert_eq!(
+                app.get(&format!("/api/v1/org/local/{collection}")).await.body["total"],
+                0
+            );
+        }
+        // Nor can a path name one: there is nothing it could mean.
+        let r = app
+            .get("/api/v1/org/local/capabilities/sentiment/1.0.0+build.1")
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["path", "version"]));
+    }
+
     async fn capability_listings_page_and_search(app) {
         for name in ["alpha", "beta", "gamma"] {
             let t = tar(&[
@@ -623,14 +648,21 @@ on_both_databases! {
             .contains("application/gzip"));
     }
 
-    async fn oversized_bundles_are_413(app) {
-        let r = app
-            .upload(
-                "/api/v1/org/local/capabilities",
-                vec![0u8; 65 * 1024 * 1024],
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    async fn oversized_bundles_are_413_naming_the_limit(app) {
+        for collection in ["capabilities", "datasets"] {
+            let r = app
+                .upload(
+                    &format!("/api/v1/org/local/{collection}"),
+                    vec![0u8; 65 * 1024 * 1024],
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert!(
+                r.body["detail"].as_str().unwrap().contains("64 MiB"),
+                "{}",
+                r.body
+            );
+        }
     }
 
     async fn bad_versions_in_refs_are_422_and_unknown_versions_404(app) {

@@ -615,6 +615,59 @@ on_both_databases! {
         assert_eq!(attempts.body[0]["summary"]["best_score"], 0.25);
     }
 
+    async fn exactly_one_candidate_is_best_the_highest_scoring_one_with_the_lower_index_on_ties(app) {
+        let id = submit(&app, body()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let claimed = app
+            .store
+            .claim_next(
+                &gepard_store::LocalNotifier::default(),
+                "w",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let best_indexes = |items: &Value| -> Vec<i64> {
+            items["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["best"] == true)
+                .map(|c| c["index"].as_i64().unwrap())
+                .collect()
+        };
+        // Recorded as workers did until now: each candidate flagged best when it was best,
+        // and never updated after a better one came.
+        for (index, score, flagged) in [
+            (0, 0.25, true),
+            (1, 0.5, true),
+            (2, 0.4, false),
+            (3, 0.75, true),
+            (4, 0.75, false),
+            (5, 0.6, false),
+        ] {
+            let c = json!({"index": index, "parents": [], "instructions": format!("v{index}"),
+                "val_score": score, "val_subscores": [score], "best": flagged});
+            assert!(app
+                .store
+                .save_candidate(claimed.job.id, 1, claimed.lease_token, index, &c)
+                .await
+                .unwrap());
+            if index == 1 {
+                let so_far = app.get(&format!("{JOBS}/{id}/candidates")).await;
+                let best = best_indexes(&so_far.body);
+                assert_eq!(best, vec![1], "the best so far: {}", so_far.body);
+            }
+        }
+        let r = app.get(&format!("{JOBS}/{id}/candidates")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(best_indexes(&r.body), vec![3], "{}", r.body);
+        assert_eq!(r.body["items"].as_array().unwrap().len(), 6);
+    }
+
     async fn progress_builds_summary_metrics_and_logs_and_a_terminal_job_takes_no_more(app) {
         let runner = app.key(&["runner"], None).await;
         let id = submit(&app, body()).await["id"]

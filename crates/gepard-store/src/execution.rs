@@ -339,7 +339,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Candidates of a job's current attempt, by index.
+    /// Candidates of a job's current attempt, by index, exactly one of them (the job's
+    /// current best, see [`mark_best`]) with `best: true`.
     pub async fn candidates(&self, job_id: Uuid, attempt: i64) -> Result<Vec<serde_json::Value>> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT data FROM job_candidates WHERE job_id = $1 AND attempt = $2 ORDER BY idx",
@@ -348,11 +349,43 @@ impl Store {
         .bind(attempt)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let mut items = rows
+            .iter()
             .map(|s| {
                 serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("candidate: {e}")))
             })
-            .collect()
+            .collect::<Result<Vec<serde_json::Value>>>()?;
+        mark_best(&mut items);
+        Ok(items)
+    }
+}
+
+/// Sets `best` on candidates given in index order: `true` on exactly one, the one with the
+/// highest `val_score` (the lower index on ties), `false` on every other.
+///
+/// That is how the engine picks its best (a candidate replaces the best only when its
+/// validation mean is strictly higher), so over the candidates recorded so far it is the
+/// job's current best, and over all of them the run's final one. It is derived on every read
+/// because a flag stored with a candidate cannot say it: it is right only when written (an
+/// earlier best keeps `true` after a better candidate arrives) and records are never
+/// rewritten (a resumed run's re-reports are ignored). Candidates without a score are never
+/// best; with no scores at all, none is.
+pub(crate) fn mark_best(items: &mut [serde_json::Value]) {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, item) in items.iter().enumerate() {
+        if let Some(score) = item["val_score"].as_f64() {
+            if best.is_none_or(|(_, b)| score > b) {
+                best = Some((i, score));
+            }
+        }
+    }
+    for (i, item) in items.iter_mut().enumerate() {
+        if let Some(record) = item.as_object_mut() {
+            record.insert(
+                "best".into(),
+                serde_json::Value::Bool(best.is_some_and(|(b, _)| b == i)),
+            );
+        }
     }
 }
 

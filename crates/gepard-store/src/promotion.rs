@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+use crate::execution::mark_best;
 use crate::jobs::{from_json, status};
 use crate::notify::Notifier;
 use crate::registry::{insert_version, NewVersion};
@@ -120,8 +121,8 @@ async fn load_capability(
         .map_err(|e| StoreError::Corrupt(format!("stored capability {name}@{version}: {e}")))
 }
 
-/// Index of the candidate holding `instructions`: the one the run marked best, else the best
-/// scoring one with that text, else what the run's artifacts say.
+/// Index of the candidate holding `instructions`: the one marked best ([`mark_best`]), else
+/// the best scoring one with that text, else what the run's artifacts say.
 fn candidate_index(candidates: &[Value], instructions: &str, artifacts: &Value) -> Option<i64> {
     let same = |c: &&Value| c["instructions"].as_str() == Some(instructions);
     candidates
@@ -272,7 +273,7 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
         }
     };
 
-    let candidates: Vec<Value> = sqlx::query_scalar::<_, String>(
+    let mut candidates: Vec<Value> = sqlx::query_scalar::<_, String>(
         "SELECT data FROM job_candidates WHERE job_id = $1 AND attempt = $2 ORDER BY idx",
     )
     .bind(&job_id)
@@ -282,6 +283,7 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
     .iter()
     .filter_map(|s| serde_json::from_str(s).ok())
     .collect();
+    mark_best(&mut candidates);
     let candidate_index = optimized
         .as_deref()
         .and_then(|o| candidate_index(&candidates, o, &artifacts));

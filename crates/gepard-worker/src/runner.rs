@@ -311,7 +311,7 @@ impl EventSink for Sink {
                 for c in &checkpoint.candidates {
                     if c.iteration == *iteration || *iteration == 0 {
                         self.out.line(&Line::Candidate {
-                            candidate: candidate_json(c, checkpoint),
+                            candidate: candidate_json(c),
                         });
                     }
                 }
@@ -325,7 +325,9 @@ impl EventSink for Sink {
     }
 }
 
-fn candidate_json(c: &gepard_gepa::Candidate, cp: &Checkpoint) -> Value {
+/// A candidate's record as the store keeps it. No `best` flag: which candidate is best
+/// changes after a record is written, so the store derives it when the candidates are read.
+fn candidate_json(c: &gepard_gepa::Candidate) -> Value {
     json!({
         "index": c.index,
         "parents": c.parents,
@@ -334,7 +336,6 @@ fn candidate_json(c: &gepard_gepa::Candidate, cp: &Checkpoint) -> Value {
         "val_subscores": c.val_scores,
         "discovered_at_metric_calls": c.discovered_at_metric_calls,
         "iteration": c.iteration,
-        "best": cp.best == c.index,
     })
 }
 

@@ -2,12 +2,29 @@
 //! error (exit code 2, with clap's message naming the flag) before anything is sent, and the
 //! commands receive the parsed value, never the text to parse again.
 
+use gepard_core::names::{split_org_prefix, ArtifactName, TenantKey};
 use gepard_core::{ArtifactRef, Scopes};
 use serde_json::Value;
 
 /// A `NAME@VERSION` (or `ORG/NAME@VERSION`) reference.
 pub fn artifact_ref(s: &str) -> Result<ArtifactRef, String> {
     ArtifactRef::parse(s).map_err(|e| e.to_string())
+}
+
+/// A capability or dataset name without a version: `NAME` or `ORG/NAME`, the same prefix rule
+/// as in refs, so `versions local/sentiment` means what `show local/sentiment@1.0.0` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixedName {
+    /// The organization prefix, when one was given.
+    pub org: Option<TenantKey>,
+    /// The name.
+    pub name: ArtifactName,
+}
+
+/// A `NAME` or `ORG/NAME`.
+pub fn prefixed_name(s: &str) -> Result<PrefixedName, String> {
+    let (org, name) = split_org_prefix(s).map_err(|e| e.to_string())?;
+    Ok(PrefixedName { org, name })
 }
 
 /// A JSON object.
@@ -19,9 +36,19 @@ pub fn json_object(s: &str) -> Result<Value, String> {
     }
 }
 
-/// A comma-separated list of key scopes.
+/// A comma-separated list of key scopes, at least one.
 pub fn scopes(s: &str) -> Result<Scopes, String> {
-    Scopes::parse_list(s).map_err(|e| e.to_string())
+    let scopes = Scopes::parse_list(s).map_err(|e| e.to_string())?;
+    // `--scope ''` (or `,`) parses to no scope at all, which the server refuses: say so here,
+    // as a usage error, instead of sending a request that can only fail.
+    if scopes.as_slice().is_empty() {
+        let names: Vec<&str> = gepard_core::Scope::ALL.iter().map(|s| s.as_str()).collect();
+        return Err(format!(
+            "at least one scope is required ({})",
+            names.join(", ")
+        ));
+    }
+    Ok(scopes)
 }
 
 /// A server base URL: `http://` or `https://` and a host.
@@ -47,6 +74,16 @@ mod tests {
             "acme/sentiment@1.0.0"
         );
         assert!(artifact_ref("sentiment").is_err());
+        let named = prefixed_name("acme/sentiment").unwrap();
+        assert_eq!(
+            (named.org.unwrap().as_str(), named.name.as_str()),
+            ("acme", "sentiment")
+        );
+        assert!(prefixed_name("sentiment").unwrap().org.is_none());
+        assert!(prefixed_name("Sentiment")
+            .unwrap_err()
+            .contains("lowercase"));
+        assert!(prefixed_name("a/b/c").is_err());
         assert_eq!(
             json_object(r#"{"a": 1}"#).unwrap(),
             serde_json::json!({"a": 1})
@@ -57,6 +94,9 @@ mod tests {
             .contains("not valid JSON"));
         assert_eq!(scopes("read,write").unwrap().to_list(), "read,write");
         assert!(scopes("read,bogus").unwrap_err().contains("bogus"));
+        for empty in ["", " ", ","] {
+            assert!(scopes(empty).unwrap_err().contains("at least one scope"));
+        }
         assert!(server_url("https://gepard.internal:8321/").is_ok());
         assert!(server_url("notaurl").is_err());
         assert!(server_url("http://").is_err());

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gepard_agent::bundle::{Bundle, Capability, Dataset};
-use gepard_client::Client;
+use gepard_client::{Client, PublishOutcome};
 use gepard_core::model::ArtifactKind;
+use gepard_core::names::TenantKey;
 use gepard_core::ArtifactRef;
 use serde::Serialize;
 
+use crate::args::PrefixedName;
 use crate::settings;
 
 /// Options every client command takes.
@@ -80,7 +82,7 @@ pub enum KeysCommand {
     },
     /// List keys (never their secrets).
     List,
-    /// Revoke a key by id.
+    /// Revoke a key by id (a key already revoked is reported as such, with success).
     Revoke {
         /// The key's id.
         id: String,
@@ -116,10 +118,11 @@ pub enum RegistryCommand {
         #[arg(long, default_value_t = 5)]
         rows: i64,
     },
-    /// List the versions of a name.
+    /// List the versions of a name: NAME (or ORG/NAME).
     Versions {
-        /// The capability or dataset name.
-        name: String,
+        /// The capability or dataset name, e.g. sentiment or local/sentiment.
+        #[arg(value_parser = crate::args::prefixed_name)]
+        name: PrefixedName,
     },
 }
 
@@ -205,11 +208,36 @@ pub async fn keys(opts: &GlobalOpts, cmd: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Revoke { id } => {
-            let key = client.revoke_key(&opts.org, &id).await?;
+            // Revoking is idempotent on the server (a second DELETE answers 200 with the
+            // first revocation's time), so only the record read beforehand can tell "revoked
+            // now" from "already revoked". Both end with the key revoked, which is what the
+            // caller asked for: exit 0 either way, and say which it was.
+            // An id that matches no key falls through to the server, whose 404 says so.
+            let before = client
+                .list_keys(&opts.org)
+                .await?
+                .into_iter()
+                .find(|k| k.id.to_string().eq_ignore_ascii_case(id.trim()));
+            let (key, already) = match before {
+                Some(k) if k.revoked_at.is_some() => (k, true),
+                _ => (client.revoke_key(&opts.org, &id).await?, false),
+            };
             if opts.json {
-                return print_json(&key);
+                let mut value = serde_json::to_value(&key)?;
+                if let Some(record) = value.as_object_mut() {
+                    record.insert("already_revoked".into(), already.into());
+                }
+                return print_json(&value);
             }
-            println!("revoked key {} ({})", key.id, key.name);
+            match key.revoked_at.filter(|_| already) {
+                Some(at) => println!(
+                    "key {} ({}) was already revoked at {}",
+                    key.id,
+                    key.name,
+                    at.to_rfc3339()
+                ),
+                None => println!("revoked key {} ({})", key.id, key.name),
+            }
         }
     }
     Ok(())
@@ -220,13 +248,18 @@ fn read_dir_bundle(dir: &Path) -> anyhow::Result<Bundle> {
     Bundle::from_dir(dir).with_context(|| format!("reading {}", dir.display()))
 }
 
+/// The org a name is looked up in: its own prefix wins over `--org`.
+fn org_of(opts: &GlobalOpts, prefix: Option<&TenantKey>) -> String {
+    prefix.map_or_else(|| opts.org.clone(), ToString::to_string)
+}
+
 /// Splits a ref and picks its org (the ref's prefix wins over `--org`).
 fn split_ref(opts: &GlobalOpts, r: &ArtifactRef) -> (String, String, String) {
-    let org = r
-        .org
-        .as_ref()
-        .map_or_else(|| opts.org.clone(), ToString::to_string);
-    (org, r.name.to_string(), r.version.to_string())
+    (
+        org_of(opts, r.org.as_ref()),
+        r.name.to_string(),
+        r.version.to_string(),
+    )
 }
 
 /// Runs `gepard capability …` or `gepard dataset …`.
@@ -271,7 +304,8 @@ pub async fn registry(
             Ok(())
         }
         RegistryCommand::Versions { name } => {
-            let versions = client.versions(&opts.org, kind, &name).await?;
+            let org = org_of(opts, name.org.as_ref());
+            let versions = client.versions(&org, kind, name.name.as_str()).await?;
             if opts.json {
                 return print_json(&versions);
             }
@@ -299,6 +333,12 @@ pub async fn registry(
                     println!("{}@{}  sha256 {}", cap.name, cap.version, cap.sha256);
                     if let Some(d) = &cap.description {
                         println!("{d}");
+                    }
+                    if let Some(p) = &cap.provenance {
+                        println!();
+                        for line in provenance_lines(p) {
+                            println!("{line}");
+                        }
                     }
                     for agent in &cap.agents {
                         println!("\n== agent {} ({}) ==", agent.name, agent.path);
@@ -339,6 +379,82 @@ pub async fn registry(
     }
 }
 
+/// The version detail the server answered, plus `created`: `true` when this push wrote the
+/// version (201), `false` when identical content was already published (200). The status is
+/// not in the body, so without it a script could not tell the two apart.
+fn published_json<T: Serialize>(out: &PublishOutcome<T>) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(&out.version)?;
+    let detail = value
+        .as_object_mut()
+        .context("the server's version detail is not a JSON object")?;
+    detail.insert("created".into(), out.created.into());
+    Ok(value)
+}
+
+/// A promoted version's provenance (written by the store's promotion) as aligned lines: the
+/// job, the source, the scores, what it was optimized on and who promoted it, so a reader
+/// of `capability show` need not ask for `--json` to learn where the instructions came
+/// from. Fields that are absent (an older record) are left out rather than printed empty.
+fn provenance_lines(p: &serde_json::Value) -> Vec<String> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let at_version =
+        |r: &serde_json::Value| Some(format!("{}@{}", text(&r["name"])?, text(&r["version"])?));
+    let mut lines = vec!["== provenance ==".to_owned()];
+    if let Some(job) = text(&p["job_id"]) {
+        let mut line = format!("job        {job}");
+        if let Some(a) = p["attempt"].as_i64() {
+            line.push_str(&format!(", attempt {a}"));
+        }
+        if let Some(c) = p["candidate_index"].as_i64() {
+            line.push_str(&format!(", candidate {c}"));
+        }
+        lines.push(line);
+    }
+    if let Some(source) = at_version(&p["source"]) {
+        let agent = text(&p["source"]["agent_name"])
+            .map(|a| format!(" agent {a}"))
+            .unwrap_or_default();
+        lines.push(format!("source     {source}{agent}"));
+    }
+    if p["seed_score"].is_number() || p["best_score"].is_number() {
+        lines.push(format!(
+            "validation seed {} → best {}",
+            crate::jobs_cli::score(p["seed_score"].as_f64()),
+            crate::jobs_cli::score(p["best_score"].as_f64())
+        ));
+    }
+    if let Some(train) = at_version(&p["dataset"]) {
+        let val = at_version(&p["val_dataset"])
+            .map(|v| format!(", validation {v}"))
+            .unwrap_or_default();
+        lines.push(format!("datasets   training {train}{val}"));
+    }
+    if let Some(recipe) = text(&p["reward_recipe"]["name"]) {
+        lines.push(format!("recipe     {recipe}"));
+    }
+    if let Some(model) = text(&p["model"]) {
+        let reflection = text(&p["reflection_model"])
+            .map(|r| format!(" (reflection {r})"))
+            .unwrap_or_default();
+        lines.push(format!("model      {model}{reflection}"));
+    }
+    let by = &p["promoted_by"];
+    let promoted: Vec<String> = [
+        text(&p["promoted_at"]),
+        text(&by["key_name"]).map(|name| match text(&by["key_prefix"]) {
+            Some(prefix) => format!("by key {name} ({prefix}…)"),
+            None => format!("by key {name}"),
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !promoted.is_empty() {
+        lines.push(format!("promoted   {}", promoted.join(" ")));
+    }
+    lines
+}
+
 /// Publishes a directory, validating it locally first so errors name the local file.
 pub async fn push(
     opts: &GlobalOpts,
@@ -354,7 +470,7 @@ pub async fn push(
                 .with_context(|| format!("{} is not a valid capability", dir.display()))?;
             let out = client.publish_capability(&opts.org, bytes).await?;
             if opts.json {
-                return print_json(&out.version);
+                return print_json(&published_json(&out)?);
             }
             let v = &out.version;
             let what = if out.created {
@@ -375,7 +491,7 @@ pub async fn push(
                 .with_context(|| format!("{} is not a valid dataset", dir.display()))?;
             let out = client.publish_dataset(&opts.org, bytes).await?;
             if opts.json {
-                return print_json(&out.version);
+                return print_json(&published_json(&out)?);
             }
             let v = &out.version;
             let what = if out.created {

@@ -124,7 +124,7 @@ pub enum JobCommand {
         #[arg(long, short)]
         follow: bool,
     },
-    /// List the candidates a job evaluated (index, parent, score, frontier, first line).
+    /// List the candidates a job evaluated (index, parent, score, frontier, best, first line).
     Candidates {
         /// Job id.
         id: String,
@@ -302,7 +302,8 @@ fn print_log(log: &SequencedLog) {
     );
 }
 
-fn score(s: Option<f64>) -> String {
+/// A score as printed everywhere in the CLI: three decimals, `-` when there is none.
+pub(crate) fn score(s: Option<f64>) -> String {
     s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }
 
@@ -354,7 +355,7 @@ fn print_preview(p: &PromotionPreview) {
     if p.diff.is_empty() {
         println!("\n(the instructions are unchanged)");
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = crate::settings::use_color(std::io::stdout().is_terminal());
         println!();
         print!(
             "{}",
@@ -475,7 +476,10 @@ pub async fn wait(
                     }
                     let done = job.status.is_terminal();
                     last = Some(job);
-                    if done {
+                    // Waiting needs only the end state. Following logs needs every entry, and
+                    // for a finished job the snapshot (already terminal) comes *before* its
+                    // backlog of log events: the server ends the stream after the last one.
+                    if done && !print_logs {
                         return Follow::Stop;
                     }
                 }
@@ -638,8 +642,8 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:>5}  {:>6}  {:>7}  {:<8}  INSTRUCTIONS",
-                "INDEX", "PARENT", "SCORE", "FRONTIER"
+                "{:>5}  {:>6}  {:>7}  {:<8}  {:<4}  INSTRUCTIONS",
+                "INDEX", "PARENT", "SCORE", "FRONTIER", "BEST"
             );
             for c in &items {
                 let parent = c["parents"]
@@ -660,13 +664,15 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 } else {
                     ""
                 };
-                let score = c["val_score"]
-                    .as_f64()
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
-                println!(
-                    "{:>5}  {parent:>6}  {score:>7}  {frontier:<8}  {first}",
-                    c["index"]
-                );
+                let best = if c["best"].as_bool() == Some(true) {
+                    "*"
+                } else {
+                    ""
+                };
+                let score = score(c["val_score"].as_f64());
+                // As text first: a JSON value's Display ignores width, which misaligned rows.
+                let index = c["index"].to_string();
+                println!("{index:>5}  {parent:>6}  {score:>7}  {frontier:<8}  {best:<4}  {first}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,5 +1,6 @@
 //! `gepard serve`: the API server on SQLite (default) or PostgreSQL, with first-start bootstrap.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,14 +43,16 @@ pub enum LogFormat {
 }
 
 /// Sets up `tracing` (level from `GEPARD_LOG`, else `RUST_LOG`, else `default_level`),
-/// logging to stderr.
+/// logging to stderr, in colour only when stderr is a terminal.
 pub fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GEPARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // The fmt layer colours by default; a log redirected to a file would keep the codes.
+        .with_ansi(settings::use_color(std::io::stderr().is_terminal()));
     // A second init (tests, quickstart) is harmless: the first subscriber stays.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -5,6 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+/// Whether to colour output written to a stream that `is_terminal` says is (or is not) a
+/// terminal: only a terminal renders escape codes, and a file or pipe would keep them as
+/// noise; `NO_COLOR` (no-color.org) turns colour off everywhere.
+pub fn use_color(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none()
+}
+
 /// The per-user default data directory: `$XDG_DATA_HOME/gepard`, else
 /// `$HOME/.local/share/gepard`, else `./.gepard`.
 pub fn default_data_dir() -> PathBuf {

@@ -189,6 +189,53 @@ fn the_cli_publishes_lists_and_shows_the_examples() {
 }
 
 #[test]
+fn push_json_says_whether_the_version_was_created_or_already_published() {
+    let server = start_server(None);
+    for (kind, dir) in [
+        ("capability", "capabilities/sentiment"),
+        ("dataset", "datasets/sentiment-val"),
+    ] {
+        let dir = examples().join(dir);
+        let push = || {
+            let out = server.cli(&["--json", kind, "push", dir.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        let first = push();
+        assert_eq!(first["created"], true, "{first}");
+        assert_eq!(
+            first["version"], "1.0.0",
+            "the detail's fields stay: {first}"
+        );
+        let again = push();
+        assert_eq!(again["created"], false, "{again}");
+        assert_eq!(again["sha256"], first["sha256"]);
+    }
+}
+
+#[test]
+fn versions_takes_a_name_with_its_org_prefix_like_show_takes_a_ref() {
+    let server = start_server(None);
+    for (kind, dir, name) in [
+        ("capability", "capabilities/sentiment", "sentiment"),
+        ("dataset", "datasets/sentiment-val", "sentiment-val"),
+    ] {
+        let out = server.cli(&[kind, "push", examples().join(dir).to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let prefixed = format!("local/{name}");
+        let versions = server.cli(&[kind, "versions", &prefixed]);
+        assert!(versions.status.success(), "{}", stderr(&versions));
+        assert!(stdout(&versions).contains("1.0.0"), "{}", stdout(&versions));
+        // The prefix names the org, as in refs: it wins over --org.
+        let elsewhere = server.cli(&["--org", "nope", kind, "versions", &prefixed]);
+        assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
+    }
+    let bad = server.cli(&["capability", "versions", "Local/Sentiment"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("Local"), "{}", stderr(&bad));
+}
+
+#[test]
 fn serve_runs_on_postgresql_and_the_cli_publishes_and_reads_back() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let test = "cli::serve_runs_on_postgresql_and_the_cli_publishes_and_reads_back";
@@ -258,6 +305,34 @@ fn keys_created_by_the_cli_work_and_stop_working_when_revoked() {
         "{}",
         stderr(&revoked)
     );
+}
+
+#[test]
+fn revoking_a_revoked_key_again_says_when_it_was_revoked_and_succeeds() {
+    let server = start_server(None);
+    let out = server.cli(&["--json", "keys", "create", "--name", "ci"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap();
+
+    let first = server.cli(&["keys", "revoke", id]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first).trim(), format!("revoked key {id} (ci)"));
+    let record = server.cli(&["--json", "keys", "revoke", id]);
+    assert!(record.status.success(), "{}", stderr(&record));
+    let record: serde_json::Value = serde_json::from_slice(&record.stdout).unwrap();
+    assert_eq!(record["already_revoked"], true, "{record}");
+    let revoked_at = record["revoked_at"].as_str().unwrap();
+
+    let again = server.cli(&["keys", "revoke", id]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let text = stdout(&again);
+    assert!(
+        text.contains("was already revoked at") && !text.contains("revoked key"),
+        "{text}"
+    );
+    // The same instant (to the second; the two print fractions differently).
+    assert!(text.contains(&revoked_at[..19]), "{text} vs {revoked_at}");
 }
 
 #[test]
@@ -412,6 +487,41 @@ fn sigterm_ends_open_event_streams_and_the_server_exits() {
     let status =
         sigterm(&mut server.child).expect("gepard serve kept running with an event stream open");
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// A server log redirected to a file is read with `less`, `grep` and log shippers: colour
+/// codes there are noise. They belong only on a terminal.
+#[cfg(unix)]
+#[test]
+fn the_server_log_written_to_a_file_has_no_colour_codes() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log_path = data_dir.path().join("server.log");
+    let port = free_port();
+    let mut child = base_command(data_dir.path())
+        .env("GEPARD_LOG", "info")
+        .env_remove("NO_COLOR")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if healthy(port) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = sigterm(&mut child);
+    assert!(up, "gepard serve did not start listening");
+    assert!(status.is_some(), "gepard serve did not stop after SIGTERM");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("INFO"), "the log has info lines: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in the log file: {log:?}"
+    );
 }
 
 /// A database server that is not there is named as such at start (the pool alone would wait

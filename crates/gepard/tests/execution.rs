@@ -260,6 +260,8 @@ async fn a_job_runs_to_completed_with_summary_metrics_logs_and_candidates() {
         .expect("the best candidate is listed");
     assert_eq!(best["on_frontier"], true);
     assert_eq!(best["parents"], json!([0]));
+    let marked: Vec<&Value> = candidates.iter().filter(|c| c["best"] == true).collect();
+    assert_eq!(marked, [best], "exactly the best is marked best");
 
     // Training beside validation: the parent's minibatch mean on every iteration (skipped ones
     // included), the child's wherever one was evaluated.

@@ -263,6 +263,135 @@ async fn following_logs_as_json_prints_one_log_object_per_line_and_nothing_else(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_the_logs_of_a_finished_job_prints_its_log_lines_then_exits_with_its_code() {
+    let s = server().await;
+    let mut finished = Vec::new();
+    for (end, last_words) in [
+        (
+            json!({"event_type": "optimization_end", "message": "all done"}),
+            "all done",
+        ),
+        (
+            json!({"event_type": "optimization_error", "message": "it broke", "error": "it broke"}),
+            "it broke",
+        ),
+    ] {
+        let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+        let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = job["id"].as_str().unwrap().to_owned();
+        let uuid = id.parse().unwrap();
+        s.claim(uuid).await;
+        s.progress(
+            uuid,
+            json!({"event_type": "iteration_start", "message": "iteration 1 begins"}),
+        )
+        .await;
+        s.progress(uuid, end).await;
+        finished.push((id, last_words));
+    }
+    for ((id, last_words), code) in finished.iter().zip([0, 1]) {
+        // The job is over before anyone follows it: the stream's snapshot is already terminal.
+        let out = s.run(&["optimize", "logs", id, "--follow"]).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{text}");
+        assert!(
+            text.contains("iteration 1 begins") && text.contains(last_words),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_marks_only_the_current_best_in_json_and_in_the_table() {
+    let s = server().await;
+    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let claimed = s
+        .store
+        .claim_next(s.notifier.as_ref(), "w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    // Each flagged best when it was recorded, as workers wrote them: only 2 still is.
+    for (index, score) in [(0, 0.25), (1, 0.5), (2, 0.75), (3, 0.5)] {
+        let c = json!({"index": index, "parents": [], "instructions": format!("text {index}"),
+            "val_score": score, "val_subscores": [score], "best": index != 3});
+        assert!(s
+            .store
+            .save_candidate(claimed.job.id, 1, claimed.lease_token, index, &c)
+            .await
+            .unwrap());
+    }
+    let out = s.run(&["--json", "optimize", "candidates", &id]).await;
+    assert_success(&out);
+    let items: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let best: Vec<&Value> = items
+        .iter()
+        .filter(|c| c["best"] == true)
+        .map(|c| &c["index"])
+        .collect();
+    assert_eq!(best, [&json!(2)]);
+
+    let out = s.run(&["optimize", "candidates", &id]).await;
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let column = text
+        .lines()
+        .next()
+        .unwrap()
+        .find("BEST")
+        .expect("a BEST column");
+    let starred: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.get(column..=column) == Some("*"))
+        .collect();
+    assert_eq!(starred.len(), 1, "{text}");
+    assert!(starred[0].ends_with("text 2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_show_says_where_a_promoted_version_came_from() {
+    let s = server().await;
+    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let uuid = id.parse().unwrap();
+    s.claim(uuid).await;
+    s.progress(
+        uuid,
+        json!({"event_type": "valset_evaluated",
+        "summary": {"seed_score": 0.25, "best_score": 0.75,
+                    "best_candidate": {"instructions": "Answer positive or negative."}}}),
+    )
+    .await;
+    s.progress(uuid, json!({"event_type": "optimization_end"}))
+        .await;
+    let promoted = s.run(&["optimize", "promote", &id, "--yes"]).await;
+    assert_success(&promoted);
+
+    let show = s.run(&["capability", "show", "sentiment@1.0.1"]).await;
+    assert_success(&show);
+    let text = String::from_utf8_lossy(&show.stdout);
+    for expected in [
+        "== provenance ==".to_owned(),
+        format!("job        {id}, attempt 1"),
+        "source     sentiment@1.0.0 agent classifier".to_owned(),
+        "validation seed 0.250 → best 0.750".to_owned(),
+        "datasets   training sentiment-train@1.0.0, validation sentiment-val@1.0.0".to_owned(),
+        "recipe     exact_match_v1".to_owned(),
+        "model      openai/gpt-4o-mini".to_owned(),
+        "by key bootstrap admin".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    // A version that was published, not promoted, has no provenance to show.
+    let source = s.run(&["capability", "show", "sentiment@1.0.0"]).await;
+    assert!(!String::from_utf8_lossy(&source.stdout).contains("provenance"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_flag_values_are_usage_errors_that_name_the_flag() {
     let s = server().await;
     let cases: &[(&[&str], &str)] = &[
@@ -297,6 +426,10 @@ async fn malformed_flag_values_are_usage_errors_that_name_the_flag() {
         (
             &["keys", "create", "--name", "x", "--scope", "read,bogus"],
             "bogus",
+        ),
+        (
+            &["keys", "create", "--name", "x", "--scope", ""],
+            "at least one scope",
         ),
         (&["capability", "show", "sentiment"], "sentiment"),
         (&["--server", "notaurl", "capability", "list"], "--server"),

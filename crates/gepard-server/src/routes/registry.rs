@@ -88,7 +88,18 @@ fn read_bundle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bundle, ApiError> {
     check_bundle_type(headers)?;
-    let body = body.map_err(|e| bytes_rejection(&e))?;
+    let body = body.map_err(|e| {
+        // The generic answer ("larger than this route accepts") leaves a publisher guessing
+        // how much to cut; this route knows its limit, so it says it.
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the bundle is larger than the {} MiB a publish accepts (gzip'd tar on the wire)",
+                MAX_BUNDLE_BYTES / (1024 * 1024)
+            ))
+        } else {
+            bytes_rejection(&e)
+        }
+    })?;
     if body.is_empty() {
         return Err(ApiError::invalid(
             &["body"],
@@ -192,7 +203,8 @@ async fn file(
     request_body(content = Vec<u8>, content_type = "application/gzip", description = "gzip'd tar of the capability directory"),
     responses((status = 201, body = CapabilityVersion, description = "published"),
               (status = 200, body = CapabilityVersion, description = "this exact content was already published"),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody, description = "the bundle is over 64 MiB"),
+              (status = 422, body = ErrorBody)))]
 pub async fn publish_capability(
     State(state): State<AppState>,
     caller: Caller,
@@ -296,7 +308,8 @@ pub async fn capability_file(
     request_body(content = Vec<u8>, content_type = "application/gzip", description = "gzip'd tar of the dataset directory"),
     responses((status = 201, body = DatasetVersion, description = "published"),
               (status = 200, body = DatasetVersion, description = "this exact content was already published"),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody, description = "the bundle is over 64 MiB"),
+              (status = 422, body = ErrorBody)))]
 pub async fn publish_dataset(
     State(state): State<AppState>,
     caller: Caller,
