@@ -16,7 +16,7 @@ use std::fmt;
 use gepard_llm::ToolCall;
 use serde_json::{Map, Value};
 
-use crate::rollout::Outcome;
+use crate::rollout::{row_tools, Outcome};
 
 /// The recipe names gepard knows, in the order they are documented.
 pub const RECIPE_NAMES: &[&str] = &[
@@ -215,8 +215,11 @@ impl Recipe {
                     .get("expected_trajectory")
                     .and_then(Value::as_array)
                     .filter(|calls| !calls.is_empty());
+                // The tools as the rollout offered them (either accepted form); a row whose
+                // tools cannot be read never got this far (its rollout failed).
+                let tools = row_tools(row).unwrap_or_default();
                 match (expected, row_expected(row)) {
-                    (Some(calls), _) => trajectory::score(calls, row.get("tools"), outcome),
+                    (Some(calls), _) => trajectory::score(calls, &tools, outcome),
                     (None, Some(answer)) => exact_match(&answer, outcome),
                     (None, None) => Scored::new(
                         0.0,
@@ -378,6 +381,7 @@ impl Params<'_> {
 mod trajectory {
     use super::{describe_text, quote, Scored, ToolCall};
     use crate::rollout::Outcome;
+    use gepard_llm::ToolSpec;
     use serde_json::{Map, Value};
 
     struct Expected<'a> {
@@ -390,7 +394,7 @@ mod trajectory {
         problems: Vec<String>,
     }
 
-    pub(super) fn score(expected: &[Value], tools: Option<&Value>, outcome: &Outcome) -> Scored {
+    pub(super) fn score(expected: &[Value], tools: &[ToolSpec], outcome: &Outcome) -> Scored {
         let expected: Vec<Expected<'_>> = expected
             .iter()
             .map(|call| Expected {
@@ -537,17 +541,16 @@ mod trajectory {
         pairs
     }
 
-    fn schema_of<'a>(tools: Option<&'a Value>, function: &str, arg: &str) -> Option<&'a Value> {
-        tools?
-            .as_array()?
+    fn schema_of<'a>(tools: &'a [ToolSpec], function: &str, arg: &str) -> Option<&'a Value> {
+        tools
             .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some(function))?
-            .get("parameters")?
+            .find(|t| t.name == function)?
+            .parameters
             .get("properties")?
             .get(arg)
     }
 
-    fn compare(expected: &Expected<'_>, actual: &ToolCall, tools: Option<&Value>) -> Comparison {
+    fn compare(expected: &Expected<'_>, actual: &ToolCall, tools: &[ToolSpec]) -> Comparison {
         if expected.name != actual.name {
             return Comparison {
                 credit: 0.0,
