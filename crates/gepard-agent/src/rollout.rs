@@ -181,6 +181,27 @@ fn render_template(template: &str, row: &Value, check_only: bool) -> Result<Stri
     Ok(out)
 }
 
+/// Why a row cannot be rolled out, found without a model call. Displayed as the rest of a
+/// sentence about the row: "row 3 of dataset … {problem}".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowProblem {
+    /// The input mapping cannot build the user message (e.g. no `goal`).
+    #[error("cannot become a user message: {0}")]
+    UserMessage(String),
+    /// The row's `tools` cannot be offered to the model.
+    #[error("has tools the model cannot be offered: {0}")]
+    Tools(String),
+}
+
+/// Checks that `row` can be rolled out with `mapping`: it yields a user message and its tools
+/// are readable. The rollout makes the same two checks (and scores the row 0 when one fails);
+/// running them up front turns such a row into an input error instead.
+pub fn check_row(mapping: &InputMapping, row: &Value) -> Result<(), RowProblem> {
+    mapping.user_message(row).map_err(RowProblem::UserMessage)?;
+    row_tools(row).map_err(RowProblem::Tools)?;
+    Ok(())
+}
+
 /// Sampling settings and the input mapping of a rollout.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RolloutOptions {
