@@ -18,7 +18,7 @@ use gepard_agent::optimize::{
     evaluate_rows, optimize, parse_jsonl_rows, OptimizeOutcome, OptimizeSpec, RunModels,
 };
 use gepard_agent::recipe::Recipe;
-use gepard_agent::rollout::RolloutOptions;
+use gepard_agent::rollout::{check_row, InputMapping, RolloutOptions};
 use gepard_gepa::{CancelToken, CandidateSelection, Config, Event};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
@@ -207,15 +207,17 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
             })?,
     };
 
-    let train = read_rows("--dataset", &args.dataset)?;
+    let rollout = RolloutOptions::default();
+    let rows = |flag: &str, path: &Path| read_rows(flag, path, &rollout.input_mapping);
+    let train = rows("--dataset", &args.dataset)?;
     let (val, val_is_train) = match &args.val_dataset {
-        Some(path) => (read_rows("--val-dataset", path)?, false),
+        Some(path) => (rows("--val-dataset", path)?, false),
         None => (train.clone(), true),
     };
     let test = args
         .test_dataset
         .as_deref()
-        .map(|path| read_rows("--test-dataset", path))
+        .map(|path| rows("--test-dataset", path))
         .transpose()?;
 
     let params: Value = match &args.reward_params {
@@ -265,7 +267,7 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
             train,
             val,
             recipe,
-            rollout: RolloutOptions::default(),
+            rollout,
             config,
         },
         test,
@@ -295,7 +297,9 @@ fn flag_names(message: &str) -> String {
     .fold(message.to_owned(), |m, (from, to)| m.replace(from, to))
 }
 
-fn read_rows(flag: &str, path: &Path) -> Result<Vec<Value>, Usage> {
+/// Reads a rows file and checks every row the way a rollout would before its model call (a
+/// user message, readable tools): a row that would only score 0 is an input error, named here.
+fn read_rows(flag: &str, path: &Path, mapping: &InputMapping) -> Result<Vec<Value>, Usage> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Usage(format!(
             "{flag} {}: cannot read the file: {e}",
@@ -306,6 +310,17 @@ fn read_rows(flag: &str, path: &Path) -> Result<Vec<Value>, Usage> {
         parse_jsonl_rows(&text).map_err(|e| Usage(format!("{flag} {}: {e}", path.display())))?;
     if rows.is_empty() {
         return Err(Usage(format!("{flag} {}: holds no rows", path.display())));
+    }
+    if let Some((i, why)) = rows
+        .iter()
+        .enumerate()
+        .find_map(|(i, row)| check_row(mapping, row).err().map(|e| (i, e)))
+    {
+        return Err(Usage(format!(
+            "{flag} {}: row {} {why}",
+            path.display(),
+            i + 1
+        )));
     }
     Ok(rows)
 }

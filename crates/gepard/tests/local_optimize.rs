@@ -383,6 +383,60 @@ fn a_malformed_row_exits_2_naming_the_file_and_line() {
 }
 
 #[test]
+fn a_row_without_goal_is_refused_before_the_run_naming_the_file_and_row() {
+    for flag in ["--dataset", "--val-dataset", "--test-dataset"] {
+        let fake = start_fake(false);
+        let inputs = Inputs::new();
+        let file = inputs.path("nogoal.jsonl");
+        std::fs::write(
+            &file,
+            "{\"goal\": \"a good film\", \"expected_output\": \"positive\"}\n\
+             {\"question\": \"a dull plot\", \"expected_output\": \"negative\"}\n",
+        )
+        .unwrap();
+        let mut args = inputs.args(&[]);
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = file.to_str().unwrap().to_owned();
+        let out = gepard(&args, &fake.base_url, "sk-test");
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{flag} {}: row 2 cannot become a user message",
+                file.display()
+            )) && err.contains("no `goal` field"),
+            "{flag}: {err}"
+        );
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            0,
+            "{flag}: no model call"
+        );
+    }
+}
+
+#[test]
+fn a_row_whose_tools_cannot_be_offered_exits_2_naming_the_row() {
+    let inputs = Inputs::new();
+    std::fs::write(
+        inputs.path("val.jsonl"),
+        "{\"goal\": \"a\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}\n\
+         {\"goal\": \"b\", \"tools\": [{\"type\": \"retrieval\"}]}\n",
+    )
+    .unwrap();
+    let out = gepard(&inputs.args(&[]), "http://127.0.0.1:9/v1", "sk-test");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--val-dataset")
+            && err.contains("row 2 has tools the model cannot be offered")
+            && err.contains("tools[0]")
+            && err.contains("retrieval"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_recipe_params_exit_2_naming_the_parameter() {
     let inputs = Inputs::new();
     let out = gepard(
