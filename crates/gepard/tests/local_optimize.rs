@@ -9,7 +9,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -104,24 +105,47 @@ fn reflect(prompt: &str) -> String {
 struct Fake {
     base_url: String,
     calls: Arc<AtomicUsize>,
+    /// The last user message of every request, in arrival order.
+    users: Arc<Mutex<Vec<String>>>,
+}
+
+/// How the fake behaves.
+#[derive(Clone, Copy, Default)]
+struct Behaviour {
+    /// Answer every request with 401.
+    reject_keys: bool,
+    /// Wait this long before answering (a slow model).
+    delay: Duration,
 }
 
 fn start_fake(reject_keys: bool) -> Fake {
+    start_fake_with(Behaviour {
+        reject_keys,
+        ..Behaviour::default()
+    })
+}
+
+fn start_fake_with(behaviour: Behaviour) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
     let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
+    let users = Arc::new(Mutex::new(Vec::new()));
+    let (counter, log) = (Arc::clone(&calls), Arc::clone(&users));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let counter = Arc::clone(&counter);
-            std::thread::spawn(move || serve(stream, &counter, reject_keys));
+            let (counter, log) = (Arc::clone(&counter), Arc::clone(&log));
+            std::thread::spawn(move || serve(stream, &counter, &log, behaviour));
         }
     });
-    Fake { base_url, calls }
+    Fake {
+        base_url,
+        calls,
+        users,
+    }
 }
 
 /// Serves HTTP/1.1 requests on one keep-alive connection until the client closes it.
-fn serve(stream: TcpStream, calls: &AtomicUsize, reject_keys: bool) {
+fn serve(stream: TcpStream, calls: &AtomicUsize, users: &Mutex<Vec<String>>, behaviour: Behaviour) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
@@ -152,14 +176,22 @@ fn serve(stream: TcpStream, calls: &AtomicUsize, reject_keys: bool) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let user = body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        users.lock().unwrap().push(user);
         calls.fetch_add(1, Ordering::SeqCst);
-        let (status, reply) = if reject_keys {
+        std::thread::sleep(behaviour.delay);
+        let (status, reply) = if behaviour.reject_keys {
             (
                 "401 Unauthorized",
                 json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
             )
         } else if request_line.starts_with("POST") && request_line.contains("/chat/completions") {
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             ("200 OK", answer(&body))
         } else {
             (
@@ -433,6 +465,66 @@ fn a_row_whose_tools_cannot_be_offered_exits_2_naming_the_row() {
             && err.contains("tools[0]")
             && err.contains("retrieval"),
         "{err}"
+    );
+}
+
+/// Ctrl-C through a real child process and a slow model: the run stops, the test set is not
+/// scored (no test row ever reaches the model), the best result so far is still printed, and
+/// the exit code says the run was interrupted.
+#[test]
+fn ctrl_c_stops_the_run_skips_the_test_scoring_and_exits_130() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let fake = start_fake_with(Behaviour {
+        delay: Duration::from_millis(20),
+        ..Behaviour::default()
+    });
+    let inputs = Inputs::new();
+    let test_rows: Vec<(String, &str)> = (0..40)
+        .map(|i| (format!("test-only row {i}: a good film"), "positive"))
+        .collect();
+    let test_rows: Vec<(&str, &str)> = test_rows.iter().map(|(g, l)| (g.as_str(), *l)).collect();
+    write_rows(&inputs.path("test.jsonl"), &test_rows);
+    let mut args = inputs.args(&["--json", "--concurrency", "1"]);
+    // A budget the run would take minutes to spend at this model speed.
+    let i = args.iter().position(|a| a == "150").unwrap();
+    args[i] = "100000".to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gepard"))
+        .args(&args)
+        .env("OPENAI_BASE_URL", &fake.base_url)
+        .env("OPENAI_API_KEY", "sk-test")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past the seed's validation pass (12 rows), so there is a result to report.
+    while fake.calls.load(Ordering::SeqCst) < 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("the test set (--test-dataset) was not scored"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stop_reason"], "cancelled");
+    assert!(report["best_val_score"].is_number(), "{report}");
+    assert!(report.get("best_test_score").is_none(), "{report}");
+    let users = fake.users.lock().unwrap();
+    assert!(
+        !users.iter().any(|u| u.starts_with("test-only row")),
+        "no test row was sent to the model"
     );
 }
 
