@@ -562,13 +562,17 @@ fn print_human(
         .config
         .max_metric_calls
         .map_or_else(String::new, |max| format!(" of {max}"));
+    // The engine's own tallies, one each: an iteration whose reflection answer was unusable is
+    // neither a rejected child (none was scored) nor a skipped one (a reflection call was paid).
     println!(
-        "{} metric calls{budget}, {} iterations: {} accepted, {} rejected, {} skipped; {} candidates, {} reflection calls.",
+        "{} metric calls{budget}, {} iterations: {} accepted, {} rejected, {} unusable proposals, \
+         {} skipped (perfect minibatch); {} candidates, {} reflection calls.",
         r.metric_calls_used,
         r.iterations,
         r.counts.accepted,
         r.counts.rejected,
-        r.counts.skipped + r.counts.proposals_rejected,
+        r.counts.proposals_rejected,
+        r.counts.skipped,
         r.candidates.len(),
         r.counts.reflection_calls,
     );

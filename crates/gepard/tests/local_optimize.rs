@@ -32,6 +32,8 @@ fn answer(body: &Value) -> Value {
         .unwrap_or_default();
     let content = match system {
         Some(system) => task_answer(&system, &user),
+        // A reflection model whose answers have no ``` fence: every proposal is unusable.
+        None if body["model"] == "unfenced" => "Be more careful.".to_owned(),
         None => reflect(&user),
     };
     json!({
@@ -526,6 +528,39 @@ fn ctrl_c_stops_the_run_skips_the_test_scoring_and_exits_130() {
         !users.iter().any(|u| u.starts_with("test-only row")),
         "no test row was sent to the model"
     );
+}
+
+#[test]
+fn the_human_summary_counts_unusable_proposals_apart_from_rejected_and_skipped_iterations() {
+    let fake = start_fake(false);
+    let inputs = Inputs::new();
+    let run = |extra: &[&str]| {
+        let mut args = inputs.args(extra);
+        let i = args
+            .iter()
+            .position(|a| a == "openai/scripted-reflect")
+            .unwrap();
+        args[i] = "openai/unfenced".to_owned();
+        let out = gepard(&args, &fake.base_url, "sk-test");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    let count = |key: &str| report[key].as_u64().unwrap();
+    assert!(count("proposals_rejected") > 0, "{report}");
+    let human = run(&[]);
+    let expected = format!(
+        "{} iterations: {} accepted, {} rejected, {} unusable proposals, {} skipped (perfect \
+         minibatch); {} candidates, {} reflection calls.",
+        count("iterations"),
+        count("accepted"),
+        count("rejected"),
+        count("proposals_rejected"),
+        count("skipped"),
+        count("candidates"),
+        count("reflection_calls"),
+    );
+    assert!(human.contains(&expected), "{expected:?} in:\n{human}");
 }
 
 #[test]
