@@ -564,6 +564,38 @@ fn the_human_summary_counts_unusable_proposals_apart_from_rejected_and_skipped_i
 }
 
 #[test]
+fn local_help_lists_no_client_flags_and_other_commands_keep_them() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gepard"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let client_flags = ["--server", "--api-key", "--org", "--workspace", "--project"];
+    let local = help(&["optimize", "local"]);
+    for flag in client_flags {
+        assert!(!local.contains(flag), "{flag} in:\n{local}");
+    }
+    assert!(
+        local.contains("--capability") && local.contains("--json"),
+        "{local}"
+    );
+    for command in [
+        &["optimize", "list"][..],
+        &["capability", "push"][..],
+        &["keys", "list"][..],
+    ] {
+        let text = help(command);
+        for flag in client_flags {
+            assert!(text.contains(flag), "{flag} in {command:?}:\n{text}");
+        }
+    }
+}
+
+#[test]
 fn bad_recipe_params_exit_2_naming_the_parameter() {
     let inputs = Inputs::new();
     let out = gepard(
