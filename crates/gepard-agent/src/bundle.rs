@@ -817,12 +817,27 @@ fn parse_csv(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> 
         });
     }
     let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| BundleError::Row {
-            file: file.path.clone(),
-            line: i + 2,
-            message: e.to_string(),
+    let mut record = csv::StringRecord::new();
+    loop {
+        // Lines come from the reader, not from the record count: a quoted cell may span lines.
+        let starts_at = reader.position().line();
+        let more = reader.read_record(&mut record).map_err(|e| {
+            let line = e.position().map_or(starts_at, csv::Position::line);
+            let message = match e.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => format!("the row has {len} cells but the header has {expected_len}"),
+                _ => e.to_string(),
+            };
+            BundleError::Row {
+                file: file.path.clone(),
+                line: usize::try_from(line).unwrap_or(usize::MAX),
+                message,
+            }
         })?;
+        if !more {
+            break;
+        }
         let mut row = Map::new();
         for (h, cell) in headers.iter().zip(record.iter()) {
             let value = match h {
@@ -1075,6 +1090,22 @@ mod tests {
         assert_eq!(ds.rows[0]["reward"], serde_json::json!(1.0));
         assert_eq!(ds.rows[0]["metadata"], serde_json::json!({"k": 1}));
         assert_eq!(ds.rows[0]["goal"], serde_json::json!("hi"));
+    }
+
+    #[test]
+    fn a_bad_csv_row_after_a_multi_line_cell_is_reported_at_its_real_line() {
+        let rows =
+            "goal,expected_output\n\"line one\nline two\",positive\nok,negative\nbad,row,extra\n";
+        let err = dataset(&[
+            ("dataset.yaml", "name: s\nversion: 0.1.0\n"),
+            ("rows.csv", rows),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`rows.csv` line 5: the row has 3 cells but the header has 2"
+        );
+        assert_eq!(err.location(), ["rows.csv", "line 5"]);
     }
 
     #[test]
