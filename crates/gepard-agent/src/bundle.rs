@@ -239,6 +239,9 @@ impl Bundle {
     }
 
     /// Reads a directory into a bundle, skipping hidden files and directories (`.git`, …).
+    /// A symbolic link to a regular file is read as that file (its target's content under the
+    /// link's name); a dangling link, a link to anything else and an entry that is neither a
+    /// file nor a directory are errors naming the path, never silently left out.
     pub fn from_dir(dir: &Path) -> std::io::Result<Self> {
         let mut files = Vec::new();
         collect_dir(dir, dir, &mut files)?;
@@ -262,20 +265,69 @@ fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<BundleFile>) -> std::io::R
         }
         let path = entry.path();
         let kind = entry.file_type()?;
-        if kind.is_dir() {
+        let is_file = if kind.is_dir() {
             collect_dir(root, &path, out)?;
-        } else if kind.is_file() {
-            let rel = path
-                .strip_prefix(root)
-                .expect("walked paths are under the root");
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>();
-            out.push(BundleFile::new(rel.join("/"), std::fs::read(&path)?));
+            continue;
+        } else if kind.is_symlink() {
+            linked_file(&path)?;
+            true
+        } else {
+            kind.is_file()
+        };
+        if !is_file {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: is neither a regular file nor a directory (a socket, pipe or device \
+                     cannot be part of a bundle)",
+                    path.display()
+                ),
+            ));
         }
+        let rel = path
+            .strip_prefix(root)
+            .expect("walked paths are under the root");
+        let rel = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>();
+        let content = std::fs::read(&path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: cannot read: {e}", path.display()))
+        })?;
+        out.push(BundleFile::new(rel.join("/"), content));
     }
     Ok(())
+}
+
+/// Checks that the symbolic link `path` leads to a regular file. Links to directories are not
+/// followed: a link back up the tree would make the walk endless, and a bundle is meant to be
+/// one self-contained directory.
+fn linked_file(path: &Path) -> std::io::Result<()> {
+    let target =
+        std::fs::read_link(path).map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
+    let refuse = |kind, why: &str| {
+        Err(std::io::Error::new(
+            kind,
+            format!("{}: symbolic link to {target} {why}", path.display()),
+        ))
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_dir() => refuse(
+            std::io::ErrorKind::InvalidInput,
+            "is a link to a directory; only links to regular files are followed (copy the \
+             directory in instead)",
+        ),
+        Ok(_) => refuse(
+            std::io::ErrorKind::InvalidInput,
+            "leads to something that is not a regular file",
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => refuse(
+            std::io::ErrorKind::NotFound,
+            "is dangling: the target does not exist",
+        ),
+        Err(e) => refuse(e.kind(), &format!("cannot be followed: {e}")),
+    }
 }
 
 fn normalize_entry_path(raw: &str) -> Result<String, BundleError> {
@@ -1160,6 +1212,42 @@ mod tests {
         let bundle = Bundle::from_dir(dir.path()).unwrap();
         let paths: Vec<_> = bundle.files().iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["agents/triage.md", "capability.yaml"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_file_is_packed_with_its_targets_content_and_a_bad_link_is_named() {
+        use std::os::unix::fs::symlink;
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("triage.md");
+        std::fs::write(&target, AGENT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("agents")).unwrap();
+        std::fs::write(dir.path().join("capability.yaml"), MANIFEST).unwrap();
+        symlink(&target, dir.path().join("agents/triage.md")).unwrap();
+        let bundle = Bundle::from_dir(dir.path()).unwrap();
+        let file = bundle
+            .get("agents/triage.md")
+            .expect("the linked agent is packed");
+        assert_eq!(file.content, AGENT.as_bytes());
+        assert_eq!(Capability::parse(bundle).unwrap().agents[0].name, "triage");
+
+        let dangling = dir.path().join("agents/gone.md");
+        symlink(elsewhere.path().join("nope.md"), &dangling).unwrap();
+        let err = Bundle::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&dangling.display().to_string()) && err.contains("dangling"),
+            "{err}"
+        );
+        std::fs::remove_file(&dangling).unwrap();
+
+        let to_dir = dir.path().join("shared");
+        symlink(elsewhere.path(), &to_dir).unwrap();
+        let err = Bundle::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&to_dir.display().to_string()) && err.contains("link to a directory"),
+            "{err}"
+        );
     }
 
     #[test]
