@@ -114,8 +114,12 @@ impl BundleFile {
         }
     }
 
+    /// The content as UTF-8 text, without a leading byte-order mark: editors on Windows write
+    /// one, and left in place it hides the first key (`name`) from the YAML parser, which then
+    /// reports a misleading missing field.
     fn text(&self) -> Result<&str, BundleError> {
         std::str::from_utf8(&self.content)
+            .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
             .map_err(|_| BundleError::invalid(&self.path, None, "is not valid UTF-8 text"))
     }
 }
@@ -493,6 +497,17 @@ impl Capability {
         if let Some(order) = &manifest.agents {
             let mut ordered = Vec::with_capacity(order.len());
             for (i, wanted) in order.iter().enumerate() {
+                if let Some(first) = order[..i].iter().position(|a| a == wanted) {
+                    return Err(BundleError::invalid(
+                        CAPABILITY_MANIFEST,
+                        Some(&format!("agents.{i}")),
+                        format!(
+                            "lists agent `{wanted}` twice (entries {} and {}); list each agent once",
+                            first + 1,
+                            i + 1
+                        ),
+                    ));
+                }
                 let pos = agents
                     .iter()
                     .position(|a| &a.name == wanted)
@@ -1247,6 +1262,36 @@ mod tests {
         assert!(
             err.contains(&to_dir.display().to_string()) && err.contains("link to a directory"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_manifest_an_agent_or_jsonl_rows_is_ignored() {
+        let bom = |text: &str| format!("\u{feff}{text}");
+        let cap = capability(&[
+            ("capability.yaml", &bom(MANIFEST)),
+            ("agents/triage.md", &bom(AGENT)),
+        ])
+        .unwrap();
+        assert_eq!(cap.version.to_string(), "1.0.0");
+        assert_eq!(cap.agents[0].instructions, "You route tickets.");
+        let ds = dataset(&[
+            ("dataset.yaml", &bom("name: s\nversion: 0.1.0\n")),
+            ("rows.jsonl", &bom("{\"goal\": \"a\"}\n")),
+        ])
+        .unwrap();
+        assert_eq!(ds.rows[0]["goal"], "a");
+    }
+
+    #[test]
+    fn an_agent_listed_twice_in_the_manifest_is_named_as_listed_twice() {
+        let manifest = format!("{MANIFEST}agents: [triage, triage]\n");
+        let err =
+            capability(&[("capability.yaml", &manifest), ("agents/triage.md", AGENT)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`capability.yaml` field `agents.1`: lists agent `triage` twice (entries 1 and 2); \
+             list each agent once"
         );
     }
 
