@@ -114,8 +114,12 @@ impl BundleFile {
         }
     }
 
+    /// The content as UTF-8 text, without a leading byte-order mark: editors on Windows write
+    /// one, and left in place it hides the first key (`name`) from the YAML parser, which then
+    /// reports a misleading missing field.
     fn text(&self) -> Result<&str, BundleError> {
         std::str::from_utf8(&self.content)
+            .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
             .map_err(|_| BundleError::invalid(&self.path, None, "is not valid UTF-8 text"))
     }
 }
@@ -239,6 +243,9 @@ impl Bundle {
     }
 
     /// Reads a directory into a bundle, skipping hidden files and directories (`.git`, …).
+    /// A symbolic link to a regular file is read as that file (its target's content under the
+    /// link's name); a dangling link, a link to anything else and an entry that is neither a
+    /// file nor a directory are errors naming the path, never silently left out.
     pub fn from_dir(dir: &Path) -> std::io::Result<Self> {
         let mut files = Vec::new();
         collect_dir(dir, dir, &mut files)?;
@@ -262,20 +269,69 @@ fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<BundleFile>) -> std::io::R
         }
         let path = entry.path();
         let kind = entry.file_type()?;
-        if kind.is_dir() {
+        let is_file = if kind.is_dir() {
             collect_dir(root, &path, out)?;
-        } else if kind.is_file() {
-            let rel = path
-                .strip_prefix(root)
-                .expect("walked paths are under the root");
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>();
-            out.push(BundleFile::new(rel.join("/"), std::fs::read(&path)?));
+            continue;
+        } else if kind.is_symlink() {
+            linked_file(&path)?;
+            true
+        } else {
+            kind.is_file()
+        };
+        if !is_file {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: is neither a regular file nor a directory (a socket, pipe or device \
+                     cannot be part of a bundle)",
+                    path.display()
+                ),
+            ));
         }
+        let rel = path
+            .strip_prefix(root)
+            .expect("walked paths are under the root");
+        let rel = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>();
+        let content = std::fs::read(&path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: cannot read: {e}", path.display()))
+        })?;
+        out.push(BundleFile::new(rel.join("/"), content));
     }
     Ok(())
+}
+
+/// Checks that the symbolic link `path` leads to a regular file. Links to directories are not
+/// followed: a link back up the tree would make the walk endless, and a bundle is meant to be
+/// one self-contained directory.
+fn linked_file(path: &Path) -> std::io::Result<()> {
+    let target =
+        std::fs::read_link(path).map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
+    let refuse = |kind, why: &str| {
+        Err(std::io::Error::new(
+            kind,
+            format!("{}: symbolic link to {target} {why}", path.display()),
+        ))
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_dir() => refuse(
+            std::io::ErrorKind::InvalidInput,
+            "is a link to a directory; only links to regular files are followed (copy the \
+             directory in instead)",
+        ),
+        Ok(_) => refuse(
+            std::io::ErrorKind::InvalidInput,
+            "leads to something that is not a regular file",
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => refuse(
+            std::io::ErrorKind::NotFound,
+            "is dangling: the target does not exist",
+        ),
+        Err(e) => refuse(e.kind(), &format!("cannot be followed: {e}")),
+    }
 }
 
 fn normalize_entry_path(raw: &str) -> Result<String, BundleError> {
@@ -441,6 +497,17 @@ impl Capability {
         if let Some(order) = &manifest.agents {
             let mut ordered = Vec::with_capacity(order.len());
             for (i, wanted) in order.iter().enumerate() {
+                if let Some(first) = order[..i].iter().position(|a| a == wanted) {
+                    return Err(BundleError::invalid(
+                        CAPABILITY_MANIFEST,
+                        Some(&format!("agents.{i}")),
+                        format!(
+                            "lists agent `{wanted}` twice (entries {} and {}); list each agent once",
+                            first + 1,
+                            i + 1
+                        ),
+                    ));
+                }
                 let pos = agents
                     .iter()
                     .position(|a| &a.name == wanted)
@@ -817,12 +884,27 @@ fn parse_csv(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> 
         });
     }
     let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| BundleError::Row {
-            file: file.path.clone(),
-            line: i + 2,
-            message: e.to_string(),
+    let mut record = csv::StringRecord::new();
+    loop {
+        // Lines come from the reader, not from the record count: a quoted cell may span lines.
+        let starts_at = reader.position().line();
+        let more = reader.read_record(&mut record).map_err(|e| {
+            let line = e.position().map_or(starts_at, csv::Position::line);
+            let message = match e.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => format!("the row has {len} cells but the header has {expected_len}"),
+                _ => e.to_string(),
+            };
+            BundleError::Row {
+                file: file.path.clone(),
+                line: usize::try_from(line).unwrap_or(usize::MAX),
+                message,
+            }
         })?;
+        if !more {
+            break;
+        }
         let mut row = Map::new();
         for (h, cell) in headers.iter().zip(record.iter()) {
             let value = match h {
@@ -1078,6 +1160,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_csv_row_after_a_multi_line_cell_is_reported_at_its_real_line() {
+        let rows =
+            "goal,expected_output\n\"line one\nline two\",positive\nok,negative\nbad,row,extra\n";
+        let err = dataset(&[
+            ("dataset.yaml", "name: s\nversion: 0.1.0\n"),
+            ("rows.csv", rows),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`rows.csv` line 5: the row has 3 cells but the header has 2"
+        );
+        assert_eq!(err.location(), ["rows.csv", "line 5"]);
+    }
+
+    #[test]
     fn each_bad_dataset_names_the_file_and_line_or_field() {
         let m = "name: s\nversion: 0.1.0\n";
         let cases: &[Case] = &[
@@ -1129,6 +1227,72 @@ mod tests {
         let bundle = Bundle::from_dir(dir.path()).unwrap();
         let paths: Vec<_> = bundle.files().iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["agents/triage.md", "capability.yaml"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_file_is_packed_with_its_targets_content_and_a_bad_link_is_named() {
+        use std::os::unix::fs::symlink;
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("triage.md");
+        std::fs::write(&target, AGENT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("agents")).unwrap();
+        std::fs::write(dir.path().join("capability.yaml"), MANIFEST).unwrap();
+        symlink(&target, dir.path().join("agents/triage.md")).unwrap();
+        let bundle = Bundle::from_dir(dir.path()).unwrap();
+        let file = bundle
+            .get("agents/triage.md")
+            .expect("the linked agent is packed");
+        assert_eq!(file.content, AGENT.as_bytes());
+        assert_eq!(Capability::parse(bundle).unwrap().agents[0].name, "triage");
+
+        let dangling = dir.path().join("agents/gone.md");
+        symlink(elsewhere.path().join("nope.md"), &dangling).unwrap();
+        let err = Bundle::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&dangling.display().to_string()) && err.contains("dangling"),
+            "{err}"
+        );
+        std::fs::remove_file(&dangling).unwrap();
+
+        let to_dir = dir.path().join("shared");
+        symlink(elsewhere.path(), &to_dir).unwrap();
+        let err = Bundle::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&to_dir.display().to_string()) && err.contains("link to a directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_manifest_an_agent_or_jsonl_rows_is_ignored() {
+        let bom = |text: &str| format!("\u{feff}{text}");
+        let cap = capability(&[
+            ("capability.yaml", &bom(MANIFEST)),
+            ("agents/triage.md", &bom(AGENT)),
+        ])
+        .unwrap();
+        assert_eq!(cap.version.to_string(), "1.0.0");
+        assert_eq!(cap.agents[0].instructions, "You route tickets.");
+        let ds = dataset(&[
+            ("dataset.yaml", &bom("name: s\nversion: 0.1.0\n")),
+            ("rows.jsonl", &bom("{\"goal\": \"a\"}\n")),
+        ])
+        .unwrap();
+        assert_eq!(ds.rows[0]["goal"], "a");
+    }
+
+    #[test]
+    fn an_agent_listed_twice_in_the_manifest_is_named_as_listed_twice() {
+        let manifest = format!("{MANIFEST}agents: [triage, triage]\n");
+        let err =
+            capability(&[("capability.yaml", &manifest), ("agents/triage.md", AGENT)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`capability.yaml` field `agents.1`: lists agent `triage` twice (entries 1 and 2); \
+             list each agent once"
+        );
     }
 
     #[test]

@@ -395,8 +395,11 @@ pub struct RowsError {
     pub message: String,
 }
 
-/// Reads JSONL rows (one JSON object per line; blank lines are skipped).
+/// Reads JSONL rows (one JSON object per line; blank lines and a leading byte-order mark are
+/// skipped).
 pub fn parse_jsonl_rows(text: &str) -> Result<Vec<Value>, RowsError> {
+    // Some Windows editors start a UTF-8 file with a BOM, which is not JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

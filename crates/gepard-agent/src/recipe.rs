@@ -6,7 +6,7 @@
 //! | `exact_match_v1` | `expected?` | 1 when the trimmed final text equals `params.expected`, else the row's `expected_output`, else its `answer` (case-sensitive) |
 //! | `contains_v1` | `needle`, `reward_if_true?` (1), `reward_if_false?` (0) | whether the final text contains `needle` (case-sensitive) |
 //! | `row_reward_v1` | `default?` (0) | the row's numeric `reward`, else `params.default` |
-//! | `trajectory_imitation_v1` | none | the row's `expected_trajectory` tool calls, call by call with partial credit; rows without one: exact final answer |
+//! | `trajectory_imitation_v1` | none | the row's `expected_trajectory` tool calls, call by call with partial credit (`[]`: no call may be made); rows without one: exact final answer |
 //!
 //! Every recipe gives 0 with the error as feedback when the rollout failed. Unknown params are
 //! refused (a typo like `needel` would otherwise be silently ignored).
@@ -16,7 +16,7 @@ use std::fmt;
 use gepard_llm::ToolCall;
 use serde_json::{Map, Value};
 
-use crate::rollout::Outcome;
+use crate::rollout::{row_tools, Outcome};
 
 /// The recipe names gepard knows, in the order they are documented.
 pub const RECIPE_NAMES: &[&str] = &[
@@ -87,8 +87,10 @@ pub struct Scored {
 impl Scored {
     fn new(score: f64, feedback: impl Into<String>) -> Self {
         Self {
+            // `+ 0.0` turns -0.0 (what an empty f64 sum gives) into 0.0: a score is shown and
+            // compared as a number, and `-0.000` reads like a bug.
             score: if score.is_finite() {
-                score.clamp(0.0, 1.0)
+                score.clamp(0.0, 1.0) + 0.0
             } else {
                 0.0
             },
@@ -211,12 +213,16 @@ impl Recipe {
                 ),
             },
             Self::TrajectoryImitation => {
-                let expected = row
-                    .get("expected_trajectory")
-                    .and_then(Value::as_array)
-                    .filter(|calls| !calls.is_empty());
+                let expected = row.get("expected_trajectory").and_then(Value::as_array);
+                // The tools as the rollout offered them (either accepted form); a row whose
+                // tools cannot be read never got this far (its rollout failed).
+                let tools = row_tools(row).unwrap_or_default();
                 match (expected, row_expected(row)) {
-                    (Some(calls), _) => trajectory::score(calls, row.get("tools"), outcome),
+                    // `[]` is a reference too: the agent must not call any tool.
+                    (Some(calls), answer) if calls.is_empty() => {
+                        trajectory::no_calls(answer.as_deref(), outcome)
+                    }
+                    (Some(calls), _) => trajectory::score(calls, &tools, outcome),
                     (None, Some(answer)) => exact_match(&answer, outcome),
                     (None, None) => Scored::new(
                         0.0,
@@ -378,6 +384,7 @@ impl Params<'_> {
 mod trajectory {
     use super::{describe_text, quote, Scored, ToolCall};
     use crate::rollout::Outcome;
+    use gepard_llm::ToolSpec;
     use serde_json::{Map, Value};
 
     struct Expected<'a> {
@@ -390,7 +397,7 @@ mod trajectory {
         problems: Vec<String>,
     }
 
-    pub(super) fn score(expected: &[Value], tools: Option<&Value>, outcome: &Outcome) -> Scored {
+    pub(super) fn score(expected: &[Value], tools: &[ToolSpec], outcome: &Outcome) -> Scored {
         let expected: Vec<Expected<'_>> = expected
             .iter()
             .map(|call| Expected {
@@ -466,16 +473,59 @@ mod trajectory {
                 ),
             );
         }
+        let scored = Scored::new(score, String::new());
+        // A total miss is not "partly" anything: the reflection model reads this first.
+        let verdict = if scored.score > 0.0 {
+            "Partly correct"
+        } else {
+            "Incorrect"
+        };
         let head = if expected.len() == actual.len() {
-            format!("Partly correct (score {score:.2}).")
+            format!("{verdict} (score {:.2}).", scored.score)
         } else {
             format!(
-                "Partly correct (score {score:.2}). Expected {} tool call(s), got {}.",
+                "{verdict} (score {:.2}). Expected {} tool call(s), got {}.",
+                scored.score,
                 expected.len(),
                 actual.len()
             )
         };
-        Scored::new(score, format!("{head} {}", notes.join(" ")))
+        Scored::new(scored.score, format!("{head} {}", notes.join(" ")))
+    }
+
+    /// A row whose `expected_trajectory` is `[]`: any tool call is wrong; without calls, the
+    /// row's expected output (if it has one) must be the exact final answer.
+    pub(super) fn no_calls(answer: Option<&str>, outcome: &Outcome) -> Scored {
+        if !outcome.tool_calls.is_empty() {
+            let calls: Vec<String> = outcome
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    format!(
+                        "call {}: `{}` with arguments {}",
+                        i + 1,
+                        c.name,
+                        short_json(&c.arguments)
+                    )
+                })
+                .collect();
+            return Scored::new(
+                0.0,
+                format!(
+                    "Incorrect. No tool call was expected, but the agent made {} ({}).",
+                    calls.len(),
+                    calls.join("; ")
+                ),
+            );
+        }
+        match answer {
+            Some(answer) => super::exact_match(answer, outcome),
+            None => Scored::new(
+                1.0,
+                "Correct: no tool call was expected and the agent made none.",
+            ),
+        }
     }
 
     /// The one-to-one pairing of expected and actual calls with the highest total credit (pairs
@@ -537,17 +587,16 @@ mod trajectory {
         pairs
     }
 
-    fn schema_of<'a>(tools: Option<&'a Value>, function: &str, arg: &str) -> Option<&'a Value> {
-        tools?
-            .as_array()?
+    fn schema_of<'a>(tools: &'a [ToolSpec], function: &str, arg: &str) -> Option<&'a Value> {
+        tools
             .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some(function))?
-            .get("parameters")?
+            .find(|t| t.name == function)?
+            .parameters
             .get("properties")?
             .get(arg)
     }
 
-    fn compare(expected: &Expected<'_>, actual: &ToolCall, tools: Option<&Value>) -> Comparison {
+    fn compare(expected: &Expected<'_>, actual: &ToolCall, tools: &[ToolSpec]) -> Comparison {
         if expected.name != actual.name {
             return Comparison {
                 credit: 0.0,
@@ -1046,6 +1095,58 @@ mod tests {
         // Rows without a trajectory fall back to the exact final answer.
         let plain = json!({"goal": "2+2?", "expected_output": "4"});
         assert!((Recipe::TrajectoryImitation.score(&plain, &text("4")).score - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_total_trajectory_miss_scores_plain_zero_and_is_not_called_partly_correct() {
+        let row = trajectory_row();
+        let scored = Recipe::TrajectoryImitation
+            .score(&row, &calls(&[("weather.get", json!({"city": "NYC"}))]));
+        assert_eq!(scored.score.to_bits(), 0.0f64.to_bits(), "{scored:?}");
+        assert!(
+            scored.feedback.starts_with("Incorrect (score 0.00)."),
+            "{}",
+            scored.feedback
+        );
+        assert!(!scored.feedback.contains("Partly"), "{}", scored.feedback);
+        assert!(
+            scored.feedback.contains("Unexpected call 1: `weather.get`"),
+            "{}",
+            scored.feedback
+        );
+    }
+
+    #[test]
+    fn no_recipe_ever_scores_negative_zero() {
+        let scored = Scored::new(-0.0, "x");
+        assert_eq!(scored.score.to_bits(), 0.0f64.to_bits());
+        assert_eq!(format!("{:.3}", scored.score), "0.000");
+    }
+
+    #[test]
+    fn an_empty_expected_trajectory_means_the_agent_must_make_no_tool_call() {
+        let row = json!({"goal": "Tell me a joke.", "tools": [{"name": "search"}],
+                         "expected_trajectory": []});
+        let recipe = Recipe::TrajectoryImitation;
+        let none = recipe.score(&row, &text("Why did the chicken cross the road?"));
+        assert!((none.score - 1.0).abs() < f64::EPSILON, "{none:?}");
+        assert!(none.feedback.starts_with("Correct"), "{}", none.feedback);
+
+        let some = recipe.score(&row, &calls(&[("search", json!({"q": "joke"}))]));
+        assert_eq!(some.score.to_bits(), 0.0f64.to_bits(), "{some:?}");
+        assert!(
+            some.feedback.contains("No tool call was expected")
+                && some
+                    .feedback
+                    .contains("`search` with arguments {\"q\":\"joke\"}"),
+            "{}",
+            some.feedback
+        );
+
+        // With an expected output as well, the answer must also be exactly right.
+        let answered = json!({"goal": "2+2?", "expected_trajectory": [], "expected_output": "4"});
+        assert!((recipe.score(&answered, &text("4")).score - 1.0).abs() < f64::EPSILON);
+        assert!(recipe.score(&answered, &text("5")).score.abs() < f64::EPSILON);
     }
 
     #[test]

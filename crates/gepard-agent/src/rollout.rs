@@ -181,6 +181,27 @@ fn render_template(template: &str, row: &Value, check_only: bool) -> Result<Stri
     Ok(out)
 }
 
+/// Why a row cannot be rolled out, found without a model call. Displayed as the rest of a
+/// sentence about the row: "row 3 of dataset … {problem}".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowProblem {
+    /// The input mapping cannot build the user message (e.g. no `goal`).
+    #[error("cannot become a user message: {0}")]
+    UserMessage(String),
+    /// The row's `tools` cannot be offered to the model.
+    #[error("has tools the model cannot be offered: {0}")]
+    Tools(String),
+}
+
+/// Checks that `row` can be rolled out with `mapping`: it yields a user message and its tools
+/// are readable. The rollout makes the same two checks (and scores the row 0 when one fails);
+/// running them up front turns such a row into an input error instead.
+pub fn check_row(mapping: &InputMapping, row: &Value) -> Result<(), RowProblem> {
+    mapping.user_message(row).map_err(RowProblem::UserMessage)?;
+    row_tools(row).map_err(RowProblem::Tools)?;
+    Ok(())
+}
+
 /// Sampling settings and the input mapping of a rollout.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RolloutOptions {
@@ -252,20 +273,62 @@ pub async fn rollout_and_score(
     Ok((outcome, scored))
 }
 
-/// The row's `tools` as tool specs (none when absent).
-fn row_tools(row: &Value) -> Result<Vec<ToolSpec>, String> {
+/// The row's `tools` as tool specs (none when absent or `null`), or why they cannot be offered
+/// to the model, naming the entry (`tools[2]`).
+///
+/// Each entry is either gepard's own shape, `{"name", "description", "parameters"}`, or the
+/// OpenAI chat API's, `{"type": "function", "function": {"name", "description", "parameters"}}`
+/// (what people copy from their agent code). The rollout and the up-front row checks (job
+/// submission, `gepard optimize local`) both call this, so a row that passes the check is a row
+/// whose tools reach the model.
+pub fn row_tools(row: &Value) -> Result<Vec<ToolSpec>, String> {
     match row.get("tools") {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                serde_json::from_value::<ToolSpec>(t.clone())
-                    .map_err(|e| format!("the row's tools[{i}] is not a tool spec {{name, description, parameters}}: {e}"))
-            })
+            .map(|(i, t)| tool_spec(t).map_err(|e| format!("the row's tools[{i}] {e}")))
             .collect(),
         Some(_) => Err("the row's `tools` must be a list of tool specs".to_owned()),
     }
+}
+
+/// One entry of a row's `tools`; the error is the rest of a sentence starting with the entry.
+fn tool_spec(tool: &Value) -> Result<ToolSpec, String> {
+    const SHAPES: &str = "expected {name, description, parameters} or the OpenAI form \
+                          {\"type\": \"function\", \"function\": {name, description, parameters}}";
+    let Value::Object(map) = tool else {
+        return Err(format!("is not an object ({SHAPES})"));
+    };
+    // Only functions can be offered: another OpenAI tool type (a built-in such as
+    // `code_interpreter`) has no schema the model could be asked to fill in.
+    if let Some(kind) = map
+        .get("type")
+        .filter(|k| !k.is_null() && k.as_str() != Some("function"))
+    {
+        return Err(format!(
+            "has \"type\": {kind}; only \"function\" tools can be offered to the model"
+        ));
+    }
+    // The OpenAI form nests the spec under `function`; a top-level `name` means gepard's own
+    // form (which may carry `"type": "function"` beside it).
+    let spec = match map.get("function") {
+        Some(function) if !map.contains_key("name") => function,
+        _ => tool,
+    };
+    let spec = serde_json::from_value::<ToolSpec>(spec.clone())
+        .map_err(|e| format!("is not a tool spec ({SHAPES}): {e}"))?;
+    if spec.name.trim().is_empty() {
+        return Err("has an empty `name`".to_owned());
+    }
+    // Providers reject a non-object schema for the whole request, which would fail the run.
+    if !spec.parameters.is_object() {
+        return Err(format!(
+            "has `parameters` {}, not a JSON schema object",
+            spec.parameters
+        ));
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -477,6 +540,86 @@ mod tests {
             assert!(err.contains("dataset_input_mapping"), "{bad}: {err}");
         }
         assert_eq!(InputMapping::from_config(None).unwrap(), InputMapping::Goal);
+    }
+
+    #[tokio::test]
+    async fn an_openai_format_tool_reaches_the_model_request_and_its_call_scores() {
+        let (model, seen) = fake_openai(
+            200,
+            json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "geology_get_era",
+                 "arguments": "{\"era_name\": \"Ice age\"}"}}]}, "finish_reason": "tool_calls"}]}),
+        )
+        .await;
+        let row = json!({
+            "goal": "How many years ago was the Ice age?",
+            "tools": [{"type": "function", "function": {
+                "name": "geology.get_era",
+                "description": "Get the estimated date of a geological era.",
+                "parameters": {"type": "dict", "properties": {
+                    "era_name": {"type": "string"},
+                    "calculate_years_ago": {"type": "boolean", "default": false}},
+                    "required": ["era_name"]}}}],
+            "expected_trajectory": [{"name": "geology.get_era", "arguments": {
+                "era_name": "Ice age", "calculate_years_ago": false}}]
+        });
+        let recipe = Recipe::from_spec("trajectory_imitation_v1", &Value::Null).unwrap();
+        let (outcome, scored) = rollout_and_score(
+            &model,
+            "Call the right tool.",
+            &row,
+            &recipe,
+            &RolloutOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.error, None);
+        let body = seen.lock().unwrap()[0].clone();
+        let tool = &body["tools"][0]["function"];
+        assert_eq!(
+            tool["description"],
+            "Get the estimated date of a geological era."
+        );
+        assert_eq!(tool["parameters"]["type"], "object");
+        assert!(tool["parameters"]["properties"]["era_name"].is_object());
+        // The call comes back under the dataset's name, and the schema's default (read from
+        // the OpenAI form too) excuses the argument the model left out.
+        assert_eq!(outcome.tool_calls[0].name, "geology.get_era");
+        assert!((scored.score - 1.0).abs() < 1e-12, "{scored:?}");
+    }
+
+    #[test]
+    fn a_tool_entry_that_cannot_be_offered_is_refused_naming_the_entry() {
+        let err = row_tools(&json!({"tools": [
+            {"type": "function", "function": {"name": "a"}},
+            {"type": "code_interpreter"}
+        ]}))
+        .unwrap_err();
+        assert!(
+            err.contains("tools[1]") && err.contains("code_interpreter"),
+            "{err}"
+        );
+        let err =
+            row_tools(&json!({"tools": [{"type": "function", "function": {"description": "x"}}]}))
+                .unwrap_err();
+        assert!(
+            err.contains("tools[0]") && err.contains("missing field `name`"),
+            "{err}"
+        );
+        let err = row_tools(&json!({"tools": [{"name": "a", "parameters": "none"}]})).unwrap_err();
+        assert!(err.contains("`parameters`"), "{err}");
+        let err = row_tools(&json!({"tools": ["search"]})).unwrap_err();
+        assert!(err.contains("tools[0] is not an object"), "{err}");
+        // gepard's own form may carry `"type": "function"` too.
+        let both = row_tools(&json!({"tools": [
+            {"type": "function", "name": "a", "parameters": {"type": "object"}},
+            {"type": "function", "function": {"name": "b"}}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            both.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]

@@ -383,3 +383,9 @@ fn jsonl_rows_are_read_and_a_bad_line_is_named() {
     let err = parse_jsonl_rows("{\"goal\": \n").unwrap_err();
     assert!(err.message.contains("invalid JSON"), "{err}");
 }
+
+#[test]
+fn jsonl_rows_after_a_byte_order_mark_are_read() {
+    let rows = parse_jsonl_rows("\u{feff}{\"goal\": \"a\"}\n").unwrap();
+    assert_eq!(rows[0]["goal"], "a");
+}

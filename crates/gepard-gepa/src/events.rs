@@ -29,6 +29,24 @@ pub enum SkipReason {
     },
 }
 
+/// A sentence for logs and summaries (the rest of "iteration 4 skipped: …").
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PerfectScores => f.write_str(
+                "the parent already scored perfectly on every minibatch example, so there was \
+                 nothing to improve",
+            ),
+            Self::NoReflectiveData => {
+                f.write_str("no minibatch example gave feedback to reflect on")
+            }
+            Self::ProposalRejected { message } => {
+                write!(f, "the reflection gave no usable instructions ({message})")
+            }
+        }
+    }
+}
+
 /// Something the engine did that a watcher may want to know. Iterations are numbered from 1;
 /// iteration 0 is the seed's validation pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,5 +207,27 @@ impl EventSink for RecordingSink {
 impl<F: Fn(&Event) + Send + Sync> EventSink for F {
     fn emit(&self, event: &Event) {
         self(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SkipReason;
+
+    #[test]
+    fn a_skip_reason_reads_as_a_sentence_not_a_rust_name() {
+        let perfect = SkipReason::PerfectScores.to_string();
+        assert!(perfect.contains("scored perfectly"), "{perfect}");
+        assert!(!SkipReason::NoReflectiveData
+            .to_string()
+            .contains("NoReflectiveData"));
+        let rejected = SkipReason::ProposalRejected {
+            message: "the answer has no ``` block".into(),
+        }
+        .to_string();
+        assert!(
+            rejected.contains("no usable instructions") && rejected.contains("no ``` block"),
+            "{rejected}"
+        );
     }
 }

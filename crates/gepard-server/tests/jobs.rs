@@ -330,6 +330,62 @@ on_both_databases! {
         assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
     }
 
+    async fn a_row_whose_tools_cannot_be_offered_is_named_at_submission_and_openai_tools_pass(
+        app
+    ) {
+        let val = |name: &str| {
+            with(body(), &["val_dataset_ref"], json!({"name": name, "version": "1.0.0"}))
+        };
+        let openai_tool = json!({"type": "function", "function": {"name": "lookup",
+            "description": "Look a word up.", "parameters": {"type": "object",
+            "properties": {"word": {"type": "string"}}}}});
+        let rows = [
+            json!({"goal": "define cat", "tools": [openai_tool]}),
+            json!({"goal": "define dog", "tools": [openai_tool, {"type": "function",
+                   "function": {"description": "no name"}}]}),
+        ];
+        let publish = |name: &str, rows: &[Value]| {
+            let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+            common::tar(&[
+                ("dataset.yaml", &format!("name: {name}\nversion: 1.0.0\n")),
+                ("rows.jsonl", &text),
+            ])
+        };
+        for (name, rows) in [("tools-good", &rows[..1]), ("tools-bad", &rows[..])] {
+            let r = app.upload("/api/v1/org/local/datasets", publish(name, rows)).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        let r = app.post(JOBS, val("tools-bad")).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "val_dataset_ref"]));
+        let msg = r.body["errors"][0]["msg"].as_str().unwrap();
+        assert!(
+            msg.starts_with(
+                "row 2 of dataset tools-bad@1.0.0 has tools the model cannot be offered: \
+                 the row's tools[1] is not a tool spec"
+            ) && msg.contains("missing field `name`"),
+            "{msg}"
+        );
+        // Tools are checked even when the mapping itself is refused, so one 422 says all.
+        let bad_mapping = with(val("tools-bad"), &["config", "dataset_input_mapping"], json!(3));
+        let both = app.post(JOBS, bad_mapping).await;
+        let locs: Vec<&Value> = both.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["loc"])
+            .collect();
+        assert!(
+            locs.contains(&&json!(["body", "config", "dataset_input_mapping"]))
+                && locs.contains(&&json!(["body", "val_dataset_ref"])),
+            "{}",
+            both.body
+        );
+
+        let ok = app.post(JOBS, val("tools-good")).await;
+        assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    }
+
     async fn unknown_model_providers_are_422_when_the_server_knows_its_providers(app) {
         let mut app = app;
         let mut state = gepard_server::AppState::new(app.store.clone());

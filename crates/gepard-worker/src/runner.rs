@@ -52,8 +52,9 @@ pub enum Line {
     },
 }
 
-/// Writes lines to stdout, one `write` + flush per line so the worker never sees half a line.
-struct Out(Mutex<std::io::Stdout>);
+/// Writes lines (to stdout in a runner), one `write` + flush per line so the worker never sees
+/// half a line.
+struct Out(Mutex<Box<dyn Write + Send>>);
 
 impl Out {
     fn line(&self, line: &Line) {
@@ -149,7 +150,7 @@ impl EventSink for Sink {
             } => {
                 let mut e = self.progress(
                     T::CandidateRejected,
-                    format!("iteration {iteration}: skipped ({reason:?})"),
+                    format!("iteration {iteration}: skipped: {reason}"),
                     Some(*iteration),
                 );
                 e.metrics.insert(
@@ -358,7 +359,7 @@ fn apply_limits(spec: &RunSpec) {
 /// 1 when it could not start).
 pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
     apply_limits(&spec);
-    let out = Arc::new(Out(Mutex::new(std::io::stdout())));
+    let out = Arc::new(Out(Mutex::new(Box::new(std::io::stdout()))));
     let fail = |message: String| {
         let mut e = ProgressEvent::new(ProgressEventType::OptimizationError);
         e.level = LogLevel::Error;
@@ -486,6 +487,9 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
                 "accepted": r.counts.accepted,
                 "rejected": r.counts.rejected,
                 "skipped": r.counts.skipped,
+                // Iterations whose reflection answer was unusable: without them the tallies
+                // above would not add up to the iterations run.
+                "proposals_rejected": r.counts.proposals_rejected,
                 "reflection_calls": r.counts.reflection_calls,
                 "curve": r.curve,
             });
@@ -603,5 +607,53 @@ pub async fn main_from_stdin(registry: &ModelRegistry) -> u8 {
             eprintln!("run-job: the run spec on stdin is not valid: {e}");
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gepard_gepa::SkipReason;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_skipped_iteration_is_logged_as_a_sentence_not_a_debug_name() {
+        let captured = Captured::default();
+        let sink = Sink {
+            out: Arc::new(Out(Mutex::new(Box::new(captured.clone())))),
+            texts: Mutex::new(BTreeMap::new()),
+            usage: Box::new(JobUsage::default),
+        };
+        sink.emit(&Event::IterationSkipped {
+            iteration: 4,
+            parent: 0,
+            parent_scores: vec![1.0, 1.0, 1.0],
+            reason: SkipReason::PerfectScores,
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: Line = serde_json::from_str(text.trim()).unwrap();
+        let Line::Progress { event } = line else {
+            panic!("a progress line: {text}")
+        };
+        let message = event.message.unwrap();
+        assert_eq!(
+            message,
+            format!("iteration 4: skipped: {}", SkipReason::PerfectScores)
+        );
+        assert!(!message.contains("PerfectScores"), "{message}");
     }
 }

@@ -5,7 +5,11 @@
 //! Exit codes: 0 the run finished (whatever its scores); 2 an input is unusable (a flag value,
 //! a file, the capability, a dataset row, the recipe or its params, the model id, the engine
 //! configuration), reported before any model call; 1 the run failed (e.g. a run-fatal model error
-//! such as a rejected API key), with the reason.
+//! such as a rejected API key), with the reason; 130 interrupted by Ctrl-C (SIGINT).
+//!
+//! The first Ctrl-C stops the run between evaluations (calls in flight are dropped), skips the
+//! test-set scoring, prints the best result found so far and exits 130, so a script can tell
+//! an interrupted run from a finished one. A second Ctrl-C exits 130 at once.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -18,8 +22,8 @@ use gepard_agent::optimize::{
     evaluate_rows, optimize, parse_jsonl_rows, OptimizeOutcome, OptimizeSpec, RunModels,
 };
 use gepard_agent::recipe::Recipe;
-use gepard_agent::rollout::RolloutOptions;
-use gepard_gepa::{CancelToken, CandidateSelection, Config, Event};
+use gepard_agent::rollout::{check_row, InputMapping, RolloutOptions};
+use gepard_gepa::{CancelToken, CandidateSelection, Config, EngineError, Event, StopReason};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -104,6 +108,28 @@ pub struct LocalOptions {
     /// Print one JSON object instead of the human summary (and no progress bar).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    client_flags: ClientFlags,
+}
+
+/// The client flags (`--server`, `--api-key`, `--org`, `--workspace`, `--project`) are global,
+/// so clap would list them in this command's help although a local run talks to no server.
+/// Declaring hidden args with the same ids here keeps clap from adding the global ones to this
+/// command (it skips a global whose id the subcommand already has). They cannot be refused when
+/// given: clap copies the global values (defaults and environment included) into them, so they
+/// are accepted and ignored, as they always were.
+#[derive(Debug, Default, clap::Args)]
+struct ClientFlags {
+    #[arg(long, hide = true)]
+    server: Option<String>,
+    #[arg(long, hide = true)]
+    api_key: Option<String>,
+    #[arg(long, hide = true)]
+    org: Option<String>,
+    #[arg(long, hide = true)]
+    workspace: Option<String>,
+    #[arg(long, hide = true)]
+    project: Option<String>,
 }
 
 /// An input problem: exit code 2 with this message.
@@ -142,15 +168,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let cancel = CancelToken::new();
-    let on_interrupt = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_interrupt.cancel();
-        }
-    });
-
     let bar = progress_bar(&args, prepared.spec.config.max_metric_calls);
+    // Only Ctrl-C fires this token (runtime limits are the engine's own), so "cancelled" below
+    // always means "interrupted".
+    let cancel = CancelToken::new();
+    watch_interrupts(cancel.clone(), bar.clone()).context("cannot listen for Ctrl-C (SIGINT)")?;
     let sink_bar = bar.clone();
     let sink = move |event: &Event| match event {
         Event::BudgetUpdated {
@@ -166,12 +188,34 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let outcome = optimize(&prepared.spec, &prepared.models, &sink, &cancel, None).await;
     let wall = started.elapsed();
     bar.finish_and_clear();
-    let outcome = outcome.context("the optimization failed")?;
-
-    let test_scores = match &prepared.test {
-        Some(rows) => Some(test_scores(&prepared, &outcome, rows).await?),
-        None => None,
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e)
+            if matches!(
+                e.error,
+                EngineError::StoppedBeforeSeed(StopReason::Cancelled)
+            ) =>
+        {
+            eprintln!("interrupted before the seed instructions were evaluated: no result");
+            return Ok(ExitCode::from(INTERRUPTED));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("the optimization failed")),
     };
+
+    // Scoring the test set costs two passes over it; after a Ctrl-C the user wants out, not
+    // more model calls, so it is skipped (or abandoned when the Ctrl-C comes during it).
+    let test_scores = match &prepared.test {
+        Some(rows) if !cancel.is_cancelled() => tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            scores = test_scores(&prepared, &outcome, rows) => Some(scores?),
+        },
+        _ => None,
+    };
+    let interrupted = cancel.is_cancelled();
+    if interrupted && prepared.test.is_some() {
+        eprintln!("note: interrupted: the test set (--test-dataset) was not scored");
+    }
     let usage = prepared.models.usage();
     if args.json {
         let report = json_report(&outcome, test_scores, wall, &usage);
@@ -179,7 +223,67 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_human(&prepared, &outcome, test_scores, wall, &usage);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if interrupted {
+        ExitCode::from(INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Exit code of a run interrupted by Ctrl-C: 128 + SIGINT, what shells report for a command
+/// that SIGINT ended.
+const INTERRUPTED: u8 = 130;
+
+/// Listens for Ctrl-C: the first one fires `cancel` (the run stops, its best result is still
+/// reported), the second exits at once. The listener is registered before this returns, so a
+/// Ctrl-C from the first model call on is caught rather than killing the process half-way.
+fn watch_interrupts(cancel: CancelToken, bar: ProgressBar) -> std::io::Result<()> {
+    let mut interrupts = Interrupts::new()?;
+    tokio::spawn(async move {
+        if !interrupts.next().await {
+            return;
+        }
+        bar.suspend(|| {
+            eprintln!(
+                "interrupted: stopping the run and reporting the best result so far \
+                 (Ctrl-C again to exit at once)"
+            );
+        });
+        cancel.cancel();
+        if interrupts.next().await {
+            bar.finish_and_clear();
+            eprintln!("interrupted again: exiting without a report");
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+    });
+    Ok(())
+}
+
+/// SIGINT as a stream: on Unix a handler installed at once; elsewhere tokio's `ctrl_c`.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next Ctrl-C; `false` when none can come any more.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await.is_some()
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
 }
 
 fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
@@ -207,15 +311,17 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
             })?,
     };
 
-    let train = read_rows("--dataset", &args.dataset)?;
+    let rollout = RolloutOptions::default();
+    let rows = |flag: &str, path: &Path| read_rows(flag, path, &rollout.input_mapping);
+    let train = rows("--dataset", &args.dataset)?;
     let (val, val_is_train) = match &args.val_dataset {
-        Some(path) => (read_rows("--val-dataset", path)?, false),
+        Some(path) => (rows("--val-dataset", path)?, false),
         None => (train.clone(), true),
     };
     let test = args
         .test_dataset
         .as_deref()
-        .map(|path| read_rows("--test-dataset", path))
+        .map(|path| rows("--test-dataset", path))
         .transpose()?;
 
     let params: Value = match &args.reward_params {
@@ -265,7 +371,7 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
             train,
             val,
             recipe,
-            rollout: RolloutOptions::default(),
+            rollout,
             config,
         },
         test,
@@ -295,7 +401,9 @@ fn flag_names(message: &str) -> String {
     .fold(message.to_owned(), |m, (from, to)| m.replace(from, to))
 }
 
-fn read_rows(flag: &str, path: &Path) -> Result<Vec<Value>, Usage> {
+/// Reads a rows file and checks every row the way a rollout would before its model call (a
+/// user message, readable tools): a row that would only score 0 is an input error, named here.
+fn read_rows(flag: &str, path: &Path, mapping: &InputMapping) -> Result<Vec<Value>, Usage> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Usage(format!(
             "{flag} {}: cannot read the file: {e}",
@@ -306,6 +414,17 @@ fn read_rows(flag: &str, path: &Path) -> Result<Vec<Value>, Usage> {
         parse_jsonl_rows(&text).map_err(|e| Usage(format!("{flag} {}: {e}", path.display())))?;
     if rows.is_empty() {
         return Err(Usage(format!("{flag} {}: holds no rows", path.display())));
+    }
+    if let Some((i, why)) = rows
+        .iter()
+        .enumerate()
+        .find_map(|(i, row)| check_row(mapping, row).err().map(|e| (i, e)))
+    {
+        return Err(Usage(format!(
+            "{flag} {}: row {} {why}",
+            path.display(),
+            i + 1
+        )));
     }
     Ok(rows)
 }
@@ -465,13 +584,17 @@ fn print_human(
         .config
         .max_metric_calls
         .map_or_else(String::new, |max| format!(" of {max}"));
+    // The engine's own tallies, one each: an iteration whose reflection answer was unusable is
+    // neither a rejected child (none was scored) nor a skipped one (a reflection call was paid).
     println!(
-        "{} metric calls{budget}, {} iterations: {} accepted, {} rejected, {} skipped; {} candidates, {} reflection calls.",
+        "{} metric calls{budget}, {} iterations: {} accepted, {} rejected, {} unusable proposals, \
+         {} skipped (perfect minibatch); {} candidates, {} reflection calls.",
         r.metric_calls_used,
         r.iterations,
         r.counts.accepted,
         r.counts.rejected,
-        r.counts.skipped + r.counts.proposals_rejected,
+        r.counts.proposals_rejected,
+        r.counts.skipped,
         r.candidates.len(),
         r.counts.reflection_calls,
     );
@@ -484,7 +607,10 @@ fn print_human(
         total.output_tokens,
         wall.as_secs_f64()
     );
-    println!("Stopped: {}.", r.stop_reason);
+    match r.stop_reason {
+        StopReason::Cancelled => println!("Stopped: interrupted (Ctrl-C)."),
+        ref reason => println!("Stopped: {reason}."),
+    }
     println!();
     if r.best_candidate == 0 {
         println!("No candidate beat the seed; the instructions are unchanged:");

@@ -9,7 +9,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -31,6 +32,8 @@ fn answer(body: &Value) -> Value {
         .unwrap_or_default();
     let content = match system {
         Some(system) => task_answer(&system, &user),
+        // A reflection model whose answers have no ``` fence: every proposal is unusable.
+        None if body["model"] == "unfenced" => "Be more careful.".to_owned(),
         None => reflect(&user),
     };
     json!({
@@ -104,24 +107,47 @@ fn reflect(prompt: &str) -> String {
 struct Fake {
     base_url: String,
     calls: Arc<AtomicUsize>,
+    /// The last user message of every request, in arrival order.
+    users: Arc<Mutex<Vec<String>>>,
+}
+
+/// How the fake behaves.
+#[derive(Clone, Copy, Default)]
+struct Behaviour {
+    /// Answer every request with 401.
+    reject_keys: bool,
+    /// Wait this long before answering (a slow model).
+    delay: Duration,
 }
 
 fn start_fake(reject_keys: bool) -> Fake {
+    start_fake_with(Behaviour {
+        reject_keys,
+        ..Behaviour::default()
+    })
+}
+
+fn start_fake_with(behaviour: Behaviour) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
     let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
+    let users = Arc::new(Mutex::new(Vec::new()));
+    let (counter, log) = (Arc::clone(&calls), Arc::clone(&users));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let counter = Arc::clone(&counter);
-            std::thread::spawn(move || serve(stream, &counter, reject_keys));
+            let (counter, log) = (Arc::clone(&counter), Arc::clone(&log));
+            std::thread::spawn(move || serve(stream, &counter, &log, behaviour));
         }
     });
-    Fake { base_url, calls }
+    Fake {
+        base_url,
+        calls,
+        users,
+    }
 }
 
 /// Serves HTTP/1.1 requests on one keep-alive connection until the client closes it.
-fn serve(stream: TcpStream, calls: &AtomicUsize, reject_keys: bool) {
+fn serve(stream: TcpStream, calls: &AtomicUsize, users: &Mutex<Vec<String>>, behaviour: Behaviour) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
@@ -152,14 +178,22 @@ fn serve(stream: TcpStream, calls: &AtomicUsize, reject_keys: bool) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let user = body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        users.lock().unwrap().push(user);
         calls.fetch_add(1, Ordering::SeqCst);
-        let (status, reply) = if reject_keys {
+        std::thread::sleep(behaviour.delay);
+        let (status, reply) = if behaviour.reject_keys {
             (
                 "401 Unauthorized",
                 json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
             )
         } else if request_line.starts_with("POST") && request_line.contains("/chat/completions") {
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             ("200 OK", answer(&body))
         } else {
             (
@@ -380,6 +414,185 @@ fn a_malformed_row_exits_2_naming_the_file_and_line() {
         err.contains("--val-dataset") && err.contains("line 2"),
         "{err}"
     );
+}
+
+#[test]
+fn a_row_without_goal_is_refused_before_the_run_naming_the_file_and_row() {
+    for flag in ["--dataset", "--val-dataset", "--test-dataset"] {
+        let fake = start_fake(false);
+        let inputs = Inputs::new();
+        let file = inputs.path("nogoal.jsonl");
+        std::fs::write(
+            &file,
+            "{\"goal\": \"a good film\", \"expected_output\": \"positive\"}\n\
+             {\"question\": \"a dull plot\", \"expected_output\": \"negative\"}\n",
+        )
+        .unwrap();
+        let mut args = inputs.args(&[]);
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = file.to_str().unwrap().to_owned();
+        let out = gepard(&args, &fake.base_url, "sk-test");
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{flag} {}: row 2 cannot become a user message",
+                file.display()
+            )) && err.contains("no `goal` field"),
+            "{flag}: {err}"
+        );
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            0,
+            "{flag}: no model call"
+        );
+    }
+}
+
+#[test]
+fn a_row_whose_tools_cannot_be_offered_exits_2_naming_the_row() {
+    let inputs = Inputs::new();
+    std::fs::write(
+        inputs.path("val.jsonl"),
+        "{\"goal\": \"a\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}\n\
+         {\"goal\": \"b\", \"tools\": [{\"type\": \"retrieval\"}]}\n",
+    )
+    .unwrap();
+    let out = gepard(&inputs.args(&[]), "http://127.0.0.1:9/v1", "sk-test");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--val-dataset")
+            && err.contains("row 2 has tools the model cannot be offered")
+            && err.contains("tools[0]")
+            && err.contains("retrieval"),
+        "{err}"
+    );
+}
+
+/// Ctrl-C through a real child process and a slow model: the run stops, the test set is not
+/// scored (no test row ever reaches the model), the best result so far is still printed, and
+/// the exit code says the run was interrupted.
+#[test]
+fn ctrl_c_stops_the_run_skips_the_test_scoring_and_exits_130() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let fake = start_fake_with(Behaviour {
+        delay: Duration::from_millis(20),
+        ..Behaviour::default()
+    });
+    let inputs = Inputs::new();
+    let test_rows: Vec<(String, &str)> = (0..40)
+        .map(|i| (format!("test-only row {i}: a good film"), "positive"))
+        .collect();
+    let test_rows: Vec<(&str, &str)> = test_rows.iter().map(|(g, l)| (g.as_str(), *l)).collect();
+    write_rows(&inputs.path("test.jsonl"), &test_rows);
+    let mut args = inputs.args(&["--json", "--concurrency", "1"]);
+    // A budget the run would take minutes to spend at this model speed.
+    let i = args.iter().position(|a| a == "150").unwrap();
+    args[i] = "100000".to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gepard"))
+        .args(&args)
+        .env("OPENAI_BASE_URL", &fake.base_url)
+        .env("OPENAI_API_KEY", "sk-test")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past the seed's validation pass (12 rows), so there is a result to report.
+    while fake.calls.load(Ordering::SeqCst) < 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("the test set (--test-dataset) was not scored"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stop_reason"], "cancelled");
+    assert!(report["best_val_score"].is_number(), "{report}");
+    assert!(report.get("best_test_score").is_none(), "{report}");
+    let users = fake.users.lock().unwrap();
+    assert!(
+        !users.iter().any(|u| u.starts_with("test-only row")),
+        "no test row was sent to the model"
+    );
+}
+
+#[test]
+fn the_human_summary_counts_unusable_proposals_apart_from_rejected_and_skipped_iterations() {
+    let fake = start_fake(false);
+    let inputs = Inputs::new();
+    let run = |extra: &[&str]| {
+        let mut args = inputs.args(extra);
+        let i = args
+            .iter()
+            .position(|a| a == "openai/scripted-reflect")
+            .unwrap();
+        args[i] = "openai/unfenced".to_owned();
+        let out = gepard(&args, &fake.base_url, "sk-test");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    let count = |key: &str| report[key].as_u64().unwrap();
+    assert!(count("proposals_rejected") > 0, "{report}");
+    let human = run(&[]);
+    let expected = format!(
+        "{} iterations: {} accepted, {} rejected, {} unusable proposals, {} skipped (perfect \
+         minibatch); {} candidates, {} reflection calls.",
+        count("iterations"),
+        count("accepted"),
+        count("rejected"),
+        count("proposals_rejected"),
+        count("skipped"),
+        count("candidates"),
+        count("reflection_calls"),
+    );
+    assert!(human.contains(&expected), "{expected:?} in:\n{human}");
+}
+
+#[test]
+fn local_help_lists_no_client_flags_and_other_commands_keep_them() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gepard"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let client_flags = ["--server", "--api-key", "--org", "--workspace", "--project"];
+    let local = help(&["optimize", "local"]);
+    for flag in client_flags {
+        assert!(!local.contains(flag), "{flag} in:\n{local}");
+    }
+    assert!(
+        local.contains("--capability") && local.contains("--json"),
+        "{local}"
+    );
+    for command in [
+        &["optimize", "list"][..],
+        &["capability", "push"][..],
+        &["keys", "list"][..],
+    ] {
+        let text = help(command);
+        for flag in client_flags {
+            assert!(text.contains(flag), "{flag} in {command:?}:\n{text}");
+        }
+    }
 }
 
 #[test]

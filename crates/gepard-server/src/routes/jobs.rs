@@ -12,7 +12,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gepard_agent::recipe::{Recipe, RecipeError};
-use gepard_agent::rollout::InputMapping;
+use gepard_agent::rollout::{check_row, row_tools, InputMapping, RowProblem};
 use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::PLATFORM_MAX_RUNTIME_SECONDS;
 use gepard_core::model::{
@@ -517,8 +517,9 @@ async fn validate(
     if let Some(lm) = config.get("reflection_lm").and_then(Value::as_str) {
         unknown_provider(state, &mut p, &["body", "config", "reflection_lm"], lm);
     }
-    // How rows become user messages; checked against every row of the datasets below, so a
-    // row the agent cannot be asked about is a 422 now, not a run that scores 0 later.
+    // How rows become user messages; checked with each row's tools against every row of the
+    // datasets below, so a row the agent cannot be asked about is a 422 now, not a run that
+    // scores 0 later.
     let mapping = match InputMapping::from_config(config.get("dataset_input_mapping")) {
         Ok(m) => Some(m),
         Err(e) => {
@@ -577,8 +578,8 @@ async fn validate(
     let mut val_rows = None;
     let dataset = |field: &'static str, r: Option<&RefInput>| (field, r.cloned());
     let mut refs = Vec::new();
-    // The dataset whose rows were checked against the mapping: a validation ref naming the
-    // training dataset again is not read a second time.
+    // The dataset whose rows were checked: a validation ref naming the training dataset again
+    // is not read a second time.
     let mut rows_checked: Option<(String, String)> = None;
     for (field, r) in [
         dataset("dataset_ref", body.dataset_ref.as_ref()),
@@ -611,25 +612,26 @@ async fn validate(
                     val_rows = Some(ds.row_count);
                 }
                 let this = Some((name.clone(), version.clone()));
-                if let Some(mapping) = mapping.as_ref().filter(|_| rows_checked != this) {
+                if rows_checked != this {
                     rows_checked = this;
                     let rows = state
                         .store
                         .all_dataset_rows(org.id, &name, &version)
                         .await?
                         .unwrap_or_default();
-                    if let Some((i, why)) = rows
-                        .iter()
-                        .enumerate()
-                        .find_map(|(i, row)| mapping.user_message(row).err().map(|e| (i, e)))
-                    {
+                    // The same checks a rollout makes before its model call; with a mapping
+                    // that is already refused above, the tools are still checked.
+                    if let Some((i, why)) = rows.iter().enumerate().find_map(|(i, row)| {
+                        match &mapping {
+                            Some(mapping) => check_row(mapping, row),
+                            None => row_tools(row).map(drop).map_err(RowProblem::Tools),
+                        }
+                        .err()
+                        .map(|e| (i, e))
+                    }) {
                         p.add(
                             &["body", field],
-                            format!(
-                                "row {} of dataset {name}@{version} cannot become a user \
-                                 message: {why}",
-                                i + 1
-                            ),
+                            format!("row {} of dataset {name}@{version} {why}", i + 1),
                         );
                     }
                 }
