@@ -96,6 +96,10 @@ pub enum JobCommand {
         /// Only this status.
         #[arg(long)]
         status: Option<String>,
+        /// Only jobs whose id, name, model, capability (NAME@VERSION) or tags contain this
+        /// text, ignoring case.
+        #[arg(long)]
+        search: Option<String>,
         /// 1-based page.
         #[arg(long, default_value_t = 1)]
         page: u32,
@@ -575,15 +579,17 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
         }
         JobCommand::List {
             status,
+            search,
             page,
             page_size,
         } => {
-            let filters: Vec<(&str, &str)> = status
-                .as_deref()
-                .map(|s| ("status", s))
-                .into_iter()
-                .collect();
-            let mut filters = filters;
+            let mut filters: Vec<(&str, &str)> = Vec::new();
+            if let Some(s) = status.as_deref() {
+                filters.push(("status", s));
+            }
+            if let Some(s) = search.as_deref() {
+                filters.push(("search", s));
+            }
             if let Some(p) = opts.project.as_deref() {
                 filters.push(("project", p));
             }

@@ -200,6 +200,20 @@ async fn cancel_asks_for_confirmation_and_retry_queues_a_new_attempt() {
     );
     let list = s.run(&["optimize", "list"]).await;
     assert!(String::from_utf8_lossy(&list.stdout).contains(&id));
+    let found = s.run(&["optimize", "list", "--search", &id[..8]]).await;
+    let found = String::from_utf8_lossy(&found.stdout).into_owned();
+    assert!(
+        found.contains(&id) && found.contains("(1 of 1, page 1)"),
+        "{found}"
+    );
+    let none = s
+        .run(&["optimize", "list", "--search", "no-such-job"])
+        .await;
+    let none = String::from_utf8_lossy(&none.stdout).into_owned();
+    assert!(
+        !none.contains(&id) && none.contains("(0 of 0, page 1)"),
+        "{none}"
+    );
     let get = s.run(&["optimize", "get", &id]).await;
     assert!(String::from_utf8_lossy(&get.stdout).contains("attempt 2"));
     let bad = s
