@@ -126,10 +126,17 @@ fn path_rejection(rejection: &PathRejection) -> ApiError {
     ApiError::bad_request(format!("the URL path cannot be read: {detail}"))
 }
 
-/// Maps a failure to read the body (usually the size limit) to the envelope.
+/// The largest JSON body a route takes (bundle uploads have their own, larger limit). Set on
+/// the router explicitly, so the 413's message and the limit cannot drift apart.
+pub const MAX_JSON_BYTES: usize = 2 * 1024 * 1024;
+
+/// Maps a failure to read a JSON body (usually the size limit) to the envelope.
 pub fn bytes_rejection(e: &BytesRejection) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("the request body is larger than this route accepts")
+        ApiError::too_large(format!(
+            "the request body is larger than the {} MiB a JSON request may be",
+            MAX_JSON_BYTES / (1024 * 1024)
+        ))
     } else {
         ApiError::bad_request(format!(
             "could not read the request body: {}",

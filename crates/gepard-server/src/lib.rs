@@ -205,7 +205,9 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/user", get(tenancy::current_user))
         .route("/openapi.json", get(ops::openapi))
-        .nest("/org/{org}", org);
+        .nest("/org/{org}", org)
+        // The bundle routes' own limit is set closer to them, and so wins over this one.
+        .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES));
     Router::new()
         .route("/", get(page::index))
         .route("/assets/{*path}", get(page::asset))

@@ -662,7 +662,31 @@ on_both_databases! {
                 "{}",
                 r.body
             );
+            // Above the JSON routes' 2 MiB but within the bundle limit: read, then judged on
+            // its content (not a gzip'd tar), not refused for its size.
+            let r = app
+                .upload(
+                    &format!("/api/v1/org/local/{collection}"),
+                    vec![7u8; 3 * 1024 * 1024],
+                )
+                .await;
+            assert_ne!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
         }
+    }
+
+    async fn oversized_json_bodies_are_413_naming_the_limit(app) {
+        let r = app
+            .post(
+                "/api/v1/org/local/ws/default/optimization/jobs",
+                json!({"name": "x".repeat(3 * 1024 * 1024)}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("2 MiB"),
+            "{}",
+            r.body
+        );
     }
 
     async fn bad_versions_in_refs_are_422_and_unknown_versions_404(app) {
