@@ -46,6 +46,14 @@ impl Server {
         common::run_cli(self.cli(), args).await
     }
 
+    /// Submits the example job with the CLI (`--json`) and returns its id.
+    async fn submit(&self) -> String {
+        let out = self.run(&[SUBMIT, &["--json"]].concat()).await;
+        assert_success(&out);
+        let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+        job["id"].as_str().unwrap().to_owned()
+    }
+
     /// The newest job, once the CLI has submitted it.
     async fn wait_for_job(&self) -> uuid::Uuid {
         for _ in 0..200 {
@@ -168,9 +176,7 @@ async fn submit_wait_exits_1_when_the_job_fails_and_wait_times_out_with_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_asks_for_confirmation_and_retry_queues_a_new_attempt() {
     let s = server().await;
-    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
-    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = s.submit().await;
     let refused = s.run(&["optimize", "cancel", &id]).await;
     assert_eq!(
         refused.status.code(),
@@ -239,9 +245,7 @@ async fn cancel_asks_for_confirmation_and_retry_queues_a_new_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_logs_as_json_prints_one_log_object_per_line_and_nothing_else() {
     let s = server().await;
-    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
-    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = s.submit().await;
     let mut cmd = s.cli();
     cmd.args(["--json", "optimize", "logs", &id, "--follow"])
         .stdin(Stdio::null());
@@ -290,9 +294,7 @@ async fn following_the_logs_of_a_finished_job_prints_its_log_lines_then_exits_wi
             "it broke",
         ),
     ] {
-        let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
-        let job: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let id = job["id"].as_str().unwrap().to_owned();
+        let id = s.submit().await;
         let uuid = id.parse().unwrap();
         s.claim(uuid).await;
         s.progress(
@@ -318,9 +320,7 @@ async fn following_the_logs_of_a_finished_job_prints_its_log_lines_then_exits_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidates_marks_only_the_current_best_in_json_and_in_the_table() {
     let s = server().await;
-    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
-    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = s.submit().await;
     let claimed = s
         .store
         .claim_next(s.notifier.as_ref(), "w", Duration::from_secs(60))
@@ -368,9 +368,7 @@ async fn candidates_marks_only_the_current_best_in_json_and_in_the_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_show_says_where_a_promoted_version_came_from() {
     let s = server().await;
-    let out = s.run(&[SUBMIT, &["--json"]].concat()).await;
-    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = s.submit().await;
     let uuid = id.parse().unwrap();
     s.claim(uuid).await;
     s.progress(
