@@ -656,6 +656,20 @@ on_both_databases! {
         .await;
         assert_eq!(failed.body["status"], "failed");
         assert_eq!(failed.body["error"], "model unreachable");
+        // The list carries each job's own series (read for the whole page at once).
+        let other = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        start(&app, &other).await;
+        progress(&app, &runner, &other, json!({"event_type": "budget_updated", "metrics": {"val_score": [{"value": 0.9, "step": 3}]}})).await;
+        let listed = |id: String| {
+            let app = &app;
+            async move {
+                let list = app.get(JOBS).await.body;
+                list["items"].as_array().unwrap().iter().find(|j| j["id"] == id.as_str()).cloned().unwrap()
+            }
+        };
+        assert_eq!(listed(id.clone()).await["metrics"], failed.body["metrics"]);
+        assert_eq!(listed(other.clone()).await["metrics"]["val_score"][0]["value"], 0.9);
+        assert_eq!(listed(other.clone()).await["metrics"]["val_score"].as_array().unwrap().len(), 1);
 
         let retried = app.post(&format!("{JOBS}/{id}/retry"), json!({})).await;
         assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
@@ -664,6 +678,7 @@ on_both_databases! {
         assert!(retried.body["error"].is_null());
         assert!(retried.body["summary"]["best_score"].is_null());
         assert_eq!(retried.body["metrics"], json!({}));
+        assert_eq!(listed(id.clone()).await["metrics"], json!({}), "only the current attempt's series");
         let attempts = app.get(&format!("{JOBS}/{id}/attempts")).await;
         assert_eq!(attempts.body.as_array().unwrap().len(), 1);
         assert_eq!(attempts.body[0]["status"], "failed");
