@@ -3,7 +3,9 @@
 //! One task per connection: it sends the snapshot and the backlog, then forwards the
 //! notifier's notices for its job. A notice carries the job and its new log entries, so a
 //! watcher normally never reads the database after connecting; only when it lags behind the
-//! broadcast buffer does it re-read, which batches updates but loses none. The task ends when
+//! broadcast buffer does it re-read, which batches updates but loses none. (On SQLite, whose
+//! notifier does not cross processes, it also looks for new log entries every second, so a
+//! separate `gepard worker` process's changes arrive too.) The task ends when
 //! the client goes away (a send fails) or after the job's terminal events.
 //!
 //! A notice is serialized once, by the first watcher that handles it, and the JSON is shared
@@ -78,6 +80,9 @@ fn encoded(notice: &Arc<JobNotice>) -> Arc<Encoded> {
     cache.push_back(fresh.clone());
     fresh
 }
+
+/// How often a watcher looks for changes when the notifier does not cross processes.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Log entries read per query while catching up.
 const BACKLOG_PAGE: i64 = 1000;
@@ -184,6 +189,12 @@ pub async fn stream_job(
     }
     let mut finished = job.status.is_terminal();
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    // Without a notifier that crosses processes (SQLite), a separate `gepard worker` process
+    // writes changes nobody announces here: look for new log entries now and then. Every
+    // change appends one, so a new entry is the sign to re-read the job.
+    let polls = !state.notifier.sees_other_processes();
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !finished {
         tokio::select! {
             notice = rx.recv() => match notice {
@@ -209,6 +220,19 @@ pub async fn stream_job(
             () = w.tx.closed() => return,
             // The server is shutting down: end the stream so the connection can close.
             () = state.shutdown.cancelled() => return,
+            _ = poll.tick(), if polls => {
+                let seen = w.last_seq;
+                if w.catch_up(&state, job_id).await.is_none() {
+                    return;
+                }
+                if w.last_seq != seen {
+                    let Ok(Some(job)) = state.store.job(workspace_id, job_id).await else { return };
+                    if !w.send_job(&job).await {
+                        return;
+                    }
+                    finished = job.status.is_terminal();
+                }
+            }
             _ = beat.tick() => {
                 if !w.send(Event::default().event("heartbeat").id(w.last_seq.to_string()).data("{}")).await {
                     return;

@@ -889,6 +889,43 @@ on_both_databases! {
         );
     }
 
+    async fn events_reach_watchers_when_another_process_runs_the_job(app) {
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        let mut stream = open_events(&app, &id, None).await;
+        assert_eq!(read_events(&mut stream, 1).await[0].0, "snapshot");
+        // A separate `gepard worker` process: its own notifier, which this server never hears
+        // from on SQLite (on PostgreSQL, LISTEN/NOTIFY would carry it).
+        let elsewhere = gepard_store::LocalNotifier::default();
+        let claimed = app
+            .store
+            .claim_next(&elsewhere, "w-elsewhere", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        for event in [
+            json!({"event_type": "iteration_start", "message": "from another process"}),
+            json!({"event_type": "optimization_end", "message": "done elsewhere"}),
+        ] {
+            app.store
+                .ingest_progress(
+                    &elsewhere,
+                    claimed.job.id,
+                    &serde_json::from_value(event).unwrap(),
+                    Some(claimed.lease_token),
+                )
+                .await
+                .unwrap();
+        }
+        // Read until the stream ends, which it does only after the terminal job was sent.
+        let events = read_events(&mut stream, 1000).await;
+        assert!(
+            events.iter().any(|e| e.0 == "log" && e.2["message"] == "from another process"),
+            "{events:?}"
+        );
+        let last_job = events.iter().rev().find(|e| e.0 == "job").expect("a job event");
+        assert_eq!(last_job.2["status"], "completed");
+    }
+
     async fn events_stream_a_snapshot_then_live_changes_to_two_watchers_and_end_after_the_job(app) {
         let runner = app.key(&["runner"], None).await;
         let id = submit(

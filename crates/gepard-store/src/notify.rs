@@ -35,6 +35,11 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     fn publish(&self, notice: JobNotice);
     /// A receiver of every change from now on.
     fn subscribe(&self) -> broadcast::Receiver<Arc<JobNotice>>;
+    /// Whether changes written by other processes (a separate `gepard worker`) reach
+    /// [`Notifier::subscribe`] too. When they do not, live watchers must also poll the store.
+    fn sees_other_processes(&self) -> bool {
+        false
+    }
 }
 
 /// Watchers of one process share this broadcast channel.
@@ -203,6 +208,10 @@ impl Notifier for PgNotifier {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<JobNotice>> {
         self.local.subscribe()
+    }
+
+    fn sees_other_processes(&self) -> bool {
+        true
     }
 }
 
