@@ -4,6 +4,7 @@
 //! show its `detail` and field locations. Depends on the domain types only, never on the
 //! server crate.
 
+use gepard_core::job::JobStatus;
 use gepard_core::model::{
     ApiKeyInfo, ArtifactSummary, AuditEntry, CapabilityVersion, CreatedApiKey, DatasetVersion,
     ErrorBody, Job, Organization, Page, Project, PromotionPreview, RowsPage, SequencedLog, User,
@@ -615,6 +616,9 @@ impl Client {
         let path = Self::job_path(org, ws, id, "/events");
         let mut last_id: Option<String> = None;
         let mut failures = 0u32;
+        // The server ends a stream after the job's terminal events, but also when it shuts
+        // down (a restart, a deploy): an end before a terminal job is a reason to reconnect.
+        let mut terminal_seen = false;
         loop {
             let mut req = self
                 .request(Method::GET, &path)
@@ -624,7 +628,7 @@ impl Client {
             }
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(source) if failures < 5 => {
+                Err(source) if failures < STREAM_RECONNECTS => {
                     failures += 1;
                     let _ = source;
                     tokio_sleep(failures).await;
@@ -662,17 +666,23 @@ impl Client {
                     if ev.id.is_some() {
                         last_id.clone_from(&ev.id);
                     }
+                    if matches!(ev.event.as_str(), "snapshot" | "job") {
+                        terminal_seen = serde_json::from_str::<serde_json::Value>(&ev.data)
+                            .ok()
+                            .and_then(|j| j["status"].as_str()?.parse::<JobStatus>().ok())
+                            .is_some_and(JobStatus::is_terminal);
+                    }
                     if on_event(ev) == Follow::Stop {
                         return Ok(());
                     }
                 }
             }
-            if !broken {
+            if !broken && terminal_seen {
                 // The server ends the stream after the job finished.
                 return Ok(());
             }
             failures += 1;
-            if failures > 5 {
+            if failures > STREAM_RECONNECTS {
                 return Err(ClientError::Decode {
                     url: self.url(&path),
                     status: StatusCode::OK,
@@ -684,9 +694,14 @@ impl Client {
     }
 }
 
-/// Backoff between reconnects of an event stream.
+/// Reconnects of an event stream in a row before giving up. With [`tokio_sleep`]'s backoff
+/// they span about a minute: long enough for a server restart.
+const STREAM_RECONNECTS: u32 = 30;
+
+/// Backoff between reconnects of an event stream: 200 ms more each time, at most 2 s.
 async fn tokio_sleep(attempt: u32) {
-    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+    let ms = (200 * u64::from(attempt)).min(2_000);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 fn collection(kind: gepard_core::model::ArtifactKind) -> &'static str {

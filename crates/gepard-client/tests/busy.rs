@@ -1,5 +1,6 @@
-//! The client against a server that is momentarily busy (503 with Retry-After): repeatable
-//! requests are sent again, others are not. The "server" is a raw HTTP responder on loopback
+//! The client against a server that is momentarily busy (503 with Retry-After) or restarting:
+//! repeatable requests are sent again, others are not, and an event stream that ends before
+//! its job finished is resumed. The "server" is a raw HTTP responder on loopback
 //! that answers from a script and counts what it received.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,4 +102,45 @@ async fn a_write_without_an_idempotency_key_is_not_sent_twice() {
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+fn events(body: &str) -> String {
+    answer("200 OK", "", body).replace("application/json", "text/event-stream")
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_before_the_job_finished_is_resumed_after_its_last_event() {
+    // The first stream ends cleanly with the job still running (the server restarting); the
+    // second, resumed, brings the end.
+    let (url, seen) = scripted(vec![
+        events("event: snapshot\nid: 3\ndata: {\"status\":\"running\"}\n\n"),
+        events("event: job\nid: 5\ndata: {\"status\":\"completed\"}\n\n"),
+        events("event: heartbeat\nid: 5\ndata: {}\n\n"),
+    ])
+    .await;
+    let mut got = Vec::new();
+    Client::new(&url, None)
+        .follow_job(
+            "local",
+            "default",
+            "00000000-0000-0000-0000-000000000001",
+            |ev| {
+                got.push((ev.event, ev.id));
+                gepard_client::Follow::Continue
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            ("snapshot".to_owned(), Some("3".to_owned())),
+            ("job".to_owned(), Some("5".to_owned()))
+        ]
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "no reconnect after the terminal job"
+    );
 }
