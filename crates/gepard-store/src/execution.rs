@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::{Job, JobUsage};
+use sqlx::Row;
 use uuid::Uuid;
 
 use crate::lifecycle::{publish, LifecycleError};
@@ -30,6 +31,9 @@ pub struct StoredCheckpoint {
     pub iteration: i64,
     /// The serialized checkpoint.
     pub data: String,
+    /// The attempt's running time when it was taken, summed over its runners (`None` for
+    /// checkpoints written before this was recorded).
+    pub run_time: Option<Duration>,
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -177,14 +181,15 @@ impl Store {
             .await
     }
 
-    /// Stores the checkpoint of the running attempt (replacing the previous one); `false`
-    /// when the worker's token is stale.
+    /// Stores the checkpoint of the running attempt (replacing the previous one) with the
+    /// attempt's running time so far; `false` when the worker's token is stale.
     pub async fn save_checkpoint(
         &self,
         job_id: Uuid,
         attempt: i64,
         token: i64,
         iteration: i64,
+        run_time: Duration,
         data: &str,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
@@ -199,14 +204,15 @@ impl Store {
         // The runner writes an iteration's metric points before its checkpoint, so the
         // highest seq now is exactly where this checkpoint's timeline ends.
         sqlx::query(
-            "INSERT INTO job_checkpoints (job_id, attempt, iteration, data, created_at, metrics_seq) \
-             VALUES ($1, $2, $3, $4, $5, (SELECT COALESCE(MAX(seq), 0) FROM job_metrics WHERE job_id = $1))",
+            "INSERT INTO job_checkpoints (job_id, attempt, iteration, data, created_at, run_ms, metrics_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(seq), 0) FROM job_metrics WHERE job_id = $1))",
         )
         .bind(job_id.to_string())
         .bind(attempt)
         .bind(iteration)
         .bind(data)
         .bind(now_text())
+        .bind(i64::try_from(run_time.as_millis()).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -262,7 +268,7 @@ impl Store {
     /// The latest checkpoint of an attempt, if any.
     pub async fn checkpoint(&self, job_id: Uuid, attempt: i64) -> Result<Option<StoredCheckpoint>> {
         let row = sqlx::query(
-            "SELECT iteration, data FROM job_checkpoints WHERE job_id = $1 AND attempt = $2",
+            "SELECT iteration, data, run_ms FROM job_checkpoints WHERE job_id = $1 AND attempt = $2",
         )
         .bind(job_id.to_string())
         .bind(attempt)
@@ -272,6 +278,9 @@ impl Store {
             Ok(StoredCheckpoint {
                 iteration: int(&r, "iteration")?,
                 data: text(&r, "data")?,
+                run_time: r
+                    .try_get::<Option<i64>, _>("run_ms")?
+                    .map(|ms| Duration::from_millis(ms.unsigned_abs())),
             })
         })
         .transpose()

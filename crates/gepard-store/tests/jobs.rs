@@ -211,7 +211,7 @@ gepard_store::conformance_tests! {
             .unwrap_err();
         assert!(matches!(err, LifecycleError::Fenced(j) if j == id), "{err}");
         assert!(!f.store.renew_lease(id, stale, Duration::from_secs(60)).await.unwrap());
-        assert!(!f.store.save_checkpoint(id, 1, stale, 3, "stale").await.unwrap());
+        assert!(!f.store.save_checkpoint(id, 1, stale, 3, Duration::from_secs(1), "stale").await.unwrap());
         assert!(!f.store.save_candidate(id, 1, stale, 0, &json!({"index": 0})).await.unwrap());
         assert!(!f.store.set_usage(id, stale, &Default::default()).await.unwrap());
         assert!(matches!(
@@ -228,8 +228,10 @@ gepard_store::conformance_tests! {
         // The current holder's writes go through.
         let current = second.lease_token;
         assert!(f.store.renew_lease(id, current, Duration::from_secs(60)).await.unwrap());
-        assert!(f.store.save_checkpoint(id, 1, current, 3, "fresh").await.unwrap());
-        assert_eq!(f.store.checkpoint(id, 1).await.unwrap().unwrap().data, "fresh");
+        assert!(f.store.save_checkpoint(id, 1, current, 3, Duration::from_millis(2500), "fresh").await.unwrap());
+        let saved = f.store.checkpoint(id, 1).await.unwrap().unwrap();
+        assert_eq!(saved.data, "fresh");
+        assert_eq!(saved.run_time, Some(Duration::from_millis(2500)), "the running time comes back");
         assert!(!f.store.rewind_metrics_to_checkpoint(id, 1, stale).await.unwrap());
     }
 
@@ -264,7 +266,7 @@ gepard_store::conformance_tests! {
         for calls in [10, 20] {
             f.store.ingest_progress(&n, id, &point(calls), Some(token)).await.unwrap();
         }
-        assert!(f.store.save_checkpoint(id, 1, token, 1, "{}").await.unwrap());
+        assert!(f.store.save_checkpoint(id, 1, token, 1, Duration::ZERO, "{}").await.unwrap());
         // The runner goes on, then dies: these two points belong to work the resume redoes.
         for calls in [23, 26] {
             f.store.ingest_progress(&n, id, &point(calls), Some(token)).await.unwrap();

@@ -135,12 +135,13 @@ pub fn engine_config(cfg: &Value) -> Config {
     c
 }
 
-/// Resolves a claimed job's pinned inputs into a run spec.
+/// Resolves a claimed job's pinned inputs into a run spec. The run's elapsed time is the
+/// checkpoint's recorded running time when it resumes from one, else `since_start`.
 pub async fn build(
     store: &Store,
     job: &Job,
     limits: Limits,
-    elapsed: Duration,
+    since_start: Duration,
 ) -> Result<RunSpec, SpecError> {
     let cap = &job.capability;
     let version = store
@@ -168,7 +169,15 @@ pub async fn build(
         Some(v) => all_rows(store, job.organization_id, &v.name, &v.version).await?,
         None => train.clone(),
     };
-    let resume = store.checkpoint(job.id, job.attempt).await?.map(|c| c.data);
+    let checkpoint = store.checkpoint(job.id, job.attempt).await?;
+    // Resuming charges the running time up to the checkpoint, not the wall time since the
+    // first start: the wait for a dead worker's lease to expire is nobody's run, and an
+    // uninterrupted run would not have spent it.
+    let elapsed = checkpoint
+        .as_ref()
+        .and_then(|c| c.run_time)
+        .unwrap_or(since_start);
+    let resume = checkpoint.map(|c| c.data);
     let max_runtime_sec = job
         .config
         .get("max_runtime_sec")

@@ -49,6 +49,10 @@ struct Attempt<'a> {
     token: i64,
     /// Usage the attempt's earlier (crashed) runners recorded.
     earlier: &'a JobUsage,
+    /// The attempt's running time before this runner started (up to the checkpoint it
+    /// resumes from), and when this runner started: checkpoints record their sum.
+    ran_before: Duration,
+    started: std::time::Instant,
 }
 
 /// Log prefix of a crash notice; counted to bound resumes of a crashing attempt.
@@ -243,6 +247,8 @@ impl Worker {
             number: job.attempt,
             token,
             earlier: &earlier,
+            ran_before: Duration::from_secs(spec.elapsed_sec),
+            started: std::time::Instant::now(),
         };
         let hard_deadline =
             Duration::from_secs(spec.max_runtime_sec.saturating_sub(spec.elapsed_sec))
@@ -548,6 +554,8 @@ impl Worker {
             number: attempt,
             token,
             earlier,
+            ran_before,
+            started,
         } = *run;
         let fenced = |ok: bool| {
             if ok {
@@ -574,6 +582,7 @@ impl Worker {
                         attempt,
                         token,
                         i64::try_from(iteration).unwrap_or(i64::MAX),
+                        ran_before + started.elapsed(),
                         &checkpoint,
                     )
                     .await?,

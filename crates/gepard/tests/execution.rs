@@ -713,6 +713,45 @@ async fn a_dead_worker_loses_its_lease_and_another_resumes_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_charges_the_runtime_limit_for_the_run_so_far_not_for_the_wait_before_it() {
+    let e = env(Duration::ZERO).await;
+    let job = e.submit(config(90)).await;
+    let claimed = e
+        .store
+        .claim_next(e.notifier.as_ref(), "w", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let limits = gepard_worker::spec::Limits::default();
+    // No checkpoint yet: the time since the job first started.
+    let fresh =
+        gepard_worker::spec::build(&e.store, &claimed.job, limits, Duration::from_secs(3600))
+            .await
+            .unwrap();
+    assert_eq!(fresh.elapsed_sec, 3600);
+    // The runner that took the checkpoint had run 7 s; the job then waited an hour for its
+    // dead worker's lease. A resume is charged the 7 s, as the uninterrupted run would be.
+    assert!(e
+        .store
+        .save_checkpoint(
+            job.id,
+            1,
+            claimed.lease_token,
+            1,
+            Duration::from_secs(7),
+            "{}"
+        )
+        .await
+        .unwrap());
+    let resumed =
+        gepard_worker::spec::build(&e.store, &claimed.job, limits, Duration::from_secs(3600))
+            .await
+            .unwrap();
+    assert_eq!(resumed.elapsed_sec, 7);
+    assert_eq!(resumed.resume.as_deref(), Some("{}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_jobs_on_several_workers_each_run_exactly_once() {
     many_jobs_on_several_workers_each_run_exactly_once_on(env(Duration::ZERO).await).await;
 }
@@ -797,7 +836,7 @@ async fn a_stale_lease_token_changes_nothing_on(e: Env) {
         .unwrap());
     assert!(!e
         .store
-        .save_checkpoint(job.id, 1, claimed.lease_token, 1, "{}")
+        .save_checkpoint(job.id, 1, claimed.lease_token, 1, Duration::ZERO, "{}")
         .await
         .unwrap());
     assert_eq!(e.job(job.id).await.status, JobStatus::Running);
