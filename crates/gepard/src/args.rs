@@ -27,6 +27,17 @@ pub fn prefixed_name(s: &str) -> Result<PrefixedName, String> {
     Ok(PrefixedName { org, name })
 }
 
+/// A job status (`queued`, `running`, `completed`, …).
+pub fn job_status(s: &str) -> Result<gepard_core::job::JobStatus, String> {
+    s.parse().map_err(|_| {
+        let names: Vec<&str> = gepard_core::job::JobStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
 /// A JSON object.
 pub fn json_object(s: &str) -> Result<Value, String> {
     match serde_json::from_str::<Value>(s) {

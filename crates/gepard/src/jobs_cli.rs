@@ -94,8 +94,8 @@ pub enum JobCommand {
     /// List jobs, newest first.
     List {
         /// Only this status.
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = crate::args::job_status)]
+        status: Option<gepard_core::job::JobStatus>,
         /// Only jobs whose id, name, model, capability (NAME@VERSION) or tags contain this
         /// text, ignoring case.
         #[arg(long)]
@@ -584,8 +584,8 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
             page_size,
         } => {
             let mut filters: Vec<(&str, &str)> = Vec::new();
-            if let Some(s) = status.as_deref() {
-                filters.push(("status", s));
+            if let Some(s) = status {
+                filters.push(("status", s.as_str()));
             }
             if let Some(s) = search.as_deref() {
                 filters.push(("search", s));

@@ -445,6 +445,7 @@ async fn malformed_flag_values_are_usage_errors_that_name_the_flag() {
         ),
         (&["capability", "show", "sentiment"], "sentiment"),
         (&["--server", "notaurl", "capability", "list"], "--server"),
+        (&["optimize", "list", "--status", "bogus"], "--status"),
     ];
     for (args, named) in cases {
         let out = s.run(args).await;
