@@ -175,9 +175,25 @@ impl Worker {
             return Ok(None);
         };
         let id = claimed.job.id;
-        tracing::info!(job = %id, attempt = claimed.job.attempt, "claimed");
+        tracing::info!(
+            job = %id,
+            attempt = claimed.job.attempt,
+            worker = %self.config.name,
+            "claimed"
+        );
         let end = self.supervise(claimed, shutdown).await;
-        tracing::info!(job = %id, end = ?end, "run ended");
+        // The job's state after the run, so a failure shows in the operator's log with its
+        // reason, not only in the job's own log.
+        match self.store.job_by_id(id).await {
+            Ok(Some(job)) => tracing::info!(
+                job = %id,
+                end = ?end,
+                status = job.status.as_str(),
+                error = job.error.as_deref().unwrap_or(""),
+                "run ended"
+            ),
+            _ => tracing::info!(job = %id, end = ?end, "run ended"),
+        }
         Ok(Some((id, end)))
     }
 

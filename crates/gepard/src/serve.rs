@@ -207,6 +207,12 @@ fn page_url(addr: SocketAddr, key: &str) -> String {
 
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -225,7 +231,6 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
 /// Runs `gepard serve` until a signal.

@@ -40,7 +40,15 @@ pub fn spawn_workers(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let program = std::env::current_exe().context("locating the gepard binary for run-job")?;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    // Worker names tell an operator which machine holds a job (logs, lease owner, the 409 to
+    // a foreign progress report). `HOSTNAME` is rarely exported to programs; Linux has it
+    // under /proc.
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into());
     // Runners start in their own run directory, so every path handed to them must be
     // absolute: the data directory, and a provider file named relative to where the server
     // was started.
@@ -117,6 +125,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let notifier: Arc<dyn Notifier> = gepard_store::notify::for_store(&store, &url)
         .await
         .context("announcing job changes")?;
+    // Which database, said once: a worker pointed at the wrong data directory otherwise polls
+    // a fresh, empty database in silence.
+    tracing::info!(
+        database = %gepard_store::redact_url(&url),
+        workers = args.workers.max(1),
+        "worker connected"
+    );
     let shutdown = CancellationToken::new();
     let tasks = spawn_workers(
         &store,
@@ -126,7 +141,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         args.workers.max(1),
         &shutdown,
     )?;
-    serve::shutdown_signal().await;
+    serve::wait_for_signal().await;
+    tracing::info!(
+        "shutdown requested; running jobs stay under their leases and resume from their \
+         checkpoints on the next worker"
+    );
     shutdown.cancel();
     for t in tasks {
         let _ = t.await;
