@@ -42,7 +42,8 @@ enum Command {
     /// Fetch and list local models.
     #[command(subcommand)]
     Model(models::ModelCommand),
-    /// Start a server, publish the examples and list them.
+    /// Start a server on a fresh SQLite directory, publish the examples and run a real
+    /// optimization job on them (org `local`, workspace `default`).
     Quickstart(quickstart::QuickstartArgs),
     /// Manage API keys.
     #[command(subcommand)]
@@ -85,7 +86,19 @@ async fn main() -> ExitCode {
         Command::Worker(args) => worker_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::RunJob => Ok(worker_cmd::run_job().await),
         Command::Model(cmd) => models::run(cmd, g.json).await.map(|()| ExitCode::SUCCESS),
-        Command::Quickstart(args) => quickstart::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Quickstart(args) => {
+            // The client flags are global, so clap accepts them here too; the quickstart's own
+            // server has only org `local` and workspace `default`, so say they are not used
+            // rather than silently ignoring them.
+            if g.org != "local" || g.workspace != "default" || g.project.is_some() {
+                eprintln!(
+                    "note: quickstart runs its own server with org `local` and workspace \
+                     `default`; --org, --workspace and --project (or GEPARD_ORG, \
+                     GEPARD_WORKSPACE, GEPARD_PROJECT) are not used"
+                );
+            }
+            quickstart::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::Keys(cmd) => commands::keys(g, cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Capability(cmd) => commands::registry(g, ArtifactKind::Capability, cmd)
             .await

@@ -47,7 +47,13 @@ pub enum LogFormat {
 pub fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GEPARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        // PostgreSQL's NOTICEs (`relation "_sqlx_migrations" already exists, skipping` at
+        // every start) are the database talking to itself, not news for an operator.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "{default_level},sqlx::postgres::notice=warn"
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -583,4 +583,28 @@ fn quickstart_publishes_and_lists_the_examples() {
         "{}",
         stdout(&again)
     );
+    assert!(
+        !stderr(&again).contains("are not used"),
+        "no note without such flags"
+    );
+    // The client flags are global; the quickstart says it does not use them.
+    let scoped = base_command(dir.path())
+        .args([
+            "--workspace",
+            "team-a",
+            "quickstart",
+            "--no-job",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--examples")
+        .arg(examples())
+        .output()
+        .unwrap();
+    assert!(scoped.status.success(), "{}", stderr(&scoped));
+    assert!(
+        stderr(&scoped).contains("--org, --workspace and --project"),
+        "{}",
+        stderr(&scoped)
+    );
 }
