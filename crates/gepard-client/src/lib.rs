@@ -7,8 +7,8 @@
 use gepard_core::job::JobStatus;
 use gepard_core::model::{
     ApiKeyInfo, ArtifactSummary, AuditEntry, CapabilityVersion, CreatedApiKey, DatasetVersion,
-    ErrorBody, Job, Organization, Page, Project, PromotionPreview, RowsPage, SequencedLog, User,
-    VersionSummary, Workspace,
+    ErrorBody, Job, JobAttempt, Organization, Page, Project, PromotionPreview, RowsPage,
+    SequencedLog, User, VersionSummary, Workspace,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -528,6 +528,11 @@ impl Client {
     /// `GET …/{id}/artifacts`.
     pub async fn job_artifacts(&self, org: &str, ws: &str, id: &str) -> Result<serde_json::Value> {
         self.get(&Self::job_path(org, ws, id, "/artifacts")).await
+    }
+
+    /// `GET …/{id}/attempts`: the job's earlier (retried) attempts, oldest first.
+    pub async fn job_attempts(&self, org: &str, ws: &str, id: &str) -> Result<Vec<JobAttempt>> {
+        self.get(&Self::job_path(org, ws, id, "/attempts")).await
     }
 
     /// `GET …/{id}/candidates`: the `items` list.

@@ -615,6 +615,22 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 print_json(&job)?;
             } else {
                 print_job(&job);
+                // A retried job's earlier attempts keep their own outcome; say what they were.
+                if job.attempt > 1 {
+                    for a in client.job_attempts(org, ws, &id).await? {
+                        let best = a
+                            .summary
+                            .best_score
+                            .map_or_else(|| "no result".to_owned(), |s| format!("best {s:.4}"));
+                        let error = a.error.map(|e| format!(", error: {e}")).unwrap_or_default();
+                        println!(
+                            "earlier    attempt {}: {}, {best}, {} metric calls{error}",
+                            a.attempt,
+                            a.status.as_str(),
+                            a.usage.metric_calls
+                        );
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -221,7 +221,12 @@ async fn cancel_asks_for_confirmation_and_retry_queues_a_new_attempt() {
         "{none}"
     );
     let get = s.run(&["optimize", "get", &id]).await;
-    assert!(String::from_utf8_lossy(&get.stdout).contains("attempt 2"));
+    let get = String::from_utf8_lossy(&get.stdout).into_owned();
+    assert!(get.contains("attempt 2"), "{get}");
+    assert!(
+        get.contains("earlier    attempt 1: cancelled, no result, 0 metric calls"),
+        "the earlier attempt's outcome is shown: {get}"
+    );
     let bad = s
         .run(&[
             "optimize",
