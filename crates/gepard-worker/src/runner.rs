@@ -512,7 +512,7 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
                     // Cancelled: report the best so far; the worker ends the job `cancelled`.
                     let mut e = ProgressEvent::new(ProgressEventType::BudgetUpdated);
                     e.message = Some(format!(
-                        "stopped on request; best validation score so far {:.3}",
+                        "stopped (cancelled, or its worker is shutting down); best validation score so far {:.3}",
                         r.best_score
                     ));
                     e.summary = Some(summary);

@@ -469,9 +469,27 @@ impl Worker {
         }
         match stop_reason {
             Some("shutdown") => {
-                // The worker is going away: leave the job running under its lease; when the
-                // lease expires another worker resumes it from its checkpoint.
-                return RunEnd::Stopped;
+                // The worker is going away: give the job back now, so another worker (or this
+                // one after a restart) resumes it from its checkpoint at once instead of after
+                // the lease expires. Should the release fail, the lease still expires.
+                let mut e = ProgressEvent::new(ProgressEventType::RuntimeCheckpoint);
+                e.message = Some(format!(
+                    "worker {} is shutting down; the job is queued again to resume from its \
+                     last checkpoint",
+                    self.config.name
+                ));
+                let _ = self
+                    .store
+                    .ingest_progress(self.notifier.as_ref(), id, &e, Some(token))
+                    .await;
+                return match self
+                    .store
+                    .runner_command(self.notifier.as_ref(), id, token, &JobCommand::LeaseExpired)
+                    .await
+                {
+                    Err(LifecycleError::Fenced(_)) => RunEnd::Fenced,
+                    _ => RunEnd::Stopped,
+                };
             }
             Some("deadline") => {
                 let max = spec.max_runtime_sec;

@@ -143,7 +143,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     )?;
     serve::wait_for_signal().await;
     tracing::info!(
-        "shutdown requested; running jobs stay under their leases and resume from their \
+        "shutdown requested; running jobs are stopped and queued again, to resume from their \
          checkpoints on the next worker"
     );
     shutdown.cancel();

@@ -752,6 +752,47 @@ async fn a_resume_charges_the_runtime_limit_for_the_run_so_far_not_for_the_wait_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutting_down_gives_its_job_back_at_once_and_the_next_resumes_it() {
+    let e = env(Duration::from_millis(20)).await;
+    let reference = e.submit(config(90)).await;
+    e.worker("ref", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let expected = final_result(&e, reference.id).await;
+
+    let job = e.submit(config(90)).await;
+    let stop = CancellationToken::new();
+    let leaving = e.worker("leaving", Duration::from_secs(3600));
+    let run = {
+        let stop = stop.clone();
+        tokio::spawn(async move { leaving.run(stop).await })
+    };
+    for _ in 0..600 {
+        if e.store.checkpoint(job.id, 1).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    run.await.unwrap();
+    // Queued again now, not after its hour-long lease: no reaping needed.
+    assert_eq!(e.job(job.id).await.status, JobStatus::Queued);
+    let logs = e.logs(job.id).await;
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("worker leaving is shutting down; the job is queued again")),
+        "{logs:?}"
+    );
+    e.worker("heir", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(e.job(job.id).await.status, JobStatus::Completed);
+    assert_eq!(final_result(&e, job.id).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_jobs_on_several_workers_each_run_exactly_once() {
     many_jobs_on_several_workers_each_run_exactly_once_on(env(Duration::ZERO).await).await;
 }
