@@ -197,6 +197,31 @@ impl Worker {
         Ok(Some((id, end)))
     }
 
+    /// Sends a command on the job the worker holds; a stale token ends the run as fenced.
+    async fn command(&self, id: Uuid, token: i64, cmd: JobCommand) -> RunEnd {
+        match self
+            .store
+            .runner_command(self.notifier.as_ref(), id, token, &cmd)
+            .await
+        {
+            Err(LifecycleError::Fenced(_)) => RunEnd::Fenced,
+            _ => RunEnd::Stopped,
+        }
+    }
+
+    /// Puts the job the worker holds back in the queue, with `notice` in its log, so the next
+    /// worker resumes it from its checkpoint now rather than when the lease expires.
+    async fn requeue(&self, id: Uuid, token: i64, level: LogLevel, notice: String) -> RunEnd {
+        let mut e = ProgressEvent::new(ProgressEventType::RuntimeCheckpoint);
+        e.level = level;
+        e.message = Some(notice);
+        let _ = self
+            .store
+            .ingest_progress(self.notifier.as_ref(), id, &e, Some(token))
+            .await;
+        self.command(id, token, JobCommand::LeaseExpired).await
+    }
+
     /// Ends a job the worker holds with `optimization_error` (fenced by its token).
     async fn fail(&self, id: Uuid, token: i64, message: String) -> RunEnd {
         let mut e = ProgressEvent::new(ProgressEventType::OptimizationError);
@@ -472,24 +497,12 @@ impl Worker {
                 // The worker is going away: give the job back now, so another worker (or this
                 // one after a restart) resumes it from its checkpoint at once instead of after
                 // the lease expires. Should the release fail, the lease still expires.
-                let mut e = ProgressEvent::new(ProgressEventType::RuntimeCheckpoint);
-                e.message = Some(format!(
+                let notice = format!(
                     "worker {} is shutting down; the job is queued again to resume from its \
                      last checkpoint",
                     self.config.name
-                ));
-                let _ = self
-                    .store
-                    .ingest_progress(self.notifier.as_ref(), id, &e, Some(token))
-                    .await;
-                return match self
-                    .store
-                    .runner_command(self.notifier.as_ref(), id, token, &JobCommand::LeaseExpired)
-                    .await
-                {
-                    Err(LifecycleError::Fenced(_)) => RunEnd::Fenced,
-                    _ => RunEnd::Stopped,
-                };
+                );
+                return self.requeue(id, token, LogLevel::Info, notice).await;
             }
             Some("deadline") => {
                 let max = spec.max_runtime_sec;
@@ -500,19 +513,7 @@ impl Worker {
             _ => {}
         }
         if self.store.cancel_requested(id).await.unwrap_or(false) {
-            return match self
-                .store
-                .runner_command(
-                    self.notifier.as_ref(),
-                    id,
-                    token,
-                    &JobCommand::RunnerStopped,
-                )
-                .await
-            {
-                Err(LifecycleError::Fenced(_)) => RunEnd::Fenced,
-                _ => RunEnd::Stopped,
-            };
+            return self.command(id, token, JobCommand::RunnerStopped).await;
         }
         // Killed by a signal we did not send (OOM killer, kill -9): a crash, not a verdict on
         // the job. Put it back in the queue to resume from its checkpoint, a few times at most.
@@ -527,21 +528,11 @@ impl Worker {
                 .await
                 .unwrap_or(i64::MAX);
             if crashes < MAX_CRASH_RESUMES {
-                let mut e = ProgressEvent::new(ProgressEventType::RuntimeCheckpoint);
-                e.level = LogLevel::Warning;
-                e.message = Some(format!("{CRASH_NOTICE} {sig}; the job is queued again to resume from its last checkpoint"));
-                let _ = self
-                    .store
-                    .ingest_progress(self.notifier.as_ref(), id, &e, Some(token))
-                    .await;
-                return match self
-                    .store
-                    .runner_command(self.notifier.as_ref(), id, token, &JobCommand::LeaseExpired)
-                    .await
-                {
-                    Err(LifecycleError::Fenced(_)) => RunEnd::Fenced,
-                    _ => RunEnd::Stopped,
-                };
+                let notice = format!(
+                    "{CRASH_NOTICE} {sig}; the job is queued again to resume from its last \
+                     checkpoint"
+                );
+                return self.requeue(id, token, LogLevel::Warning, notice).await;
             }
         }
         let how = match status {
