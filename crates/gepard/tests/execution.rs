@@ -138,6 +138,28 @@ async fn env_on(backend: Backend, delay: Duration, test: &str) -> Option<Env> {
 }
 
 impl Env {
+    /// Submits a job with `config`, runs it to its end on a fresh worker and returns it with
+    /// its result: what a resumed run of the same config must reproduce.
+    async fn uninterrupted_run(&self, config: Value) -> (Job, (Option<f64>, Value, usize)) {
+        let job = self.submit(config).await;
+        self.worker("ref", Duration::from_secs(10))
+            .run_once(&CancellationToken::new())
+            .await
+            .unwrap();
+        let result = final_result(self, job.id).await;
+        (job, result)
+    }
+
+    /// Waits (bounded) until the first attempt of `id` has a checkpoint.
+    async fn first_checkpoint(&self, id: Uuid) {
+        for _ in 0..600 {
+            if self.store.checkpoint(id, 1).await.unwrap().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn worker(&self, name: &str, lease: Duration) -> Worker {
         let mut c = WorkerConfig::new(name, PathBuf::from(BIN), self.dir.path().join("runs"));
         c.lease = lease;
@@ -594,12 +616,7 @@ async fn final_result(e: &Env, id: Uuid) -> (Option<f64>, Value, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() {
     let e = env(Duration::from_millis(40)).await;
-    let reference = e.submit(config(90)).await;
-    e.worker("ref", Duration::from_secs(10))
-        .run_once(&CancellationToken::new())
-        .await
-        .unwrap();
-    let expected = final_result(&e, reference.id).await;
+    let (reference, expected) = e.uninterrupted_run(config(90)).await;
     assert_eq!(e.job(reference.id).await.status, JobStatus::Completed);
 
     let job = e.submit(config(90)).await;
@@ -678,22 +695,12 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_loses_its_lease_and_another_resumes_the_job() {
     let e = env(Duration::from_millis(20)).await;
-    let reference = e.submit(config(90)).await;
-    e.worker("ref", Duration::from_secs(10))
-        .run_once(&CancellationToken::new())
-        .await
-        .unwrap();
-    let expected = final_result(&e, reference.id).await;
+    let (_, expected) = e.uninterrupted_run(config(90)).await;
 
     let job = e.submit(config(90)).await;
     let dying = e.worker("dying", Duration::from_secs(1));
     let run = tokio::spawn(async move { dying.run_once(&CancellationToken::new()).await });
-    for _ in 0..600 {
-        if e.store.checkpoint(job.id, 1).await.unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e.first_checkpoint(job.id).await;
     // The worker dies: its task is gone and its child is killed with it (kill_on_drop).
     run.abort();
     let _ = run.await;
@@ -754,12 +761,7 @@ async fn a_resume_charges_the_runtime_limit_for_the_run_so_far_not_for_the_wait_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_shutting_down_gives_its_job_back_at_once_and_the_next_resumes_it() {
     let e = env(Duration::from_millis(20)).await;
-    let reference = e.submit(config(90)).await;
-    e.worker("ref", Duration::from_secs(10))
-        .run_once(&CancellationToken::new())
-        .await
-        .unwrap();
-    let expected = final_result(&e, reference.id).await;
+    let (_, expected) = e.uninterrupted_run(config(90)).await;
 
     let job = e.submit(config(90)).await;
     let stop = CancellationToken::new();
@@ -768,12 +770,7 @@ async fn a_worker_shutting_down_gives_its_job_back_at_once_and_the_next_resumes_
         let stop = stop.clone();
         tokio::spawn(async move { leaving.run(stop).await })
     };
-    for _ in 0..600 {
-        if e.store.checkpoint(job.id, 1).await.unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e.first_checkpoint(job.id).await;
     stop.cancel();
     run.await.unwrap();
     // Queued again now, not after its hour-long lease: no reaping needed.
