@@ -550,33 +550,24 @@ fn serve_names_an_unreachable_database_and_exits_1() {
 fn quickstart_publishes_and_lists_the_examples() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("qs");
-    let out = base_command(dir.path())
-        .args([
-            "quickstart",
-            "--no-job",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--examples",
-            examples().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    // `quickstart --no-job` on the same data directory, after `global` client flags.
+    let quickstart = |global: &[&str]| {
+        base_command(dir.path())
+            .args(global)
+            .args(["quickstart", "--no-job", "--data-dir"])
+            .arg(&data)
+            .arg("--examples")
+            .arg(examples())
+            .output()
+            .unwrap()
+    };
+    let out = quickstart(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("capability sentiment@1.0.0"), "{text}");
     assert!(text.contains("dataset    sentiment-train@1.0.0"), "{text}");
     // A second run reuses the database and finds everything already published.
-    let again = base_command(dir.path())
-        .args([
-            "quickstart",
-            "--no-job",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--examples",
-            examples().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let again = quickstart(&[]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
         stdout(&again).contains("already published"),
@@ -588,19 +579,7 @@ fn quickstart_publishes_and_lists_the_examples() {
         "no note without such flags"
     );
     // The client flags are global; the quickstart says it does not use them.
-    let scoped = base_command(dir.path())
-        .args([
-            "--workspace",
-            "team-a",
-            "quickstart",
-            "--no-job",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .arg("--examples")
-        .arg(examples())
-        .output()
-        .unwrap();
+    let scoped = quickstart(&["--workspace", "team-a"]);
     assert!(scoped.status.success(), "{}", stderr(&scoped));
     assert!(
         stderr(&scoped).contains("--org, --workspace and --project"),
