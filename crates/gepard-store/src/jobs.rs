@@ -359,12 +359,12 @@ impl Store {
 
     async fn job_from_row(&self, row: &AnyRow) -> Result<Job> {
         let mut job = job_without_metrics(row)?;
-        job.metrics = self.job_metrics(&job.id.to_string(), job.attempt).await?;
+        self.fill_metrics(std::slice::from_mut(&mut job)).await?;
         Ok(job)
     }
 
-    /// Loads the current attempt's metric series of every job in `jobs` with one query, not
-    /// one per job: a page of 100 jobs was 101 round trips.
+    /// Loads the metric series of every job in `jobs` (of the attempt each was read at) with
+    /// one query, not one per job: a page of 100 jobs was 101 round trips.
     async fn fill_metrics(&self, jobs: &mut [Job]) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());
@@ -375,20 +375,26 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT m.job_id, m.name, m.value, m.step, m.timestamp FROM job_metrics m \
-             JOIN jobs j ON j.id = m.job_id AND j.attempt = m.attempt \
-             WHERE m.job_id IN ({placeholders}) ORDER BY m.job_id, m.seq"
+            "SELECT job_id, attempt, name, value, step, timestamp FROM job_metrics \
+             WHERE job_id IN ({placeholders}) ORDER BY job_id, seq"
         );
         let mut q = sqlx::query(&sql);
         for job in jobs.iter() {
             q = q.bind(job.id.to_string());
         }
         let rows = q.fetch_all(&self.pool).await?;
+        // Earlier attempts' points stay in the table; each job shows its own attempt's.
+        let attempts: std::collections::HashMap<Uuid, i64> =
+            jobs.iter().map(|j| (j.id, j.attempt)).collect();
         let mut by_job: std::collections::HashMap<Uuid, BTreeMap<String, Vec<MetricPoint>>> =
             std::collections::HashMap::new();
         for r in &rows {
+            let id = uuid(r, "job_id")?;
+            if attempts.get(&id) != Some(&int(r, "attempt")?) {
+                continue;
+            }
             by_job
-                .entry(uuid(r, "job_id")?)
+                .entry(id)
                 .or_default()
                 .entry(text(r, "name")?)
                 .or_default()
@@ -398,25 +404,6 @@ impl Store {
             job.metrics = by_job.remove(&job.id).unwrap_or_default();
         }
         Ok(())
-    }
-
-    async fn job_metrics(
-        &self,
-        job_id: &str,
-        attempt: i64,
-    ) -> Result<BTreeMap<String, Vec<MetricPoint>>> {
-        let rows = sqlx::query("SELECT name, value, step, timestamp FROM job_metrics WHERE job_id = $1 AND attempt = $2 ORDER BY seq")
-            .bind(job_id)
-            .bind(attempt)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out: BTreeMap<String, Vec<MetricPoint>> = BTreeMap::new();
-        for r in &rows {
-            out.entry(text(r, "name")?)
-                .or_default()
-                .push(metric_point(r)?);
-        }
-        Ok(out)
     }
 
     /// How many jobs are in each status, over every organization: what an operator's
