@@ -310,6 +310,13 @@ on_both_databases! {
         assert_eq!(me.status, StatusCode::OK);
         assert_eq!(me.body["username"], "admin");
         assert_eq!(me.body["api_key"]["scopes"], json!(["read"]));
+        assert_eq!(me.body["allowed"], json!(["read"]));
+        let admin_me = app.get("/api/v1/user").await;
+        assert_eq!(
+            admin_me.body["allowed"],
+            json!(["read", "write", "promote", "admin"]),
+            "admin implies every scope but the runner's"
+        );
         assert_eq!(me.body["api_key"]["org"], "local");
         assert!(
             !me.raw.windows(reader.len()).any(|w| w == reader.as_bytes()),

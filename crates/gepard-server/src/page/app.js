@@ -56,7 +56,7 @@ const state = {
   streaming: false, // whether the selected job's stream loop is running
   autoOpenedFor: null, // the scope whose empty list already opened the form once
   idempotencyKey: null,
-  scopes: null, // the key's scopes from GET /user; null (nothing greyed out) until known
+  allowed: null, // scopes the key may act with, from GET /user; null (nothing greyed out) until known
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -229,13 +229,10 @@ function fillSelect(select, items, value, labelOf, valueOf, blank) {
   if (value !== undefined && value !== null) select.value = value;
 }
 
-// Mirrors the server's `Scopes::allows`: admin holds every scope but runner's, and write or
-// promote include read. The server still decides; this only spares a click that would be a 403.
+// Whether the key may take actions that need `needed`, as the server decided it (GET /user's
+// `allowed`). The server still checks; this only spares a click that would be a 403.
 function can(needed) {
-  if (!state.scopes) return true;
-  return state.scopes.some((held) => held === needed
-    || (held === 'admin' && needed !== 'runner')
-    || ((held === 'write' || held === 'promote') && needed === 'read'));
+  return !state.allowed || state.allowed.includes(needed);
 }
 
 // Enables a button only when the job's state allows the action and the key holds `scope`, and
@@ -253,7 +250,7 @@ async function loadScope() {
   $('scope-org').value = state.org;
   try {
     const me = await api(API.user, {});
-    state.scopes = me.api_key && Array.isArray(me.api_key.scopes) ? me.api_key.scopes : null;
+    state.allowed = Array.isArray(me.allowed) ? me.allowed : null;
     allow($('new-job'), 'write', true);
     if (!can('write')) $('submit-panel').hidden = true;
     const workspaces = await api(API.workspaces, { org: state.org });

@@ -22,6 +22,11 @@ pub struct CurrentUser {
     pub user: User,
     /// The key that authenticated this request (never its secret).
     pub api_key: ApiKeyInfo,
+    /// Every scope whose actions this key may take (admin implies write, promote and read;
+    /// write and promote imply read), decided by the same rule the server checks with, so a
+    /// client need not restate it.
+    #[schema(value_type = Vec<String>)]
+    pub allowed: Vec<Scope>,
 }
 
 /// `GET /user`: the user the key acts for, and the key itself.
@@ -36,9 +41,14 @@ pub async fn current_user(
         .user(caller.key.info.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("the key's user no longer exists"))?;
+    let allowed = Scope::ALL
+        .into_iter()
+        .filter(|s| caller.key.info.scopes.allows(*s))
+        .collect();
     Ok(Json(CurrentUser {
         user,
         api_key: caller.key.info,
+        allowed,
     }))
 }
 
