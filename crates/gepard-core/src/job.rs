@@ -149,6 +149,11 @@ pub enum JobCommand {
     RunnerStopped,
     /// The worker holding the job stopped renewing its lease (worker or host died).
     LeaseExpired,
+    /// The worker holding the job gives it back while it is still alive (it is shutting down,
+    /// or the runner was killed by a signal it did not send), so the next worker resumes it now
+    /// instead of after the lease expires. Same transition as [`Self::LeaseExpired`]; a
+    /// separate command so the job's log says what happened.
+    Release,
 }
 
 impl JobCommand {
@@ -163,6 +168,7 @@ impl JobCommand {
             Self::Progress(ProgressKind::Error) => "progress_error",
             Self::RunnerStopped => "runner_stopped",
             Self::LeaseExpired => "lease_expired",
+            Self::Release => "release",
         }
     }
 }
@@ -415,12 +421,14 @@ pub fn decide(state: &JobState, cmd: &JobCommand) -> Result<Transition, Transiti
         // A cancel was asked and the runner is gone: re-queueing would only start a run that
         // must then be stopped, so the job ends cancelled (keeping its evidence). This also
         // keeps `cancel_requested` off waiting jobs.
-        (JobCommand::LeaseExpired, JobStatus::Running) if state.cancel_requested => {
+        (JobCommand::LeaseExpired | JobCommand::Release, JobStatus::Running)
+            if state.cancel_requested =>
+        {
             (to(JobStatus::Cancelled), finish(Effects::default()))
         }
         // Otherwise back to the queue, same attempt, evidence and checkpoints kept, so the
         // next worker resumes from the last checkpoint instead of paying for the work again.
-        (JobCommand::LeaseExpired, JobStatus::Running) => (
+        (JobCommand::LeaseExpired | JobCommand::Release, JobStatus::Running) => (
             to(JobStatus::Queued),
             Effects {
                 lease: LeaseEffect::Release,
@@ -430,6 +438,11 @@ pub fn decide(state: &JobState, cmd: &JobCommand) -> Result<Transition, Transiti
         (JobCommand::LeaseExpired, s) => {
             return Err(refuse(format!(
                 "job is {s}; only a running job holds a lease that can expire"
+            )))
+        }
+        (JobCommand::Release, s) => {
+            return Err(refuse(format!(
+                "job is {s}; only a running job is held by a worker that can give it back"
             )))
         }
     };
@@ -455,7 +468,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL_COMMANDS: [JobCommand; 8] = [
+    const ALL_COMMANDS: [JobCommand; 9] = [
         JobCommand::Claim,
         JobCommand::RequestCancel,
         JobCommand::Retry,
@@ -464,6 +477,7 @@ mod tests {
         JobCommand::Progress(ProgressKind::Error),
         JobCommand::RunnerStopped,
         JobCommand::LeaseExpired,
+        JobCommand::Release,
     ];
 
     fn state(status: JobStatus) -> JobState {
@@ -780,6 +794,26 @@ mod tests {
     }
 
     #[test]
+    fn a_job_given_back_by_its_worker_is_requeued_like_an_expired_lease() {
+        for cancel_requested in [false, true] {
+            let released = ok(running(cancel_requested), JobCommand::Release);
+            let expired = ok(running(cancel_requested), JobCommand::LeaseExpired);
+            assert_eq!(released.to, expired.to);
+            assert_eq!(released.effects, expired.effects);
+        }
+        assert_eq!(
+            ok(running(false), JobCommand::Release).to.status,
+            JobStatus::Queued
+        );
+        let e = err(state(JobStatus::Queued), JobCommand::Release);
+        assert_eq!(e.command, "release");
+        assert_eq!(
+            e.detail,
+            "job is queued; only a running job is held by a worker that can give it back"
+        );
+    }
+
+    #[test]
     fn terminal_jobs_refuse_everything_but_retry() {
         for s in [
             JobStatus::Completed,
@@ -867,7 +901,8 @@ mod tests {
                                 cmd,
                                 JobCommand::Progress(ProgressKind::End | ProgressKind::Error)
                                     | JobCommand::RunnerStopped
-                            ) || (cmd == JobCommand::LeaseExpired && s.cancel_requested);
+                            ) || (matches!(cmd, JobCommand::LeaseExpired | JobCommand::Release)
+                                && s.cancel_requested);
                             prop_assert!(allowed, "{} ended a running job", cmd);
                         }
                         if s.status.is_waiting() && cmd == JobCommand::RequestCancel {
@@ -906,9 +941,10 @@ mod tests {
                 JobCommand::Claim => s.status.is_waiting(),
                 JobCommand::RequestCancel => !s.status.is_terminal(),
                 JobCommand::Retry => s.status.is_terminal(),
-                JobCommand::Progress(_) | JobCommand::RunnerStopped | JobCommand::LeaseExpired => {
-                    s.status == JobStatus::Running
-                }
+                JobCommand::Progress(_)
+                | JobCommand::RunnerStopped
+                | JobCommand::LeaseExpired
+                | JobCommand::Release => s.status == JobStatus::Running,
             };
             prop_assert_eq!(decide(&s, &cmd).is_ok(), legal);
         }

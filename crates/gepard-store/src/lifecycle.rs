@@ -383,8 +383,20 @@ fn command_log(cmd: &JobCommand, job: &Job, t: &Transition) -> Option<String> {
             job.status.as_str()
         ),
         JobCommand::Claim => "started".to_owned(),
+        // The cancel request wins over a requeue (see `job::decide`), so the line must say
+        // which of the two happened.
+        JobCommand::LeaseExpired if t.to.status == JobStatus::Cancelled => {
+            "cancelled: the runtime's lease expired after the cancel request".to_owned()
+        }
         JobCommand::LeaseExpired => {
             "the runtime's lease expired; the job is queued again".to_owned()
+        }
+        JobCommand::Release if t.to.status == JobStatus::Cancelled => {
+            "cancelled: the worker stopped the runtime after the cancel request".to_owned()
+        }
+        JobCommand::Release => {
+            "the worker gave the job back; it is queued again to resume from its last checkpoint"
+                .to_owned()
         }
         JobCommand::RunnerStopped if t.to.status == JobStatus::Cancelled => {
             "cancelled: the runtime stopped".to_owned()

@@ -315,6 +315,41 @@ gepard_store::conformance_tests! {
         }
     }
 
+    async fn the_log_says_whether_a_lost_or_returned_job_was_queued_again_or_cancelled(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let last_log = |id| {
+            let store = f.store.clone();
+            async move {
+                let logs = store.job_logs(id, 0, 100).await.unwrap();
+                logs.last().unwrap().entry.message.clone()
+            }
+        };
+
+        // A lease that expires after a cancel request ends the job cancelled, and says so.
+        let expired = f.submit("expired").await;
+        f.store.claim_next(&n, "dead", SHORT).await.unwrap().unwrap();
+        f.store.job_command(&n, f.ws, expired, &JobCommand::RequestCancel).await.unwrap();
+        let_short_leases_expire().await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [expired]);
+        assert_eq!(f.store.job_by_id(expired).await.unwrap().unwrap().status, JobStatus::Cancelled);
+        assert_eq!(last_log(expired).await, "cancelled: the runtime's lease expired after the cancel request");
+
+        // A worker giving its job back requeues it with its own line, not a lease expiry.
+        let given = f.submit("given back").await;
+        let token = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap().lease_token;
+        f.store.runner_command(&n, given, token, &JobCommand::Release).await.unwrap();
+        assert_eq!(f.store.job_by_id(given).await.unwrap().unwrap().status, JobStatus::Queued);
+        let line = last_log(given).await;
+        assert_eq!(line, "the worker gave the job back; it is queued again to resume from its last checkpoint");
+        // With a cancel pending, giving it back ends it cancelled.
+        let token = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap().lease_token;
+        f.store.job_command(&n, f.ws, given, &JobCommand::RequestCancel).await.unwrap();
+        f.store.runner_command(&n, given, token, &JobCommand::Release).await.unwrap();
+        assert_eq!(f.store.job_by_id(given).await.unwrap().unwrap().status, JobStatus::Cancelled);
+        assert_eq!(last_log(given).await, "cancelled: the worker stopped the runtime after the cancel request");
+    }
+
     async fn a_renewed_lease_is_not_reaped(db) {
         let f = fixture(db.store().await).await;
         let n = LocalNotifier::default();

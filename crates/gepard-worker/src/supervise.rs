@@ -219,7 +219,7 @@ impl Worker {
             .store
             .ingest_progress(self.notifier.as_ref(), id, &e, Some(token))
             .await;
-        self.command(id, token, JobCommand::LeaseExpired).await
+        self.command(id, token, JobCommand::Release).await
     }
 
     /// Ends a job the worker holds with `optimization_error` (fenced by its token).
@@ -497,11 +497,7 @@ impl Worker {
                 // The worker is going away: give the job back now, so another worker (or this
                 // one after a restart) resumes it from its checkpoint at once instead of after
                 // the lease expires. Should the release fail, the lease still expires.
-                let notice = format!(
-                    "worker {} is shutting down; the job is queued again to resume from its \
-                     last checkpoint",
-                    self.config.name
-                );
+                let notice = format!("worker {} is shutting down", self.config.name);
                 return self.requeue(id, token, LogLevel::Info, notice).await;
             }
             Some("deadline") => {
@@ -528,10 +524,7 @@ impl Worker {
                 .await
                 .unwrap_or(i64::MAX);
             if crashes < MAX_CRASH_RESUMES {
-                let notice = format!(
-                    "{CRASH_NOTICE} {sig}; the job is queued again to resume from its last \
-                     checkpoint"
-                );
+                let notice = format!("{CRASH_NOTICE} {sig}");
                 return self.requeue(id, token, LogLevel::Warning, notice).await;
             }
         }

@@ -776,9 +776,17 @@ async fn a_worker_shutting_down_gives_its_job_back_at_once_and_the_next_resumes_
     // Queued again now, not after its hour-long lease: no reaping needed.
     assert_eq!(e.job(job.id).await.status, JobStatus::Queued);
     let logs = e.logs(job.id).await;
+    let notice = logs
+        .iter()
+        .position(|l| l == "worker leaving is shutting down")
+        .unwrap_or_else(|| panic!("no shutdown notice in {logs:?}"));
+    assert_eq!(
+        logs[notice + 1],
+        "the worker gave the job back; it is queued again to resume from its last checkpoint",
+        "{logs:?}"
+    );
     assert!(
-        logs.iter()
-            .any(|l| l.starts_with("worker leaving is shutting down; the job is queued again")),
+        !logs.iter().any(|l| l.contains("lease expired")),
         "{logs:?}"
     );
     e.worker("heir", Duration::from_secs(10))
