@@ -21,6 +21,51 @@ pub enum CandidateSelection {
     },
 }
 
+/// Which fronts Pareto parent selection (and the reported frontier) is built from; the names
+/// and meanings are those of GEPA's `frontier_type`.
+///
+/// gepard scores one objective, the reward, so the objective front is the set of candidates
+/// with the highest validation mean, and the cartesian fronts (one per example and objective)
+/// are the per-example fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FrontierType {
+    /// One front per validation example: the candidates with the best score on it.
+    #[default]
+    Instance,
+    /// One front per objective: the candidates with the best validation mean.
+    Objective,
+    /// The per-example fronts and the objective front together.
+    Hybrid,
+    /// One front per (example, objective) pair; with one objective, the per-example fronts.
+    Cartesian,
+}
+
+impl FrontierType {
+    /// Every frontier type, in the order of GEPA's documentation.
+    pub const ALL: [FrontierType; 4] = [
+        FrontierType::Instance,
+        FrontierType::Objective,
+        FrontierType::Hybrid,
+        FrontierType::Cartesian,
+    ];
+
+    /// The name as GEPA and the job config spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrontierType::Instance => "instance",
+            FrontierType::Objective => "objective",
+            FrontierType::Hybrid => "hybrid",
+            FrontierType::Cartesian => "cartesian",
+        }
+    }
+
+    /// The frontier type named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<FrontierType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
 /// Everything that shapes a run. Limits left `None` do not apply, but at least one limit must be
 /// set so that a run always ends without outside help. Fields missing from serialized input take
 /// their [`Default`] values.
@@ -46,6 +91,8 @@ pub struct Config {
     pub minibatch_size: usize,
     /// Parent selection strategy.
     pub candidate_selection: CandidateSelection,
+    /// The fronts Pareto selection draws from and the reported frontier is made of.
+    pub frontier_type: FrontierType,
     /// Skip the reflection when the parent already scores `perfect_score` on every minibatch
     /// example (nothing to learn from).
     pub skip_perfect_score: bool,
@@ -69,6 +116,7 @@ impl Default for Config {
             concurrency: 8,
             minibatch_size: 3,
             candidate_selection: CandidateSelection::Pareto,
+            frontier_type: FrontierType::Instance,
             skip_perfect_score: true,
             perfect_score: 1.0,
             max_reflection_examples: 10,
@@ -187,6 +235,17 @@ mod tests {
         assert_eq!(c.max_reflection_examples, 10);
         assert_eq!(c.max_side_info_chars, 4000);
         assert_eq!(c.candidate_selection, CandidateSelection::Pareto);
+        assert_eq!(c.frontier_type, FrontierType::Instance);
+    }
+
+    #[test]
+    fn frontier_types_parse_from_their_gepa_names() {
+        for t in FrontierType::ALL {
+            assert_eq!(FrontierType::parse(t.as_str()), Some(t));
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+        }
+        assert_eq!(FrontierType::parse("pareto"), None);
     }
 
     #[test]

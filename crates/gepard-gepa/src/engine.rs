@@ -1,5 +1,6 @@
 //! The optimization loop, its state (the checkpoint) and its result.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use futures::StreamExt;
@@ -540,7 +541,10 @@ impl Engine {
     fn select_parent(&self, state: &mut Checkpoint) -> usize {
         let means = state.means();
         match self.config.candidate_selection {
-            CandidateSelection::Pareto => select_pareto(&state.fronts, &means, &mut state.rng),
+            CandidateSelection::Pareto => {
+                let fronts = state.fronts.view(self.config.frontier_type, &means);
+                select_pareto(&fronts, &means, &mut state.rng)
+            }
             CandidateSelection::CurrentBest => best_index(&means),
             CandidateSelection::EpsilonGreedy { epsilon } => {
                 select_epsilon_greedy(&means, epsilon, &mut state.rng)
@@ -702,8 +706,17 @@ impl Engine {
         Ok(())
     }
 
+    /// The candidates on the frontier of the configured [`FrontierType`]. Its best score stays
+    /// the per-example fronts' aggregate: what the candidates achieve together, example by
+    /// example, whatever the selection draws from.
+    fn frontier(&self, s: &Checkpoint) -> BTreeSet<usize> {
+        s.fronts
+            .view(self.config.frontier_type, &s.means())
+            .members()
+    }
+
     fn emit_front(&self, ctx: &Ctx<'_>, s: &Checkpoint, iteration: u64) {
-        let frontier: Vec<usize> = s.fronts.members().into_iter().collect();
+        let frontier: Vec<usize> = self.frontier(s).into_iter().collect();
         ctx.sink.emit(&Event::FrontUpdated {
             iteration,
             frontier_size: frontier.len(),
@@ -727,7 +740,7 @@ impl Engine {
     }
 
     fn result(&self, s: &Checkpoint, stop_reason: StopReason) -> RunResult {
-        let frontier = s.fronts.members();
+        let frontier = self.frontier(s);
         let best = &s.candidates[s.best];
         RunResult {
             best_candidate: s.best,

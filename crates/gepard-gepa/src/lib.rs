@@ -33,7 +33,7 @@ mod reflect;
 mod sampler;
 mod traits;
 
-pub use config::{CandidateSelection, Config, ConfigError};
+pub use config::{CandidateSelection, Config, ConfigError, FrontierType};
 pub use engine::{
     CancelToken, Candidate, CandidateSummary, Checkpoint, Counts, Engine, EngineError, RunResult,
     StopReason,

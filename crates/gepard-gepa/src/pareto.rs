@@ -1,9 +1,12 @@
 //! Per-example Pareto fronts over the validation set, and parent selection from them.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::config::FrontierType;
 
 /// The best score seen on one validation example and every candidate that reaches it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +50,35 @@ impl Fronts {
             }
         }
         changed
+    }
+
+    /// The fronts `frontier_type` is made of, given each candidate's validation mean.
+    ///
+    /// The per-example fronts are kept up to date as candidates arrive; the objective front
+    /// (the candidates with the highest mean) is derived here because it follows from the
+    /// means alone. With one objective the cartesian fronts are the per-example ones. In the
+    /// hybrid view the objective front comes after the per-example fronts, as in the
+    /// reference's mapping.
+    pub fn view(&self, frontier_type: FrontierType, means: &[f64]) -> Cow<'_, Fronts> {
+        let objective = || {
+            let best = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            Front {
+                best,
+                members: (0..means.len()).filter(|&i| means[i] == best).collect(),
+            }
+        };
+        match frontier_type {
+            FrontierType::Instance | FrontierType::Cartesian => Cow::Borrowed(self),
+            FrontierType::Objective if means.is_empty() => Cow::Owned(Fronts::default()),
+            FrontierType::Objective => Cow::Owned(Fronts(vec![objective()])),
+            FrontierType::Hybrid => {
+                let mut all = self.0.clone();
+                if !means.is_empty() {
+                    all.push(objective());
+                }
+                Cow::Owned(Fronts(all))
+            }
+        }
     }
 
     /// Every candidate on at least one front, in increasing order.
@@ -228,6 +260,37 @@ mod tests {
             "a weaker candidate changes nothing"
         );
         assert_eq!(f.members(), BTreeSet::from([0, 1]));
+    }
+
+    #[test]
+    fn the_objective_view_is_one_front_of_the_candidates_with_the_best_mean() {
+        let f = fronts(&[&[0], &[1, 2], &[2]]);
+        let means = [0.5, 0.8, 0.8];
+        let objective = f.view(FrontierType::Objective, &means);
+        assert_eq!(objective.0.len(), 1);
+        assert_eq!(objective.0[0].best, 0.8);
+        assert_eq!(objective.0[0].members, BTreeSet::from([1, 2]));
+        // Tied on the one front, the pruning keeps one of them, never the weaker 0.
+        let weights = objective.undominated_weights(&means);
+        assert_eq!(weights.len(), 1);
+        assert_ne!(weights[0].0, 0);
+    }
+
+    #[test]
+    fn the_hybrid_view_adds_the_objective_front_after_the_per_example_fronts() {
+        let f = fronts(&[&[0], &[1]]);
+        let means = [0.4, 0.6];
+        let hybrid = f.view(FrontierType::Hybrid, &means);
+        assert_eq!(hybrid.0.len(), 3);
+        assert_eq!(hybrid.0[..2], f.0[..]);
+        assert_eq!(hybrid.0[2].members, BTreeSet::from([1]));
+        // The best candidate gains one unit of weight for the objective front.
+        assert_eq!(hybrid.undominated_weights(&means), vec![(0, 1), (1, 2)]);
+        assert_eq!(
+            *f.view(FrontierType::Cartesian, &means),
+            *f.view(FrontierType::Instance, &means),
+            "with one objective the cartesian fronts are the per-example fronts"
+        );
     }
 
     #[test]

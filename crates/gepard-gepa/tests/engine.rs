@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use common::{HangingEvaluator, HangingProposer, SkillEvaluator, SkillProposer, SEED_TEXT};
 use gepard_gepa::{
     CancelToken, CandidateSelection, Checkpoint, Config, Engine, EngineError, Evaluation,
-    Evaluator, Event, FatalError, LlmReflector, ModelError, NullSink, RecordingSink, RunResult,
-    SkipReason, Split, StopReason, TextModel,
+    Evaluator, Event, FatalError, FrontierType, LlmReflector, ModelError, NullSink, RecordingSink,
+    RunResult, SkipReason, Split, StopReason, TextModel,
 };
 
 const TRAIN: usize = 12;
@@ -50,6 +50,73 @@ async fn a_scripted_run_produces_the_pinned_result() {
     assert!(result.counts.rejected + result.counts.proposals_rejected >= 1);
     assert!(result.best_score > result.seed_score);
     insta::assert_json_snapshot!(result);
+}
+
+#[tokio::test]
+async fn the_objective_frontier_always_extends_a_candidate_with_the_best_mean() {
+    let (result, events) = run_with(Config {
+        frontier_type: FrontierType::Objective,
+        ..config()
+    })
+    .await;
+    assert!(result.counts.accepted >= 2, "{:?}", result.counts);
+    let mut means: Vec<f64> = Vec::new();
+    let mut parents = 0;
+    for e in &events {
+        match e {
+            Event::IterationStarted {
+                parent,
+                parent_val_score,
+                ..
+            } => {
+                let best = means.iter().copied().fold(f64::MIN, f64::max);
+                assert_eq!(*parent_val_score, best, "parent {parent} of {means:?}");
+                parents += 1;
+            }
+            Event::ValsetEvaluated {
+                candidate,
+                val_score,
+                ..
+            } => {
+                assert_eq!(*candidate, means.len(), "candidates arrive in order");
+                means.push(*val_score);
+            }
+            Event::FrontUpdated { frontier, .. } => {
+                let best = means.iter().copied().fold(f64::MIN, f64::max);
+                assert!(
+                    frontier.iter().all(|&c| means[c] == best),
+                    "{frontier:?} of {means:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(parents, result.iterations);
+    // Only the best-mean candidates are on an objective frontier.
+    for c in &result.candidates {
+        assert_eq!(c.on_frontier, c.val_score == result.best_score, "{c:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_frontier_type_runs_to_the_budget_and_cartesian_is_instance_with_one_objective() {
+    let mut results = Vec::new();
+    for frontier_type in FrontierType::ALL {
+        let (result, _) = run_with(Config {
+            frontier_type,
+            ..config()
+        })
+        .await;
+        assert!(result.metric_calls_used <= 200, "{frontier_type:?}");
+        assert!(result.best_score >= result.seed_score, "{frontier_type:?}");
+        results.push(result);
+    }
+    assert_eq!(results[3], results[0], "cartesian equals instance");
+    assert_eq!(
+        results[0],
+        run_with(config()).await.0,
+        "instance is the default"
+    );
 }
 
 #[tokio::test]

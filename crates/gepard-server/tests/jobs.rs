@@ -464,6 +464,42 @@ on_both_databases! {
         );
     }
 
+    async fn the_summary_carries_the_job_objective_until_a_run_reports_its_own(app) {
+        let runner = app.key(&["runner"], None).await;
+        let job = submit(&app, with(body(), &["objective"], json!("be accurate"))).await;
+        assert_eq!(job["summary"]["objective"], "be accurate");
+        let id = job["id"].as_str().unwrap().to_owned();
+        start(&app, &id).await;
+        let ended = progress(&app, &runner, &id, json!({"event_type": "optimization_end", "summary": {"best_score": 0.5}})).await;
+        assert_eq!(ended.body["summary"]["objective"], "be accurate");
+        let none = submit(&app, body()).await;
+        assert!(none["summary"]["objective"].is_null());
+    }
+
+    async fn every_gepa_frontier_type_is_accepted_and_the_default_is_stored(app) {
+        let plain = submit(&app, body()).await;
+        assert_eq!(plain["config"]["frontier_type"], "instance");
+        for t in ["instance", "objective", "hybrid", "cartesian"] {
+            let job = submit(&app, with(body(), &["config", "frontier_type"], json!(t))).await;
+            assert_eq!(job["config"]["frontier_type"], t);
+            let logs = app
+                .get(&format!("{JOBS}/{}/logs", job["id"].as_str().unwrap()))
+                .await;
+            assert!(
+                !logs.body["items"].to_string().contains("frontier_type"),
+                "an implemented setting is not reported as stored only: {}",
+                logs.body
+            );
+        }
+        let bad = app.post(JOBS, with(body(), &["config", "frontier_type"], json!("pareto"))).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+        assert_eq!(bad.body["errors"][0]["loc"], json!(["body", "config", "frontier_type"]));
+        assert_eq!(
+            bad.body["errors"][0]["msg"],
+            "must be one of instance, objective, hybrid, cartesian"
+        );
+    }
+
     async fn a_budget_that_covers_only_the_seed_is_accepted_with_a_warning_in_the_logs(app) {
         let app = &app;
         let logs_of = |job: Value| async move {

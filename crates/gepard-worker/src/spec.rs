@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use gepard_core::model::Job;
-use gepard_gepa::{CandidateSelection, Config};
+use gepard_gepa::{CandidateSelection, Config, FrontierType};
 use gepard_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -118,6 +118,13 @@ pub fn engine_config(cfg: &Value) -> Config {
         Some("epsilon_greedy") => CandidateSelection::EpsilonGreedy { epsilon: 0.1 },
         _ => CandidateSelection::Pareto,
     };
+    if let Some(t) = cfg
+        .get("frontier_type")
+        .and_then(Value::as_str)
+        .and_then(FrontierType::parse)
+    {
+        c.frontier_type = t;
+    }
     if let Some(v) = cfg.get("skip_perfect_score").and_then(Value::as_bool) {
         c.skip_perfect_score = v;
     }
@@ -211,4 +218,22 @@ pub async fn build(
         resume,
         limits,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_stored_frontier_type_reaches_the_engine_and_defaults_to_instance() {
+        assert_eq!(
+            engine_config(&json!({})).frontier_type,
+            FrontierType::Instance
+        );
+        for t in FrontierType::ALL {
+            let c = engine_config(&json!({ "frontier_type": t.as_str() }));
+            assert_eq!(c.frontier_type, t);
+        }
+    }
 }

@@ -23,7 +23,9 @@ use gepard_agent::optimize::{
 };
 use gepard_agent::recipe::Recipe;
 use gepard_agent::rollout::{check_row, InputMapping, RolloutOptions};
-use gepard_gepa::{CancelToken, CandidateSelection, Config, EngineError, Event, StopReason};
+use gepard_gepa::{
+    CancelToken, CandidateSelection, Config, EngineError, Event, FrontierType, StopReason,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -37,6 +39,20 @@ pub enum Selection {
     CurrentBest,
     /// The best candidate, or with probability `--epsilon` a random one.
     EpsilonGreedy,
+}
+
+/// Frontier types, as spelled on the command line (GEPA's `frontier_type` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Frontier {
+    /// One front per validation example (GEPA's default).
+    Instance,
+    /// One front: the candidates with the best validation mean.
+    Objective,
+    /// The per-example fronts and the objective front together.
+    Hybrid,
+    /// One front per (example, objective); with gepard's one objective, as `instance`.
+    Cartesian,
 }
 
 /// Arguments of `gepard optimize local` (boxed, so the CLI's command enum stays small).
@@ -102,6 +118,9 @@ pub struct LocalOptions {
     /// Parent selection strategy.
     #[arg(long, value_enum, default_value_t = Selection::Pareto)]
     pub candidate_selection: Selection,
+    /// The fronts Pareto selection draws parents from (and the reported frontier).
+    #[arg(long, value_enum, default_value_t = Frontier::Instance)]
+    pub frontier_type: Frontier,
     /// Exploration probability of `--candidate-selection epsilon_greedy`.
     #[arg(long, default_value_t = 0.1)]
     pub epsilon: f64,
@@ -348,6 +367,12 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
         concurrency: args.concurrency,
         minibatch_size: args.minibatch,
         candidate_selection,
+        frontier_type: match args.frontier_type {
+            Frontier::Instance => FrontierType::Instance,
+            Frontier::Objective => FrontierType::Objective,
+            Frontier::Hybrid => FrontierType::Hybrid,
+            Frontier::Cartesian => FrontierType::Cartesian,
+        },
         ..Config::default()
     };
     config

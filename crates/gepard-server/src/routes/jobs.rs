@@ -158,6 +158,7 @@ const IMPLEMENTED: &[&str] = &[
     "max_trials_without_improvement",
     "max_runtime_sec",
     "candidate_selection_strategy",
+    "frontier_type",
     "skip_perfect_score",
     "perfect_score",
     "reflection_minibatch_size",
@@ -176,7 +177,6 @@ const STORED_ONLY: &[&str] = &[
     "track_best_outputs",
     "val_evaluation_policy",
     "cache_evaluation",
-    "frontier_type",
     "batch_sampler",
     "module_selector",
     "reflection_prompt_template",
@@ -310,8 +310,31 @@ fn check_config(
         "candidate_selection_strategy",
         &["pareto", "current_best", "epsilon_greedy"],
     );
+    // Settings gepard only stores must still have the types Dreadnode clients read back,
+    // or one stored job would break those clients' job list for the whole workspace.
+    int_in(p, &cfg, "merge_val_overlap_floor", 0, 1_000_000);
+    if cfg.get("module_selector").is_some_and(|v| !v.is_string()) {
+        p.add(&["body", "config", "module_selector"], "must be a string");
+    }
+    if let Some(v) = cfg.get("reflection_prompt_template") {
+        let ok = v.is_string()
+            || v.as_object()
+                .is_some_and(|m| m.values().all(Value::is_string));
+        if !ok {
+            p.add(
+                &["body", "config", "reflection_prompt_template"],
+                "must be a string or an object of strings",
+            );
+        }
+    }
     one_of(p, &cfg, "val_evaluation_policy", &["full_eval"]);
-    one_of(p, &cfg, "frontier_type", &["instance"]);
+    // The engine's `FrontierType` names (the server does not depend on the engine crate).
+    one_of(
+        p,
+        &cfg,
+        "frontier_type",
+        &["instance", "objective", "hybrid", "cartesian"],
+    );
     one_of(p, &cfg, "batch_sampler", &["epoch_shuffled"]);
     if let Some(v) = cfg.get("perfect_score") {
         if !v.as_f64().is_some_and(|f| f.is_finite() && f > 0.0) {
@@ -353,6 +376,7 @@ fn check_config(
         ("max_metric_calls", Value::from(100)),
         ("reflection_minibatch_size", Value::from(3)),
         ("candidate_selection_strategy", Value::from("pareto")),
+        ("frontier_type", Value::from("instance")),
         ("skip_perfect_score", Value::from(true)),
         ("perfect_score", Value::from(1.0)),
         ("max_reflection_examples", Value::from(10)),
