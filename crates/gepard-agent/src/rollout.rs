@@ -53,73 +53,94 @@ impl Outcome {
 
 /// How a row becomes the user message (the job's `config.dataset_input_mapping`).
 ///
+/// The forms are Dreadnode's, whose clients send them and read them back (a list of field
+/// names, or an object mapping a dataset field to a task input); a capability agent's task
+/// takes one input, `goal`:
 /// - absent / `null`: the row's `goal` (a non-string goal is sent as JSON);
-/// - a string: a template where `{field}` (or a dotted path, `{metadata.source}`) is replaced by
-///   that row value, and `{{` / `}}` are literal braces;
-/// - a list of field paths, `["question", "context"]`: one `field: value` line each, in order;
-/// - an object `{"Label": "field.path"}`: one `Label: value` line each, in label order.
+/// - an object `{"question": "goal"}`: the row's `question` is the goal, verbatim;
+/// - a list with one field, `["question"]`: that field, verbatim;
+/// - a list of several fields, `["question", "context"]`: one `field: value` line each, in
+///   order (gepard's own extension; a Dreadnode agent task cannot take several inputs).
 ///
-/// A path the row lacks makes that row's rollout fail (score 0, error as feedback).
+/// Field names may be dotted paths into the row (`metadata.source`). A field the row lacks
+/// makes that row's rollout fail (score 0, error as feedback); submission checks every row
+/// first, so that is refused up front.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum InputMapping {
     /// The row's `goal`.
     #[default]
     Goal,
-    /// A `{field}` template.
-    Template(String),
-    /// `(label, path)` pairs rendered as `label: value` lines.
-    Fields(Vec<(String, String)>),
+    /// One row field, verbatim.
+    Field(String),
+    /// Several row fields rendered as `field: value` lines.
+    Fields(Vec<String>),
 }
 
 impl InputMapping {
     /// Reads `config.dataset_input_mapping`; the error says what shape is expected.
     pub fn from_config(value: Option<&Value>) -> Result<Self, String> {
-        let bad = || {
-            "dataset_input_mapping must be a template string such as \"{goal}\", a list of row \
-             field names, or an object mapping labels to row field names"
-                .to_owned()
-        };
+        const SHAPE: &str = "must be a list of row field names, such as [\"question\"], or an \
+                             object mapping one row field to the agent's input `goal`, such as \
+                             {\"question\": \"goal\"}";
+        let bad = |why: &str| format!("dataset_input_mapping {why}");
         match value {
             None | Some(Value::Null) => Ok(Self::Goal),
-            Some(Value::String(template)) => {
-                let mapping = Self::Template(template.clone());
-                // Validate the braces once, up front.
-                render_template(template, &Value::Null, true)?;
-                Ok(mapping)
+            Some(Value::Array(fields)) if !fields.is_empty() => {
+                let mut names = fields
+                    .iter()
+                    .map(|f| {
+                        f.as_str()
+                            .filter(|s| !s.trim().is_empty())
+                            .map(str::to_owned)
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad(SHAPE))?;
+                Ok(if names.len() == 1 {
+                    Self::Field(names.remove(0))
+                } else {
+                    Self::Fields(names)
+                })
             }
-            Some(Value::Array(fields)) if !fields.is_empty() => fields
-                .iter()
-                .map(|f| f.as_str().map(|s| (s.to_owned(), s.to_owned())))
-                .collect::<Option<Vec<_>>>()
-                .map(Self::Fields)
-                .ok_or_else(bad),
-            Some(Value::Object(map)) if !map.is_empty() => map
-                .iter()
-                .map(|(label, f)| f.as_str().map(|s| (label.clone(), s.to_owned())))
-                .collect::<Option<Vec<_>>>()
-                .map(Self::Fields)
-                .ok_or_else(bad),
-            Some(_) => Err(bad()),
+            Some(Value::Object(map)) if !map.is_empty() => {
+                let mut goal = None;
+                for (field, input) in map {
+                    match input.as_str() {
+                        Some("goal") if goal.is_some() => {
+                            return Err(bad("maps more than one row field to `goal`; the agent \
+                                            takes one input"))
+                        }
+                        Some("goal") if !field.trim().is_empty() => goal = Some(field.clone()),
+                        Some(other) => {
+                            return Err(bad(&format!(
+                                "maps `{field}` to `{other}`, but a capability agent takes one \
+                                 input, `goal`: map one row field to it, such as \
+                                 {{\"{field}\": \"goal\"}}"
+                            )))
+                        }
+                        None => return Err(bad(SHAPE)),
+                    }
+                }
+                goal.map(Self::Field).ok_or_else(|| bad(SHAPE))
+            }
+            Some(_) => Err(bad(SHAPE)),
         }
     }
 
     /// The user message for `row`, or why the row cannot provide it.
     pub fn user_message(&self, row: &Value) -> Result<String, String> {
+        let missing =
+            |path: &str| format!("the row has no `{path}` field (named in dataset_input_mapping)");
         match self {
             Self::Goal => lookup(row, "goal").map(text_of).ok_or_else(|| {
                 "the row has no `goal` field (and no dataset_input_mapping was given)".to_owned()
             }),
-            Self::Template(template) => render_template(template, row, false),
+            Self::Field(path) => lookup(row, path).map(text_of).ok_or_else(|| missing(path)),
             Self::Fields(fields) => fields
                 .iter()
-                .map(|(label, path)| {
+                .map(|path| {
                     lookup(row, path)
-                        .map(|v| format!("{label}: {}", text_of(v)))
-                        .ok_or_else(|| {
-                            format!(
-                                "the row has no `{path}` field (named in dataset_input_mapping)"
-                            )
-                        })
+                        .map(|v| format!("{path}: {}", text_of(v)))
+                        .ok_or_else(|| missing(path))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(|lines| lines.join("\n")),
@@ -138,47 +159,6 @@ fn text_of(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// Renders `{path}` placeholders; with `check_only` it only validates the braces.
-fn render_template(template: &str, row: &Value, check_only: bool) -> Result<String, String> {
-    let mut out = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                out.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                out.push('}');
-            }
-            '{' => {
-                let mut path = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(ch) => path.push(ch),
-                        None => return Err(format!("dataset_input_mapping template has an unclosed `{{{path}`")),
-                    }
-                }
-                let path = path.trim();
-                if path.is_empty() {
-                    return Err("dataset_input_mapping template has an empty `{}` placeholder".to_owned());
-                }
-                if !check_only {
-                    let value = lookup(row, path).ok_or_else(|| {
-                        format!("the row has no `{path}` field (named in dataset_input_mapping)")
-                    })?;
-                    out.push_str(&text_of(value));
-                }
-            }
-            '}' => return Err("dataset_input_mapping template has a `}` without `{` (write `}}` for a literal brace)".to_owned()),
-            other => out.push(other),
-        }
-    }
-    Ok(out)
 }
 
 /// Why a row cannot be rolled out, found without a model call. Displayed as the rest of a
@@ -495,32 +475,36 @@ mod tests {
     #[tokio::test]
     async fn the_input_mapping_builds_the_user_message_and_a_missing_field_skips_the_call() {
         let (model, seen) = fake_openai(200, text_answer("ok")).await;
-        let row = json!({"question": "Who?", "metadata": {"source": "trec"}});
-        let template =
-            InputMapping::from_config(Some(&json!("Q: {question} ({metadata.source}) {{raw}}")))
-                .unwrap();
+        let row = json!({"question": "Who?", "goal": "g", "metadata": {"source": "trec"}});
+        // Dreadnode's form: dataset field → the agent's input `goal`, sent verbatim.
+        let mapped = InputMapping::from_config(Some(&json!({"question": "goal"}))).unwrap();
         let options = RolloutOptions {
-            input_mapping: template,
+            input_mapping: mapped,
             temperature: Some(0.0),
             max_tokens: Some(5),
         };
         rollout(&model, "Answer.", &row, &options).await.unwrap();
         let body = seen.lock().unwrap()[0].clone();
-        assert_eq!(body["messages"][1]["content"], "Q: Who? (trec) {raw}");
+        assert_eq!(body["messages"][1]["content"], "Who?");
         assert_eq!(body["max_tokens"], 5);
 
-        let fields =
+        // The identity mappings Dreadnode clients send change nothing.
+        for identity in [json!({"goal": "goal"}), json!(["goal"])] {
+            let m = InputMapping::from_config(Some(&identity)).unwrap();
+            assert_eq!(m.user_message(&row).unwrap(), "g", "{identity}");
+        }
+        let one = InputMapping::from_config(Some(&json!(["metadata.source"]))).unwrap();
+        assert_eq!(one.user_message(&row).unwrap(), "trec");
+        let several =
             InputMapping::from_config(Some(&json!(["question", "metadata.source"]))).unwrap();
         assert_eq!(
-            fields.user_message(&row).unwrap(),
+            several.user_message(&row).unwrap(),
             "question: Who?\nmetadata.source: trec"
         );
-        let labelled =
-            InputMapping::from_config(Some(&json!({"Source": "metadata.source"}))).unwrap();
-        assert_eq!(labelled.user_message(&row).unwrap(), "Source: trec");
 
         // No goal and no mapping: the row fails alone, without a model call.
-        let outcome = rollout(&model, "Answer.", &row, &RolloutOptions::default())
+        let no_goal = json!({"question": "Who?"});
+        let outcome = rollout(&model, "Answer.", &no_goal, &RolloutOptions::default())
             .await
             .unwrap();
         assert!(outcome.error.as_deref().unwrap().contains("no `goal`"));
@@ -532,13 +516,26 @@ mod tests {
         for bad in [
             json!(3),
             json!([]),
+            json!({}),
+            json!([""]),
             json!({"a": 1}),
-            json!("{unclosed"),
-            json!("a } b"),
+            json!("Q: {question}"),
+            json!(""),
         ] {
             let err = InputMapping::from_config(Some(&bad)).unwrap_err();
-            assert!(err.contains("dataset_input_mapping"), "{bad}: {err}");
+            assert!(
+                err.starts_with("dataset_input_mapping must be a list of row field names"),
+                "{bad}: {err}"
+            );
         }
+        let err = InputMapping::from_config(Some(&json!({"goal": "question"}))).unwrap_err();
+        assert_eq!(
+            err,
+            "dataset_input_mapping maps `goal` to `question`, but a capability agent takes one \
+             input, `goal`: map one row field to it, such as {\"goal\": \"goal\"}"
+        );
+        let err = InputMapping::from_config(Some(&json!({"a": "goal", "b": "goal"}))).unwrap_err();
+        assert!(err.contains("more than one row field"), "{err}");
         assert_eq!(InputMapping::from_config(None).unwrap(), InputMapping::Goal);
     }
 

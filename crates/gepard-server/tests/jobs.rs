@@ -234,14 +234,34 @@ on_both_databases! {
                 vec!["body", "model"],
             ),
             (
-                with(body(), &["config", "dataset_input_mapping"], json!("{goal")),
+                with(body(), &["config", "module_selector"], json!(5)),
+                vec!["body", "config", "module_selector"],
+            ),
+            (
+                with(body(), &["config", "merge_val_overlap_floor"], json!("x")),
+                vec!["body", "config", "merge_val_overlap_floor"],
+            ),
+            (
+                with(body(), &["config", "reflection_prompt_template"], json!({"a": 5})),
+                vec!["body", "config", "reflection_prompt_template"],
+            ),
+            (
+                with(body(), &["task_ref"], json!({"name": "x"})),
+                vec!["body", "task_ref"],
+            ),
+            (
+                with(body(), &["config", "dataset_input_mapping"], json!("Q: {goal}")),
+                vec!["body", "config", "dataset_input_mapping"],
+            ),
+            (
+                with(body(), &["config", "dataset_input_mapping"], json!({"goal": "question"})),
                 vec!["body", "config", "dataset_input_mapping"],
             ),
             (
                 with(
                     body(),
                     &["config", "dataset_input_mapping"],
-                    json!({"Question": "nope"}),
+                    json!({"nope": "goal"}),
                 ),
                 vec!["body", "dataset_ref"],
             ),
@@ -289,7 +309,7 @@ on_both_databases! {
                 with(
                     body(),
                     &["config", "dataset_input_mapping"],
-                    json!("Text: {text}"),
+                    json!({"text": "goal"}),
                 ),
             )
             .await;
@@ -307,7 +327,7 @@ on_both_databases! {
                     with(
                         body(),
                         &["config", "dataset_input_mapping"],
-                        json!("Text: {text}"),
+                        json!({"text": "goal"}),
                     ),
                     &["val_dataset_ref"],
                     json!({"name": "train", "version": "1.0.0"}),
@@ -323,7 +343,7 @@ on_both_databases! {
                 with(
                     body(),
                     &["config", "dataset_input_mapping"],
-                    json!("Text: {goal}"),
+                    json!({"goal": "goal"}),
                 ),
             )
             .await;

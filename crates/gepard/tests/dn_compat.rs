@@ -277,7 +277,7 @@ async fn every_dn_optimize_subcommand_works_against_gepard() {
                 "--track-best-outputs",
                 "--no-capture-traces",
                 "--dataset-input-mapping",
-                r#"{"text": "goal"}"#,
+                r#"{"goal": "goal"}"#,
                 "--json",
             ],
         ))
@@ -304,7 +304,7 @@ async fn every_dn_optimize_subcommand_works_against_gepard() {
     assert_eq!(cfg["concurrency"], 2);
     assert_eq!(cfg["track_best_outputs"], true);
     assert_eq!(cfg["capture_traces"], false);
-    assert_eq!(cfg["dataset_input_mapping"], json!({"text": "goal"}));
+    assert_eq!(cfg["dataset_input_mapping"], json!({"goal": "goal"}));
 
     // list, get, logs, artifacts of a queued job.
     assert!(s.dn(&["list"]).await.ok().stdout.contains(&id));

@@ -361,14 +361,6 @@ fn check_config(
             );
         }
     }
-    if let Some(v) = cfg.get("dataset_input_mapping") {
-        if !(v.is_object() || v.is_string() || v.is_array()) {
-            p.add(
-                &["body", "config", "dataset_input_mapping"],
-                "must be a template string, a list of fields or an object",
-            );
-        }
-    }
     // Defaults, so the stored config says exactly what runs.
     let defaults = [
         ("seed", Value::from(0)),
@@ -472,6 +464,19 @@ async fn validate(
             &["body", "target_kind"],
             format!("unknown target kind `{other}`; use capability_agent"),
         ),
+    }
+    // Dreadnode clients send these at the top level too; a capability agent has no tasks.
+    for (key, value) in [
+        ("task_ref", &body.task_ref),
+        ("task_refs", &body.task_refs),
+        ("val_task_refs", &body.val_task_refs),
+    ] {
+        if value.as_ref().is_some_and(|v| !v.is_null()) {
+            p.add(
+                &["body", key],
+                "tasks belong to capability_env targets, which are not supported yet",
+            );
+        }
     }
     if body.capability_env.is_some() {
         p.add(
