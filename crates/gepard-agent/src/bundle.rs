@@ -118,9 +118,13 @@ impl BundleFile {
     /// one, and left in place it hides the first key (`name`) from the YAML parser, which then
     /// reports a misleading missing field.
     fn text(&self) -> Result<&str, BundleError> {
-        std::str::from_utf8(&self.content)
+        let text = std::str::from_utf8(&self.content)
             .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
-            .map_err(|_| BundleError::invalid(&self.path, None, "is not valid UTF-8 text"))
+            .map_err(|_| BundleError::invalid(&self.path, None, "is not valid UTF-8 text"))?;
+        if text.contains('\0') {
+            return Err(BundleError::invalid(&self.path, None, NUL_IN_TEXT));
+        }
+        Ok(text)
     }
 }
 
@@ -356,8 +360,48 @@ fn normalize_entry_path(raw: &str) -> Result<String, BundleError> {
     Ok(parts.join("/"))
 }
 
+/// Why text holding U+0000 is refused: PostgreSQL cannot store it in text, so one store would
+/// take a bundle the other refuses.
+const NUL_IN_TEXT: &str = "holds the NUL character (U+0000), which gepard does not store";
+
 fn parse_yaml<T: for<'de> Deserialize<'de>>(file: &BundleFile) -> Result<T, BundleError> {
-    serde_yaml_ng::from_str(file.text()?).map_err(|e| yaml_error(&file.path, &e))
+    yaml_from(&file.path, file.text()?)
+}
+
+/// Reads YAML text into `T`, refusing strings that an escape (`"\0"`, `"\x00"`) turned into
+/// U+0000: the raw text is checked for NUL already, the decoded values only here.
+fn yaml_from<T: for<'de> Deserialize<'de>>(path: &str, text: &str) -> Result<T, BundleError> {
+    let typed = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    let untyped: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    if let Some(field) = yaml_nul_at(&untyped) {
+        return Err(BundleError::invalid(path, Some(&field), NUL_IN_TEXT));
+    }
+    Ok(typed)
+}
+
+/// The top-level key under which a YAML string (or key) holds U+0000, if any.
+fn yaml_nul_at(value: &serde_yaml_ng::Value) -> Option<String> {
+    use serde_yaml_ng::Value as Y;
+    fn holds(v: &Y) -> bool {
+        match v {
+            Y::String(s) => s.contains('\0'),
+            Y::Sequence(items) => items.iter().any(holds),
+            Y::Mapping(map) => map.iter().any(|(k, v)| holds(k) || holds(v)),
+            Y::Tagged(t) => holds(&t.value),
+            _ => false,
+        }
+    }
+    match value {
+        Y::Mapping(map) => map
+            .iter()
+            .find(|(k, v)| holds(k) || holds(v))
+            .map(|(k, _)| {
+                k.as_str()
+                    .map_or_else(|| "(a key)".to_owned(), |k| k.replace('\0', "\\u0000"))
+            }),
+        other => holds(other).then(String::new),
+    }
 }
 
 /// Turns a serde_yaml error into a bundle error, extracting the field name serde reports
@@ -666,7 +710,7 @@ fn parse_agent(file: &BundleFile, stem: &str) -> Result<Agent, BundleError> {
     let meta: AgentFrontMatter = if front.trim().is_empty() {
         AgentFrontMatter::default()
     } else {
-        serde_yaml_ng::from_str(front).map_err(|e| yaml_error(&file.path, &e))?
+        yaml_from(&file.path, front)?
     };
     let name = meta.name.unwrap_or_else(|| stem.to_owned());
     checked_name(&file.path, "name", &name)?;
@@ -848,7 +892,15 @@ fn parse_jsonl(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError
             message,
         };
         match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(map)) => rows.push(map),
+            Ok(Value::Object(map)) => {
+                if map
+                    .iter()
+                    .any(|(k, v)| k.contains('\0') || json_holds_nul(v))
+                {
+                    return Err(row_err(format!("a value {NUL_IN_TEXT}")));
+                }
+                rows.push(map);
+            }
             Ok(other) => {
                 return Err(row_err(format!(
                     "each row must be a JSON object, found {}",
@@ -859,6 +911,18 @@ fn parse_jsonl(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError
         }
     }
     Ok(rows)
+}
+
+/// Whether a JSON string (or key) anywhere in `value` holds U+0000.
+fn json_holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_holds_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || json_holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// CSV cells are text; `reward` cells that parse as numbers become numbers, and cells of the
@@ -1143,6 +1207,68 @@ mod tests {
         assert_eq!(
             ds.schema["reward"],
             serde_json::json!({"types": ["number"], "required": false})
+        );
+    }
+
+    #[test]
+    fn text_holding_nul_is_refused_naming_the_file_and_field() {
+        let agent = "---\nname: classifier\n---\nClassify.\n";
+        // An escape in a YAML string, a raw NUL byte, and an escape in an agent's front matter.
+        for (files, at) in [
+            (
+                vec![
+                    (
+                        "capability.yaml",
+                        "name: c\nversion: 1.0.0\ndescription: \"a\\0b\"\n",
+                    ),
+                    ("agents/classifier.md", agent),
+                ],
+                ("capability.yaml", Some("description")),
+            ),
+            (
+                vec![
+                    (
+                        "capability.yaml",
+                        "name: c\nversion: 1.0.0\ndescription: a\0b\n",
+                    ),
+                    ("agents/classifier.md", agent),
+                ],
+                ("capability.yaml", None),
+            ),
+            (
+                vec![
+                    ("capability.yaml", "name: c\nversion: 1.0.0\n"),
+                    (
+                        "agents/classifier.md",
+                        "---\nname: classifier\ndescription: \"\\x00\"\n---\nGo.\n",
+                    ),
+                ],
+                ("agents/classifier.md", Some("description")),
+            ),
+        ] {
+            match capability(&files).unwrap_err() {
+                BundleError::Invalid {
+                    file,
+                    field,
+                    message,
+                } => {
+                    assert_eq!((file.as_str(), field.as_deref()), at);
+                    assert!(message.contains("NUL"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let err = dataset(&[
+            ("dataset.yaml", "name: s\nversion: 0.1.0\n"),
+            (
+                "rows.jsonl",
+                "{\"goal\": \"ok\"}\n{\"goal\": \"a\\u0000b\"}\n",
+            ),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Row { line: 2, message, .. } if message.contains("NUL")),
+            "{err:?}"
         );
     }
 

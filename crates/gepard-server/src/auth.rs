@@ -33,9 +33,11 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         let v = v
             .to_str()
             .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
         let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <key>`")
             })?;

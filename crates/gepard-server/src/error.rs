@@ -143,6 +143,13 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let mut response = (self.status, Json(body)).into_response();
+        // RFC 9110 §11.6.1: a 401 names the scheme that would work.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

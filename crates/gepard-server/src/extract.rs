@@ -21,10 +21,66 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        // Read as a value first: the object and NUL checks apply to every body alike, and the
+        // typed read afterwards still names the failing field.
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_rejection(&rejection)),
+        };
+        check_body(&value)?;
+        from_json_body(&value).map(Self)
+    }
+}
+
+/// What every JSON body must be, whatever its route: an object (serde would otherwise read an
+/// array into a struct field by field, so `["name", "1.0.0"]` would act as
+/// `{"name": "name", "version": "1.0.0"}`), and free of NUL characters, which PostgreSQL
+/// cannot store in text (and SQLite would store, making the two stores differ).
+fn check_body(value: &serde_json::Value) -> Result<(), ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::validation(vec![FieldError {
+            loc: vec!["body".into()],
+            msg: "the body must be a JSON object".into(),
+            kind: "value_error".into(),
+        }]));
+    }
+    match nul_at(value) {
+        Some(path) => {
+            let mut loc = vec!["body".to_owned()];
+            loc.extend(path);
+            Err(ApiError::validation(vec![FieldError {
+                loc,
+                msg: NUL_MESSAGE.into(),
+                kind: "value_error".into(),
+            }]))
         }
+        None => Ok(()),
+    }
+}
+
+/// Why a text holding U+0000 is refused, wherever it comes from.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// The path (keys and array indexes) of the first string or key holding U+0000.
+fn nul_at(value: &serde_json::Value) -> Option<Vec<String>> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(Vec::new()),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            nul_at(v).map(|mut rest| {
+                rest.insert(0, i.to_string());
+                rest
+            })
+        }),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                return Some(vec![k.replace('\0', "\\u0000")]);
+            }
+            nul_at(v).map(|mut rest| {
+                rest.insert(0, k.clone());
+                rest
+            })
+        }),
+        _ => None,
     }
 }
 
@@ -64,6 +120,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(name) = parts.uri.query().and_then(nul_parameter) {
+            let loc: Vec<&str> = if name.is_empty() {
+                vec!["query"]
+            } else {
+                vec!["query", name.as_str()]
+            };
+            return Err(ApiError::invalid(&loc, NUL_MESSAGE));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
             Err(rejection) => Err(query_rejection(&rejection)),
@@ -110,6 +174,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // A nested router sees its own part of the path only; the original URI has it all.
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.path(), |o| o.0.path());
+        if has_encoded_nul(path) {
+            return Err(ApiError::bad_request(format!(
+                "the URL path cannot be read: a path segment {NUL_MESSAGE}"
+            )));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Self(v)),
             Err(rejection) => Err(path_rejection(&rejection)),
@@ -124,6 +198,23 @@ fn path_rejection(rejection: &PathRejection) -> ApiError {
     };
     let detail = text.strip_prefix("Invalid URL: ").unwrap_or(&text);
     ApiError::bad_request(format!("the URL path cannot be read: {detail}"))
+}
+
+/// Whether the percent-decoded `raw` holds U+0000.
+fn has_encoded_nul(raw: &str) -> bool {
+    percent_encoding::percent_decode_str(raw).any(|b| b == 0)
+}
+
+/// The name of the first query parameter whose name or value decodes to U+0000 (empty when
+/// the name itself holds it).
+fn nul_parameter(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find_map(|(name, value)| {
+        if name.contains('\0') {
+            Some(String::new())
+        } else {
+            value.contains('\0').then(|| name.into_owned())
+        }
+    })
 }
 
 /// The largest JSON body a route takes (bundle uploads have their own, larger limit). Set on
@@ -181,14 +272,19 @@ fn body_error(path: &str, msg: String) -> ApiError {
                 .map(str::to_owned),
         );
     }
-    // serde reads a top-level array into a struct field by field, which gives messages like
-    // "invalid length 0, expected struct CreateJob with 20 elements"; what the client needs
-    // to hear is that the body must be an object.
-    let msg = if loc.len() == 1 && msg.contains("expected struct ") {
-        "the body must be a JSON object".to_owned()
-    } else {
-        msg
-    };
+    // serde names a missing field in its message ("missing field `model`" at the enclosing
+    // object); the client needs it located at the field itself, as a missing value.
+    if let Some(field) = msg
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        loc.push(field.to_owned());
+        return ApiError::validation(vec![FieldError {
+            loc,
+            msg: "field required".into(),
+            kind: "missing".into(),
+        }]);
+    }
     ApiError::validation(vec![FieldError {
         loc,
         msg,
@@ -210,6 +306,8 @@ pub fn json_value(
             "send the body as JSON with `Content-Type: application/json`",
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+    let value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    check_body(&value)?;
+    Ok(value)
 }

@@ -205,6 +205,11 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/user", get(tenancy::current_user))
         .route("/openapi.json", get(ops::openapi))
+        // API.md puts every route under /api/v1; probes and scrapers usually use the root
+        // paths, so the operations routes answer at both.
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(metrics::metrics))
         .nest("/org/{org}", org)
         // The bundle routes' own limit is set closer to them, and so wins over this one.
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES));

@@ -35,6 +35,44 @@ async fn the_committed_openapi_document_matches_the_code() {
     ] {
         assert!(served["paths"][route].is_object(), "{route} is documented");
     }
+    // Every path parameter is in its path template, and query parameters are declared as such
+    // (a query parameter declared `in: path` makes the document invalid for generators).
+    let mut queries = 0;
+    for (route, item) in served["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().unwrap();
+                match param["in"].as_str().unwrap() {
+                    "path" => assert!(
+                        route.contains(&format!("{{{name}}}")),
+                        "{method} {route}: path parameter `{name}` is not in the template"
+                    ),
+                    "query" => queries += 1,
+                    "header" => assert!(
+                        ["Idempotency-Key", "Last-Event-ID"].contains(&name),
+                        "{method} {route}: header `{name}`"
+                    ),
+                    other => panic!("{method} {route}: `{name}` is in {other}"),
+                }
+            }
+        }
+    }
+    assert!(
+        queries >= 10,
+        "the list, logs, rows and audit queries are documented"
+    );
+    let list = &served["paths"]["/api/v1/org/{org}/ws/{ws}/optimization/jobs"]["get"];
+    let page = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "page")
+        .unwrap();
+    assert_eq!(page["in"], "query");
+    assert!(
+        page["schema"]["type"].to_string().contains("integer"),
+        "{page}"
+    );
 }
 
 /// A scripted in-process model, standing in for `local/…` behind the registry.
@@ -120,6 +158,7 @@ on_both_databases! {
         let r = app.call(Method::GET, "/api/v1/org/local", None, None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.body["type"], "unauthorized");
+        assert_eq!(r.headers["www-authenticate"], "Bearer");
         let r = app
             .get_as(
                 "gpd_0000000000000000000000000000000000000000",
@@ -143,6 +182,12 @@ on_both_databases! {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body["username"], "admin");
         assert_eq!(app.get("/api/v1/user").await.body["username"], "admin");
+        // The scheme name is case-insensitive.
+        let req = Request::get("/api/v1/user")
+            .header("authorization", format!("BEARER {}", app.admin_key))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.send(req).await.status, StatusCode::OK);
     }
 
     async fn unreadable_query_strings_and_paths_answer_with_the_envelope(app) {
@@ -794,6 +839,27 @@ on_both_databases! {
                 r.body
             );
         }
+        // Read positionally, an array would act as the object it lines up with.
+        for positional in [json!(["proj-arr", "Arr"]), json!([])] {
+            let r = app.post("/api/v1/org/local/ws/default/projects", positional.clone()).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{positional}");
+            assert_eq!(r.body["errors"][0]["msg"], "the body must be a JSON object");
+        }
+        assert_eq!(
+            app.get("/api/v1/org/local/ws/default/projects/proj-arr").await.status,
+            StatusCode::NOT_FOUND,
+            "nothing was created"
+        );
+        // A missing field is located at the field itself.
+        let r = app.post("/api/v1/org/local/ws/default/projects", json!({})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            r.body["errors"],
+            json!([{"loc": ["body", "key"], "msg": "field required", "type": "missing"}])
+        );
+        let r = app.post("/api/v1/org/local/ws/default/optimization/jobs", json!({})).await;
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "model"]), "{}", r.body);
+        assert_eq!(r.body["errors"][0]["type"], "missing");
         let r = app
             .post(
                 "/api/v1/org/local/ws/default/projects",
@@ -825,7 +891,46 @@ on_both_databases! {
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 
+    async fn nul_characters_are_refused_wherever_they_come_from_and_nothing_is_stored(app) {
+        let r = app
+            .post(
+                "/api/v1/org/local/ws/default/projects",
+                json!({"key": "nul", "name": "a\u{0}b"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "name"]));
+        assert_eq!(r.body["errors"][0]["msg"], "must not contain the NUL character (U+0000)");
+        let r = app
+            .post(
+                "/api/v1/org/local/ws/default/optimization/jobs",
+                json!({"tags": ["ok", "\u{0}"]}),
+            )
+            .await;
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "tags", "1"]), "{}", r.body);
+        let r = app.get("/api/v1/org/local/ws/default/optimization/jobs?search=%00").await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["query", "search"]));
+        for path in ["/api/v1/org/%00", "/api/v1/org/local/capabilities/a%00/versions"] {
+            let r = app.get(path).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.body);
+            assert!(r.body["detail"].as_str().unwrap().contains("NUL"), "{}", r.body);
+        }
+        assert_eq!(
+            app.get("/api/v1/org/local/ws/default/projects/nul").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
     async fn health_and_readiness_answer_without_a_key(app) {
+        for prefix in ["", "/api/v1"] {
+            for route in ["healthz", "readyz"] {
+                let r = app.call(Method::GET, &format!("{prefix}/{route}"), None, None).await;
+                assert_eq!(r.body["status"], "ok", "{prefix}/{route}");
+            }
+            let r = app.call(Method::GET, &format!("{prefix}/metrics"), None, None).await;
+            assert_eq!(r.status, StatusCode::OK, "{prefix}/metrics");
+        }
         assert_eq!(
             app.call(Method::GET, "/healthz", None, None).await.body["status"],
             "ok"

@@ -58,7 +58,9 @@ struct Out(Mutex<Box<dyn Write + Send>>);
 
 impl Out {
     fn line(&self, line: &Line) {
-        let mut text = serde_json::to_string(line).unwrap_or_default();
+        let mut value = serde_json::to_value(line).unwrap_or_default();
+        scrub_nul(&mut value);
+        let mut text = value.to_string();
         text.push('\n');
         let mut out = self
             .0
@@ -70,6 +72,26 @@ impl Out {
 
     fn event(&self, event: ProgressEvent) {
         self.line(&Line::Progress { event });
+    }
+}
+
+/// Replaces U+0000 with U+FFFD in every string and key. Model answers (and so feedback and
+/// candidate texts) may hold it, and PostgreSQL cannot store it in text: one such answer would
+/// otherwise make the worker's write of this line fail and the run's evidence go missing.
+fn scrub_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{fffd}"),
+        Value::Array(items) => items.iter_mut().for_each(scrub_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{fffd}"), v))
+                    .collect();
+            }
+            map.values_mut().for_each(scrub_nul);
+        }
+        _ => {}
     }
 }
 
@@ -655,5 +677,23 @@ mod tests {
             format!("iteration 4: skipped: {}", SkipReason::PerfectScores)
         );
         assert!(!message.contains("PerfectScores"), "{message}");
+    }
+
+    #[test]
+    fn a_nul_character_from_a_model_never_reaches_the_store() {
+        let captured = Captured::default();
+        let out = Out(Mutex::new(Box::new(captured.clone())));
+        out.line(&Line::Candidate {
+            candidate: serde_json::json!({"instructions": "Be\u{0} brief.", "k\u{0}": ["x\u{0}"]}),
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("\\u0000"), "{text}");
+        let Line::Candidate { candidate } = serde_json::from_str(text.trim()).unwrap() else {
+            panic!("a candidate line: {text}")
+        };
+        assert_eq!(
+            candidate,
+            serde_json::json!({"instructions": "Be\u{fffd} brief.", "k\u{fffd}": ["x\u{fffd}"]})
+        );
     }
 }

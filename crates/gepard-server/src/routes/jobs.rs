@@ -869,10 +869,13 @@ pub async fn create_job(
 
 /// Query of `GET …/optimization/jobs`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobListQuery {
     /// 1-based page.
+    #[param(value_type = Option<u64>)]
     pub page: Option<String>,
     /// Items per page (1–100, default 20).
+    #[param(value_type = Option<u64>)]
     pub page_size: Option<String>,
     /// Only this status.
     pub status: Option<String>,
@@ -989,10 +992,13 @@ pub async fn retry_job(
 
 /// Query of `GET …/logs`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only entries after this sequence number.
+    #[param(value_type = Option<u64>)]
     pub after: Option<String>,
     /// Most entries (1–1000, default 1000).
+    #[param(value_type = Option<u64>)]
     pub limit: Option<String>,
 }
 

@@ -24,13 +24,15 @@ use crate::AppState;
 
 /// The target of a promotion: `?name=&version=` of the preview, the body of the promotion.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteTarget {
     /// Capability name to write (default: the source capability's); may carry this org's prefix.
     #[serde(default)]
     pub name: Option<String>,
-    /// Version to write (default: the next free patch version of that name; for a name with
-    /// no versions yet, the source's version).
+    /// Version to write (default: under the source's name, the source version's next free
+    /// patch; under another name, the patch after that name's highest version, or the
+    /// source's version when it has none).
     #[serde(default)]
     pub version: Option<String>,
 }
@@ -176,10 +178,13 @@ pub async fn promote_job(
 
 /// Query of `GET /org/{org}/audit`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// 1-based page.
+    #[param(value_type = Option<u64>)]
     pub page: Option<String>,
     /// Items per page (1–100, default 20).
+    #[param(value_type = Option<u64>)]
     pub page_size: Option<String>,
 }
 

@@ -32,21 +32,27 @@ pub const MAX_ROWS_LIMIT: i64 = 1_000;
 
 /// Query of the list routes.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Substring of the name.
     pub search: Option<String>,
     /// 1-based page.
+    #[param(value_type = Option<u64>)]
     pub page: Option<String>,
     /// Items per page (1–100, default 20).
+    #[param(value_type = Option<u64>)]
     pub page_size: Option<String>,
 }
 
 /// Query of the rows route.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RowsQuery {
     /// Index of the first row (default 0).
+    #[param(value_type = Option<u64>)]
     pub offset: Option<String>,
     /// Most rows to return (1–1000, default 20).
+    #[param(value_type = Option<u64>)]
     pub limit: Option<String>,
 }
 

@@ -24,6 +24,7 @@ pub struct TestApp {
 
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
     pub body: Value,
     pub raw: Vec<u8>,
 }
@@ -63,6 +64,7 @@ impl TestApp {
     pub async fn send(&self, req: Request<Body>) -> Reply {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
+        let headers = resp.headers().clone();
         let raw = resp
             .into_body()
             .collect()
@@ -87,7 +89,12 @@ impl TestApp {
                 "error responses carry a detail: {body}"
             );
         }
-        Reply { status, body, raw }
+        Reply {
+            status,
+            headers,
+            body,
+            raw,
+        }
     }
 
     pub async fn call(
