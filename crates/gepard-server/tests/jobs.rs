@@ -712,6 +712,7 @@ on_both_databases! {
         .await;
         assert_eq!(failed.body["status"], "failed");
         assert_eq!(failed.body["error"], "model unreachable");
+        assert!(failed.body["last_event_at"].is_string());
         // The list carries each job's own series (read for the whole page at once).
         let other = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
         start(&app, &other).await;
@@ -733,6 +734,7 @@ on_both_databases! {
         assert_eq!(retried.body["attempt"], 2);
         assert!(retried.body["error"].is_null());
         assert!(retried.body["summary"]["best_score"].is_null());
+        assert!(retried.body["last_event_at"].is_null(), "no event of this attempt yet");
         assert_eq!(retried.body["metrics"], json!({}));
         assert_eq!(listed(id.clone()).await["metrics"], json!({}), "only the current attempt's series");
         let attempts = app.get(&format!("{JOBS}/{id}/attempts")).await;

@@ -107,8 +107,8 @@ pub struct JobWrite {
     pub error: Option<Option<String>>,
     /// Replaces the usage.
     pub usage: Option<JobUsage>,
-    /// Sets `last_event_at`.
-    pub last_event_at: Option<DateTime<Utc>>,
+    /// Sets (or, with `Some(None)`, clears) `last_event_at`.
+    pub last_event_at: Option<Option<DateTime<Utc>>>,
     /// Copy the finished attempt into the history before overwriting it (retry).
     pub archive_attempt: bool,
     /// Log entries to append.
@@ -203,7 +203,14 @@ fn job_without_metrics(row: &AnyRow) -> Result<Job> {
         components: spec.components,
         config: spec.config,
         metrics: BTreeMap::new(),
-        summary: from_json(json(row, "summary")?, "summary")?,
+        summary: {
+            // The job's objective is what its run optimizes for; runs need not repeat it.
+            let mut summary: JobSummary = from_json(json(row, "summary")?, "summary")?;
+            if summary.objective.is_none() {
+                summary.objective = opt_text(row, "objective")?;
+            }
+            summary
+        },
         artifacts: json(row, "artifacts")?,
         tags: spec.tags,
         error: opt_text(row, "error")?,
@@ -647,7 +654,7 @@ pub(crate) async fn write_job_in(
         set("usage", Some(to_json(v)?));
     }
     if let Some(v) = &w.last_event_at {
-        set("last_event_at", Some(ts(v)));
+        set("last_event_at", opt_ts(v));
     }
     let expires = ts(&(gepard_core::time::now() + w.lease_duration));
     match w.lease {

@@ -66,6 +66,7 @@ fn write_for(job: &Job, t: &Transition, now: chrono::DateTime<chrono::Utc>) -> J
         w.artifacts = Some(serde_json::json!({}));
         w.error = Some(None);
         w.usage = Some(JobUsage::default());
+        w.last_event_at = Some(None);
     }
     if e.clear_run_times {
         w.started_at = Some(None);
@@ -76,7 +77,7 @@ fn write_for(job: &Job, t: &Transition, now: chrono::DateTime<chrono::Utc>) -> J
         w.started_at = Some(Some(now));
     }
     if e.set_last_event_at {
-        w.last_event_at = Some(now);
+        w.last_event_at = Some(Some(now));
     }
     // Workers renew their leases explicitly, with their own lease length; a progress event
     // must not stretch or shrink it to some other length.
@@ -296,7 +297,7 @@ impl Store {
             if let Some(e) = outcome.error {
                 w.error = Some(Some(e));
             }
-            w.last_event_at = Some(now);
+            w.last_event_at = Some(Some(now));
             w.logs.push(outcome.log);
             w.metrics = outcome.metrics;
             let seq = self.log_seq(job_id).await?;
