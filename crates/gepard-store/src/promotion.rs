@@ -38,7 +38,7 @@ pub struct PromotionRequest {
     pub job_id: Uuid,
     /// Target capability name (default: the source capability's).
     pub name: Option<ArtifactName>,
-    /// Target version (default: the next free patch version of the target name).
+    /// Target version (default: see `default_version`).
     pub version: Option<semver::Version>,
 }
 
@@ -84,6 +84,30 @@ fn next_version(highest: &semver::Version) -> semver::Version {
     } else {
         semver::Version::new(highest.major, highest.minor, highest.patch)
     }
+}
+
+/// The version a promotion writes when none is asked for.
+///
+/// Under the source's own name it is the source's next free patch (`1.0.0` → `1.0.1`, or
+/// `1.0.2` when `1.0.1` exists), so a result optimized from `1.0.0` never becomes a `2.0.1`
+/// that silently drops whatever `2.0.0` changed. Under another name it continues that name's
+/// line (the patch after its highest version), or starts at the source's version.
+fn default_version(
+    source: &semver::Version,
+    same_name: bool,
+    existing: &[semver::Version],
+) -> semver::Version {
+    if !same_name {
+        return existing
+            .iter()
+            .max()
+            .map_or_else(|| source.clone(), next_version);
+    }
+    let mut v = next_version(source);
+    while existing.contains(&v) {
+        v = semver::Version::new(v.major, v.minor, v.patch + 1);
+    }
+    v
 }
 
 async fn load_capability(
@@ -265,10 +289,7 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
                     reasons.push(already(&v));
                     v
                 }
-                None => existing
-                    .iter()
-                    .max()
-                    .map_or_else(|| source.version.clone(), next_version),
+                None => default_version(&source.version, target_name == source.name, &existing),
             }
         }
     };
@@ -571,6 +592,21 @@ mod tests {
         assert_eq!(next_version(&v("1.0.0")), v("1.0.1"));
         assert_eq!(next_version(&v("2.3.9")), v("2.3.10"));
         assert_eq!(next_version(&v("1.1.0-rc.1")), v("1.1.0"));
+    }
+
+    #[test]
+    fn the_default_version_is_the_sources_next_free_patch_never_above_a_newer_line() {
+        let v = |s: &str| semver::Version::parse(s).unwrap();
+        let existing = [v("1.0.0"), v("1.0.1"), v("2.0.0")];
+        assert_eq!(default_version(&v("1.0.0"), true, &existing), v("1.0.2"));
+        assert_eq!(default_version(&v("2.0.0"), true, &existing), v("2.0.1"));
+        assert_eq!(
+            default_version(&v("1.1.0-rc.1"), true, &[v("1.1.0-rc.1"), v("1.1.0")]),
+            v("1.1.1")
+        );
+        // Another name continues its own line, or starts at the source's version.
+        assert_eq!(default_version(&v("1.0.0"), false, &existing), v("2.0.1"));
+        assert_eq!(default_version(&v("1.0.0"), false, &[]), v("1.0.0"));
     }
 
     #[test]

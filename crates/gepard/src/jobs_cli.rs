@@ -159,7 +159,7 @@ pub enum JobCommand {
         /// Capability name to write (default: the source capability's).
         #[arg(long)]
         name: Option<String>,
-        /// Version to write (default: the next free patch version).
+        /// Version to write (default: the source version's next free patch).
         #[arg(long)]
         version: Option<String>,
         /// Only show what would be written.
