@@ -97,7 +97,7 @@ async fn main() -> ExitCode {
                      GEPARD_WORKSPACE, GEPARD_PROJECT) are not used"
                 );
             }
-            quickstart::run(args).await.map(|()| ExitCode::SUCCESS)
+            quickstart::run(args).await
         }
         Command::Keys(cmd) => commands::keys(g, cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Capability(cmd) => commands::registry(g, ArtifactKind::Capability, cmd)

@@ -55,8 +55,16 @@ fn examples_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(built)
 }
 
-/// Runs the quickstart.
-pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
+/// What the optimization step ended with.
+enum Outcome {
+    /// The job ran to its end (completed or not: the caller reports which).
+    Finished,
+    /// SIGINT or SIGTERM arrived while the job ran; it was cancelled.
+    Interrupted,
+}
+
+/// Runs the quickstart; exit 130 when interrupted (the job is cancelled, not left running).
+pub async fn run(args: QuickstartArgs) -> anyhow::Result<std::process::ExitCode> {
     let examples = examples_dir(args.examples.as_deref())?;
     serve::init_tracing(LogFormat::Text, "warn");
     let serve_args = ServeArgs {
@@ -91,21 +99,27 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         json: false,
     };
     let client = Client::new(&server, Some(key));
-    let mut result = steps(&opts, &client, &examples).await;
+    let mut result = steps(&opts, &client, &examples)
+        .await
+        .map(|()| Outcome::Finished);
     if result.is_ok() && !args.no_job {
         result = optimize(&opts, &client, &args).await;
     }
+    // Stopping the server stops its worker, which ends a job with a cancel request as
+    // cancelled; a job merely interrupted would be queued again for the next start.
     let _ = stop.send(());
     running.task.await.context("server task")??;
     running.store.close().await;
-    result?;
+    if let Outcome::Interrupted = result? {
+        return Ok(std::process::ExitCode::from(130));
+    }
     println!(
         "\nDone. Next: `export GEPARD_DATA_DIR={}` (the server and the CLI then share its \
          database and credentials), `gepard serve`, then in another shell with the same \
          variable `gepard optimize list` and `gepard capability list`.",
         args.data_dir.display()
     );
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn steps(opts: &GlobalOpts, client: &Client, examples: &Path) -> anyhow::Result<()> {
@@ -154,8 +168,47 @@ async fn steps(opts: &GlobalOpts, client: &Client, examples: &Path) -> anyhow::R
     Ok(())
 }
 
+/// The name of the quickstart's job, which also finds those an earlier run left unfinished.
+const JOB_NAME: &str = "quickstart";
+
+/// Cancels quickstart jobs an earlier run left queued or running (killed before it could
+/// cancel them): the worker would otherwise resume them first, and this run's job would wait
+/// behind them with no word why.
+async fn cancel_leftovers(opts: &GlobalOpts, client: &Client) -> anyhow::Result<()> {
+    for status in ["running", "queued"] {
+        let page = client
+            .list_jobs(
+                &opts.org,
+                &opts.workspace,
+                1,
+                100,
+                &[("status", status), ("search", JOB_NAME)],
+            )
+            .await?;
+        for job in page
+            .items
+            .iter()
+            .filter(|j| j.name.as_deref() == Some(JOB_NAME))
+        {
+            client
+                .cancel_job(&opts.org, &opts.workspace, &job.id.to_string())
+                .await?;
+            println!(
+                "   cancelled job {}, left {status} by an earlier quickstart that was stopped",
+                job.id
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Submits a real optimization job on the example, follows it live, and prints the result.
-async fn optimize(opts: &GlobalOpts, client: &Client, args: &QuickstartArgs) -> anyhow::Result<()> {
+/// SIGINT or SIGTERM while it runs cancels the job.
+async fn optimize(
+    opts: &GlobalOpts,
+    client: &Client,
+    args: &QuickstartArgs,
+) -> anyhow::Result<Outcome> {
     let local = args.model.starts_with("local/");
     let reflection = args.reflection_lm.clone().unwrap_or_else(|| {
         if local {
@@ -172,8 +225,9 @@ async fn optimize(opts: &GlobalOpts, client: &Client, args: &QuickstartArgs) -> 
         // A 135M model rambles: cap its answers so a run fits in minutes on two cores.
         config["max_output_tokens"] = serde_json::json!(8);
     }
+    cancel_leftovers(opts, client).await?;
     let body = serde_json::json!({
-        "name": "quickstart", "model": args.model,
+        "name": JOB_NAME, "model": args.model,
         "capability_ref": {"name": "sentiment", "version": "1.0.0"}, "agent_name": "classifier",
         "dataset_ref": {"name": "sentiment-train", "version": "1.0.0"},
         "val_dataset_ref": {"name": "sentiment-val", "version": "1.0.0"},
@@ -192,7 +246,15 @@ async fn optimize(opts: &GlobalOpts, client: &Client, args: &QuickstartArgs) -> 
             "   (the first run fetches the local model once through pip; later runs start at once)"
         );
     }
-    let code = crate::jobs_cli::wait(opts, client, &job.id.to_string(), None, false).await?;
+    let id = job.id.to_string();
+    let code = tokio::select! {
+        code = crate::jobs_cli::wait(opts, client, &id, None, false) => code?,
+        () = crate::serve::wait_for_signal() => {
+            eprintln!("\ninterrupted: cancelling job {id}");
+            client.cancel_job(&opts.org, &opts.workspace, &id).await?;
+            return Ok(Outcome::Interrupted);
+        }
+    };
     let job = client
         .job(&opts.org, &opts.workspace, &job.id.to_string())
         .await?;
@@ -232,5 +294,5 @@ async fn optimize(opts: &GlobalOpts, client: &Client, args: &QuickstartArgs) -> 
         "the quickstart job did not complete: {}",
         job.error.unwrap_or_else(|| job.status.as_str().to_owned())
     );
-    Ok(())
+    Ok(Outcome::Finished)
 }

@@ -1037,6 +1037,105 @@ async fn the_quickstart_runs_a_real_job_and_prints_scores_and_the_diff() {
     );
 }
 
+/// Runs `gepard quickstart` on `data_dir` against `model_url`; once its job is being
+/// followed, sends `signal` (if any) to it. Returns the exit code, stdout and stderr.
+async fn quickstart_signalled(
+    data_dir: &Path,
+    model_url: &str,
+    signal: Option<&'static str>,
+) -> (Option<i32>, String, String) {
+    use std::io::{BufRead, BufReader};
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut cmd = std::process::Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GEPARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args([
+        "quickstart",
+        "--model",
+        "openai/fake",
+        "--max-metric-calls",
+        "120",
+    ])
+    .arg("--data-dir")
+    .arg(data_dir)
+    .arg("--examples")
+    .arg(&examples)
+    .env("OPENAI_BASE_URL", model_url)
+    .env("OPENAI_API_KEY", "test")
+    .env("GEPARD_DATA_DIR", data_dir)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id().to_string();
+    let stdout = child.stdout.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(signal) = signal.filter(|_| line.contains("optimizing with")) {
+                // The job is submitted and followed; let it start, then signal the quickstart.
+                std::thread::sleep(Duration::from_millis(500));
+                let kill = std::process::Command::new("kill")
+                    .args([signal, &pid])
+                    .status();
+                assert!(kill.unwrap().success());
+            }
+        }
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (status.code(), seen, err)
+    })
+    .await
+    .unwrap()
+}
+
+async fn job_counts(data_dir: &Path) -> Vec<(JobStatus, i64)> {
+    let url = format!("sqlite://{}", data_dir.join("gepard.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let counts = store.job_counts_by_status().await.unwrap();
+    store.close().await;
+    counts
+}
+
+/// Ctrl-C while the quickstart's job runs cancels the job (exit 130) instead of leaving it
+/// running for the next quickstart's worker to resume first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_quickstart_cancels_its_job_and_exits_130() {
+    let slow = fake_model(Duration::from_millis(300)).await.url;
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let (code, text, err) = quickstart_signalled(&qs, &slow, Some("-INT")).await;
+    assert_eq!(code, Some(130), "{text}\n{err}");
+    assert!(err.contains("interrupted: cancelling job"), "{err}");
+    assert_eq!(job_counts(&qs).await, [(JobStatus::Cancelled, 1)], "{text}");
+}
+
+/// A quickstart killed outright leaves its job running; the next one cancels it and runs its
+/// own job at once instead of waiting behind the resumed leftover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_quickstart_cancels_a_job_a_killed_one_left_running() {
+    let slow = fake_model(Duration::from_millis(300)).await.url;
+    let fast = fake_model(Duration::ZERO).await.url;
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let (code, ..) = quickstart_signalled(&qs, &slow, Some("-KILL")).await;
+    assert_eq!(code, None, "killed by a signal");
+    assert_eq!(job_counts(&qs).await, [(JobStatus::Running, 1)]);
+    let (code, text, err) = quickstart_signalled(&qs, &fast, None).await;
+    assert_eq!(code, Some(0), "{text}\n{err}");
+    assert!(
+        text.contains("left running by an earlier quickstart that was stopped"),
+        "{text}"
+    );
+    assert!(text.contains("best 1.000"), "{text}");
+}
+
 /// `serve` started with a relative data directory and a relative `GEPARD_PROVIDERS` file runs
 /// a job on the named provider: its runners work in a directory of their own, so both paths
 /// must reach them made absolute, and the provider's `api_key_env` variable with them.
