@@ -57,7 +57,8 @@ pub struct SubmitArgs {
     /// GEPA's RNG seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Budget: (candidate, example) evaluations.
+    /// Budget: (candidate, example) evaluations (server default 100). The seed's evaluation
+    /// takes one per validation row, and each iteration up to 2 × minibatch + validation rows.
     #[arg(long)]
     pub max_metric_calls: Option<u64>,
     /// Stop after this many iterations.
@@ -72,7 +73,7 @@ pub struct SubmitArgs {
     /// Reflection model (default: the target model).
     #[arg(long)]
     pub reflection_lm: Option<String>,
-    /// Evaluations in flight at once.
+    /// Evaluations in flight at once (server default 1; never changes the result).
     #[arg(long)]
     pub concurrency: Option<u32>,
     /// Makes a retried submission return the same job.
@@ -546,6 +547,22 @@ pub async fn wait(
     }
 }
 
+/// Prints what the server noted about a job when it accepted it (a budget that covers only
+/// the seed, settings stored but not implemented, no validation set): the job's first log
+/// entries, written by gepard itself before any worker started it. Best effort: a job is
+/// submitted whether or not its notes can be read.
+async fn print_submission_notes(client: &Client, org: &str, ws: &str, id: &str) {
+    let Ok(logs) = client.job_logs(org, ws, id, 0, 20).await else {
+        return;
+    };
+    for log in logs
+        .iter()
+        .take_while(|l| l.entry.data["source"] == "gepard" && l.entry.message != "started")
+    {
+        eprintln!("note: {}", log.entry.message);
+    }
+}
+
 /// Runs a job subcommand.
 pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode> {
     let client = opts.client();
@@ -566,6 +583,7 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                         "already submitted (same Idempotency-Key)"
                     };
                     println!("{how}: {}", describe(&job));
+                    print_submission_notes(&client, org, ws, &job.id.to_string()).await;
                 }
                 return Ok(ExitCode::SUCCESS);
             }

@@ -116,6 +116,27 @@ const SUBMIT: &[&str] = &[
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_prints_what_the_server_noted_such_as_a_budget_that_covers_only_the_seed() {
+    let s = server().await;
+    let mut args: Vec<&str> = SUBMIT[..SUBMIT.len() - 1].to_vec();
+    args.push("40");
+    let out = s.run(&args).await;
+    assert_success(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("note: max_metric_calls 40 covers the seed evaluation"),
+        "{err}"
+    );
+    // A budget with room for iterations draws no note.
+    let out = s.run(SUBMIT).await;
+    assert_success(&out);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("note:"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_wait_exits_0_when_the_job_completes() {
     let s = server().await;
     let mut args = SUBMIT.to_vec();
