@@ -166,6 +166,31 @@ impl Recipe {
         }
     }
 
+    /// Whether this recipe can score answers on `row`, or what the row lacks (the same gaps
+    /// for which [`Self::score`] gives every answer 0 with "Cannot score").
+    pub fn check_row(&self, row: &Value) -> Result<(), String> {
+        match self {
+            Self::ExactMatch { expected: None } if row_expected(row).is_none() => Err(
+                "the row has no expected_output (or answer) to compare the answer with, and the \
+                 recipe has no params.expected"
+                    .to_owned(),
+            ),
+            Self::TrajectoryImitation
+                if row
+                    .get("expected_trajectory")
+                    .and_then(Value::as_array)
+                    .is_none()
+                    && row_expected(row).is_none() =>
+            {
+                Err(
+                    "the row has neither expected_trajectory nor expected_output (or answer)"
+                        .to_owned(),
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Scores `outcome` (the agent's answer on `row`). A failed rollout scores 0 with its error.
     pub fn score(&self, row: &Value, outcome: &Outcome) -> Scored {
         if let Some(error) = &outcome.error {
@@ -839,6 +864,30 @@ mod tests {
         assert!(bad.feedback.contains("case"), "{}", bad.feedback);
         let wordy = recipe.score(row, &text("The sentiment is negative"));
         assert!(wordy.feedback.contains("adds more"), "{}", wordy.feedback);
+    }
+
+    #[test]
+    fn a_row_without_anything_to_compare_with_is_refused_only_by_recipes_that_need_it() {
+        let bare = json!({"goal": "?"});
+        let exact = Recipe::from_spec("exact_match_v1", &json!({})).unwrap();
+        assert!(exact
+            .check_row(&bare)
+            .unwrap_err()
+            .contains("no expected_output"));
+        assert!(exact.check_row(&json!({"goal": "?", "answer": 4})).is_ok());
+        let fixed = Recipe::from_spec("exact_match_v1", &json!({"expected": "x"})).unwrap();
+        assert!(fixed.check_row(&bare).is_ok());
+        let imitation = Recipe::from_spec("trajectory_imitation_v1", &json!({})).unwrap();
+        assert!(imitation.check_row(&bare).is_err());
+        assert!(imitation
+            .check_row(&json!({"goal": "?", "expected_trajectory": []}))
+            .is_ok());
+        for lenient in [
+            Recipe::from_spec("row_reward_v1", &json!({})).unwrap(),
+            Recipe::from_spec("contains_v1", &json!({"needle": "x"})).unwrap(),
+        ] {
+            assert!(lenient.check_row(&bare).is_ok(), "{}", lenient.name());
+        }
     }
 
     #[test]

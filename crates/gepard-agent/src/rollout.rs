@@ -171,14 +171,35 @@ pub enum RowProblem {
     /// The row's `tools` cannot be offered to the model.
     #[error("has tools the model cannot be offered: {0}")]
     Tools(String),
+    /// The recipe has nothing to compare an answer with (it would score every answer 0).
+    #[error("cannot be scored by {recipe}: {why}")]
+    Unscorable {
+        /// The recipe's name.
+        recipe: &'static str,
+        /// What the row lacks.
+        why: String,
+    },
 }
 
-/// Checks that `row` can be rolled out with `mapping`: it yields a user message and its tools
-/// are readable. The rollout makes the same two checks (and scores the row 0 when one fails);
+/// Checks that `row` can be rolled out with `mapping` and scored by `recipe`: it yields a user
+/// message, its tools are readable, and the recipe has something to compare an answer with.
+/// The rollout and the recipe make the same checks (and score the row 0 when one fails);
 /// running them up front turns such a row into an input error instead.
-pub fn check_row(mapping: &InputMapping, row: &Value) -> Result<(), RowProblem> {
+pub fn check_row(
+    mapping: &InputMapping,
+    recipe: Option<&crate::recipe::Recipe>,
+    row: &Value,
+) -> Result<(), RowProblem> {
     mapping.user_message(row).map_err(RowProblem::UserMessage)?;
     row_tools(row).map_err(RowProblem::Tools)?;
+    if let Some(recipe) = recipe {
+        recipe
+            .check_row(row)
+            .map_err(|why| RowProblem::Unscorable {
+                recipe: recipe.name(),
+                why,
+            })?;
+    }
     Ok(())
 }
 

@@ -350,6 +350,29 @@ on_both_databases! {
         assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
     }
 
+    async fn a_row_the_recipe_cannot_score_is_named_at_submission(app) {
+        let rows = "{\"goal\": \"a\", \"expected_output\": \"x\"}\n{\"goal\": \"b\"}\n";
+        let tar = common::tar(&[
+            ("dataset.yaml", "name: unlabelled\nversion: 1.0.0\n"),
+            ("rows.jsonl", rows),
+        ]);
+        let r = app.upload("/api/v1/org/local/datasets", tar).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let b = with(body(), &["val_dataset_ref"], json!({"name": "unlabelled", "version": "1.0.0"}));
+        let r = app.post(JOBS, b.clone()).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "val_dataset_ref"]));
+        assert_eq!(
+            r.body["errors"][0]["msg"],
+            "row 2 of dataset unlabelled@1.0.0 cannot be scored by exact_match_v1: the row has no \
+             expected_output (or answer) to compare the answer with, and the recipe has no \
+             params.expected"
+        );
+        // A recipe that needs no expected output takes the same rows.
+        let reward = with(b, &["reward_recipe"], json!({"name": "row_reward_v1", "params": {}}));
+        assert_eq!(app.post(JOBS, reward).await.status, StatusCode::CREATED);
+    }
+
     async fn a_row_whose_tools_cannot_be_offered_is_named_at_submission_and_openai_tools_pass(
         app
     ) {
@@ -360,9 +383,9 @@ on_both_databases! {
             "description": "Look a word up.", "parameters": {"type": "object",
             "properties": {"word": {"type": "string"}}}}});
         let rows = [
-            json!({"goal": "define cat", "tools": [openai_tool]}),
-            json!({"goal": "define dog", "tools": [openai_tool, {"type": "function",
-                   "function": {"description": "no name"}}]}),
+            json!({"goal": "define cat", "expected_output": "a pet", "tools": [openai_tool]}),
+            json!({"goal": "define dog", "expected_output": "a pet", "tools": [openai_tool,
+                   {"type": "function", "function": {"description": "no name"}}]}),
         ];
         let publish = |name: &str, rows: &[Value]| {
             let text: String = rows.iter().map(|r| format!("{r}\n")).collect();

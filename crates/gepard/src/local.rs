@@ -330,8 +330,16 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
             })?,
     };
 
+    let params: Value = match &args.reward_params {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| Usage(format!("--reward-params is not valid JSON: {e}")))?,
+    };
+    let recipe = Recipe::from_spec(&args.reward_recipe, &params)
+        .map_err(|e| Usage(format!("--reward-recipe / --reward-params: {e}")))?;
+
     let rollout = RolloutOptions::default();
-    let rows = |flag: &str, path: &Path| read_rows(flag, path, &rollout.input_mapping);
+    let rows = |flag: &str, path: &Path| read_rows(flag, path, &rollout.input_mapping, &recipe);
     let train = rows("--dataset", &args.dataset)?;
     let (val, val_is_train) = match &args.val_dataset {
         Some(path) => (rows("--val-dataset", path)?, false),
@@ -342,14 +350,6 @@ fn prepare(args: &LocalOptions) -> Result<Prepared, Usage> {
         .as_deref()
         .map(|path| rows("--test-dataset", path))
         .transpose()?;
-
-    let params: Value = match &args.reward_params {
-        None => Value::Null,
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| Usage(format!("--reward-params is not valid JSON: {e}")))?,
-    };
-    let recipe = Recipe::from_spec(&args.reward_recipe, &params)
-        .map_err(|e| Usage(format!("--reward-recipe / --reward-params: {e}")))?;
 
     let candidate_selection = match args.candidate_selection {
         Selection::Pareto => CandidateSelection::Pareto,
@@ -428,7 +428,12 @@ fn flag_names(message: &str) -> String {
 
 /// Reads a rows file and checks every row the way a rollout would before its model call (a
 /// user message, readable tools): a row that would only score 0 is an input error, named here.
-fn read_rows(flag: &str, path: &Path, mapping: &InputMapping) -> Result<Vec<Value>, Usage> {
+fn read_rows(
+    flag: &str,
+    path: &Path,
+    mapping: &InputMapping,
+    recipe: &Recipe,
+) -> Result<Vec<Value>, Usage> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Usage(format!(
             "{flag} {}: cannot read the file: {e}",
@@ -443,7 +448,7 @@ fn read_rows(flag: &str, path: &Path, mapping: &InputMapping) -> Result<Vec<Valu
     if let Some((i, why)) = rows
         .iter()
         .enumerate()
-        .find_map(|(i, row)| check_row(mapping, row).err().map(|e| (i, e)))
+        .find_map(|(i, row)| check_row(mapping, Some(recipe), row).err().map(|e| (i, e)))
     {
         return Err(Usage(format!(
             "{flag} {}: row {} {why}",

@@ -454,8 +454,8 @@ fn a_row_whose_tools_cannot_be_offered_exits_2_naming_the_row() {
     let inputs = Inputs::new();
     std::fs::write(
         inputs.path("val.jsonl"),
-        "{\"goal\": \"a\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}\n\
-         {\"goal\": \"b\", \"tools\": [{\"type\": \"retrieval\"}]}\n",
+        "{\"goal\": \"a\", \"expected_output\": \"x\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}\n\
+         {\"goal\": \"b\", \"expected_output\": \"x\", \"tools\": [{\"type\": \"retrieval\"}]}\n",
     )
     .unwrap();
     let out = gepard(&inputs.args(&[]), "http://127.0.0.1:9/v1", "sk-test");

@@ -526,8 +526,9 @@ async fn validate(
         .params
         .clone()
         .unwrap_or_else(|| Value::Object(Map::new()));
-    if let Err(e) = Recipe::from_spec(&body.reward_recipe.name, &params) {
-        match &e {
+    let recipe = Recipe::from_spec(&body.reward_recipe.name, &params);
+    if let Err(e) = &recipe {
+        match e {
             RecipeError::UnknownRecipe { .. } => {
                 p.add(&["body", "reward_recipe", "name"], e.to_string());
             }
@@ -652,7 +653,7 @@ async fn validate(
                     // that is already refused above, the tools are still checked.
                     if let Some((i, why)) = rows.iter().enumerate().find_map(|(i, row)| {
                         match &mapping {
-                            Some(mapping) => check_row(mapping, row),
+                            Some(mapping) => check_row(mapping, recipe.as_ref().ok(), row),
                             None => row_tools(row).map(drop).map_err(RowProblem::Tools),
                         }
                         .err()
