@@ -706,13 +706,19 @@ impl Engine {
         Ok(())
     }
 
-    /// The candidates on the frontier of the configured [`FrontierType`]. Its best score stays
-    /// the per-example fronts' aggregate: what the candidates achieve together, example by
-    /// example, whatever the selection draws from.
+    /// The Pareto frontier: the candidates that survive domination pruning on the fronts of the
+    /// configured [`FrontierType`], which are exactly those Pareto selection can draw. Every
+    /// candidate ties on an example nobody solves (or everybody does), so the plain union of
+    /// the fronts would hold every candidate ever accepted. Its best score stays the
+    /// per-example fronts' aggregate: what the candidates achieve together, example by example.
     fn frontier(&self, s: &Checkpoint) -> BTreeSet<usize> {
+        let means = s.means();
         s.fronts
-            .view(self.config.frontier_type, &s.means())
-            .members()
+            .view(self.config.frontier_type, &means)
+            .undominated_weights(&means)
+            .into_iter()
+            .map(|(candidate, _)| candidate)
+            .collect()
     }
 
     fn emit_front(&self, ctx: &Ctx<'_>, s: &Checkpoint, iteration: u64) {
