@@ -454,6 +454,42 @@ on_both_databases! {
         assert_eq!(ok.status, StatusCode::CREATED, "openai is known: {}", ok.body);
     }
 
+    async fn an_in_process_provider_refuses_a_model_it_does_not_have_at_submission(app) {
+        /// Knows one model, like `builtin` knows only `rules`.
+        struct OneModel;
+        impl gepard_llm::ProviderFactory for OneModel {
+            fn model(
+                &self,
+                name: &str,
+            ) -> Result<std::sync::Arc<dyn gepard_llm::ChatModel>, gepard_llm::LlmError> {
+                Err(gepard_llm::LlmError::ModelNotFound {
+                    provider: "inproc".into(),
+                    model: name.into(),
+                    url: "in-process".into(),
+                    status: 404,
+                    message: format!("the only model is `known`, not `{name}`"),
+                })
+            }
+        }
+        let mut app = app;
+        let registry = gepard_llm::ModelRegistry::from_config_with_env(&Default::default(), &|_| None);
+        registry.register_provider("inproc", std::sync::Arc::new(OneModel));
+        let mut state = gepard_server::AppState::new(app.store.clone());
+        state.models = Some(std::sync::Arc::new(registry));
+        app.router = gepard_server::router(state);
+        let r = app.post(JOBS, with(body(), &["config", "reflection_lm"], json!("inproc/nope"))).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "config", "reflection_lm"]));
+        assert_eq!(
+            r.body["errors"][0]["msg"],
+            "provider `inproc` has no model `nope`: the only model is `known`, not `nope`"
+        );
+        // A remote provider's model names are not checked here (only its answer knows them),
+        // nor is a provider this server lacks a key for (its workers may have it).
+        let remote = with(body(), &["config", "reflection_lm"], json!("anthropic/any-model"));
+        assert_eq!(app.post(JOBS, remote).await.status, StatusCode::CREATED);
+    }
+
     async fn unimplemented_settings_are_stored_and_logged_and_no_validation_set_is_said(app) {
         let b = with(
             with(

@@ -208,6 +208,17 @@ fn unknown_provider(state: &AppState, p: &mut Problems, loc: &[&str], id: &str) 
                 known.join(", ")
             ),
         );
+        return;
+    }
+    // In-process providers (`local`, `builtin`) know their models; a remote provider's model
+    // names are the remote's business and are only learned from its first answer. A
+    // provider misconfigured here (a missing key, say) is not refused: the workers that run
+    // the job may be configured where this server is not.
+    if let Err(gepard_llm::LlmError::ModelNotFound { model, message, .. }) = models.resolve(id) {
+        p.add(
+            loc,
+            format!("provider `{provider}` has no model `{model}`: {message}"),
+        );
     }
 }
 
