@@ -869,6 +869,16 @@ impl Dataset {
     }
 }
 
+/// The rows of one rows file outside a bundle (a local run's `--dataset rows.csv`), read as a
+/// dataset bundle's rows file is: CSV by its `.csv` extension, anything else as JSON lines.
+pub fn rows_of_file(path: &str, content: Vec<u8>) -> Result<Vec<Map<String, Value>>, BundleError> {
+    let file = BundleFile::new(path, content);
+    match row_format(path) {
+        Some(RowFormat::Csv) => parse_csv(&file),
+        _ => parse_jsonl(&file),
+    }
+}
+
 fn row_format(path: &str) -> Option<RowFormat> {
     if path.ends_with(".jsonl") {
         Some(RowFormat::Jsonl)
@@ -1269,6 +1279,17 @@ mod tests {
         assert!(
             matches!(&err, BundleError::Row { line: 2, message, .. } if message.contains("NUL")),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_lone_rows_file_is_read_by_its_extension_like_a_bundles() {
+        let csv = rows_of_file("val.csv", b"goal,expected_output\nhi,x\n".to_vec()).unwrap();
+        assert_eq!(csv[0]["goal"], "hi");
+        let jsonl = rows_of_file("val.txt", b"{\"goal\": \"hi\"}\n[1]\n".to_vec()).unwrap_err();
+        assert!(
+            matches!(&jsonl, BundleError::Row { file, line: 2, .. } if file == "val.txt"),
+            "{jsonl:?}"
         );
     }
 

@@ -384,36 +384,3 @@ pub async fn evaluate_rows(
     };
     Ok(RowsScore { mean, scores })
 }
-
-/// Why a JSONL text could not be read as rows.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
-pub struct RowsError {
-    /// 1-based line number.
-    pub line: usize,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-/// Reads JSONL rows (one JSON object per line; blank lines and a leading byte-order mark are
-/// skipped).
-pub fn parse_jsonl_rows(text: &str) -> Result<Vec<Value>, RowsError> {
-    // Some Windows editors start a UTF-8 file with a BOM, which is not JSON.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |message: String| RowsError {
-            line: i + 1,
-            message,
-        };
-        match serde_json::from_str::<Value>(line) {
-            Ok(row @ Value::Object(_)) => rows.push(row),
-            Ok(_) => return Err(err("each row must be a JSON object".into())),
-            Err(e) => return Err(err(format!("invalid JSON: {e}"))),
-        }
-    }
-    Ok(rows)
-}

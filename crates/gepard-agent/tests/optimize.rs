@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use gepard_agent::optimize::{
-    evaluate_rows, optimize, parse_jsonl_rows, ChatTextModel, OptimizeSpec, RolloutEvaluator,
-    RunModels,
+    evaluate_rows, optimize, ChatTextModel, OptimizeSpec, RolloutEvaluator, RunModels,
 };
 use gepard_agent::recipe::Recipe;
 use gepard_agent::rollout::RolloutOptions;
@@ -371,21 +370,4 @@ async fn fixed_instructions_are_scored_on_a_row_set_in_row_order() {
     .await
     .unwrap_err();
     assert!(err.is_fatal_for_run());
-}
-
-#[test]
-fn jsonl_rows_are_read_and_a_bad_line_is_named() {
-    let rows = parse_jsonl_rows("{\"goal\": \"a\"}\n\n{\"goal\": \"b\"}\n").unwrap();
-    assert_eq!(rows.len(), 2);
-    let err = parse_jsonl_rows("{\"goal\": \"a\"}\n[1]\n").unwrap_err();
-    assert_eq!(err.line, 2);
-    assert!(err.to_string().contains("line 2"));
-    let err = parse_jsonl_rows("{\"goal\": \n").unwrap_err();
-    assert!(err.message.contains("invalid JSON"), "{err}");
-}
-
-#[test]
-fn jsonl_rows_after_a_byte_order_mark_are_read() {
-    let rows = parse_jsonl_rows("\u{feff}{\"goal\": \"a\"}\n").unwrap();
-    assert_eq!(rows[0]["goal"], "a");
 }

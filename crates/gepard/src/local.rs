@@ -17,10 +17,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gepard_agent::bundle::{Bundle, Capability};
-use gepard_agent::optimize::{
-    evaluate_rows, optimize, parse_jsonl_rows, OptimizeOutcome, OptimizeSpec, RunModels,
-};
+use gepard_agent::bundle::{rows_of_file, Bundle, Capability, Dataset};
+use gepard_agent::optimize::{evaluate_rows, optimize, OptimizeOutcome, OptimizeSpec, RunModels};
 use gepard_agent::recipe::Recipe;
 use gepard_agent::rollout::{check_row, InputMapping, RolloutOptions};
 use gepard_gepa::{
@@ -71,15 +69,17 @@ pub struct LocalOptions {
     /// The agent whose instructions are optimized (default: the capability's first agent).
     #[arg(long, value_name = "NAME")]
     pub agent_name: Option<String>,
-    /// Training rows, JSONL (`goal`, `expected_output`, …).
-    #[arg(long, value_name = "FILE")]
+    /// Training rows (`goal`, `expected_output`, …): a JSONL file, a `.csv` file, or a dataset
+    /// directory as `dataset push` takes it.
+    #[arg(long, value_name = "PATH")]
     pub dataset: PathBuf,
-    /// Validation rows, JSONL (default: the training rows are also the validation set).
-    #[arg(long, value_name = "FILE")]
+    /// Validation rows, in any form `--dataset` takes (default: the training rows are also
+    /// the validation set).
+    #[arg(long, value_name = "PATH")]
     pub val_dataset: Option<PathBuf>,
-    /// Test rows, JSONL: the seed and the best instructions are scored on them after the run,
-    /// outside the budget.
-    #[arg(long, value_name = "FILE")]
+    /// Test rows, in any form `--dataset` takes: the seed and the best instructions are scored
+    /// on them after the run, outside the budget.
+    #[arg(long, value_name = "PATH")]
     pub test_dataset: Option<PathBuf>,
     /// Target model id, `provider/model` (e.g. `openai/gpt-4o-mini`; `openai/…` reads
     /// `OPENAI_BASE_URL` and `OPENAI_API_KEY`).
@@ -95,6 +95,8 @@ pub struct LocalOptions {
     #[arg(long, value_name = "JSON")]
     pub reward_params: Option<String>,
     /// Metric-call budget (one call = one candidate scored on one example), never exceeded.
+    /// This or another limit (--max-trials, --max-trials-without-improvement,
+    /// --max-runtime-sec) is required.
     #[arg(long, value_name = "N")]
     pub max_metric_calls: Option<u64>,
     /// Stop after this many iterations.
@@ -434,14 +436,30 @@ fn read_rows(
     mapping: &InputMapping,
     recipe: &Recipe,
 ) -> Result<Vec<Value>, Usage> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Usage(format!(
-            "{flag} {}: cannot read the file: {e}",
-            path.display()
-        ))
-    })?;
-    let rows =
-        parse_jsonl_rows(&text).map_err(|e| Usage(format!("{flag} {}: {e}", path.display())))?;
+    let unreadable = |e: String| Usage(format!("{flag} {}: {e}", path.display()));
+    // A dataset directory (as `dataset push` takes it) or one rows file (JSON lines, or CSV
+    // by its extension), read by the same code the registry reads bundles with.
+    let rows: Vec<Value> = if path.is_dir() {
+        let bundle = Bundle::from_dir(path)
+            .map_err(|e| unreadable(format!("cannot read the directory: {e}")))?;
+        Dataset::parse(bundle)
+            .map_err(|e| unreadable(e.to_string()))?
+            .rows
+            .into_iter()
+            .map(Value::Object)
+            .collect()
+    } else {
+        let bytes =
+            std::fs::read(path).map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "rows.jsonl".into(), |n| n.to_string_lossy().into_owned());
+        rows_of_file(&name, bytes)
+            .map_err(|e| unreadable(e.to_string()))?
+            .into_iter()
+            .map(Value::Object)
+            .collect()
+    };
     if rows.is_empty() {
         return Err(Usage(format!("{flag} {}: holds no rows", path.display())));
     }

@@ -335,6 +335,42 @@ fn scripted_json(extra: &[&str]) -> Value {
     report
 }
 
+/// `--dataset` and friends take what `dataset push` takes too: a dataset directory, or a CSV
+/// file; the run is the same as on the JSONL files.
+#[test]
+fn rows_from_a_dataset_directory_or_a_csv_file_give_the_same_run_as_jsonl() {
+    let expected = scripted_json(&[]);
+    let fake = start_fake(false);
+    let inputs = Inputs::new();
+    let dir = inputs.path("train-ds");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("dataset.yaml"), "name: train\nversion: 1.0.0\n").unwrap();
+    std::fs::copy(inputs.path("train.jsonl"), dir.join("rows.jsonl")).unwrap();
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let csv: String = std::iter::once("goal,expected_output\n".to_owned())
+        .chain(
+            GOALS
+                .iter()
+                .rev()
+                .map(|(g, l)| format!("{},{}\n", quote(g), quote(l))),
+        )
+        .collect();
+    std::fs::write(inputs.path("val.csv"), csv).unwrap();
+    let mut args = inputs.args(&["--json"]);
+    for (flag, path) in [
+        ("--dataset", &dir),
+        ("--val-dataset", &inputs.path("val.csv")),
+    ] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = path.to_str().unwrap().to_owned();
+    }
+    let out = gepard(&args, &fake.base_url, "sk-test");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report.as_object_mut().unwrap().remove("wall_seconds");
+    assert_eq!(report, expected);
+}
+
 #[test]
 fn a_scripted_run_through_the_binary_produces_the_pinned_result() {
     let report = scripted_json(&[]);
