@@ -18,7 +18,10 @@ pub fn providers_config() -> anyhow::Result<ProvidersConfig> {
     if value.is_empty() {
         return Ok(ProvidersConfig::default());
     }
-    let (text, origin) = if value.starts_with('{') {
+    // Inline configuration (JSON, or YAML flow style such as `corp: {kind: openai, …}`) unless
+    // the value names a file.
+    let inline = value.starts_with('{') || (!Path::new(value).is_file() && value.contains(": "));
+    let (text, origin) = if inline {
         (value.to_owned(), format!("{PROVIDERS_ENV} (inline)"))
     } else {
         let text = std::fs::read_to_string(value)

@@ -83,6 +83,9 @@ pub async fn start(
     args: &ServeArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
+    // Read the provider configuration first: a mistake in it must stop the start before an
+    // empty database is set up and its admin key printed.
+    let providers = crate::models::providers_config()?;
     let data_dir = settings::data_dir(args.data_dir.as_deref());
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -105,7 +108,6 @@ pub async fn start(
         .await
         .context("listening for job changes")?;
     let mut state = AppState::with_notifier(store.clone(), Arc::clone(&notifier));
-    let providers = crate::models::providers_config()?;
     state.models = Some(Arc::new(crate::models::registry_with(
         &providers, &data_dir,
     )));

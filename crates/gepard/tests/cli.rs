@@ -137,6 +137,28 @@ fn first_start_writes_a_private_credentials_file_that_the_cli_uses() {
 }
 
 #[test]
+fn a_bad_provider_configuration_stops_serve_before_it_sets_up_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = base_command(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(
+            "GEPARD_PROVIDERS",
+            "corp: {kind: opnai, base_url: \"http://x\"}",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("GEPARD_PROVIDERS (inline) is not a valid provider configuration"),
+        "{err}"
+    );
+    assert!(!err.contains("admin API key"), "{err}");
+    assert!(!dir.path().join("credentials.json").exists());
+    assert!(!dir.path().join("gepard.db").exists());
+}
+
+#[test]
 fn the_cli_publishes_lists_and_shows_the_examples() {
     let server = start_server(None);
     let cap = examples().join("capabilities/sentiment");
