@@ -563,6 +563,44 @@ async fn print_submission_notes(client: &Client, org: &str, ws: &str, id: &str) 
     }
 }
 
+/// What a candidate's instructions change from its parent's, for a one-line table cell:
+/// children keep most of their parent's text, so the start of every candidate looks alike.
+/// The text from the first difference (moved back to a word start) is shown after `…`;
+/// a candidate without a parent shows its start.
+fn change_from(parent: &str, text: &str) -> String {
+    if !parent.is_empty() && parent == text {
+        return "(the same text as its parent)".to_owned();
+    }
+    let common = parent
+        .char_indices()
+        .zip(text.char_indices())
+        .find(|((_, a), (_, b))| a != b)
+        .map_or_else(|| parent.len().min(text.len()), |((i, _), _)| i);
+    // Back to the start of the word the difference is in, unless it begins at a word break.
+    let at_break = text[common..].starts_with(char::is_whitespace)
+        || text[..common].ends_with(char::is_whitespace);
+    let start = if at_break {
+        common
+    } else {
+        text[..common]
+            .rfind(char::is_whitespace)
+            .map_or(0, |i| i + 1)
+    };
+    let rest: String = text[start..]
+        .trim_start()
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(70)
+        .collect();
+    if start == 0 {
+        rest
+    } else {
+        format!("…{rest}")
+    }
+}
+
 /// Runs a job subcommand.
 pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode> {
     let client = opts.client();
@@ -682,23 +720,22 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:>5}  {:>6}  {:>7}  {:<8}  {:<4}  INSTRUCTIONS",
+                "{:>5}  {:>6}  {:>7}  {:<8}  {:<4}  INSTRUCTIONS (… = as its parent up to there)",
                 "INDEX", "PARENT", "SCORE", "FRONTIER", "BEST"
             );
+            let text_of = |index: &Value| {
+                items
+                    .iter()
+                    .find(|c| &c["index"] == index)
+                    .and_then(|c| c["instructions"].as_str())
+            };
             for c in &items {
-                let parent = c["parents"]
-                    .as_array()
-                    .and_then(|p| p.first())
-                    .map_or_else(|| "-".to_owned(), ToString::to_string);
-                let first = c["instructions"]
-                    .as_str()
-                    .unwrap_or("")
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(70)
-                    .collect::<String>();
+                let first_parent = c["parents"].as_array().and_then(|p| p.first());
+                let parent = first_parent.map_or_else(|| "-".to_owned(), ToString::to_string);
+                let first = change_from(
+                    first_parent.and_then(text_of).unwrap_or(""),
+                    c["instructions"].as_str().unwrap_or(""),
+                );
                 let frontier = if c["on_frontier"].as_bool() == Some(true) {
                     "*"
                 } else {
@@ -775,5 +812,29 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::change_from;
+
+    #[test]
+    fn a_candidate_cell_shows_what_it_changes_from_its_parent() {
+        let seed = "Classify the sentiment of the text.";
+        assert_eq!(change_from("", seed), seed);
+        assert_eq!(
+            change_from(
+                seed,
+                "Classify the sentiment of the text. Answer in one word."
+            ),
+            "…Answer in one word."
+        );
+        // A rewrite in the middle starts at the changed word.
+        assert_eq!(
+            change_from(seed, "Classify the overall sentiment of the text."),
+            "…overall sentiment of the text."
+        );
+        assert_eq!(change_from(seed, seed), "(the same text as its parent)");
     }
 }
