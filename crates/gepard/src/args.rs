@@ -113,3 +113,32 @@ mod tests {
         assert!(server_url("http://").is_err());
     }
 }
+
+/// The client flags (`--server`, `--api-key`, `--org`, `--workspace`, `--project`, `--json`)
+/// are global, so clap would list them in the help of commands that talk to no server
+/// (`serve`, `worker`, `optimize local`). Declaring hidden args with the same ids in such a
+/// command keeps clap from adding the global ones to it (it skips a global whose id the
+/// subcommand already has). They cannot be refused when given: clap copies the global values
+/// (defaults and environment included) into them, so they are accepted and ignored.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct HiddenClientFlags {
+    #[arg(long, hide = true)]
+    server: Option<String>,
+    #[arg(long, hide = true)]
+    api_key: Option<String>,
+    #[arg(long, hide = true)]
+    org: Option<String>,
+    #[arg(long, hide = true)]
+    workspace: Option<String>,
+    #[arg(long, hide = true)]
+    project: Option<String>,
+}
+
+/// [`HiddenClientFlags`] plus `--json`, for commands without output of their own to format.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct HiddenClientAndJsonFlags {
+    #[command(flatten)]
+    client: HiddenClientFlags,
+    #[arg(long, hide = true)]
+    json: bool,
+}

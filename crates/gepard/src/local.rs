@@ -130,27 +130,7 @@ pub struct LocalOptions {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    client_flags: ClientFlags,
-}
-
-/// The client flags (`--server`, `--api-key`, `--org`, `--workspace`, `--project`) are global,
-/// so clap would list them in this command's help although a local run talks to no server.
-/// Declaring hidden args with the same ids here keeps clap from adding the global ones to this
-/// command (it skips a global whose id the subcommand already has). They cannot be refused when
-/// given: clap copies the global values (defaults and environment included) into them, so they
-/// are accepted and ignored, as they always were.
-#[derive(Debug, Default, clap::Args)]
-struct ClientFlags {
-    #[arg(long, hide = true)]
-    server: Option<String>,
-    #[arg(long, hide = true)]
-    api_key: Option<String>,
-    #[arg(long, hide = true)]
-    org: Option<String>,
-    #[arg(long, hide = true)]
-    workspace: Option<String>,
-    #[arg(long, hide = true)]
-    project: Option<String>,
+    client_flags: crate::args::HiddenClientFlags,
 }
 
 /// An input problem: exit code 2 with this message.

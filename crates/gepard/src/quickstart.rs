@@ -73,6 +73,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<std::process::ExitCode>
         database_url: None,
         workers: u32::from(!args.no_job),
         log_format: LogFormat::Text,
+        client_flags: crate::args::HiddenClientAndJsonFlags::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = serve::start(&serve_args, async {

@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "GEPARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The global client flags, hidden: a server talks to no server.
+    #[command(flatten)]
+    pub client_flags: crate::args::HiddenClientAndJsonFlags,
 }
 
 /// How logs are written.

@@ -27,6 +27,9 @@ pub struct WorkerArgs {
     /// Log format.
     #[arg(long, env = "GEPARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The global client flags, hidden: a worker talks to the database, not to a server.
+    #[command(flatten)]
+    pub client_flags: crate::args::HiddenClientAndJsonFlags,
 }
 
 /// Starts `n` workers on `store`; they stop when `shutdown` fires. `providers` is the

@@ -600,7 +600,7 @@ fn the_human_summary_counts_unusable_proposals_apart_from_rejected_and_skipped_i
 }
 
 #[test]
-fn local_help_lists_no_client_flags_and_other_commands_keep_them() {
+fn local_serve_and_worker_help_list_no_client_flags_and_other_commands_keep_them() {
     let help = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_gepard"))
             .args(args)
@@ -619,6 +619,15 @@ fn local_help_lists_no_client_flags_and_other_commands_keep_them() {
         local.contains("--capability") && local.contains("--json"),
         "{local}"
     );
+    // The server and the worker talk to the database, not to a server: no client flags,
+    // and no --json either (they have no output of their own to format).
+    for command in [&["serve"][..], &["worker"][..]] {
+        let text = help(command);
+        for flag in client_flags.iter().chain(&["--json"]) {
+            assert!(!text.contains(flag), "{flag} in {command:?}:\n{text}");
+        }
+        assert!(text.contains("--data-dir"), "{text}");
+    }
     for command in [
         &["optimize", "list"][..],
         &["capability", "push"][..],
