@@ -450,34 +450,49 @@ pub async fn wait(
     timeout: Option<u64>,
     print_logs: bool,
 ) -> anyhow::Result<ExitCode> {
-    let bar = if std::io::stderr().is_terminal() && !opts.json {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {pos}/{len} metric calls",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal && !opts.json {
+        // A spinner until the job's budget is known: a bar of length 0 draws as full.
+        let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(200));
         Some(bar)
     } else {
         None
     };
+    let with_bar = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:30}] {pos}/{len} metric calls",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    // Without a terminal (a log file, CI), one line each time the status or the best score
+    // changes, so a long wait is not silent.
+    let mut reported: Option<(JobStatus, Option<String>)> = None;
     let mut last: Option<Job> = None;
     let follow = client.follow_job(&opts.org, &opts.workspace, id, |ev| {
         match ev.event.as_str() {
             "snapshot" | "job" => {
                 if let Ok(job) = serde_json::from_str::<Job>(&ev.data) {
+                    let used = last_metric(&job, "metric_calls_used").unwrap_or(0.0) as u64;
+                    let best = job.summary.best_score.map(|s| format!("{s:.3}"));
+                    let shown = best.clone().unwrap_or_else(|| "-".into());
                     if let Some(bar) = &bar {
-                        bar.set_length(budget(&job).unwrap_or(0));
-                        bar.set_position(
-                            last_metric(&job, "metric_calls_used").unwrap_or(0.0) as u64
-                        );
-                        let best = job
-                            .summary
-                            .best_score
-                            .map_or_else(|| "-".into(), |s| format!("{s:.3}"));
-                        bar.set_message(format!("{} best {best}", job.status.as_str()));
+                        if let Some(len) = budget(&job).filter(|&b| b > 0) {
+                            if bar.length() != Some(len) {
+                                bar.set_style(with_bar.clone());
+                                bar.set_length(len);
+                            }
+                        }
+                        bar.set_position(used);
+                        bar.set_message(format!("{} best {shown}", job.status.as_str()));
+                    } else if !opts.json && !terminal && !print_logs {
+                        let now = (job.status, best);
+                        if reported.as_ref() != Some(&now) {
+                            let of = budget(&job).map_or_else(String::new, |b| format!("/{b}"));
+                            eprintln!(
+                                "{}: {used}{of} metric calls, best {shown}",
+                                job.status.as_str()
+                            );
+                            reported = Some(now);
+                        }
                     }
                     let done = job.status.is_terminal();
                     last = Some(job);

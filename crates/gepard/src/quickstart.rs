@@ -66,6 +66,8 @@ enum Outcome {
 /// Runs the quickstart; exit 130 when interrupted (the job is cancelled, not left running).
 pub async fn run(args: QuickstartArgs) -> anyhow::Result<std::process::ExitCode> {
     let examples = examples_dir(args.examples.as_deref())?;
+    // Shown to the user: `/src/gepard/examples`, not `/src/gepard/crates/gepard/../../examples`.
+    let examples = std::fs::canonicalize(&examples).unwrap_or(examples);
     serve::init_tracing(LogFormat::Text, "warn");
     let serve_args = ServeArgs {
         listen: "127.0.0.1:0".parse()?,

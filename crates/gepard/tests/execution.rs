@@ -1031,6 +1031,17 @@ async fn the_quickstart_runs_a_real_job_and_prints_scores_and_the_diff() {
         text.contains("validation score: seed 0.000 → best 1.000"),
         "{text}"
     );
+    // Without a terminal the wait is not silent: a line per status or best-score change.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("completed: ") && l.ends_with("best 1.000")),
+        "{err}"
+    );
+    assert!(
+        !text.contains("/../"),
+        "the examples path is shown resolved: {text}"
+    );
     assert!(
         text.contains(&format!("+Classify the sentiment of the text. {MAGIC}")),
         "{text}"
