@@ -14,6 +14,20 @@ pub const PLATFORM_MAX_RUNTIME_SECONDS: i64 = 24 * 3600;
 /// `max_runtime_sec` a job gets when it does not set one.
 pub const PLATFORM_DEFAULT_RUNTIME_SECONDS: i64 = 2 * 3600;
 
+const RUNTIME_LIMIT_ERROR: &str = "exceeded max_runtime_sec of ";
+
+/// The `error` of a job whose run was stopped by its `max_runtime_sec`. Such a job ends
+/// `failed` but keeps the best result it validated, which can be promoted like a cancelled
+/// job's: see [`is_runtime_limit_error`].
+pub fn runtime_limit_error(max_runtime_sec: u64) -> String {
+    format!("{RUNTIME_LIMIT_ERROR}{max_runtime_sec} s")
+}
+
+/// Whether a job's `error` says its run was stopped by `max_runtime_sec`.
+pub fn is_runtime_limit_error(error: &str) -> bool {
+    error.starts_with(RUNTIME_LIMIT_ERROR)
+}
+
 /// A person or automation that holds API keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct User {

@@ -361,7 +361,7 @@ async fn each_refusal_says_why() {
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(
         detail(&r),
-        format!("job {running} is running, only completed or cancelled jobs can be promoted")
+        format!("job {running} is running, only completed or cancelled jobs (or one stopped by its max_runtime_sec) can be promoted")
     );
     let preview = app
         .get(&format!("{JOBS}/{running}/promotion-preview"))

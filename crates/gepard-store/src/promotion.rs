@@ -24,7 +24,7 @@ use crate::execution::mark_best;
 use crate::jobs::{from_json, status};
 use crate::notify::Notifier;
 use crate::registry::{insert_version, NewVersion};
-use crate::rows::{int, json, opt_uuid, text, time, uuid};
+use crate::rows::{int, json, opt_text, opt_uuid, text, time, uuid};
 use crate::{is_unique_violation, Published, Result, Store, StoreError};
 
 /// What a promotion (or its preview) asks for.
@@ -170,7 +170,7 @@ fn candidate_index(candidates: &[Value], instructions: &str, artifacts: &Value) 
 async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> Result<Plan> {
     let job_id = req.job_id.to_string();
     let row = sqlx::query(&format!(
-        "SELECT status, attempt, model, spec, summary, artifacts, log_seq FROM jobs \
+        "SELECT status, attempt, model, spec, summary, artifacts, log_seq, error FROM jobs \
          WHERE id = $1 AND workspace_id = $2 AND org_id = $3{lock}"
     ))
     .bind(&job_id)
@@ -211,10 +211,16 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
 
     let mut reasons = Vec::new();
     // A cancelled job keeps the best result it had validated when it stopped (a person often
-    // cancels because that result is good enough); a failed or unfinished one is not a result.
-    if !matches!(job_status, JobStatus::Completed | JobStatus::Cancelled) {
+    // cancels because that result is good enough), and so does one its runtime limit stopped;
+    // a job that failed otherwise, or has not finished, is not a result.
+    let stopped_by_limit = job_status == JobStatus::Failed
+        && opt_text(&row, "error")?
+            .as_deref()
+            .is_some_and(gepard_core::model::is_runtime_limit_error);
+    if !matches!(job_status, JobStatus::Completed | JobStatus::Cancelled) && !stopped_by_limit {
         reasons.push(format!(
-            "job {} is {}, only completed or cancelled jobs can be promoted",
+            "job {} is {}, only completed or cancelled jobs (or one stopped by its \
+             max_runtime_sec) can be promoted",
             req.job_id,
             job_status.as_str()
         ));

@@ -519,7 +519,7 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
             match (&r.stop_reason, timed) {
                 (StopReason::Cancelled, true) => {
                     let mut e = ProgressEvent::new(ProgressEventType::OptimizationError);
-                    let msg = format!("exceeded max_runtime_sec of {} s", spec.max_runtime_sec);
+                    let msg = gepard_core::model::runtime_limit_error(spec.max_runtime_sec);
                     e.level = LogLevel::Error;
                     e.message = Some(format!(
                         "{msg}; best validation score so far {:.3}",
@@ -567,7 +567,7 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
                     out.event(e);
                 }
                 EngineError::StoppedBeforeSeed(StopReason::Cancelled) => {
-                    let msg = format!("exceeded max_runtime_sec of {} s", spec.max_runtime_sec);
+                    let msg = gepard_core::model::runtime_limit_error(spec.max_runtime_sec);
                     let mut e = ProgressEvent::new(ProgressEventType::OptimizationError);
                     e.level = LogLevel::Error;
                     e.message = Some(format!("{msg} before the seed was evaluated"));

@@ -503,7 +503,7 @@ impl Worker {
             Some("deadline") => {
                 let max = spec.max_runtime_sec;
                 return self
-                    .fail(id, token, format!("exceeded max_runtime_sec of {max} s"))
+                    .fail(id, token, gepard_core::model::runtime_limit_error(max))
                     .await;
             }
             _ => {}

@@ -905,6 +905,23 @@ async fn the_runtime_limit_fails_the_job_and_keeps_its_best_result() {
         j.summary.best_score.is_some(),
         "the best result so far is kept"
     );
+    // ... and it can be promoted like a cancelled job's, when it beats the seed.
+    let preview = e
+        .store
+        .promotion_preview(&gepard_store::PromotionRequest {
+            org_id: j.organization_id,
+            workspace_id: j.workspace_id,
+            job_id: j.id,
+            name: None,
+            version: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        !preview.reasons.iter().any(|r| r.contains("is failed")),
+        "{:?}",
+        preview.reasons
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
