@@ -138,6 +138,16 @@ on_both_databases! {
         );
     }
 
+    async fn a_budget_out_of_range_is_reported_once(app) {
+        let r = app.post(JOBS, with(body(), &["config", "max_metric_calls"], json!(0))).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            r.body["errors"],
+            json!([{"loc": ["body", "config", "max_metric_calls"],
+                    "msg": "must be an integer from 1 to 1000000", "type": "value_error"}])
+        );
+    }
+
     async fn each_validation_rule_names_the_wrong_field(app) {
         let cases: Vec<(Value, Vec<&str>)> = vec![
             (

@@ -687,7 +687,8 @@ async fn validate(
         val_rows,
         config.get("max_metric_calls").and_then(Value::as_i64),
     ) {
-        if budget < rows {
+        // A budget outside its range is already reported; one message per field is enough.
+        if (1..=1_000_000).contains(&budget) && budget < rows {
             p.add(
                 &["body", "config", "max_metric_calls"],
                 format!("a budget of {budget} metric calls cannot even evaluate the seed on the {rows} validation rows"),
