@@ -1014,42 +1014,13 @@ fn make_executable(p: &Path) {
 async fn the_quickstart_runs_a_real_job_and_prints_scores_and_the_diff() {
     let model_url = fake_model(Duration::ZERO).await.url;
     let dir = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut cmd = std::process::Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GEPARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args([
-        "quickstart",
-        "--model",
-        "openai/fake",
-        "--max-metric-calls",
-        "120",
-        "--data-dir",
-    ])
-    .arg(dir.path().join("qs"))
-    .arg("--examples")
-    .arg(&examples)
-    .env("OPENAI_BASE_URL", &model_url)
-    .env("OPENAI_API_KEY", "test")
-    .env("GEPARD_DATA_DIR", dir.path());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text, err) = quickstart_signalled(&dir.path().join("qs"), &model_url, None).await;
+    assert_eq!(code, Some(0), "{text}\n{err}");
     assert!(
         text.contains("validation score: seed 0.000 → best 1.000"),
         "{text}"
     );
     // Without a terminal the wait is not silent: a line per status or best-score change.
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.lines()
             .any(|l| l.starts_with("completed: ") && l.ends_with("best 1.000")),
