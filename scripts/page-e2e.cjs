@@ -76,6 +76,8 @@ async function main() {
     if (!(await page.locator('#act-retry').isDisabled())) throw new Error('retry is enabled on a running job');
     if (!(await page.locator('#act-promote').isDisabled())) throw new Error('promote is enabled without a result');
     if (!(await page.locator('#promote-form').isHidden())) throw new Error('the promote form shows without a result');
+    const selectedHash = new URLSearchParams(new URL(page.url()).hash.slice(1));
+    if (selectedHash.get('job') !== seeded.id || selectedHash.has('key')) throw new Error(`the address does not name the job: ${page.url()}`);
 
     step("the worker's progress appears live, without reload");
     const job = seeded;
@@ -101,6 +103,29 @@ async function main() {
     if (process.env.PAGE_E2E_SCREENSHOT) {
       await page.setViewportSize({ width: 1400, height: 1000 });
       await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT, fullPage: true });
+    }
+
+    step('a reload mid-run opens the same job and its stream resumes');
+    await page.reload();
+    await page.locator(`#job-rows tr.selected[data-id="${job.id}"]`).waitFor();
+    await page.locator('#d-name', { hasText: 'e2e-seeded-job' }).waitFor();
+    await page.locator('#d-live', { hasText: 'live' }).waitFor();
+    await page.locator('#d-logs', { hasText: 'candidate 0: validation 0.500 (new best)' }).waitFor();
+    if (new URL(page.url()).hash.includes('key=')) throw new Error(`the key came back into the address: ${page.url()}`);
+
+    step('a shared link to the job opens it in another tab, with the key link too');
+    const shared = await browser.newPage();
+    shared.setDefaultTimeout(TIMEOUT);
+    shared.on('pageerror', (e) => problems.push(`shared tab: page error: ${e.message}`));
+    try {
+      // A fresh browser: no key, no remembered scope; the link carries both.
+      await shared.goto(`${SERVER}/#key=${encodeURIComponent(KEY)}&job=${job.id}&org=local&ws=default&project=default`);
+      await shared.locator(`#job-rows tr.selected[data-id="${job.id}"]`).waitFor();
+      await shared.locator('#d-status', { hasText: 'running' }).waitFor();
+      const sharedHash = new URL(shared.url()).hash;
+      if (sharedHash.includes('key=') || !sharedHash.includes(`job=${job.id}`)) throw new Error(`address after a shared link: ${shared.url()}`);
+    } finally {
+      await shared.close();
     }
 
     step('cancel asks first; "No" leaves the job running');

@@ -56,6 +56,7 @@ const state = {
   streaming: false, // whether the selected job's stream loop is running
   autoOpenedFor: null, // the scope whose empty list already opened the form once
   idempotencyKey: null,
+  pendingJob: null, // a job named by the URL fragment, selected once its scope has loaded
   allowed: null, // scopes the key may act with, from GET /user; null (nothing greyed out) until known
 };
 
@@ -194,22 +195,65 @@ function askForKey(message) {
   $('key-input').focus();
 }
 
+function fragment() {
+  return new URLSearchParams(location.hash.replace(/^#/, ''));
+}
+
+function setFragment(params) {
+  const s = params.toString();
+  history.replaceState(null, '', location.pathname + location.search + (s ? '#' + s : ''));
+}
+
 // Returns whether the fragment carried a key.
 function takeKeyFromFragment() {
-  const m = /(?:^#|&)key=([^&]+)/.exec(location.hash);
-  if (!m) return false;
-  localStorage.setItem(KEY_STORE, decodeURIComponent(m[1]));
-  // Out of the address bar (and so out of history and screenshots) at once.
-  history.replaceState(null, '', location.pathname + location.search);
+  const params = fragment();
+  if (!params.has('key')) return false;
+  localStorage.setItem(KEY_STORE, params.get('key'));
+  // Out of the address bar (and so out of history and screenshots) at once; the rest of the
+  // fragment (a job to open) stays.
+  params.delete('key');
+  setFragment(params);
   return true;
 }
 
-// A `#key=` link opened in a tab that already shows the page changes only the fragment, so
-// the page is not loaded again: take the key here and load the scope with it.
-function keyLinkFollowed() {
-  if (!takeKeyFromFragment()) return;
-  state.key = localStorage.getItem(KEY_STORE);
+// The selected job and its scope live in the fragment, so a reload or a shared link opens
+// the same job (a job id alone would not do: its routes are under org and workspace). Never
+// the key: that is only ever read from the fragment, then removed.
+function writeJobFragment() {
+  const params = new URLSearchParams();
+  if (state.selected) {
+    params.set('job', state.selected);
+    params.set('org', state.org);
+    if (state.ws) params.set('ws', state.ws);
+    if (state.project) params.set('project', state.project);
+  }
+  setFragment(params);
+}
+
+// Takes the scope and job named by the fragment: the scope goes to the selectors before they
+// load, the job is selected once they have.
+function takeJobFromFragment() {
+  const params = fragment();
+  if (!params.get('job')) return false;
+  state.pendingJob = params.get('job');
+  if (params.get('org')) $('scope-org').value = params.get('org');
+  state.ws = params.get('ws') || null;
+  state.project = params.get('project') || null;
+  return true;
+}
+
+// A link changing only the fragment does not load the page again: a `#key=` link switches
+// to that key, a `#job=` link (pasted into an open tab) opens that job.
+function fragmentChanged() {
+  const hadKey = takeKeyFromFragment();
+  if (hadKey) state.key = localStorage.getItem(KEY_STORE);
+  const params = fragment();
+  const job = params.get('job');
+  if (!hadKey && (!job || job === state.selected)) return;
   resetSelection();
+  // The link names the job to open, if any; not one remembered from an earlier address.
+  state.pendingJob = null;
+  if (job) takeJobFromFragment();
   loadScope();
 }
 
@@ -271,11 +315,17 @@ async function loadScope() {
   $('main').hidden = false;
   saveScope();
   await refreshList();
+  if (state.pendingJob) {
+    const id = state.pendingJob;
+    state.pendingJob = null;
+    selectJob(id);
+  }
 }
 
 function clearScope() {
   state.ws = null;
   state.project = null;
+  state.pendingJob = null;
   resetSelection();
   state.total = 0;
   state.scopeTotal = 0;
@@ -415,6 +465,7 @@ function selectJob(id) {
   $('promote-form').hidden = true;
   $('act-error').textContent = '';
   for (const tr of $('job-rows').children) tr.classList.toggle('selected', tr.dataset.id === id);
+  writeJobFragment();
   const cached = state.jobs.find((j) => j.id === id);
   if (cached) { state.job = cached; renderJob(); }
   streamJob(id, state.streamGen);
@@ -964,7 +1015,7 @@ function wire() {
     askForKey('Enter the API key to use.');
   });
   $('scope').addEventListener('submit', (ev) => ev.preventDefault());
-  window.addEventListener('hashchange', keyLinkFollowed);
+  window.addEventListener('hashchange', fragmentChanged);
   $('scope-org').addEventListener('change', () => { state.ws = null; state.project = null; resetSelection(); loadScope(); });
   $('scope-ws').addEventListener('change', async () => {
     state.ws = $('scope-ws').value; state.project = null; resetSelection();
@@ -1025,6 +1076,7 @@ function resetSelection() {
   state.preview = null;
   $('detail-body').hidden = true;
   $('detail-empty').hidden = false;
+  writeJobFragment();
 }
 
 function start() {
@@ -1033,6 +1085,7 @@ function start() {
   state.key = localStorage.getItem(KEY_STORE);
   const saved = JSON.parse(localStorage.getItem(SCOPE_STORE) || '{}');
   if (saved.org) $('scope-org').value = saved.org;
+  takeJobFromFragment();
   if (!state.key) { askForKey(''); return; }
   loadScope();
 }
