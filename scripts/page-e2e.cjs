@@ -235,6 +235,45 @@ async function main() {
     await page.locator('#act-error', { hasText: 'e2e: job is already finished' }).waitFor();
     await page.unroute('**/cancel');
 
+    step('the job list pages: the older page shows the 101st job and stays live');
+    await api('POST', '/api/v1/org/local/ws/default/projects', { key: 'e2e-paging', name: 'E2E paging' });
+    // 105 jobs, oldest first: page 1 (newest first) ends at page-job-006, page 2 holds 005 … 001.
+    const pagingIds = [];
+    for (let i = 1; i <= 105; i++) {
+      const submitted = await api('POST', JOBS, {
+        backend: 'gepa', target_kind: 'capability_agent', model: 'openai/gpt-4o-mini', project: 'e2e-paging',
+        name: `page-job-${String(i).padStart(3, '0')}`,
+        capability_ref: { name: 'sentiment', version: '1.0.0' },
+        dataset_ref: { name: 'sentiment-train', version: '1.0.0' },
+        reward_recipe: { name: 'exact_match_v1', params: {} },
+        config: { max_metric_calls: 1000 },
+      });
+      pagingIds.push(submitted.id);
+    }
+    await page.reload();
+    await page.waitForSelector('#main:not([hidden])');
+    await page.selectOption('#scope-project', 'e2e-paging');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 1–100 of 105.' }).waitFor();
+    await page.locator('#job-rows tr', { hasText: 'page-job-105' }).waitFor();
+    if (!(await page.locator('#page-newer').isDisabled())) throw new Error('"Newer" is enabled on the newest page');
+    await page.click('#page-older');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 101–105 of 105.' }).waitFor();
+    await page.locator('#job-rows tr', { hasText: 'page-job-005' }).waitFor();
+    if (await page.locator('#job-rows tr').count() !== 5) throw new Error(`the older page lists ${await page.locator('#job-rows tr').count()} jobs`);
+    if (!(await page.locator('#page-older').isDisabled())) throw new Error('"Older" is enabled on the oldest page');
+    // The list's poll refreshes the page shown, not the first one.
+    await api('POST', `${JOBS}/${pagingIds[0]}/cancel`);
+    await page.locator('#job-rows tr', { hasText: 'page-job-001' }).filter({ hasText: 'cancelled' }).waitFor();
+    step('a status filter goes back to the first page');
+    await page.selectOption('#filter-status', 'queued');
+    await page.locator('#jobs-summary', { hasText: 'Queued jobs 1–100 of 104.' }).waitFor();
+    await page.selectOption('#filter-status', '');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 1–100 of 105.' }).waitFor();
+    await page.click('#page-older');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 101–105 of 105.' }).waitFor();
+    await page.click('#page-newer');
+    await page.locator('#job-rows tr', { hasText: 'page-job-105' }).waitFor();
+
     step('an unknown key brings the key form back with a message');
     await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
     await page.reload();
@@ -246,7 +285,8 @@ async function main() {
 
     step('a #key= link opened in the tab that already shows the page switches to that key');
     const other = await api('POST', '/api/v1/org/local/keys', { name: 'e2e-other', scopes: ['read'] });
-    const withOther = page.waitForRequest((r) => r.url().includes('/optimization/jobs') && r.headers()['x-api-key'] === other.key);
+    // The answer, not the request: rows drawn before it would be replaced under the keyboard step.
+    const withOther = page.waitForResponse((r) => r.url().includes('/optimization/jobs?') && r.request().headers()['x-api-key'] === other.key);
     await page.goto(`${SERVER}/#key=${encodeURIComponent(other.key)}`);
     await withOther;
     await page.waitForFunction(() => location.hash === '');

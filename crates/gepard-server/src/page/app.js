@@ -36,6 +36,8 @@ const SCOPE_STORE = 'gepard.scope';
 // selected job needs none, its stream is live.
 const LIST_POLL_MS = 5000;
 const MAX_LOG_LINES = 2000;
+// The largest page the jobs route serves.
+const PAGE_SIZE = 100;
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,6 +47,7 @@ const state = {
   ws: null,
   project: null,
   jobs: [],
+  page: 1, // the page of the job list shown, newest first
   total: 0, // jobs matching the status filter, as the server counts them
   scopeTotal: 0, // jobs in the scope whatever their status
   selected: null, // id of the selected job
@@ -348,24 +351,36 @@ async function loadProjects(wanted) {
 
 // ---------------------------------------------------------------- job list
 
+// What the list shows: the scope, the page and the filters. The server searches every job of
+// the scope, not only the page shown here.
+function listQuery() {
+  const query = { page: state.page, page_size: PAGE_SIZE, status: $('filter-status').value,
+    search: $('filter-text').value.trim(), project: state.project };
+  return { query, id: `${state.org}/${state.ws}/${JSON.stringify(query)}` };
+}
+
 let listInFlight = null;
 let listInFlightFor = null;
 async function refreshList() {
   if (!state.ws || !state.key) return;
   const scopeId = `${state.org}/${state.ws}/${state.project}`;
-  const current = () => scopeId === `${state.org}/${state.ws}/${state.project}`;
-  // Collapse overlapping refreshes (poll + stream + action) of one scope into one request; one
-  // for another scope waits for it, then asks again.
-  if (listInFlight) return listInFlightFor === scopeId ? listInFlight : listInFlight.then(() => refreshList());
-  listInFlightFor = scopeId;
+  let q = listQuery();
+  const current = () => q.id === listQuery().id;
+  // Collapse overlapping refreshes (poll + stream + action) of one list into one request; one
+  // for another scope, page or filter waits for it, then asks again.
+  if (listInFlight) return listInFlightFor === q.id ? listInFlight : listInFlight.then(() => refreshList());
+  listInFlightFor = q.id;
   listInFlight = (async () => {
     try {
-      const status = $('filter-status').value;
-      // The server searches every job of the scope, not only the newest 100 shown here.
-      const search = $('filter-text').value.trim();
-      const page = await api(API.jobs, scopeParams(), {
-        query: { page: 1, page_size: 100, status, search, project: state.project },
-      });
+      const { status, search } = q.query;
+      let page = await api(API.jobs, scopeParams(), { query: q.query });
+      // Jobs went away (or the filter narrowed) under a later page: show the last one there is.
+      if (!(page.items || []).length && state.page > 1 && page.total > 0 && current()) {
+        state.page = Math.ceil(page.total / PAGE_SIZE);
+        q = listQuery();
+        listInFlightFor = q.id;
+        page = await api(API.jobs, scopeParams(), { query: q.query });
+      }
       // An empty filter result is not an empty scope: count the scope's jobs to tell them apart.
       let scopeTotal = page.total || 0;
       if ((status || search) && scopeTotal === 0) {
@@ -433,12 +448,27 @@ function renderList() {
   }
   const all = Math.max(state.total, state.jobs.length);
   const status = $('filter-status').value;
+  const from = (state.page - 1) * PAGE_SIZE + 1;
+  const to = from + state.jobs.length - 1;
+  const paged = state.page > 1 || all > state.jobs.length;
+  const label = `${status ? status + ' ' : ''}job${all === 1 ? '' : 's'}`;
+  const range = paged ? `${label} ${from}–${to} of ${all}` : `${all} ${label}`;
   let summary;
   if (state.scopeTotal === 0 && all === 0) summary = 'No jobs in this scope yet.';
   else if ((all === 0 || shown === 0) && text) summary = `No${status ? ' ' + status : ''} jobs match “${text}” (${state.scopeTotal} in this scope).`;
   else if (all === 0) summary = `No ${status} jobs (${state.scopeTotal} in this scope).`;
-  else summary = `${shown} shown of ${all}${status ? ' ' + status : ''} job${all === 1 ? '' : 's'}${all > state.jobs.length ? ' (newest 100 loaded)' : ''}.`;
+  else if (shown < state.jobs.length) summary = `${shown} shown of ${range}.`;
+  else summary = `${range.charAt(0).toUpperCase()}${range.slice(1)}.`;
   $('jobs-summary').textContent = summary;
+  $('pager').hidden = !paged;
+  $('page-newer').disabled = state.page <= 1;
+  $('page-older').disabled = state.page * PAGE_SIZE >= all;
+}
+
+function turnPage(delta) {
+  state.page = Math.max(1, state.page + delta);
+  $('jobs-pane').scrollTop = 0;
+  refreshList();
 }
 
 // ---------------------------------------------------------------- selected job
@@ -1022,13 +1052,16 @@ function wire() {
     try { await loadProjects(); saveScope(); await refreshList(); } catch (e) { showError($('jobs-error'), e); }
   });
   $('scope-project').addEventListener('change', () => { state.project = $('scope-project').value; resetSelection(); saveScope(); refreshList(); });
-  $('filter-status').addEventListener('change', () => refreshList());
+  // A new filter starts from its newest jobs: the page shown was a page of another list.
+  $('filter-status').addEventListener('change', () => { state.page = 1; refreshList(); });
   let searchTimer = null;
   $('filter-text').addEventListener('input', () => {
     renderList();
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => refreshList(), 300);
+    searchTimer = setTimeout(() => { state.page = 1; refreshList(); }, 300);
   });
+  $('page-newer').addEventListener('click', () => turnPage(-1));
+  $('page-older').addEventListener('click', () => turnPage(1));
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
   $('new-job').addEventListener('click', () => openSubmitForm());
   $('submit-close').addEventListener('click', () => { $('submit-panel').hidden = true; });
@@ -1072,6 +1105,9 @@ function resetSelection() {
   state.selected = null;
   state.job = null;
   state.jobs = [];
+  state.page = 1;
+  // Rows of the list being replaced must not stay clickable until the new list arrives.
+  $('job-rows').replaceChildren();
   state.candidates = [];
   state.preview = null;
   $('detail-body').hidden = true;
