@@ -149,6 +149,16 @@ async function main() {
     await page.locator('#d-status', { hasText: /queued|running/ }).waitFor();
     await page.waitForFunction(() => !document.getElementById('act-cancel').disabled);
 
+    step('after the retry the detail lists the earlier attempt with its best instructions');
+    const attemptRow = page.locator('#d-attempts tr[data-attempt="1"]');
+    await attemptRow.waitFor();
+    const attemptText = await attemptRow.innerText();
+    if (!attemptText.includes('cancelled') || !attemptText.includes('0.500')) throw new Error(`attempt 1: ${attemptText}`);
+    if (await page.locator('#d-attempts tr').count() !== 1) throw new Error('the current attempt is listed as an earlier one');
+    await attemptRow.click();
+    await page.locator('#d-attempt-text', { hasText: 'Attempt 1 best instructions (validation 0.500)' }).waitFor();
+    await page.locator('#d-attempt-text', { hasText: 'Classify the sentiment of the text.' }).waitFor();
+
     step('a status filter that matches nothing says so, not that the scope is empty');
     await page.selectOption('#filter-status', 'failed');
     await page.locator('#jobs-summary', { hasText: 'No failed jobs (1 in this scope).' }).waitFor();

@@ -17,6 +17,7 @@ const API = {
   job: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}',
   events: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/events',
   candidates: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/candidates',
+  attempts: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/attempts',
   preview: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promotion-preview',
   promote: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promote',
   cancel: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/cancel',
@@ -53,6 +54,7 @@ const state = {
   selected: null, // id of the selected job
   job: null, // the selected job, as the stream last sent it
   candidates: [],
+  attempts: [], // the selected job's earlier attempts (a retry keeps what each one found)
   preview: null,
   streamGen: 0, // bumped on every selection: an old stream loop notices and stops
   streamAbort: null,
@@ -485,6 +487,7 @@ function selectJob(id) {
   state.selected = id;
   state.job = null;
   state.candidates = [];
+  state.attempts = [];
   state.preview = null;
   $('detail-empty').hidden = true;
   $('detail-body').hidden = false;
@@ -492,6 +495,8 @@ function selectJob(id) {
   $('d-notice').textContent = '';
   $('cancel-confirm').hidden = true;
   $('d-candidate-text').hidden = true;
+  $('d-attempt-text').hidden = true;
+  $('d-attempts-box').hidden = true;
   $('promote-form').hidden = true;
   $('act-error').textContent = '';
   for (const tr of $('job-rows').children) tr.classList.toggle('selected', tr.dataset.id === id);
@@ -517,11 +522,14 @@ function evidenceMaybeChanged(job) {
 
 async function loadEvidence(id) {
   const params = scopeParams({ id });
-  const [cands, preview] = await Promise.allSettled([api(API.candidates, params), api(API.preview, params)]);
+  const [cands, preview, attempts] = await Promise.allSettled([api(API.candidates, params), api(API.preview, params),
+    api(API.attempts, params)]);
   if (state.selected !== id) return;
   state.candidates = cands.status === 'fulfilled' ? (cands.value.items || []) : [];
   state.preview = preview.status === 'fulfilled' ? preview.value : { error: preview.reason };
+  state.attempts = attempts.status === 'fulfilled' && Array.isArray(attempts.value) ? attempts.value : [];
   renderCandidates();
+  renderAttempts();
   renderPreview();
   renderActions();
 }
@@ -791,6 +799,42 @@ function renderCandidates() {
     body.append(tr);
   }
   if (!state.candidates.length) body.append(el('tr', {}, el('td', { colspan: 6, class: 'muted', text: 'No candidates yet.' })));
+}
+
+// A summary's best candidate is `{"instructions": …}` for gepard's runs; other runtimes may
+// report another shape, shown as JSON rather than dropped.
+function bestInstructions(summary) {
+  const best = summary && summary.best_candidate;
+  if (best === null || best === undefined) return null;
+  if (typeof best === 'string') return best;
+  if (typeof best.instructions === 'string') return best.instructions;
+  return JSON.stringify(best, null, 2);
+}
+
+function renderAttempts() {
+  const body = $('d-attempts');
+  body.replaceChildren();
+  $('d-attempts-box').hidden = state.attempts.length === 0;
+  // Newest first, like the job list: the attempt just retried is the one most often looked at.
+  for (const a of [...state.attempts].reverse()) {
+    const s = a.summary || {};
+    const tr = el('tr', { 'data-attempt': a.attempt },
+      el('td', { class: 'num', text: `#${a.attempt}` }),
+      el('td', {}, el('span', { class: `status ${a.status}`, text: a.status })),
+      el('td', { class: 'num', text: fmtScore(s.best_score) }),
+      el('td', { class: 'num', text: (a.usage && a.usage.metric_calls) ?? '—' }),
+      el('td', { class: 'small', text: fmtTime(a.completed_at) }),
+      el('td', { class: 'small', text: a.error || '' }));
+    activatable(tr, () => {
+      const pre = $('d-attempt-text');
+      const text = bestInstructions(s);
+      pre.hidden = false;
+      pre.textContent = text === null
+        ? `Attempt ${a.attempt} found no best candidate.`
+        : `Attempt ${a.attempt} best instructions (validation ${fmtScore(s.best_score)}):\n\n${text}`;
+    });
+    body.append(tr);
+  }
 }
 
 function renderPreview() {
