@@ -219,6 +219,56 @@ async function main() {
       document.querySelector('#submit-form select[name="val_dataset"]').value]);
     if (sets.join() !== 'sentiment-train,sentiment-val') throw new Error(`the form proposes datasets ${sets}`);
 
+    step('the form offers builtin/rules as a reflection model, not as the target');
+    const listed = await page.evaluate(() => {
+      const options = (input) => [...document.querySelector(`#submit-form input[name="${input}"]`).list.options].map((o) => o.value);
+      return { target: options('model'), reflection: options('reflection_lm') };
+    });
+    if (listed.target.includes('builtin/rules') || !listed.target.includes('openai/gpt-4o-mini')) throw new Error(`target models offered: ${listed.target}`);
+    if (!listed.reflection.includes('builtin/rules')) throw new Error(`reflection models offered: ${listed.reflection}`);
+
+    step('Escape closes the form');
+    await page.focus('#submit-form input[name="objective"]');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#submit-panel', { state: 'hidden' });
+    await page.click('#new-job');
+    await page.waitForSelector('#submit-panel:not([hidden])');
+
+    step('an empty target model is refused next to the field, before anything is sent');
+    let posted = 0;
+    const countPosts = (r) => { if (r.method() === 'POST' && r.url().includes('/optimization/jobs')) posted++; };
+    page.on('request', countPosts);
+    await page.fill('#submit-form input[name="model"]', '');
+    await page.click('#submit-go');
+    await page.locator('#submit-form label', { hasText: 'target model' }).locator('.field-error', { hasText: 'required' }).waitFor();
+    if (await page.getAttribute('#submit-form input[name="model"]', 'aria-invalid') !== 'true') throw new Error('the empty model is not marked');
+    await page.waitForTimeout(300);
+    page.off('request', countPosts);
+    if (posted) throw new Error('the form was sent without a model');
+
+    step('server field errors show once each, beside their field or one a line');
+    // A dataset whose rows have no goal is refused at the dataset ref itself (no input of the
+    // form has that loc); two errors without any input go under the form.
+    const noGoal = 'row 1 of dataset sentiment-train@1.0.0 has no `goal` field (and no dataset_input_mapping was given)';
+    await page.route('**/optimization/jobs', (route) => route.request().method() !== 'POST' ? route.fallback() : route.fulfill({
+      status: 422, contentType: 'application/json',
+      body: JSON.stringify({ code: 422, type: 'validation_error', detail: `invalid body.dataset_ref: ${noGoal}`, errors: [
+        { loc: ['body', 'dataset_ref'], msg: noGoal, type: 'value_error' },
+        { loc: ['body', 'capability_env'], msg: 'e2e: first without a field', type: 'value_error' },
+        { loc: ['body', 'timeout_sec'], msg: 'e2e: second without a field', type: 'value_error' },
+      ] }),
+    }));
+    await page.fill('#submit-form input[name="model"]', 'openai/gpt-4o-mini');
+    await page.click('#submit-go');
+    await page.locator('#submit-error div', { hasText: 'e2e: second without a field' }).waitFor();
+    const panelText = await page.locator('#submit-panel').innerText();
+    if (panelText.split('has no `goal` field').length - 1 !== 1) throw new Error(`the dataset error is not shown exactly once: ${panelText}`);
+    if (await page.getAttribute('#submit-form select[name="dataset"]', 'aria-invalid') !== 'true') throw new Error('the dataset field is not marked');
+    await page.locator('#submit-form label', { hasText: 'dataset *' }).first().locator('.field-error', { hasText: 'has no `goal` field' }).waitFor();
+    const lines = await page.locator('#submit-error div').allInnerTexts();
+    if (lines.join('|') !== 'body.capability_env: e2e: first without a field|body.timeout_sec: e2e: second without a field') throw new Error(`unplaced errors: ${lines}`);
+    await page.unroute('**/optimization/jobs');
+
     step('a submission error shows its field next to the input');
     await page.fill('#submit-form input[name="model"]', 'not-a-model-id');
     await page.click('#submit-go');
@@ -226,12 +276,14 @@ async function main() {
     step('a valid submission creates the job and selects it');
     await page.fill('#submit-form input[name="model"]', 'openai/gpt-4o-mini');
     await page.fill('#submit-form input[name="run_ref"]', 'e2e-from-form');
+    await page.fill('#submit-form input[name="name"]', 'e2e-form-name');
     // 30 validation rows: the seed takes 30 calls, an iteration up to 2 × 3 + 30 more.
     await page.fill('#submit-form input[name="max_metric_calls"]', '40');
     await page.click('#submit-go');
     await page.waitForSelector('#submit-panel', { state: 'hidden' });
     await page.locator('#job-rows tr.selected', { hasText: 'sentiment@1.0.0' }).waitFor();
     await page.locator('#d-status', { hasText: 'queued' }).waitFor();
+    await page.locator('#d-name', { hasText: 'e2e-form-name' }).waitFor();
     step("the server's warning about a budget that covers only the seed shows beside the detail");
     await page.locator('#d-notice', { hasText: 'max_metric_calls 40 covers the seed evaluation' }).waitFor();
 

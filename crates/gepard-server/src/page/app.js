@@ -928,9 +928,10 @@ async function promote(ev) {
     await loadEvidence(state.selected);
     $('d-preview').prepend(el('p', { class: 'ok', text: `Promoted: wrote ${written.name}@${written.version}.` }));
   } catch (e) {
-    showError($('promote-error'), e);
-    // The detail already names the first field error; only further ones are added.
-    for (const fe of (e.errors || []).slice(1)) $('promote-error').append(` (${(fe.loc || []).join('.')}: ${fe.msg})`);
+    // The detail repeats the first field error: with field errors, list them instead, one a line.
+    const errors = e.errors || [];
+    if (!errors.length) showError($('promote-error'), e);
+    else $('promote-error').replaceChildren(...errors.map((fe) => el('div', { text: `${(fe.loc || []).join('.')}: ${fe.msg}` })));
   } finally {
     $('promote-submit').disabled = false;
   }
@@ -1001,18 +1002,31 @@ function clearFieldErrors() {
   for (const n of $('submit-form').querySelectorAll('[aria-invalid]')) n.removeAttribute('aria-invalid');
 }
 
-function fieldError(loc, msg) {
-  // loc is like ["body", "config", "max_metric_calls"]; inputs carry data-loc="config.max_metric_calls".
-  const path = (loc || []).filter((p) => p !== 'body');
-  for (let n = path.length; n > 0; n--) {
-    const input = $('submit-form').querySelector(`[data-loc="${CSS.escape(path.slice(0, n).join('.'))}"]`);
-    if (input) {
-      input.setAttribute('aria-invalid', 'true');
-      input.parentElement.append(el('span', { class: 'field-error', text: msg }));
-      return true;
-    }
+function markField(input, msg) {
+  input.setAttribute('aria-invalid', 'true');
+  input.parentElement.append(el('span', { class: 'field-error', text: msg }));
+}
+
+// The input an error's loc points at: loc is like ["body", "config", "max_metric_calls"],
+// inputs carry data-loc="config.max_metric_calls". A loc may be deeper than the form
+// (reward_recipe.params.needle → the params box) or shallower: ["body", "dataset_ref"] (a row
+// of that dataset) belongs to the dataset's first input, its name.
+function fieldFor(loc) {
+  const path = (loc || []).filter((p) => p !== 'body').join('.');
+  if (!path) return null;
+  const inputs = [...$('submit-form').querySelectorAll('[data-loc]')];
+  let best = null;
+  for (const input of inputs) {
+    const at = input.dataset.loc;
+    if ((path === at || path.startsWith(at + '.')) && (!best || at.length > best.dataset.loc.length)) best = input;
   }
-  return false;
+  return best || inputs.find((input) => input.dataset.loc.startsWith(path + '.')) || null;
+}
+
+function fieldError(loc, msg) {
+  const input = fieldFor(loc);
+  if (input) markField(input, msg);
+  return !!input;
 }
 
 function formBody() {
@@ -1030,6 +1044,7 @@ function formBody() {
       backend: 'gepa',
       target_kind: 'capability_agent',
       model: f.model.value.trim(),
+      name: optional(f.name.value),
       project: state.project,
       run_ref: optional(f.run_ref.value),
       capability_ref: { name: f.capability.value, version: f.capability_version.value },
@@ -1053,6 +1068,10 @@ async function submitJob(ev) {
   ev.preventDefault();
   clearFieldErrors();
   $('submit-error').textContent = '';
+  // Said here, before a round trip: the server would only answer that the field is missing.
+  const missing = [...$('submit-form').querySelectorAll('[required]')].filter((n) => !n.value.trim());
+  for (const input of missing) markField(input, 'required');
+  if (missing.length) { missing[0].focus(); return; }
   const built = formBody();
   if (built.invalid) { fieldError(built.invalid, built.msg); return; }
   $('submit-go').disabled = true;
@@ -1062,10 +1081,19 @@ async function submitJob(ev) {
     await refreshList();
     selectJob(job.id);
   } catch (e) {
-    showError($('submit-error'), e);
-    for (const fe of e.errors || []) {
-      if (!fieldError(fe.loc, fe.msg)) $('submit-error').append(el('div', { text: `${(fe.loc || []).join('.')}: ${fe.msg}` }));
-    }
+    // Each field error once: beside its input, or listed here one a line when the form has no
+    // input for it. The envelope's detail only repeats the first, so it stands alone only
+    // when there are no field errors.
+    const errors = e.errors || [];
+    if (!errors.length) { showError($('submit-error'), e); return; }
+    const unplaced = errors.filter((fe) => !fieldError(fe.loc, fe.msg));
+    const placed = errors.length - unplaced.length;
+    $('submit-error').textContent = unplaced.length
+      ? `The server refused the job${placed ? ' (see also the marked fields)' : ''}:`
+      : 'The server refused the job: see the marked fields.';
+    for (const fe of unplaced) $('submit-error').append(el('div', { text: `${(fe.loc || []).join('.')}: ${fe.msg}` }));
+    const first = $('submit-form').querySelector('[aria-invalid="true"]');
+    if (first) first.focus();
   } finally {
     $('submit-go').disabled = false;
   }
@@ -1109,6 +1137,11 @@ function wire() {
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
   $('new-job').addEventListener('click', () => openSubmitForm());
   $('submit-close').addEventListener('click', () => { $('submit-panel').hidden = true; });
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape' || $('submit-panel').hidden) return;
+    $('submit-panel').hidden = true;
+    $('new-job').focus();
+  });
   $('submit-form').addEventListener('submit', submitJob);
   const f = F();
   const guard = (p) => p.catch((e) => showError($('submit-error'), e));
