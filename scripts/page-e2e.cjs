@@ -336,6 +336,18 @@ async function main() {
     await page.click('#page-newer');
     await page.locator('#job-rows tr', { hasText: 'page-job-105' }).waitFor();
 
+    step('on a desktop the list and the detail scroll apart: a job low in a long list shows its detail in view');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.locator('#job-rows tr', { hasText: 'page-job-006' }).click();
+    await page.locator('#d-name', { hasText: 'page-job-006' }).waitFor();
+    const inView = await page.evaluate(() => {
+      const head = document.getElementById('d-name').getBoundingClientRect();
+      const doc = document.documentElement;
+      return { top: head.top, bottom: head.bottom, height: innerHeight, pageScroll: doc.scrollHeight - doc.clientHeight,
+        listScrolled: document.querySelector('.jobs').scrollTop };
+    });
+    if (inView.top < 0 || inView.bottom > inView.height || inView.pageScroll > 0 || inView.listScrolled <= 0) throw new Error(`desktop layout: ${JSON.stringify(inView)}`);
+
     step('an unknown key brings the key form back with a message');
     await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
     await page.reload();
@@ -380,6 +392,27 @@ async function main() {
       return { stacked: detail.top >= list.bottom - 1, overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth };
     });
     if (!layout.stacked || layout.overflow > 0) throw new Error(`narrow layout: ${JSON.stringify(layout)}`);
+
+    step('at 400 px the job table fits its pane, the created column in view');
+    await page.setViewportSize({ width: 400, height: 800 });
+    const fit = await page.evaluate(() => {
+      const table = document.querySelector('.job-list');
+      const pane = document.querySelector('.jobs');
+      const created = table.querySelector('thead th.col-created').getBoundingClientRect();
+      return { table: table.scrollWidth - table.clientWidth, pane: pane.scrollWidth - pane.clientWidth,
+        createdRight: Math.round(created.right), paneRight: Math.round(pane.getBoundingClientRect().right) };
+    });
+    if (fit.table > 0 || fit.pane > 0 || fit.createdRight > fit.paneRight) throw new Error(`narrow table: ${JSON.stringify(fit)}`);
+    if (process.env.PAGE_E2E_SCREENSHOT) await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT.replace(/\.png$/, '-narrow.png') });
+    step('on a narrow screen a tapped row brings its detail into view');
+    const lowRow = page.locator('#job-rows tr').nth(20);
+    const lowId = await lowRow.getAttribute('data-id');
+    await lowRow.click();
+    await page.locator(`#job-rows tr.selected[data-id="${lowId}"]`).waitFor();
+    await page.waitForFunction(() => {
+      const top = document.getElementById('detail').getBoundingClientRect().top;
+      return top >= -1 && top < innerHeight / 2;
+    });
     await page.setViewportSize({ width: 1280, height: 800 });
 
     step('the same from the key form');

@@ -441,11 +441,11 @@ function renderList() {
     const tr = el('tr', { 'data-id': job.id, class: job.id === state.selected ? 'selected' : null,
       'aria-current': job.id === state.selected ? 'true' : null },
       el('td', {}, el('span', { class: `status ${job.status}`, text: job.status })),
-      el('td', { text: jobName(job), title: job.id }),
-      el('td', { text: capabilityLabel(job) }),
+      el('td', { class: 'col-name', text: jobName(job), title: job.id }),
+      el('td', { class: 'col-cap', text: capabilityLabel(job) }),
       el('td', { class: 'num', text: fmtScore(job.summary && job.summary.best_score) }),
-      el('td', { class: 'small', text: fmtTime(job.created_at) }));
-    activatable(tr, () => selectJob(job.id));
+      el('td', { class: 'small col-created', text: fmtTime(job.created_at) }));
+    activatable(tr, () => { selectJob(job.id); revealDetail(); });
     rows.append(tr);
   }
   const all = Math.max(state.total, state.jobs.length);
@@ -501,10 +501,19 @@ function selectJob(id) {
   $('act-error').textContent = '';
   for (const tr of $('job-rows').children) tr.classList.toggle('selected', tr.dataset.id === id);
   writeJobFragment();
+  // A new job's detail starts at its head, not where the previous one was scrolled to.
+  $('detail').scrollTop = 0;
   const cached = state.jobs.find((j) => j.id === id);
   if (cached) { state.job = cached; renderJob(); }
   streamJob(id, state.streamGen);
   loadEvidence(id);
+}
+
+// On a narrow screen the detail sits below the list, often below the fold: bring it up, or a
+// tap on a row seems to do nothing. (Beside the list it is always in view.)
+function revealDetail() {
+  const top = $('detail').getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight / 2) $('detail').scrollIntoView({ block: 'start' });
 }
 
 // Candidates and the promotion preview are not in the stream; they are re-read when the job
