@@ -415,10 +415,23 @@ async function main() {
     });
     await page.setViewportSize({ width: 1280, height: 800 });
 
+    step('without a key, "New job" asks for the key instead of opening the form');
+    await page.click('#forget-key');
+    await page.waitForSelector('#key-panel:not([hidden])');
+    await page.click('#new-job');
+    await page.locator('#key-message', { hasText: 'A job needs an API key' }).waitFor();
+    await page.waitForTimeout(300);
+    if (!(await page.locator('#submit-panel').isHidden())) throw new Error('the form opened without a key');
+
     step('the same from the key form');
     await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
     await page.reload();
     await page.waitForSelector('#key-panel:not([hidden])');
+    step('with a refused key, "New job" asks for another one too');
+    await page.click('#new-job');
+    await page.locator('#key-message', { hasText: 'A job needs an API key' }).waitFor();
+    await page.waitForTimeout(300);
+    if (!(await page.locator('#submit-panel').isHidden())) throw new Error('the form opened with a refused key');
     await page.goto(`${SERVER}/#key=${encodeURIComponent(KEY)}`);
     await page.waitForSelector('#main:not([hidden])');
     if (new URL(page.url()).hash !== '') throw new Error(`the key stayed in the address bar: ${page.url()}`);

@@ -63,6 +63,7 @@ const state = {
   idempotencyKey: null,
   pendingJob: null, // a job named by the URL fragment, selected once its scope has loaded
   allowed: null, // scopes the key may act with, from GET /user; null (nothing greyed out) until known
+  keyAccepted: false, // whether the server took the key (GET /user answered); the form needs it
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -194,6 +195,12 @@ function showError(node, err) {
 
 function askForKey(message) {
   stopStream();
+  state.keyAccepted = false;
+  // What the previous key allowed says nothing about the next one; "New job" stays clickable
+  // and asks for the key (see newJob).
+  state.allowed = null;
+  allow($('new-job'), 'write', true);
+  $('submit-panel').hidden = true;
   $('main').hidden = true;
   $('key-panel').hidden = false;
   $('key-message').textContent = message || '';
@@ -299,6 +306,7 @@ async function loadScope() {
   $('scope-org').value = state.org;
   try {
     const me = await api(API.user, {});
+    state.keyAccepted = true;
     state.allowed = Array.isArray(me.allowed) ? me.allowed : null;
     allow($('new-job'), 'write', true);
     if (!can('write')) $('submit-panel').hidden = true;
@@ -340,6 +348,8 @@ function clearScope() {
   $('jobs-summary').textContent = '';
   $('jobs-error').textContent = '';
   $('main').hidden = true;
+  // No workspace to submit into.
+  $('new-job').disabled = true;
 }
 
 async function loadProjects(wanted) {
@@ -950,6 +960,16 @@ async function promote(ev) {
 
 const F = () => $('submit-form').elements;
 
+// Without a key the server takes, the form could only say who it cannot reach ("workspace
+// local / null", "the API key is unknown or revoked"): ask for the key instead.
+function newJob() {
+  if (!state.key || !state.keyAccepted) {
+    askForKey('A job needs an API key: enter one here, then "New job" again.');
+    return;
+  }
+  openSubmitForm();
+}
+
 async function openSubmitForm() {
   $('submit-panel').hidden = false;
   $('submit-scope').textContent = `${state.org} / ${state.ws} / ${state.project || 'default project'}`;
@@ -1144,7 +1164,7 @@ function wire() {
   $('page-newer').addEventListener('click', () => turnPage(-1));
   $('page-older').addEventListener('click', () => turnPage(1));
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
-  $('new-job').addEventListener('click', () => openSubmitForm());
+  $('new-job').addEventListener('click', newJob);
   $('submit-close').addEventListener('click', () => { $('submit-panel').hidden = true; });
   document.addEventListener('keydown', (ev) => {
     if (ev.key !== 'Escape' || $('submit-panel').hidden) return;
