@@ -76,6 +76,8 @@ async function main() {
     if (!(await page.locator('#act-retry').isDisabled())) throw new Error('retry is enabled on a running job');
     if (!(await page.locator('#act-promote').isDisabled())) throw new Error('promote is enabled without a result');
     if (!(await page.locator('#promote-form').isHidden())) throw new Error('the promote form shows without a result');
+    const selectedHash = new URLSearchParams(new URL(page.url()).hash.slice(1));
+    if (selectedHash.get('job') !== seeded.id || selectedHash.has('key')) throw new Error(`the address does not name the job: ${page.url()}`);
 
     step("the worker's progress appears live, without reload");
     const job = seeded;
@@ -103,6 +105,29 @@ async function main() {
       await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT, fullPage: true });
     }
 
+    step('a reload mid-run opens the same job and its stream resumes');
+    await page.reload();
+    await page.locator(`#job-rows tr.selected[data-id="${job.id}"]`).waitFor();
+    await page.locator('#d-name', { hasText: 'e2e-seeded-job' }).waitFor();
+    await page.locator('#d-live', { hasText: 'live' }).waitFor();
+    await page.locator('#d-logs', { hasText: 'candidate 0: validation 0.500 (new best)' }).waitFor();
+    if (new URL(page.url()).hash.includes('key=')) throw new Error(`the key came back into the address: ${page.url()}`);
+
+    step('a shared link to the job opens it in another tab, with the key link too');
+    const shared = await browser.newPage();
+    shared.setDefaultTimeout(TIMEOUT);
+    shared.on('pageerror', (e) => problems.push(`shared tab: page error: ${e.message}`));
+    try {
+      // A fresh browser: no key, no remembered scope; the link carries both.
+      await shared.goto(`${SERVER}/#key=${encodeURIComponent(KEY)}&job=${job.id}&org=local&ws=default&project=default`);
+      await shared.locator(`#job-rows tr.selected[data-id="${job.id}"]`).waitFor();
+      await shared.locator('#d-status', { hasText: 'running' }).waitFor();
+      const sharedHash = new URL(shared.url()).hash;
+      if (sharedHash.includes('key=') || !sharedHash.includes(`job=${job.id}`)) throw new Error(`address after a shared link: ${shared.url()}`);
+    } finally {
+      await shared.close();
+    }
+
     step('cancel asks first; "No" leaves the job running');
     await page.click('#act-cancel');
     await page.waitForSelector('#cancel-confirm:not([hidden])');
@@ -123,6 +148,16 @@ async function main() {
     await api('POST', `${JOBS}/${job.id}/retry`);
     await page.locator('#d-status', { hasText: /queued|running/ }).waitFor();
     await page.waitForFunction(() => !document.getElementById('act-cancel').disabled);
+
+    step('after the retry the detail lists the earlier attempt with its best instructions');
+    const attemptRow = page.locator('#d-attempts tr[data-attempt="1"]');
+    await attemptRow.waitFor();
+    const attemptText = await attemptRow.innerText();
+    if (!attemptText.includes('cancelled') || !attemptText.includes('0.500')) throw new Error(`attempt 1: ${attemptText}`);
+    if (await page.locator('#d-attempts tr').count() !== 1) throw new Error('the current attempt is listed as an earlier one');
+    await attemptRow.click();
+    await page.locator('#d-attempt-text', { hasText: 'Attempt 1 best instructions (validation 0.500)' }).waitFor();
+    await page.locator('#d-attempt-text', { hasText: 'Classify the sentiment of the text.' }).waitFor();
 
     step('a status filter that matches nothing says so, not that the scope is empty');
     await page.selectOption('#filter-status', 'failed');
@@ -184,6 +219,56 @@ async function main() {
       document.querySelector('#submit-form select[name="val_dataset"]').value]);
     if (sets.join() !== 'sentiment-train,sentiment-val') throw new Error(`the form proposes datasets ${sets}`);
 
+    step('the form offers builtin/rules as a reflection model, not as the target');
+    const listed = await page.evaluate(() => {
+      const options = (input) => [...document.querySelector(`#submit-form input[name="${input}"]`).list.options].map((o) => o.value);
+      return { target: options('model'), reflection: options('reflection_lm') };
+    });
+    if (listed.target.includes('builtin/rules') || !listed.target.includes('openai/gpt-4o-mini')) throw new Error(`target models offered: ${listed.target}`);
+    if (!listed.reflection.includes('builtin/rules')) throw new Error(`reflection models offered: ${listed.reflection}`);
+
+    step('Escape closes the form');
+    await page.focus('#submit-form input[name="objective"]');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#submit-panel', { state: 'hidden' });
+    await page.click('#new-job');
+    await page.waitForSelector('#submit-panel:not([hidden])');
+
+    step('an empty target model is refused next to the field, before anything is sent');
+    let posted = 0;
+    const countPosts = (r) => { if (r.method() === 'POST' && r.url().includes('/optimization/jobs')) posted++; };
+    page.on('request', countPosts);
+    await page.fill('#submit-form input[name="model"]', '');
+    await page.click('#submit-go');
+    await page.locator('#submit-form label', { hasText: 'target model' }).locator('.field-error', { hasText: 'required' }).waitFor();
+    if (await page.getAttribute('#submit-form input[name="model"]', 'aria-invalid') !== 'true') throw new Error('the empty model is not marked');
+    await page.waitForTimeout(300);
+    page.off('request', countPosts);
+    if (posted) throw new Error('the form was sent without a model');
+
+    step('server field errors show once each, beside their field or one a line');
+    // A dataset whose rows have no goal is refused at the dataset ref itself (no input of the
+    // form has that loc); two errors without any input go under the form.
+    const noGoal = 'row 1 of dataset sentiment-train@1.0.0 has no `goal` field (and no dataset_input_mapping was given)';
+    await page.route('**/optimization/jobs', (route) => route.request().method() !== 'POST' ? route.fallback() : route.fulfill({
+      status: 422, contentType: 'application/json',
+      body: JSON.stringify({ code: 422, type: 'validation_error', detail: `invalid body.dataset_ref: ${noGoal}`, errors: [
+        { loc: ['body', 'dataset_ref'], msg: noGoal, type: 'value_error' },
+        { loc: ['body', 'capability_env'], msg: 'e2e: first without a field', type: 'value_error' },
+        { loc: ['body', 'timeout_sec'], msg: 'e2e: second without a field', type: 'value_error' },
+      ] }),
+    }));
+    await page.fill('#submit-form input[name="model"]', 'openai/gpt-4o-mini');
+    await page.click('#submit-go');
+    await page.locator('#submit-error div', { hasText: 'e2e: second without a field' }).waitFor();
+    const panelText = await page.locator('#submit-panel').innerText();
+    if (panelText.split('has no `goal` field').length - 1 !== 1) throw new Error(`the dataset error is not shown exactly once: ${panelText}`);
+    if (await page.getAttribute('#submit-form select[name="dataset"]', 'aria-invalid') !== 'true') throw new Error('the dataset field is not marked');
+    await page.locator('#submit-form label', { hasText: 'dataset *' }).first().locator('.field-error', { hasText: 'has no `goal` field' }).waitFor();
+    const lines = await page.locator('#submit-error div').allInnerTexts();
+    if (lines.join('|') !== 'body.capability_env: e2e: first without a field|body.timeout_sec: e2e: second without a field') throw new Error(`unplaced errors: ${lines}`);
+    await page.unroute('**/optimization/jobs');
+
     step('a submission error shows its field next to the input');
     await page.fill('#submit-form input[name="model"]', 'not-a-model-id');
     await page.click('#submit-go');
@@ -191,12 +276,14 @@ async function main() {
     step('a valid submission creates the job and selects it');
     await page.fill('#submit-form input[name="model"]', 'openai/gpt-4o-mini');
     await page.fill('#submit-form input[name="run_ref"]', 'e2e-from-form');
+    await page.fill('#submit-form input[name="name"]', 'e2e-form-name');
     // 30 validation rows: the seed takes 30 calls, an iteration up to 2 × 3 + 30 more.
     await page.fill('#submit-form input[name="max_metric_calls"]', '40');
     await page.click('#submit-go');
     await page.waitForSelector('#submit-panel', { state: 'hidden' });
     await page.locator('#job-rows tr.selected', { hasText: 'sentiment@1.0.0' }).waitFor();
     await page.locator('#d-status', { hasText: 'queued' }).waitFor();
+    await page.locator('#d-name', { hasText: 'e2e-form-name' }).waitFor();
     step("the server's warning about a budget that covers only the seed shows beside the detail");
     await page.locator('#d-notice', { hasText: 'max_metric_calls 40 covers the seed evaluation' }).waitFor();
 
@@ -210,6 +297,57 @@ async function main() {
     await page.locator('#act-error', { hasText: 'e2e: job is already finished' }).waitFor();
     await page.unroute('**/cancel');
 
+    step('the job list pages: the older page shows the 101st job and stays live');
+    await api('POST', '/api/v1/org/local/ws/default/projects', { key: 'e2e-paging', name: 'E2E paging' });
+    // 105 jobs, oldest first: page 1 (newest first) ends at page-job-006, page 2 holds 005 … 001.
+    const pagingIds = [];
+    for (let i = 1; i <= 105; i++) {
+      const submitted = await api('POST', JOBS, {
+        backend: 'gepa', target_kind: 'capability_agent', model: 'openai/gpt-4o-mini', project: 'e2e-paging',
+        name: `page-job-${String(i).padStart(3, '0')}`,
+        capability_ref: { name: 'sentiment', version: '1.0.0' },
+        dataset_ref: { name: 'sentiment-train', version: '1.0.0' },
+        reward_recipe: { name: 'exact_match_v1', params: {} },
+        config: { max_metric_calls: 1000 },
+      });
+      pagingIds.push(submitted.id);
+    }
+    await page.reload();
+    await page.waitForSelector('#main:not([hidden])');
+    await page.selectOption('#scope-project', 'e2e-paging');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 1–100 of 105.' }).waitFor();
+    await page.locator('#job-rows tr', { hasText: 'page-job-105' }).waitFor();
+    if (!(await page.locator('#page-newer').isDisabled())) throw new Error('"Newer" is enabled on the newest page');
+    await page.click('#page-older');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 101–105 of 105.' }).waitFor();
+    await page.locator('#job-rows tr', { hasText: 'page-job-005' }).waitFor();
+    if (await page.locator('#job-rows tr').count() !== 5) throw new Error(`the older page lists ${await page.locator('#job-rows tr').count()} jobs`);
+    if (!(await page.locator('#page-older').isDisabled())) throw new Error('"Older" is enabled on the oldest page');
+    // The list's poll refreshes the page shown, not the first one.
+    await api('POST', `${JOBS}/${pagingIds[0]}/cancel`);
+    await page.locator('#job-rows tr', { hasText: 'page-job-001' }).filter({ hasText: 'cancelled' }).waitFor();
+    step('a status filter goes back to the first page');
+    await page.selectOption('#filter-status', 'queued');
+    await page.locator('#jobs-summary', { hasText: 'Queued jobs 1–100 of 104.' }).waitFor();
+    await page.selectOption('#filter-status', '');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 1–100 of 105.' }).waitFor();
+    await page.click('#page-older');
+    await page.locator('#jobs-summary', { hasText: 'Jobs 101–105 of 105.' }).waitFor();
+    await page.click('#page-newer');
+    await page.locator('#job-rows tr', { hasText: 'page-job-105' }).waitFor();
+
+    step('on a desktop the list and the detail scroll apart: a job low in a long list shows its detail in view');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.locator('#job-rows tr', { hasText: 'page-job-006' }).click();
+    await page.locator('#d-name', { hasText: 'page-job-006' }).waitFor();
+    const inView = await page.evaluate(() => {
+      const head = document.getElementById('d-name').getBoundingClientRect();
+      const doc = document.documentElement;
+      return { top: head.top, bottom: head.bottom, height: innerHeight, pageScroll: doc.scrollHeight - doc.clientHeight,
+        listScrolled: document.querySelector('.jobs').scrollTop };
+    });
+    if (inView.top < 0 || inView.bottom > inView.height || inView.pageScroll > 0 || inView.listScrolled <= 0) throw new Error(`desktop layout: ${JSON.stringify(inView)}`);
+
     step('an unknown key brings the key form back with a message');
     await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
     await page.reload();
@@ -221,7 +359,8 @@ async function main() {
 
     step('a #key= link opened in the tab that already shows the page switches to that key');
     const other = await api('POST', '/api/v1/org/local/keys', { name: 'e2e-other', scopes: ['read'] });
-    const withOther = page.waitForRequest((r) => r.url().includes('/optimization/jobs') && r.headers()['x-api-key'] === other.key);
+    // The answer, not the request: rows drawn before it would be replaced under the keyboard step.
+    const withOther = page.waitForResponse((r) => r.url().includes('/optimization/jobs?') && r.request().headers()['x-api-key'] === other.key);
     await page.goto(`${SERVER}/#key=${encodeURIComponent(other.key)}`);
     await withOther;
     await page.waitForFunction(() => location.hash === '');
@@ -253,12 +392,46 @@ async function main() {
       return { stacked: detail.top >= list.bottom - 1, overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth };
     });
     if (!layout.stacked || layout.overflow > 0) throw new Error(`narrow layout: ${JSON.stringify(layout)}`);
+
+    step('at 400 px the job table fits its pane, the created column in view');
+    await page.setViewportSize({ width: 400, height: 800 });
+    const fit = await page.evaluate(() => {
+      const table = document.querySelector('.job-list');
+      const pane = document.querySelector('.jobs');
+      const created = table.querySelector('thead th.col-created').getBoundingClientRect();
+      return { table: table.scrollWidth - table.clientWidth, pane: pane.scrollWidth - pane.clientWidth,
+        createdRight: Math.round(created.right), paneRight: Math.round(pane.getBoundingClientRect().right) };
+    });
+    if (fit.table > 0 || fit.pane > 0 || fit.createdRight > fit.paneRight) throw new Error(`narrow table: ${JSON.stringify(fit)}`);
+    if (process.env.PAGE_E2E_SCREENSHOT) await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT.replace(/\.png$/, '-narrow.png') });
+    step('on a narrow screen a tapped row brings its detail into view');
+    const lowRow = page.locator('#job-rows tr').nth(20);
+    const lowId = await lowRow.getAttribute('data-id');
+    await lowRow.click();
+    await page.locator(`#job-rows tr.selected[data-id="${lowId}"]`).waitFor();
+    await page.waitForFunction(() => {
+      const top = document.getElementById('detail').getBoundingClientRect().top;
+      return top >= -1 && top < innerHeight / 2;
+    });
     await page.setViewportSize({ width: 1280, height: 800 });
+
+    step('without a key, "New job" asks for the key instead of opening the form');
+    await page.click('#forget-key');
+    await page.waitForSelector('#key-panel:not([hidden])');
+    await page.click('#new-job');
+    await page.locator('#key-message', { hasText: 'A job needs an API key' }).waitFor();
+    await page.waitForTimeout(300);
+    if (!(await page.locator('#submit-panel').isHidden())) throw new Error('the form opened without a key');
 
     step('the same from the key form');
     await page.evaluate(() => localStorage.setItem('gepard.apiKey', 'gpd_this_key_does_not_exist_0000'));
     await page.reload();
     await page.waitForSelector('#key-panel:not([hidden])');
+    step('with a refused key, "New job" asks for another one too');
+    await page.click('#new-job');
+    await page.locator('#key-message', { hasText: 'A job needs an API key' }).waitFor();
+    await page.waitForTimeout(300);
+    if (!(await page.locator('#submit-panel').isHidden())) throw new Error('the form opened with a refused key');
     await page.goto(`${SERVER}/#key=${encodeURIComponent(KEY)}`);
     await page.waitForSelector('#main:not([hidden])');
     if (new URL(page.url()).hash !== '') throw new Error(`the key stayed in the address bar: ${page.url()}`);

@@ -6,7 +6,10 @@
 # first) of a running job, an empty status filter, a refused promotion, an unknown org, the
 # empty-scope form with its dataset defaults and the server's budget warning, the 401 key form,
 # a `#key=` link followed in an open tab, a read-only key's greyed-out actions, keyboard
-# selection and the narrow-screen layout.
+# selection and the narrow-screen layout; the selected job kept in the fragment across a reload
+# and a shared link, paging through 105 jobs, earlier attempts after a retry, the form's
+# Escape / name / required model / target-model list / field errors, panes that scroll apart on
+# a desktop, a job table that fits 400 px, and "New job" asking for a key when there is none.
 #
 # Installs what it needs itself: the Debian package `chromium` (with apt-get, as root) and the
 # npm package playwright-core into target/page-e2e (git-ignored). When either cannot be had

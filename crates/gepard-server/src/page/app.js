@@ -17,6 +17,7 @@ const API = {
   job: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}',
   events: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/events',
   candidates: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/candidates',
+  attempts: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/attempts',
   preview: 'GET /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promotion-preview',
   promote: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promote',
   cancel: 'POST /api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/cancel',
@@ -36,6 +37,8 @@ const SCOPE_STORE = 'gepard.scope';
 // selected job needs none, its stream is live.
 const LIST_POLL_MS = 5000;
 const MAX_LOG_LINES = 2000;
+// The largest page the jobs route serves.
+const PAGE_SIZE = 100;
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,18 +48,22 @@ const state = {
   ws: null,
   project: null,
   jobs: [],
+  page: 1, // the page of the job list shown, newest first
   total: 0, // jobs matching the status filter, as the server counts them
   scopeTotal: 0, // jobs in the scope whatever their status
   selected: null, // id of the selected job
   job: null, // the selected job, as the stream last sent it
   candidates: [],
+  attempts: [], // the selected job's earlier attempts (a retry keeps what each one found)
   preview: null,
   streamGen: 0, // bumped on every selection: an old stream loop notices and stops
   streamAbort: null,
   streaming: false, // whether the selected job's stream loop is running
   autoOpenedFor: null, // the scope whose empty list already opened the form once
   idempotencyKey: null,
+  pendingJob: null, // a job named by the URL fragment, selected once its scope has loaded
   allowed: null, // scopes the key may act with, from GET /user; null (nothing greyed out) until known
+  keyAccepted: false, // whether the server took the key (GET /user answered); the form needs it
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -188,28 +195,77 @@ function showError(node, err) {
 
 function askForKey(message) {
   stopStream();
+  state.keyAccepted = false;
+  // What the previous key allowed says nothing about the next one; "New job" stays clickable
+  // and asks for the key (see newJob).
+  state.allowed = null;
+  allow($('new-job'), 'write', true);
+  $('submit-panel').hidden = true;
   $('main').hidden = true;
   $('key-panel').hidden = false;
   $('key-message').textContent = message || '';
   $('key-input').focus();
 }
 
+function fragment() {
+  return new URLSearchParams(location.hash.replace(/^#/, ''));
+}
+
+function setFragment(params) {
+  const s = params.toString();
+  history.replaceState(null, '', location.pathname + location.search + (s ? '#' + s : ''));
+}
+
 // Returns whether the fragment carried a key.
 function takeKeyFromFragment() {
-  const m = /(?:^#|&)key=([^&]+)/.exec(location.hash);
-  if (!m) return false;
-  localStorage.setItem(KEY_STORE, decodeURIComponent(m[1]));
-  // Out of the address bar (and so out of history and screenshots) at once.
-  history.replaceState(null, '', location.pathname + location.search);
+  const params = fragment();
+  if (!params.has('key')) return false;
+  localStorage.setItem(KEY_STORE, params.get('key'));
+  // Out of the address bar (and so out of history and screenshots) at once; the rest of the
+  // fragment (a job to open) stays.
+  params.delete('key');
+  setFragment(params);
   return true;
 }
 
-// A `#key=` link opened in a tab that already shows the page changes only the fragment, so
-// the page is not loaded again: take the key here and load the scope with it.
-function keyLinkFollowed() {
-  if (!takeKeyFromFragment()) return;
-  state.key = localStorage.getItem(KEY_STORE);
+// The selected job and its scope live in the fragment, so a reload or a shared link opens
+// the same job (a job id alone would not do: its routes are under org and workspace). Never
+// the key: that is only ever read from the fragment, then removed.
+function writeJobFragment() {
+  const params = new URLSearchParams();
+  if (state.selected) {
+    params.set('job', state.selected);
+    params.set('org', state.org);
+    if (state.ws) params.set('ws', state.ws);
+    if (state.project) params.set('project', state.project);
+  }
+  setFragment(params);
+}
+
+// Takes the scope and job named by the fragment: the scope goes to the selectors before they
+// load, the job is selected once they have.
+function takeJobFromFragment() {
+  const params = fragment();
+  if (!params.get('job')) return false;
+  state.pendingJob = params.get('job');
+  if (params.get('org')) $('scope-org').value = params.get('org');
+  state.ws = params.get('ws') || null;
+  state.project = params.get('project') || null;
+  return true;
+}
+
+// A link changing only the fragment does not load the page again: a `#key=` link switches
+// to that key, a `#job=` link (pasted into an open tab) opens that job.
+function fragmentChanged() {
+  const hadKey = takeKeyFromFragment();
+  if (hadKey) state.key = localStorage.getItem(KEY_STORE);
+  const params = fragment();
+  const job = params.get('job');
+  if (!hadKey && (!job || job === state.selected)) return;
   resetSelection();
+  // The link names the job to open, if any; not one remembered from an earlier address.
+  state.pendingJob = null;
+  if (job) takeJobFromFragment();
   loadScope();
 }
 
@@ -250,6 +306,7 @@ async function loadScope() {
   $('scope-org').value = state.org;
   try {
     const me = await api(API.user, {});
+    state.keyAccepted = true;
     state.allowed = Array.isArray(me.allowed) ? me.allowed : null;
     allow($('new-job'), 'write', true);
     if (!can('write')) $('submit-panel').hidden = true;
@@ -271,11 +328,17 @@ async function loadScope() {
   $('main').hidden = false;
   saveScope();
   await refreshList();
+  if (state.pendingJob) {
+    const id = state.pendingJob;
+    state.pendingJob = null;
+    selectJob(id);
+  }
 }
 
 function clearScope() {
   state.ws = null;
   state.project = null;
+  state.pendingJob = null;
   resetSelection();
   state.total = 0;
   state.scopeTotal = 0;
@@ -285,6 +348,8 @@ function clearScope() {
   $('jobs-summary').textContent = '';
   $('jobs-error').textContent = '';
   $('main').hidden = true;
+  // No workspace to submit into.
+  $('new-job').disabled = true;
 }
 
 async function loadProjects(wanted) {
@@ -298,24 +363,36 @@ async function loadProjects(wanted) {
 
 // ---------------------------------------------------------------- job list
 
+// What the list shows: the scope, the page and the filters. The server searches every job of
+// the scope, not only the page shown here.
+function listQuery() {
+  const query = { page: state.page, page_size: PAGE_SIZE, status: $('filter-status').value,
+    search: $('filter-text').value.trim(), project: state.project };
+  return { query, id: `${state.org}/${state.ws}/${JSON.stringify(query)}` };
+}
+
 let listInFlight = null;
 let listInFlightFor = null;
 async function refreshList() {
   if (!state.ws || !state.key) return;
   const scopeId = `${state.org}/${state.ws}/${state.project}`;
-  const current = () => scopeId === `${state.org}/${state.ws}/${state.project}`;
-  // Collapse overlapping refreshes (poll + stream + action) of one scope into one request; one
-  // for another scope waits for it, then asks again.
-  if (listInFlight) return listInFlightFor === scopeId ? listInFlight : listInFlight.then(() => refreshList());
-  listInFlightFor = scopeId;
+  let q = listQuery();
+  const current = () => q.id === listQuery().id;
+  // Collapse overlapping refreshes (poll + stream + action) of one list into one request; one
+  // for another scope, page or filter waits for it, then asks again.
+  if (listInFlight) return listInFlightFor === q.id ? listInFlight : listInFlight.then(() => refreshList());
+  listInFlightFor = q.id;
   listInFlight = (async () => {
     try {
-      const status = $('filter-status').value;
-      // The server searches every job of the scope, not only the newest 100 shown here.
-      const search = $('filter-text').value.trim();
-      const page = await api(API.jobs, scopeParams(), {
-        query: { page: 1, page_size: 100, status, search, project: state.project },
-      });
+      const { status, search } = q.query;
+      let page = await api(API.jobs, scopeParams(), { query: q.query });
+      // Jobs went away (or the filter narrowed) under a later page: show the last one there is.
+      if (!(page.items || []).length && state.page > 1 && page.total > 0 && current()) {
+        state.page = Math.ceil(page.total / PAGE_SIZE);
+        q = listQuery();
+        listInFlightFor = q.id;
+        page = await api(API.jobs, scopeParams(), { query: q.query });
+      }
       // An empty filter result is not an empty scope: count the scope's jobs to tell them apart.
       let scopeTotal = page.total || 0;
       if ((status || search) && scopeTotal === 0) {
@@ -374,21 +451,36 @@ function renderList() {
     const tr = el('tr', { 'data-id': job.id, class: job.id === state.selected ? 'selected' : null,
       'aria-current': job.id === state.selected ? 'true' : null },
       el('td', {}, el('span', { class: `status ${job.status}`, text: job.status })),
-      el('td', { text: jobName(job), title: job.id }),
-      el('td', { text: capabilityLabel(job) }),
+      el('td', { class: 'col-name', text: jobName(job), title: job.id }),
+      el('td', { class: 'col-cap', text: capabilityLabel(job) }),
       el('td', { class: 'num', text: fmtScore(job.summary && job.summary.best_score) }),
-      el('td', { class: 'small', text: fmtTime(job.created_at) }));
-    activatable(tr, () => selectJob(job.id));
+      el('td', { class: 'small col-created', text: fmtTime(job.created_at) }));
+    activatable(tr, () => { selectJob(job.id); revealDetail(); });
     rows.append(tr);
   }
   const all = Math.max(state.total, state.jobs.length);
   const status = $('filter-status').value;
+  const from = (state.page - 1) * PAGE_SIZE + 1;
+  const to = from + state.jobs.length - 1;
+  const paged = state.page > 1 || all > state.jobs.length;
+  const label = `${status ? status + ' ' : ''}job${all === 1 ? '' : 's'}`;
+  const range = paged ? `${label} ${from}–${to} of ${all}` : `${all} ${label}`;
   let summary;
   if (state.scopeTotal === 0 && all === 0) summary = 'No jobs in this scope yet.';
   else if ((all === 0 || shown === 0) && text) summary = `No${status ? ' ' + status : ''} jobs match “${text}” (${state.scopeTotal} in this scope).`;
   else if (all === 0) summary = `No ${status} jobs (${state.scopeTotal} in this scope).`;
-  else summary = `${shown} shown of ${all}${status ? ' ' + status : ''} job${all === 1 ? '' : 's'}${all > state.jobs.length ? ' (newest 100 loaded)' : ''}.`;
+  else if (shown < state.jobs.length) summary = `${shown} shown of ${range}.`;
+  else summary = `${range.charAt(0).toUpperCase()}${range.slice(1)}.`;
   $('jobs-summary').textContent = summary;
+  $('pager').hidden = !paged;
+  $('page-newer').disabled = state.page <= 1;
+  $('page-older').disabled = state.page * PAGE_SIZE >= all;
+}
+
+function turnPage(delta) {
+  state.page = Math.max(1, state.page + delta);
+  $('jobs-pane').scrollTop = 0;
+  refreshList();
 }
 
 // ---------------------------------------------------------------- selected job
@@ -405,6 +497,7 @@ function selectJob(id) {
   state.selected = id;
   state.job = null;
   state.candidates = [];
+  state.attempts = [];
   state.preview = null;
   $('detail-empty').hidden = true;
   $('detail-body').hidden = false;
@@ -412,13 +505,25 @@ function selectJob(id) {
   $('d-notice').textContent = '';
   $('cancel-confirm').hidden = true;
   $('d-candidate-text').hidden = true;
+  $('d-attempt-text').hidden = true;
+  $('d-attempts-box').hidden = true;
   $('promote-form').hidden = true;
   $('act-error').textContent = '';
   for (const tr of $('job-rows').children) tr.classList.toggle('selected', tr.dataset.id === id);
+  writeJobFragment();
+  // A new job's detail starts at its head, not where the previous one was scrolled to.
+  $('detail').scrollTop = 0;
   const cached = state.jobs.find((j) => j.id === id);
   if (cached) { state.job = cached; renderJob(); }
   streamJob(id, state.streamGen);
   loadEvidence(id);
+}
+
+// On a narrow screen the detail sits below the list, often below the fold: bring it up, or a
+// tap on a row seems to do nothing. (Beside the list it is always in view.)
+function revealDetail() {
+  const top = $('detail').getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight / 2) $('detail').scrollIntoView({ block: 'start' });
 }
 
 // Candidates and the promotion preview are not in the stream; they are re-read when the job
@@ -436,11 +541,14 @@ function evidenceMaybeChanged(job) {
 
 async function loadEvidence(id) {
   const params = scopeParams({ id });
-  const [cands, preview] = await Promise.allSettled([api(API.candidates, params), api(API.preview, params)]);
+  const [cands, preview, attempts] = await Promise.allSettled([api(API.candidates, params), api(API.preview, params),
+    api(API.attempts, params)]);
   if (state.selected !== id) return;
   state.candidates = cands.status === 'fulfilled' ? (cands.value.items || []) : [];
   state.preview = preview.status === 'fulfilled' ? preview.value : { error: preview.reason };
+  state.attempts = attempts.status === 'fulfilled' && Array.isArray(attempts.value) ? attempts.value : [];
   renderCandidates();
+  renderAttempts();
   renderPreview();
   renderActions();
 }
@@ -712,6 +820,42 @@ function renderCandidates() {
   if (!state.candidates.length) body.append(el('tr', {}, el('td', { colspan: 6, class: 'muted', text: 'No candidates yet.' })));
 }
 
+// A summary's best candidate is `{"instructions": …}` for gepard's runs; other runtimes may
+// report another shape, shown as JSON rather than dropped.
+function bestInstructions(summary) {
+  const best = summary && summary.best_candidate;
+  if (best === null || best === undefined) return null;
+  if (typeof best === 'string') return best;
+  if (typeof best.instructions === 'string') return best.instructions;
+  return JSON.stringify(best, null, 2);
+}
+
+function renderAttempts() {
+  const body = $('d-attempts');
+  body.replaceChildren();
+  $('d-attempts-box').hidden = state.attempts.length === 0;
+  // Newest first, like the job list: the attempt just retried is the one most often looked at.
+  for (const a of [...state.attempts].reverse()) {
+    const s = a.summary || {};
+    const tr = el('tr', { 'data-attempt': a.attempt },
+      el('td', { class: 'num', text: `#${a.attempt}` }),
+      el('td', {}, el('span', { class: `status ${a.status}`, text: a.status })),
+      el('td', { class: 'num', text: fmtScore(s.best_score) }),
+      el('td', { class: 'num', text: (a.usage && a.usage.metric_calls) ?? '—' }),
+      el('td', { class: 'small', text: fmtTime(a.completed_at) }),
+      el('td', { class: 'small', text: a.error || '' }));
+    activatable(tr, () => {
+      const pre = $('d-attempt-text');
+      const text = bestInstructions(s);
+      pre.hidden = false;
+      pre.textContent = text === null
+        ? `Attempt ${a.attempt} found no best candidate.`
+        : `Attempt ${a.attempt} best instructions (validation ${fmtScore(s.best_score)}):\n\n${text}`;
+    });
+    body.append(tr);
+  }
+}
+
 function renderPreview() {
   const box = $('d-preview');
   box.replaceChildren();
@@ -803,9 +947,10 @@ async function promote(ev) {
     await loadEvidence(state.selected);
     $('d-preview').prepend(el('p', { class: 'ok', text: `Promoted: wrote ${written.name}@${written.version}.` }));
   } catch (e) {
-    showError($('promote-error'), e);
-    // The detail already names the first field error; only further ones are added.
-    for (const fe of (e.errors || []).slice(1)) $('promote-error').append(` (${(fe.loc || []).join('.')}: ${fe.msg})`);
+    // The detail repeats the first field error: with field errors, list them instead, one a line.
+    const errors = e.errors || [];
+    if (!errors.length) showError($('promote-error'), e);
+    else $('promote-error').replaceChildren(...errors.map((fe) => el('div', { text: `${(fe.loc || []).join('.')}: ${fe.msg}` })));
   } finally {
     $('promote-submit').disabled = false;
   }
@@ -814,6 +959,16 @@ async function promote(ev) {
 // ---------------------------------------------------------------- submission form
 
 const F = () => $('submit-form').elements;
+
+// Without a key the server takes, the form could only say who it cannot reach ("workspace
+// local / null", "the API key is unknown or revoked"): ask for the key instead.
+function newJob() {
+  if (!state.key || !state.keyAccepted) {
+    askForKey('A job needs an API key: enter one here, then "New job" again.');
+    return;
+  }
+  openSubmitForm();
+}
 
 async function openSubmitForm() {
   $('submit-panel').hidden = false;
@@ -876,18 +1031,31 @@ function clearFieldErrors() {
   for (const n of $('submit-form').querySelectorAll('[aria-invalid]')) n.removeAttribute('aria-invalid');
 }
 
-function fieldError(loc, msg) {
-  // loc is like ["body", "config", "max_metric_calls"]; inputs carry data-loc="config.max_metric_calls".
-  const path = (loc || []).filter((p) => p !== 'body');
-  for (let n = path.length; n > 0; n--) {
-    const input = $('submit-form').querySelector(`[data-loc="${CSS.escape(path.slice(0, n).join('.'))}"]`);
-    if (input) {
-      input.setAttribute('aria-invalid', 'true');
-      input.parentElement.append(el('span', { class: 'field-error', text: msg }));
-      return true;
-    }
+function markField(input, msg) {
+  input.setAttribute('aria-invalid', 'true');
+  input.parentElement.append(el('span', { class: 'field-error', text: msg }));
+}
+
+// The input an error's loc points at: loc is like ["body", "config", "max_metric_calls"],
+// inputs carry data-loc="config.max_metric_calls". A loc may be deeper than the form
+// (reward_recipe.params.needle → the params box) or shallower: ["body", "dataset_ref"] (a row
+// of that dataset) belongs to the dataset's first input, its name.
+function fieldFor(loc) {
+  const path = (loc || []).filter((p) => p !== 'body').join('.');
+  if (!path) return null;
+  const inputs = [...$('submit-form').querySelectorAll('[data-loc]')];
+  let best = null;
+  for (const input of inputs) {
+    const at = input.dataset.loc;
+    if ((path === at || path.startsWith(at + '.')) && (!best || at.length > best.dataset.loc.length)) best = input;
   }
-  return false;
+  return best || inputs.find((input) => input.dataset.loc.startsWith(path + '.')) || null;
+}
+
+function fieldError(loc, msg) {
+  const input = fieldFor(loc);
+  if (input) markField(input, msg);
+  return !!input;
 }
 
 function formBody() {
@@ -905,6 +1073,7 @@ function formBody() {
       backend: 'gepa',
       target_kind: 'capability_agent',
       model: f.model.value.trim(),
+      name: optional(f.name.value),
       project: state.project,
       run_ref: optional(f.run_ref.value),
       capability_ref: { name: f.capability.value, version: f.capability_version.value },
@@ -928,6 +1097,10 @@ async function submitJob(ev) {
   ev.preventDefault();
   clearFieldErrors();
   $('submit-error').textContent = '';
+  // Said here, before a round trip: the server would only answer that the field is missing.
+  const missing = [...$('submit-form').querySelectorAll('[required]')].filter((n) => !n.value.trim());
+  for (const input of missing) markField(input, 'required');
+  if (missing.length) { missing[0].focus(); return; }
   const built = formBody();
   if (built.invalid) { fieldError(built.invalid, built.msg); return; }
   $('submit-go').disabled = true;
@@ -937,10 +1110,19 @@ async function submitJob(ev) {
     await refreshList();
     selectJob(job.id);
   } catch (e) {
-    showError($('submit-error'), e);
-    for (const fe of e.errors || []) {
-      if (!fieldError(fe.loc, fe.msg)) $('submit-error').append(el('div', { text: `${(fe.loc || []).join('.')}: ${fe.msg}` }));
-    }
+    // Each field error once: beside its input, or listed here one a line when the form has no
+    // input for it. The envelope's detail only repeats the first, so it stands alone only
+    // when there are no field errors.
+    const errors = e.errors || [];
+    if (!errors.length) { showError($('submit-error'), e); return; }
+    const unplaced = errors.filter((fe) => !fieldError(fe.loc, fe.msg));
+    const placed = errors.length - unplaced.length;
+    $('submit-error').textContent = unplaced.length
+      ? `The server refused the job${placed ? ' (see also the marked fields)' : ''}:`
+      : 'The server refused the job: see the marked fields.';
+    for (const fe of unplaced) $('submit-error').append(el('div', { text: `${(fe.loc || []).join('.')}: ${fe.msg}` }));
+    const first = $('submit-form').querySelector('[aria-invalid="true"]');
+    if (first) first.focus();
   } finally {
     $('submit-go').disabled = false;
   }
@@ -964,23 +1146,31 @@ function wire() {
     askForKey('Enter the API key to use.');
   });
   $('scope').addEventListener('submit', (ev) => ev.preventDefault());
-  window.addEventListener('hashchange', keyLinkFollowed);
+  window.addEventListener('hashchange', fragmentChanged);
   $('scope-org').addEventListener('change', () => { state.ws = null; state.project = null; resetSelection(); loadScope(); });
   $('scope-ws').addEventListener('change', async () => {
     state.ws = $('scope-ws').value; state.project = null; resetSelection();
     try { await loadProjects(); saveScope(); await refreshList(); } catch (e) { showError($('jobs-error'), e); }
   });
   $('scope-project').addEventListener('change', () => { state.project = $('scope-project').value; resetSelection(); saveScope(); refreshList(); });
-  $('filter-status').addEventListener('change', () => refreshList());
+  // A new filter starts from its newest jobs: the page shown was a page of another list.
+  $('filter-status').addEventListener('change', () => { state.page = 1; refreshList(); });
   let searchTimer = null;
   $('filter-text').addEventListener('input', () => {
     renderList();
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => refreshList(), 300);
+    searchTimer = setTimeout(() => { state.page = 1; refreshList(); }, 300);
   });
+  $('page-newer').addEventListener('click', () => turnPage(-1));
+  $('page-older').addEventListener('click', () => turnPage(1));
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
-  $('new-job').addEventListener('click', () => openSubmitForm());
+  $('new-job').addEventListener('click', newJob);
   $('submit-close').addEventListener('click', () => { $('submit-panel').hidden = true; });
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape' || $('submit-panel').hidden) return;
+    $('submit-panel').hidden = true;
+    $('new-job').focus();
+  });
   $('submit-form').addEventListener('submit', submitJob);
   const f = F();
   const guard = (p) => p.catch((e) => showError($('submit-error'), e));
@@ -1021,10 +1211,14 @@ function resetSelection() {
   state.selected = null;
   state.job = null;
   state.jobs = [];
+  state.page = 1;
+  // Rows of the list being replaced must not stay clickable until the new list arrives.
+  $('job-rows').replaceChildren();
   state.candidates = [];
   state.preview = null;
   $('detail-body').hidden = true;
   $('detail-empty').hidden = false;
+  writeJobFragment();
 }
 
 function start() {
@@ -1033,6 +1227,7 @@ function start() {
   state.key = localStorage.getItem(KEY_STORE);
   const saved = JSON.parse(localStorage.getItem(SCOPE_STORE) || '{}');
   if (saved.org) $('scope-org').value = saved.org;
+  takeJobFromFragment();
   if (!state.key) { askForKey(''); return; }
   loadScope();
 }
