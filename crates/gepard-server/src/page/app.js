@@ -363,12 +363,14 @@ async function loadProjects(wanted) {
 
 // ---------------------------------------------------------------- job list
 
-// What the list shows: the scope, the page and the filters. The server searches every job of
-// the scope, not only the page shown here.
+// What the list shows: the scope, the page and the filters, as seen with the current key (a
+// request in flight with a key just replaced must neither stand in for the new key's request
+// nor be drawn when it returns). The server searches every job of the scope, not only the
+// page shown here.
 function listQuery() {
   const query = { page: state.page, page_size: PAGE_SIZE, status: $('filter-status').value,
     search: $('filter-text').value.trim(), project: state.project };
-  return { query, id: `${state.org}/${state.ws}/${JSON.stringify(query)}` };
+  return { query, id: `${state.key}|${state.org}/${state.ws}/${JSON.stringify(query)}` };
 }
 
 let listInFlight = null;
