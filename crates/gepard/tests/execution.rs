@@ -190,6 +190,15 @@ impl Env {
         self.store.job_by_id(id).await.unwrap().unwrap()
     }
 
+    /// Claims the oldest queued job as worker `worker` would, with a lease of `lease`.
+    async fn claim(&self, worker: &str, lease: Duration) -> gepard_store::Claimed {
+        self.store
+            .claim_next(self.notifier.as_ref(), worker, lease)
+            .await
+            .unwrap()
+            .expect("a queued job to claim")
+    }
+
     /// What `POST …/cancel` does to a running job: the store command, with its notice.
     async fn request_cancel(&self, id: Uuid) {
         let ws = self.job(id).await.workspace_id;
@@ -723,12 +732,7 @@ async fn a_dead_worker_loses_its_lease_and_another_resumes_the_job() {
 async fn a_resume_charges_the_runtime_limit_for_the_run_so_far_not_for_the_wait_before_it() {
     let e = env(Duration::ZERO).await;
     let job = e.submit(config(90)).await;
-    let claimed = e
-        .store
-        .claim_next(e.notifier.as_ref(), "w", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = e.claim("w", Duration::from_secs(10)).await;
     let limits = gepard_worker::spec::Limits::default();
     // No checkpoint yet: the time since the job first started.
     let fresh =
@@ -845,23 +849,13 @@ async fn a_stale_lease_token_changes_nothing() {
 
 async fn a_stale_lease_token_changes_nothing_on(e: Env) {
     let job = e.submit(config(60)).await;
-    let claimed = e
-        .store
-        .claim_next(e.notifier.as_ref(), "a", Duration::from_millis(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = e.claim("a", Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     e.store
         .reap_expired_leases(e.notifier.as_ref())
         .await
         .unwrap();
-    let again = e
-        .store
-        .claim_next(e.notifier.as_ref(), "b", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let again = e.claim("b", Duration::from_secs(10)).await;
     assert!(again.lease_token > claimed.lease_token);
     let mut ev = gepard_core::progress::ProgressEvent::new(
         gepard_core::progress::ProgressEventType::OptimizationEnd,
