@@ -58,9 +58,14 @@ struct Out(Mutex<Box<dyn Write + Send>>);
 
 impl Out {
     fn line(&self, line: &Line) {
-        let mut value = serde_json::to_value(line).unwrap_or_default();
-        scrub_nul(&mut value);
-        let mut text = value.to_string();
+        let mut text = serde_json::to_string(line).unwrap_or_default();
+        // serde_json writes U+0000 as `\u0000`; only a line holding that text (rare: a NUL
+        // from a model, or those six characters themselves) takes the slower scrubbing path.
+        if text.contains("\\u0000") {
+            let mut value = serde_json::to_value(line).unwrap_or_default();
+            scrub_nul(&mut value);
+            text = value.to_string();
+        }
         text.push('\n');
         let mut out = self
             .0
