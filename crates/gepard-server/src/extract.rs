@@ -86,16 +86,9 @@ fn nul_at(value: &serde_json::Value) -> Option<Vec<String>> {
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonDataError(e) => {
-            // axum reports `<path>: <serde message>`; the path becomes the error location.
-            let text =
-                std::error::Error::source(e).map_or_else(|| e.body_text(), ToString::to_string);
-            let (path, msg) = match text.split_once(": ") {
-                Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
-                _ => (String::new(), text.clone()),
-            };
-            body_error(&path, msg)
-        }
+        // Reading into a `Value` takes any well-formed JSON, so no data error with a field
+        // path arises here: the typed read after it (`from_json_body`) names the field.
+        JsonRejection::JsonDataError(e) => body_error("", e.body_text()),
         JsonRejection::JsonSyntaxError(e) => {
             ApiError::bad_request(format!("the body is not valid JSON: {}", e.body_text()))
         }
