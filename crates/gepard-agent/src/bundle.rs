@@ -750,7 +750,7 @@ struct DatasetManifest {
     version: String,
     #[serde(default)]
     description: Option<String>,
-    /// The rows file; defaults to the bundle's only `.jsonl` / `.csv` file.
+    /// The rows file; defaults to the bundle's only `.jsonl` / `.csv` / `.parquet` file.
     #[serde(default)]
     file: Option<String>,
 }
@@ -763,6 +763,8 @@ pub enum RowFormat {
     Jsonl,
     /// Comma-separated with a header row.
     Csv,
+    /// Apache Parquet (what pandas, Polars and Hugging Face datasets write).
+    Parquet,
 }
 
 /// A parsed, validated dataset version.
@@ -813,8 +815,8 @@ impl Dataset {
                     [one] => one.clone(),
                     [] => {
                         return Err(BundleError::MissingFile {
-                            file: "*.jsonl or *.csv".into(),
-                            hint: "a dataset needs a rows file (jsonl or csv)",
+                            file: "*.jsonl, *.csv or *.parquet".into(),
+                            hint: "a dataset needs a rows file (jsonl, csv or parquet)",
                         })
                     }
                     _ => {
@@ -834,7 +836,7 @@ impl Dataset {
             BundleError::invalid(
                 DATASET_MANIFEST,
                 Some("file"),
-                "must name a .jsonl or .csv file",
+                "must name a .jsonl, .csv or .parquet file",
             )
         })?;
         let rows_file = bundle.get(&rows_path).ok_or_else(|| {
@@ -847,6 +849,7 @@ impl Dataset {
         let rows = match format {
             RowFormat::Jsonl => parse_jsonl(rows_file)?,
             RowFormat::Csv => parse_csv(rows_file)?,
+            RowFormat::Parquet => parse_parquet(rows_file)?,
         };
         if rows.is_empty() {
             return Err(BundleError::invalid(&rows_path, None, "holds no rows"));
@@ -870,11 +873,13 @@ impl Dataset {
 }
 
 /// The rows of one rows file outside a bundle (a local run's `--dataset rows.csv`), read as a
-/// dataset bundle's rows file is: CSV by its `.csv` extension, anything else as JSON lines.
+/// dataset bundle's rows file is: CSV and Parquet by their `.csv` and `.parquet` extensions,
+/// anything else as JSON lines.
 pub fn rows_of_file(path: &str, content: Vec<u8>) -> Result<Vec<Map<String, Value>>, BundleError> {
     let file = BundleFile::new(path, content);
     match row_format(path) {
         Some(RowFormat::Csv) => parse_csv(&file),
+        Some(RowFormat::Parquet) => parse_parquet(&file),
         _ => parse_jsonl(&file),
     }
 }
@@ -884,6 +889,8 @@ fn row_format(path: &str) -> Option<RowFormat> {
         Some(RowFormat::Jsonl)
     } else if path.ends_with(".csv") {
         Some(RowFormat::Csv)
+    } else if path.ends_with(".parquet") {
+        Some(RowFormat::Parquet)
     } else {
         None
     }
@@ -932,6 +939,113 @@ fn json_holds_nul(value: &Value) -> bool {
             .iter()
             .any(|(k, v)| k.contains('\0') || json_holds_nul(v)),
         _ => false,
+    }
+}
+
+/// Row fields that hold JSON structures. Tabular formats often carry them as JSON text.
+const STRUCTURED_COLUMNS: [&str; 3] = ["metadata", "tools", "expected_trajectory"];
+
+/// A structured column's text cell: the JSON it holds, else the text itself (the recipe's
+/// row check then names the field).
+fn structured_from_text(cell: &str) -> Value {
+    serde_json::from_str(cell).unwrap_or_else(|_| Value::String(cell.to_owned()))
+}
+
+/// Parquet rows, in file order across row groups, each as the JSON object its jsonl twin
+/// would be. Two differences from JSON need care:
+/// - Parquet has no "absent": every row has every column, and a struct column has the union
+///   of every row's keys (pyarrow writes a tool's `parameters` with the properties of all
+///   tools). So a null inside an object is read as an absent key, at any depth; nulls inside
+///   lists are kept.
+/// - The structured columns are often stored as JSON text; text that parses is read as JSON,
+///   as in CSV.
+///
+/// The decoder runs on bytes a client sent, so a panic in it is caught and reported as an
+/// unreadable file rather than taking the request (or a local run) down with it.
+fn parse_parquet(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_parquet(file))).unwrap_or_else(
+        |_| {
+            Err(BundleError::invalid(
+                &file.path,
+                None,
+                "is not a readable Parquet file: its data is malformed",
+            ))
+        },
+    )
+}
+
+fn decode_parquet(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let unreadable = |e: parquet::errors::ParquetError| {
+        BundleError::invalid(
+            &file.path,
+            None,
+            format!("is not a readable Parquet file: {e}"),
+        )
+    };
+    let reader =
+        SerializedFileReader::new(bytes::Bytes::from(file.content.clone())).map_err(unreadable)?;
+    // The footer says how big the data is: refuse what the limits refuse before decoding it.
+    let meta = reader.metadata();
+    if usize::try_from(meta.file_metadata().num_rows()).map_or(true, |n| n > MAX_ROWS) {
+        return Err(BundleError::TooLarge(format!(
+            "`{}` holds more than {MAX_ROWS} rows",
+            file.path
+        )));
+    }
+    let unpacked: i64 = meta
+        .row_groups()
+        .iter()
+        .map(|g| g.total_byte_size().max(0))
+        .sum();
+    if u64::try_from(unpacked).map_or(true, |n| n > MAX_UNPACKED_BYTES) {
+        return Err(BundleError::TooLarge(format!(
+            "`{}` unpacks to more than {} MiB",
+            file.path,
+            MAX_UNPACKED_BYTES / (1024 * 1024)
+        )));
+    }
+    let mut rows = Vec::new();
+    for (i, row) in reader.get_row_iter(None).map_err(unreadable)?.enumerate() {
+        let row_err = |message: String| {
+            BundleError::invalid(&file.path, None, format!("row {}: {message}", i + 1))
+        };
+        let row = row.map_err(|e| row_err(format!("cannot be read: {e}")))?;
+        let Value::Object(fields) = without_null_fields(row.to_json_value()) else {
+            return Err(row_err("is not a record".into()));
+        };
+        let mut map = Map::new();
+        for (k, v) in fields {
+            let v = match v {
+                Value::String(text) if STRUCTURED_COLUMNS.contains(&k.as_str()) => {
+                    structured_from_text(&text)
+                }
+                other => other,
+            };
+            map.insert(k, v);
+        }
+        if map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || json_holds_nul(v))
+        {
+            return Err(row_err(format!("a value {NUL_IN_TEXT}")));
+        }
+        rows.push(map);
+    }
+    Ok(rows)
+}
+
+/// `value` with every null-valued object key removed, at any depth (see [`parse_parquet`]).
+fn without_null_fields(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_null_fields(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_null_fields).collect()),
+        other => other,
     }
 }
 
@@ -987,9 +1101,7 @@ fn parse_csv(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> 
                     .ok()
                     .and_then(serde_json::Number::from_f64)
                     .map_or_else(|| Value::String(cell.to_owned()), Value::Number),
-                "metadata" | "tools" | "expected_trajectory" => {
-                    serde_json::from_str(cell).unwrap_or_else(|_| Value::String(cell.to_owned()))
-                }
+                h if STRUCTURED_COLUMNS.contains(&h) => structured_from_text(cell),
                 _ => Value::String(cell.to_owned()),
             };
             row.insert(h.to_owned(), value);

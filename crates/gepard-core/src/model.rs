@@ -313,7 +313,7 @@ pub struct DatasetVersion {
     /// Inferred schema: per field, the JSON types seen and whether every row has it.
     #[schema(value_type = Object)]
     pub schema: Value,
-    /// Rows file format (`jsonl` or `csv`).
+    /// Rows file format (`jsonl`, `csv` or `parquet`).
     pub format: String,
     /// The rows file.
     pub rows_file: String,

@@ -634,6 +634,33 @@ on_both_databases! {
         );
     }
 
+    async fn a_parquet_dataset_publishes_and_serves_its_rows_as_json(app) {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../gepard-agent/tests/fixtures/parquet");
+        let parquet = std::fs::read(format!("{fixtures}/tools.nested.parquet")).unwrap();
+        let twin: Vec<serde_json::Value> = std::fs::read_to_string(format!("{fixtures}/tools.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let bundle = gepard_agent::bundle::Bundle::from_files(vec![
+            gepard_agent::bundle::BundleFile::new("dataset.yaml", b"name: calls\nversion: 1.0.0\n".to_vec()),
+            gepard_agent::bundle::BundleFile::new("calls.parquet", parquet.clone()),
+        ]);
+        let r = app.upload("/api/v1/org/local/datasets", bundle.to_tar_gz()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["format"], "parquet");
+        assert_eq!(r.body["row_count"], 3);
+        assert_eq!(r.body["schema"]["tools"]["types"], json!(["array"]));
+        let rows = app.get("/api/v1/org/local/datasets/calls/1.0.0/rows").await;
+        assert_eq!(rows.body["items"], json!(twin));
+        // The stored file is the uploaded one, byte for byte.
+        let file = app
+            .get("/api/v1/org/local/datasets/calls/1.0.0/files/calls.parquet")
+            .await;
+        assert_eq!(file.headers["content-type"], "application/octet-stream");
+        assert_eq!(file.raw, parquet);
+    }
+
     async fn each_malformed_bundle_is_422_naming_the_file_and_leaves_no_trace(app) {
         let cases: Vec<(Vec<u8>, Vec<&str>)> = vec![
             (b"definitely not gzip".to_vec(), vec!["body"]),

@@ -154,6 +154,7 @@ impl Store {
         let format = match ds.format {
             gepard_agent::bundle::RowFormat::Jsonl => "jsonl",
             gepard_agent::bundle::RowFormat::Csv => "csv",
+            gepard_agent::bundle::RowFormat::Parquet => "parquet",
         };
         let published = self
             .publish(

@@ -69,8 +69,8 @@ pub struct LocalOptions {
     /// The agent whose instructions are optimized (default: the capability's first agent).
     #[arg(long, value_name = "NAME")]
     pub agent_name: Option<String>,
-    /// Training rows (`goal`, `expected_output`, …): a JSONL file, a `.csv` file, or a dataset
-    /// directory as `dataset push` takes it.
+    /// Training rows (`goal`, `expected_output`, …): a JSONL file, a `.csv` or `.parquet`
+    /// file, or a dataset directory as `dataset push` takes it.
     #[arg(long, value_name = "PATH")]
     pub dataset: PathBuf,
     /// Validation rows, in any form `--dataset` takes (default: the training rows are also
@@ -418,7 +418,7 @@ fn read_rows(
 ) -> Result<Vec<Value>, Usage> {
     let unreadable = |e: String| Usage(format!("{flag} {}: {e}", path.display()));
     // A dataset directory (as `dataset push` takes it) or one rows file (JSON lines, or CSV
-    // by its extension), read by the same code the registry reads bundles with.
+    // and Parquet by their extensions), read by the same code the registry reads bundles with.
     let rows: Vec<Value> = if path.is_dir() {
         let bundle = Bundle::from_dir(path)
             .map_err(|e| unreadable(format!("cannot read the directory: {e}")))?;

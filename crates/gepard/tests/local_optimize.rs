@@ -235,6 +235,35 @@ fn write_rows(path: &Path, rows: &[(&str, &str)]) {
     std::fs::write(path, text).unwrap();
 }
 
+/// `rows` as a Parquet file with two text columns, as `write_rows` writes them as JSON lines.
+fn write_parquet(path: &Path, rows: &[(&str, &str)]) {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message rows { REQUIRED BYTE_ARRAY goal (UTF8); REQUIRED BYTE_ARRAY expected_output (UTF8); }",
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    for column in [0, 1] {
+        let values: Vec<ByteArray> = rows
+            .iter()
+            .map(|&(goal, label)| ByteArray::from(if column == 0 { goal } else { label }))
+            .collect();
+        let mut writer = group.next_column().unwrap().unwrap();
+        writer
+            .typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        writer.close().unwrap();
+    }
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
 /// A capability directory and train / val / test files in a fresh temporary directory.
 struct Inputs {
     dir: tempfile::TempDir,
@@ -336,9 +365,9 @@ fn scripted_json(extra: &[&str]) -> Value {
 }
 
 /// `--dataset` and friends take what `dataset push` takes too: a dataset directory, or a CSV
-/// file; the run is the same as on the JSONL files.
+/// or Parquet file; the run is the same as on the JSONL files.
 #[test]
-fn rows_from_a_dataset_directory_or_a_csv_file_give_the_same_run_as_jsonl() {
+fn rows_from_a_dataset_directory_a_csv_or_a_parquet_file_give_the_same_run_as_jsonl() {
     let expected = scripted_json(&[]);
     let fake = start_fake(false);
     let inputs = Inputs::new();
@@ -356,10 +385,12 @@ fn rows_from_a_dataset_directory_or_a_csv_file_give_the_same_run_as_jsonl() {
         )
         .collect();
     std::fs::write(inputs.path("val.csv"), csv).unwrap();
+    write_parquet(&inputs.path("test.parquet"), &GOALS[3..9]);
     let mut args = inputs.args(&["--json"]);
     for (flag, path) in [
         ("--dataset", &dir),
         ("--val-dataset", &inputs.path("val.csv")),
+        ("--test-dataset", &inputs.path("test.parquet")),
     ] {
         let i = args.iter().position(|a| a == flag).unwrap();
         args[i + 1] = path.to_str().unwrap().to_owned();
