@@ -261,6 +261,12 @@ impl Store {
         .bind(attempt)
         .execute(&mut *tx)
         .await?;
+        // The points written next may take the deleted sequence numbers: a new epoch tells
+        // every store that remembered the old series to read it afresh (see `series`).
+        sqlx::query("UPDATE jobs SET metrics_epoch = metrics_epoch + 1 WHERE id = $1")
+            .bind(job_id.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -15,6 +15,7 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::rows::{int, json, now_text, opt_text, opt_time, opt_uuid, text, time, uuid};
+use crate::series::{SeqPoint, Series};
 use crate::{is_unique_violation, Backend, Result, Store, StoreError};
 
 /// A job to create.
@@ -366,8 +367,50 @@ impl Store {
 
     async fn job_from_row(&self, row: &AnyRow) -> Result<Job> {
         let mut job = job_without_metrics(row)?;
-        self.fill_metrics(std::slice::from_mut(&mut job)).await?;
+        job.metrics = self.series_of(job.id, job.attempt).await?;
         Ok(job)
+    }
+
+    /// The metric series of a job's attempt. Only the points written since this store last
+    /// read the job are fetched when it can (see `series`); otherwise, and when a rewind
+    /// happened in between, all of them.
+    async fn series_of(&self, job_id: Uuid, attempt: i64) -> Result<Series> {
+        let mut after = self.series.read_after(job_id, attempt);
+        loop {
+            // The epoch comes from the same statement as the points: one snapshot, so the
+            // points are all from before a rewind or all from after it.
+            let rows = sqlx::query(
+                "SELECT j.metrics_epoch, m.seq, m.name, m.value, m.step, m.timestamp \
+                 FROM jobs j LEFT JOIN job_metrics m \
+                 ON m.job_id = j.id AND m.attempt = $2 AND m.seq > $3 \
+                 WHERE j.id = $1 ORDER BY m.seq",
+            )
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .bind(after.unwrap_or(0))
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(first) = rows.first() else {
+                return Ok(Series::new());
+            };
+            let epoch = int(first, "metrics_epoch")?;
+            let mut points = Vec::with_capacity(rows.len());
+            for r in &rows {
+                // The one row of a left join without new points has no point.
+                if let Some(seq) = r.try_get::<Option<i64>, _>("seq")? {
+                    points.push(SeqPoint {
+                        seq,
+                        name: text(r, "name")?,
+                        point: metric_point(r)?,
+                    });
+                }
+            }
+            match self.series.extend(job_id, attempt, epoch, after, points) {
+                Some(series) => return Ok(series),
+                // Only after a partial read: the next round reads every point.
+                None => after = None,
+            }
+        }
     }
 
     /// Loads the metric series of every job in `jobs` (of the attempt each was read at) with

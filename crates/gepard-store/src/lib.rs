@@ -21,6 +21,7 @@ pub mod notify;
 mod promotion;
 mod registry;
 mod rows;
+mod series;
 mod tenancy;
 pub mod testing;
 
@@ -110,6 +111,8 @@ pub struct Store {
     backend: Backend,
     /// This process's turn to write on SQLite (see [`Store::write_tx`]).
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Metric series read recently, extended instead of re-read (see `series`).
+    series: Arc<series::SeriesCache>,
 }
 
 /// How long a writer waits for its turn before giving up, like SQLite's `busy_timeout`. Only
@@ -186,6 +189,7 @@ impl Store {
             pool,
             backend,
             write_turn: Arc::default(),
+            series: Arc::default(),
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gepard_core::auth::ApiKeySecret;
 use gepard_core::job::{JobCommand, JobStatus};
-use gepard_core::model::{ArtifactKind, JobSpec};
+use gepard_core::model::{ArtifactKind, Job, JobSpec};
 use gepard_core::progress::ProgressEvent;
 use gepard_store::{
     Bootstrap, Created, IdempotencyKey, LifecycleError, LocalNotifier, NewJob, Promoter,
@@ -279,6 +279,42 @@ gepard_store::conformance_tests! {
         f.store.ingest_progress(&n, id, &point(23), Some(token)).await.unwrap();
         let job = f.store.job_by_id(id).await.unwrap().unwrap();
         assert_eq!(job.metrics["metric_calls_used"].len(), 3);
+    }
+
+    async fn a_store_that_read_a_series_sees_it_rewound_and_rewritten_by_another_process(db) {
+        // `reader` is a server watching the job; the worker's store writes, and after a crash
+        // another worker rewinds to the checkpoint and redoes the work with new values, taking
+        // the same point sequence numbers again.
+        let f = fixture(db.store().await).await;
+        let reader = db.store().await;
+        let n = LocalNotifier::default();
+        let id = f.submit("watched").await;
+        let token = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap().lease_token;
+        let point = |calls: u64| {
+            event(json!({"event_type": "budget_updated", "metrics": {"metric_calls_used": [{"value": calls, "step": calls}]}}))
+        };
+        let series = |job: Job| -> Vec<f64> { job.metrics["metric_calls_used"].iter().map(|p| p.value).collect() };
+        // Read after every write, as a live page does: each read extends the last one.
+        let mut written = Vec::new();
+        for calls in 1..=30 {
+            f.store.ingest_progress(&n, id, &point(calls), Some(token)).await.unwrap();
+            written.push(calls as f64);
+            assert_eq!(series(reader.job_by_id(id).await.unwrap().unwrap()), written);
+        }
+        assert!(f.store.save_checkpoint(id, 1, token, 1, Duration::ZERO, "{}").await.unwrap());
+        for calls in [31, 32] {
+            f.store.ingest_progress(&n, id, &point(calls), Some(token)).await.unwrap();
+        }
+        assert_eq!(series(reader.job_by_id(id).await.unwrap().unwrap()).len(), 32);
+        assert!(f.store.rewind_metrics_to_checkpoint(id, 1, token).await.unwrap());
+        for calls in [131, 132] {
+            f.store.ingest_progress(&n, id, &point(calls), Some(token)).await.unwrap();
+        }
+        let mut expected: Vec<f64> = (1..=30).map(f64::from).collect();
+        expected.extend([131.0, 132.0]);
+        assert_eq!(series(reader.job_by_id(id).await.unwrap().unwrap()), expected, "not the points the rewind removed");
+        assert_eq!(series(db.store().await.job_by_id(id).await.unwrap().unwrap()), expected);
+        assert_eq!(series(f.store.job_by_id(id).await.unwrap().unwrap()), expected);
     }
 
     async fn concurrent_reapers_requeue_an_expired_job_once(db) {

@@ -1,0 +1,204 @@
+//! Metric series of recently read jobs, so that reading a job again fetches only the points
+//! written since.
+//!
+//! Every progress event of a running job ends with a read of the job (to return it and to
+//! publish it to watchers), and that read used to load the attempt's whole series, a row per
+//! point: a long run's events grew slower as it went (docs/benchmarks.md, "Execution"). Now
+//! the store remembers, per job, the series it last read and the highest point sequence
+//! number in it, and asks the database only for points after that.
+//!
+//! Why this is exact, also with other processes writing the same database:
+//! - Within one attempt, points are only ever appended, with increasing `seq` (the writer
+//!   takes `MAX(seq) + 1` inside its write transaction, and writers of one job exclude each
+//!   other), so "the points after `seq` N" is everything that is new.
+//! - The one deletion, a rewind to a checkpoint before a resume, bumps the job's
+//!   `metrics_epoch` in the same transaction, and the points that follow may reuse the deleted
+//!   sequence numbers. A remembered series is used only under the attempt and epoch it was
+//!   read at, and the epoch is read by the same statement as the new points (one snapshot),
+//!   so a read never mixes points from before and after a rewind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+
+use gepard_core::progress::MetricPoint;
+use uuid::Uuid;
+
+/// A job's metric series: name → points in write order.
+pub(crate) type Series = BTreeMap<String, Vec<MetricPoint>>;
+
+/// How many jobs' series a store remembers: the running and watched ones are what matter.
+const KEEP: usize = 64;
+
+/// The remembered series of recently read jobs.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    jobs: HashMap<Uuid, Remembered>,
+    /// Counts reads; a job's `used` is the count at its last read, for evicting the stalest.
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct Remembered {
+    attempt: i64,
+    epoch: i64,
+    /// Highest `seq` among `series`' points (0 when there are none).
+    last_seq: i64,
+    series: Series,
+    used: u64,
+}
+
+/// One point as read, with its sequence number.
+pub(crate) struct SeqPoint {
+    pub(crate) seq: i64,
+    pub(crate) name: String,
+    pub(crate) point: MetricPoint,
+}
+
+impl SeriesCache {
+    /// The sequence number after which new points of `job`'s `attempt` are to be read, if its
+    /// series is remembered (under whichever epoch; [`SeriesCache::extend`] checks that).
+    pub(crate) fn read_after(&self, job: Uuid, attempt: i64) -> Option<i64> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .jobs
+            .get(&job)
+            .filter(|r| r.attempt == attempt)
+            .map(|r| r.last_seq)
+    }
+
+    /// The whole series after a read of the points after `after` (`None`: every point of the
+    /// attempt), read under `epoch`. `None` when the remembered series cannot be extended by
+    /// this read (a rewind happened, or it was replaced meanwhile): read every point then.
+    pub(crate) fn extend(
+        &self,
+        job: Uuid,
+        attempt: i64,
+        epoch: i64,
+        after: Option<i64>,
+        points: Vec<SeqPoint>,
+    ) -> Option<Series> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.clock += 1;
+        let now = inner.clock;
+        let Some(after) = after else {
+            let mut fresh = Remembered {
+                attempt,
+                epoch,
+                last_seq: 0,
+                series: Series::new(),
+                used: now,
+            };
+            fresh.append(points);
+            let series = fresh.series.clone();
+            if inner.jobs.len() >= KEEP && !inner.jobs.contains_key(&job) {
+                if let Some(stalest) = inner
+                    .jobs
+                    .iter()
+                    .min_by_key(|(_, r)| r.used)
+                    .map(|(id, _)| *id)
+                {
+                    inner.jobs.remove(&stalest);
+                }
+            }
+            inner.jobs.insert(job, fresh);
+            return Some(series);
+        };
+        let known = inner.jobs.get_mut(&job)?;
+        // Another read may have extended it past `after` already (same attempt and epoch, so
+        // the same points): skip those. One that went back below `after` would leave a gap.
+        if known.attempt != attempt || known.epoch != epoch || known.last_seq < after {
+            return None;
+        }
+        known.append(points);
+        known.used = now;
+        Some(known.series.clone())
+    }
+}
+
+impl Remembered {
+    fn append(&mut self, points: Vec<SeqPoint>) {
+        for p in points {
+            if p.seq > self.last_seq {
+                self.last_seq = p.seq;
+                self.series.entry(p.name).or_default().push(p.point);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(seq: i64, name: &str, value: f64) -> SeqPoint {
+        SeqPoint {
+            seq,
+            name: name.into(),
+            point: MetricPoint {
+                value,
+                step: seq,
+                timestamp: None,
+            },
+        }
+    }
+
+    fn values(s: &Series, name: &str) -> Vec<f64> {
+        s[name].iter().map(|p| p.value).collect()
+    }
+
+    #[test]
+    fn a_read_after_the_remembered_points_extends_them() {
+        let c = SeriesCache::default();
+        let id = Uuid::new_v4();
+        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0), p(2, "b", 2.0)]);
+        assert_eq!(c.read_after(id, 1), Some(2));
+        let s = c.extend(id, 1, 0, Some(2), vec![p(3, "a", 3.0)]).unwrap();
+        assert_eq!(values(&s, "a"), [1.0, 3.0]);
+        assert_eq!(values(&s, "b"), [2.0]);
+        assert_eq!(c.read_after(id, 1), Some(3));
+    }
+
+    #[test]
+    fn points_another_read_already_added_are_not_added_twice() {
+        let c = SeriesCache::default();
+        let id = Uuid::new_v4();
+        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0)]);
+        c.extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0)]);
+        let s = c
+            .extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0), p(3, "a", 3.0)])
+            .unwrap();
+        assert_eq!(values(&s, "a"), [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn a_read_under_another_epoch_or_attempt_cannot_extend() {
+        let c = SeriesCache::default();
+        let id = Uuid::new_v4();
+        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0)]);
+        assert!(c.extend(id, 1, 1, Some(1), vec![p(2, "a", 2.0)]).is_none());
+        assert!(c.extend(id, 2, 0, Some(1), vec![]).is_none());
+        assert_eq!(c.read_after(id, 2), None);
+        // A gap (the remembered series went back below the read's starting point).
+        c.extend(id, 1, 0, None, vec![]);
+        assert!(c.extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0)]).is_none());
+    }
+
+    #[test]
+    fn the_stalest_job_is_forgotten_first() {
+        let c = SeriesCache::default();
+        let ids: Vec<Uuid> = (0..=KEEP).map(|_| Uuid::new_v4()).collect();
+        for id in &ids[..KEEP] {
+            c.extend(*id, 1, 0, None, vec![]);
+        }
+        c.extend(ids[0], 1, 0, Some(0), vec![]);
+        c.extend(ids[KEEP], 1, 0, None, vec![]);
+        assert!(c.read_after(ids[0], 1).is_some(), "read recently");
+        assert!(c.read_after(ids[1], 1).is_none(), "the stalest");
+        assert!(c.read_after(ids[KEEP], 1).is_some());
+    }
+}
