@@ -1439,7 +1439,7 @@ mod tests {
         let m = "name: s\nversion: 0.1.0\n";
         let cases: &[Case] = &[
             (&[("rows.jsonl", "{}")], &["dataset.yaml"]),
-            (&[("dataset.yaml", m)], &["*.jsonl or *.csv"]),
+            (&[("dataset.yaml", m)], &["*.jsonl, *.csv or *.parquet"]),
             (
                 &[("dataset.yaml", m), ("rows.jsonl", "{\"a\":1}\nnot json\n")],
                 &["rows.jsonl", "line 2"],
