@@ -264,22 +264,35 @@ impl Store {
     /// retries; the lock hands the database over the moment the previous writer commits.
     /// Other processes on the same file still meet at SQLite's lock and `busy_timeout`.
     /// PostgreSQL has row locks and needs neither.
+    ///
+    /// The `BEGIN` runs in a task of its own. A caller can be dropped at any await (a client
+    /// that goes away mid-request, an aborted worker task); dropped while its `BEGIN IMMEDIATE`
+    /// was acknowledged but not yet received, it lost the transaction after SQLite had taken
+    /// the write lock, nothing ever rolled it back, and every other writer waited out
+    /// `busy_timeout` and failed. The task always finishes the begin, and a transaction nobody
+    /// takes from it is dropped there, which rolls it back.
     async fn write_tx(&self) -> Result<WriteTx> {
-        Ok(match self.backend {
-            Backend::Sqlite => {
-                let turn =
-                    tokio::time::timeout(WRITE_TURN_TIMEOUT, self.write_turn.clone().lock_owned())
-                        .await
-                        .map_err(|_| StoreError::Busy(WRITE_TURN_TIMEOUT))?;
-                WriteTx {
-                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                    _turn: Some(turn),
-                }
+        let turn = match self.backend {
+            Backend::Sqlite => Some(
+                tokio::time::timeout(WRITE_TURN_TIMEOUT, self.write_turn.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Busy(WRITE_TURN_TIMEOUT))?,
+            ),
+            Backend::Postgres => None,
+        };
+        let (pool, backend) = (self.pool.clone(), self.backend);
+        let begun = tokio::spawn(async move {
+            match backend {
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => pool.begin().await,
             }
-            Backend::Postgres => WriteTx {
-                tx: self.pool.begin().await?,
-                _turn: None,
-            },
+        })
+        .await
+        // Only a panic in the driver or a runtime shutting down ends the task otherwise.
+        .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
+        Ok(WriteTx {
+            tx: begun?,
+            _turn: turn,
         })
     }
 }

@@ -61,6 +61,28 @@ gepard_store::conformance_tests! {
             .is_none());
     }
 
+    async fn a_write_cancelled_at_any_point_never_leaves_the_database_locked(db) {
+        // A request whose client goes away, or a worker task that is aborted, drops its write
+        // wherever it is; the next write must not find the database still locked.
+        let store = db.store().await;
+        let (org, _, _) = first_start(&store).await;
+        for i in 0..3000 {
+            let s = store.clone();
+            let task = tokio::spawn(async move { s.create_workspace(org, &format!("w{i}"), "W").await });
+            for _ in 0..(i % 61) {
+                tokio::task::yield_now().await;
+            }
+            task.abort();
+            let _ = task.await;
+            let next = tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                store.create_workspace(org, &format!("x{i}"), "X"),
+            )
+            .await;
+            assert!(matches!(next, Ok(Ok(_))), "after cancelling write {i}: {next:?}");
+        }
+    }
+
     async fn the_database_survives_a_reopen(db) {
         let store = db.store().await;
         let key = ApiKeySecret::generate();
