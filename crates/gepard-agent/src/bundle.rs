@@ -368,9 +368,27 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(file: &BundleFile) -> Result<T, Bund
     yaml_from(&file.path, file.text()?)
 }
 
+/// Most `[` and `{` characters a YAML document of a bundle may hold. The YAML parser's time
+/// grows with the number of tokens times the depth of flow nesting (`[[[…]]]`: 80,000 levels
+/// in 419 gzip'd bytes took 21 s of a request thread), and the depth can never exceed the
+/// number of openers, wherever they stand (in quotes or not), so this bounds the work with a
+/// plain count. Manifests and front matter use a handful.
+const MAX_YAML_FLOW_OPENERS: usize = 1024;
+
 /// Reads YAML text into `T`, refusing strings that an escape (`"\0"`, `"\x00"`) turned into
 /// U+0000: the raw text is checked for NUL already, the decoded values only here.
 fn yaml_from<T: for<'de> Deserialize<'de>>(path: &str, text: &str) -> Result<T, BundleError> {
+    let openers = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    if openers > MAX_YAML_FLOW_OPENERS {
+        return Err(BundleError::invalid(
+            path,
+            None,
+            format!(
+                "holds {openers} `[` / `{{` characters, more than the {MAX_YAML_FLOW_OPENERS} a \
+                 manifest or front matter may have (deeply nested YAML is slow to parse)"
+            ),
+        ));
+    }
     let typed = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
     let untyped: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
@@ -1171,6 +1189,30 @@ mod tests {
         assert_eq!(cap.agents[0].name, "triage");
         assert_eq!(cap.agents[0].instructions, "You route tickets.");
         assert_eq!(cap.agents[0].tools, serde_json::json!(["search"]));
+    }
+
+    #[test]
+    fn deeply_nested_yaml_is_refused_before_it_is_parsed() {
+        let deep = format!(
+            "schema: 1\nname: deep\nversion: 1.0.0\ndescription: {}{}\n",
+            "[".repeat(80_000),
+            "]".repeat(80_000)
+        );
+        let err =
+            capability(&[("capability.yaml", &deep), ("agents/triage.md", AGENT)]).unwrap_err();
+        assert_eq!(err.location(), ["capability.yaml"]);
+        assert!(err.to_string().contains("80000 `[` / `{`"), "{err}");
+        let front = format!(
+            "---\nname: a\ntools: {}{}\n---\nHi\n",
+            "[".repeat(2000),
+            "]".repeat(2000)
+        );
+        let err =
+            capability(&[("capability.yaml", MANIFEST), ("agents/a.md", &front)]).unwrap_err();
+        assert_eq!(err.location(), ["agents/a.md"]);
+        // Ordinary flow style is far below the bound.
+        let flow = "---\nname: a\ntools: [search, {name: fetch, args: [url]}]\n---\nHi\n";
+        assert!(capability(&[("capability.yaml", MANIFEST), ("agents/a.md", flow)]).is_ok());
     }
 
     #[test]

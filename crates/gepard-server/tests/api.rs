@@ -686,6 +686,21 @@ on_both_databases! {
                 tar(&[("capability.yaml", "name: x\nversion: 1.0.0\n")]),
                 vec!["body", "agents/*.md"],
             ),
+            // A few hundred gzip'd bytes of nesting, which took the YAML parser seconds.
+            (
+                tar(&[
+                    (
+                        "capability.yaml",
+                        &format!(
+                            "name: x\nversion: 1.0.0\ndescription: {}{}\n",
+                            "[".repeat(80_000),
+                            "]".repeat(80_000)
+                        ),
+                    ),
+                    ("agents/a.md", "---\n---\nHi"),
+                ]),
+                vec!["body", "capability.yaml"],
+            ),
         ];
         for (bytes, loc) in cases {
             let r = app.upload("/api/v1/org/local/capabilities", bytes).await;
@@ -706,6 +721,18 @@ on_both_databases! {
             r.body["errors"][0]["loc"],
             json!(["body", "rows.jsonl", "line 2"])
         );
+        let deep = format!(
+            "name: d\nversion: 1.0.0\ndescription: {}\n",
+            "{".repeat(5000)
+        );
+        let r = app
+            .upload(
+                "/api/v1/org/local/datasets",
+                tar(&[("dataset.yaml", &deep), ("rows.jsonl", "{\"goal\": \"g\"}\n")]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "dataset.yaml"]));
         assert_eq!(
             app.get("/api/v1/org/local/capabilities").await.body["total"],
             0

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gepard_agent::bundle::{Bundle, Capability, Dataset};
+use gepard_agent::bundle::{Bundle, BundleError, Capability, Dataset};
 use gepard_core::model::{
     ArtifactKind, ArtifactSummary, CapabilityVersion, DatasetVersion, Page, RowsPage,
     VersionSummary,
@@ -89,10 +89,11 @@ fn check_bundle_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The body of a publish, checked for its type, size and presence.
 fn read_bundle(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Bundle, ApiError> {
+) -> Result<Bytes, ApiError> {
     check_bundle_type(headers)?;
     let body = body.map_err(|e| {
         // The generic answer ("larger than this route accepts") leaves a publisher guessing
@@ -112,7 +113,19 @@ fn read_bundle(
             "the body is empty: send a gzip'd tar of the bundle directory",
         ));
     }
-    Ok(Bundle::from_tar_gz(&body)?)
+    Ok(body)
+}
+
+/// Unpacks and parses a bundle off the async threads: a bundle may unpack to 256 MiB of rows
+/// to decompress and parse, and on a request thread that would hold up every other request.
+async fn parse_bundle<T: Send + 'static>(
+    body: Bytes,
+    parse: fn(Bundle) -> Result<T, BundleError>,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(move || parse(Bundle::from_tar_gz(&body)?))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(ApiError::from)
 }
 
 fn published<T: serde::Serialize>(p: Published<T>) -> Response {
@@ -219,7 +232,7 @@ pub async fn publish_capability(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let org = caller.org(&state, &org, Scope::Write).await?;
-    let cap = Capability::parse(read_bundle(&headers, body)?)?;
+    let cap = parse_bundle(read_bundle(&headers, body)?, Capability::parse).await?;
     Ok(published(
         state
             .store
@@ -324,7 +337,7 @@ pub async fn publish_dataset(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let org = caller.org(&state, &org, Scope::Write).await?;
-    let ds = Dataset::parse(read_bundle(&headers, body)?)?;
+    let ds = parse_bundle(read_bundle(&headers, body)?, Dataset::parse).await?;
     Ok(published(
         state
             .store
