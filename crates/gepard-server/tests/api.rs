@@ -9,7 +9,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::{capability_tar, dataset_tar, tar, TestApp};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn the_committed_openapi_document_matches_the_code() {
@@ -374,6 +374,38 @@ on_both_databases! {
                 .status,
             StatusCode::FORBIDDEN
         );
+    }
+
+    async fn access_is_settled_before_the_body_or_query_is_judged(app) {
+        // 401, then 404, then 403, then what is wrong with the request: a caller without
+        // access learns nothing from how its body would have been judged.
+        let reader = app.key(&["read"], None).await;
+        let runner = app.key(&["runner"], None).await;
+        let bad = json!({"key": 1, "bogus": true});
+        let missing_job = "/api/v1/org/local/ws/default/optimization/jobs/00000000-0000-0000-0000-000000000000";
+        let progress = format!("{missing_job}/progress");
+        let cases: Vec<(Option<&str>, &str, Option<Value>, StatusCode)> = vec![
+            (Some(&reader), "/api/v1/org/local/ws/default/projects", Some(bad.clone()), StatusCode::FORBIDDEN),
+            (Some(&reader), "/api/v1/org/local/ws", Some(bad.clone()), StatusCode::FORBIDDEN),
+            (Some(&reader), "/api/v1/org/local/keys", Some(bad.clone()), StatusCode::FORBIDDEN),
+            (None, "/api/v1/org/acme/ws/default/projects", Some(bad.clone()), StatusCode::NOT_FOUND),
+            (None, "/api/v1/org/acme/ws", Some(bad.clone()), StatusCode::NOT_FOUND),
+            (None, "/api/v1/org/acme/keys", Some(bad.clone()), StatusCode::NOT_FOUND),
+            (Some(&runner), &progress, Some(bad.clone()), StatusCode::NOT_FOUND),
+            (Some(&reader), &progress, Some(bad.clone()), StatusCode::FORBIDDEN),
+        ];
+        for (key, path, body, expected) in cases {
+            let key = key.map_or_else(|| app.admin_key.clone(), str::to_owned);
+            let r = app.call(Method::POST, path, Some(&key), body).await;
+            assert_eq!(r.status, expected, "POST {path}: {}", r.body);
+        }
+        let r = app.get(&format!("{missing_job}/logs?limit=0&after=x")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+        // With access, the body's fault is what is reported.
+        let r = app
+            .call(Method::POST, "/api/v1/org/local/ws/default/projects", Some(&app.admin_key.clone()), Some(bad))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     }
 
     async fn the_last_organization_wide_admin_key_cannot_be_revoked(app) {

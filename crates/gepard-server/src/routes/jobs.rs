@@ -1030,8 +1030,11 @@ pub async fn job_logs(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
-    ApiQuery(q): ApiQuery<LogsQuery>,
+    query: Result<ApiQuery<LogsQuery>, ApiError>,
 ) -> ApiResult<Json<LogsPage>> {
+    // Who may see the job comes first (401, 404, 403), then what is wrong with the query.
+    let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
+    let ApiQuery(q) = query?;
     let after = query_number::<i64>("after", q.after.as_deref())?.unwrap_or(0);
     let limit = query_number::<i64>("limit", q.limit.as_deref())?.unwrap_or(1000);
     if !(1..=1000).contains(&limit) {
@@ -1043,7 +1046,6 @@ pub async fn job_logs(
     if after < 0 {
         return Err(ApiError::invalid(&["query", "after"], "must be 0 or more"));
     }
-    let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
     Ok(Json(LogsPage {
         items: state.store.job_logs(job.id, after, limit).await?,
     }))
@@ -1148,9 +1150,11 @@ pub async fn job_progress(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
-    ApiJson(event): ApiJson<ProgressEvent>,
+    event: Result<ApiJson<ProgressEvent>, ApiError>,
 ) -> ApiResult<Json<Job>> {
+    // Access first (401, 404, 403), then the body's faults, as on every route.
     let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Runner).await?;
+    let ApiJson(event) = event?;
     Ok(Json(
         state
             .store

@@ -36,9 +36,11 @@ pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(org): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateKey>,
+    body: Result<ApiJson<CreateKey>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+    // Access first (401, 404, 403), then the body's faults, as on every route.
     let org = caller.org(&state, &org, Scope::Admin).await?;
+    let ApiJson(body) = body?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::invalid(

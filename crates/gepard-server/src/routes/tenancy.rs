@@ -102,14 +102,16 @@ pub async fn create_workspace(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(org): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateWorkspace>,
+    body: Result<ApiJson<CreateWorkspace>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    // Access first (401, 404, 403), then the body's faults, as on every route.
     let org = caller.org(&state, &org, Scope::Admin).await?;
     if caller.key.workspace_id.is_some() {
         return Err(ApiError::forbidden(
             "a workspace-limited key cannot create workspaces",
         ));
     }
+    let ApiJson(body) = body?;
     let key = TenantKey::parse(&body.key)
         .map_err(|e| ApiError::invalid(&["body", "key"], e.to_string()))?;
     let name = display_name(body.name.as_deref(), &key)?;
@@ -185,9 +187,11 @@ pub async fn create_project(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((org, ws)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<CreateProject>,
+    body: Result<ApiJson<CreateProject>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
+    // Access first (401, 404, 403), then the body's faults, as on every route.
     let (_, ws) = caller.workspace(&state, &org, &ws, Scope::Write).await?;
+    let ApiJson(body) = body?;
     let key = TenantKey::parse(&body.key)
         .map_err(|e| ApiError::invalid(&["body", "key"], e.to_string()))?;
     let name = display_name(body.name.as_deref(), &key)?;
