@@ -155,6 +155,14 @@ async fn the_preview_of_a_completed_job_shows_the_diff_scores_and_target() {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(bad.body["errors"][0]["loc"], json!(["query", "version"]));
+    // An unknown parameter is ignored, as on every other route.
+    let extra = app
+        .get(&format!(
+            "{JOBS}/{id}/promotion-preview?version=2.0.0&utm_source=x"
+        ))
+        .await;
+    assert_eq!(extra.status, StatusCode::OK, "{}", extra.body);
+    assert_eq!(extra.body["target"]["version"], "2.0.0");
     // Nothing was written by looking.
     assert_eq!(
         app.get(&format!("{CAP}/versions"))

@@ -22,9 +22,23 @@ use crate::routes::jobs::job_id;
 use crate::routes::registry::page_request;
 use crate::AppState;
 
-/// The target of a promotion: `?name=&version=` of the preview, the body of the promotion.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema, IntoParams)]
+/// The query of the promotion preview: the target it would write. Unknown parameters are
+/// ignored, as on every other route (clients of the Dreadnode API may send their own).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct PreviewQuery {
+    /// Capability name to write (default: the source capability's); may carry this org's prefix.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Version to write (default: under the source's name, the source version's next free
+    /// patch; under another name, the patch after that name's highest version, or the
+    /// source's version when it has none).
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// The target of a promotion: the body of the promotion, and the preview's query.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteTarget {
     /// Capability name to write (default: the source capability's); may carry this org's prefix.
@@ -111,15 +125,17 @@ fn job_error(e: StoreError, ws: &str, id: &str) -> ApiError {
 /// `GET …/{id}/promotion-preview`: source and optimized instructions, their diff, the scores,
 /// the version a promotion would write, and whether it may (with the reasons when not).
 #[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promotion-preview", tag = "jobs",
-    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id"), PromoteTarget),
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id"), PreviewQuery),
     responses((status = 200, body = PromotionPreview), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn promotion_preview(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
-    ApiQuery(target): ApiQuery<PromoteTarget>,
+    query: Result<ApiQuery<PreviewQuery>, ApiError>,
 ) -> ApiResult<Json<PromotionPreview>> {
     let (org_rec, ws_rec) = caller.workspace(&state, &org, &ws, Scope::Read).await?;
+    let ApiQuery(PreviewQuery { name, version }) = query?;
+    let target = PromoteTarget { name, version };
     let req = request(&org_rec, &ws_rec, &id, &target, "query")?;
     Ok(Json(
         state
