@@ -419,15 +419,15 @@ pub struct JobSummary {
     pub objective: Option<String>,
     /// Training rows.
     #[serde(serialize_with = "zero_if_none")]
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, default = 0)]
     pub train_size: Option<i64>,
     /// Validation rows.
     #[serde(serialize_with = "zero_if_none")]
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, default = 0)]
     pub val_size: Option<i64>,
     /// Candidates on the Pareto frontier.
     #[serde(serialize_with = "zero_if_none")]
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, default = 0)]
     pub frontier_size: Option<i64>,
     /// Validation score of the seed (unoptimized) candidate: the baseline to beat.
     pub seed_score: Option<f64>,

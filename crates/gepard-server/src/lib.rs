@@ -83,7 +83,7 @@ impl AppState {
         promotion::promotion_preview, promotion::promote_job, promotion::audit_log,
     ),
     components(schemas(error::ErrorBody, error::FieldError)),
-    modifiers(&SecurityAddon),
+    modifiers(&SecurityAddon, &CommonResponses),
     security(("api_key" = []), ("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -104,6 +104,91 @@ impl utoipa::Modify for SecurityAddon {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The answers every route can give, declared once instead of on each route: a client
+/// generated from the document (and schemathesis, which found them missing) must know them.
+/// Also: the operations routes need no key, a promotion's body may be left out, and a bundle
+/// upload is binary.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            Content, KnownFormat, ObjectBuilder, Ref, Required, ResponseBuilder, SchemaFormat, Type,
+        };
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build()
+        };
+        for (path, item) in &mut openapi.paths.paths {
+            let public = !path.starts_with("/api/v1/");
+            let has_params = path.contains('{');
+            let in_org = path.contains("{org}");
+            for op in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if public {
+                    op.security = Some(Vec::new());
+                    continue;
+                }
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                add("401", "no API key, or an unknown or revoked one");
+                if path != "/api/v1/user" {
+                    add("403", "the key lacks the scope this action needs");
+                }
+                if in_org {
+                    add(
+                        "404",
+                        "not found, or not visible to this key (another organization or workspace)",
+                    );
+                }
+                if has_params {
+                    add("422", "a path or query parameter is malformed");
+                }
+                if let Some(body) = op.request_body.as_mut() {
+                    if body.content.contains_key("application/json") {
+                        op.responses
+                            .responses
+                            .entry("400".to_owned())
+                            .or_insert_with(|| error("the body is not well-formed JSON").into());
+                    }
+                    op.responses
+                        .responses
+                        .entry("415".to_owned())
+                        .or_insert_with(|| error("the body has the wrong Content-Type").into());
+                    if let Some(gzip) = body.content.get_mut("application/gzip") {
+                        gzip.schema = Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                                .into(),
+                        );
+                    }
+                    if path.ends_with("/promote") {
+                        body.required = Some(Required::False);
+                    }
+                }
+            }
+        }
     }
 }
 

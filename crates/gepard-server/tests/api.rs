@@ -55,8 +55,37 @@ async fn the_committed_openapi_document_matches_the_code() {
                     other => panic!("{method} {route}: `{name}` is in {other}"),
                 }
             }
+            // Every answer a route can give is declared: a key's absence, a missing scope,
+            // another organization, a malformed parameter or body. The operations routes
+            // need no key.
+            let responses = op["responses"].as_object().unwrap();
+            if route.starts_with("/api/v1/") {
+                assert!(responses.contains_key("401"), "{method} {route}: 401");
+                if route.contains("{org}") {
+                    for status in ["403", "404", "422"] {
+                        assert!(responses.contains_key(status), "{method} {route}: {status}");
+                    }
+                }
+                if op["requestBody"]["content"]["application/json"].is_object() {
+                    assert!(responses.contains_key("400"), "{method} {route}: 400");
+                }
+            } else {
+                assert_eq!(op["security"], json!([]), "{method} {route} needs no key");
+            }
+            if let Some(gzip) = op["requestBody"]["content"]["application/gzip"].as_object() {
+                assert_eq!(
+                    gzip["schema"],
+                    json!({"type": "string", "format": "binary"})
+                );
+            }
         }
     }
+    let promote =
+        &served["paths"]["/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/promote"]["post"];
+    assert_eq!(
+        promote["requestBody"]["required"], false,
+        "an empty body takes the defaults"
+    );
     assert!(
         queries >= 10,
         "the list, logs, rows and audit queries are documented"
@@ -195,10 +224,12 @@ on_both_databases! {
             "/api/v1/org/local/ws/default/optimization/jobs/{}/promotion-preview",
             uuid::Uuid::new_v4()
         );
+        // An unknown parameter is ignored, as everywhere; a wrong value of a known one is not.
         let unknown = app.get(&format!("{preview}?foo=1")).await;
-        assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unknown.body);
-        assert_eq!(unknown.body["type"], "validation_error", "{}", unknown.body);
-        assert_eq!(unknown.body["errors"][0]["loc"], json!(["query", "foo"]));
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+        let malformed = app.get("/api/v1/org/local/capabilities?page=x").await;
+        assert_eq!(malformed.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", malformed.body);
+        assert_eq!(malformed.body["errors"][0]["loc"], json!(["query", "page"]));
         let twice = app.get("/api/v1/org/local/capabilities?page=1&page=2").await;
         assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", twice.body);
         assert_eq!(twice.body["errors"][0]["loc"], json!(["query", "page"]));
