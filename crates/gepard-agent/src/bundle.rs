@@ -928,10 +928,7 @@ fn parse_jsonl(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError
         };
         match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(map)) => {
-                if map
-                    .iter()
-                    .any(|(k, v)| k.contains('\0') || json_holds_nul(v))
-                {
+                if row_holds_nul(&map) {
                     return Err(row_err(format!("a value {NUL_IN_TEXT}")));
                 }
                 rows.push(map);
@@ -953,11 +950,15 @@ fn json_holds_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(json_holds_nul),
-        Value::Object(map) => map
-            .iter()
-            .any(|(k, v)| k.contains('\0') || json_holds_nul(v)),
+        Value::Object(map) => row_holds_nul(map),
         _ => false,
     }
+}
+
+/// Whether a key or value anywhere in a row (or any JSON object) holds U+0000.
+fn row_holds_nul(map: &Map<String, Value>) -> bool {
+    map.iter()
+        .any(|(k, v)| k.contains('\0') || json_holds_nul(v))
 }
 
 /// Row fields that hold JSON structures. Tabular formats often carry them as JSON text.
@@ -1042,10 +1043,7 @@ fn decode_parquet(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleEr
             };
             map.insert(k, v);
         }
-        if map
-            .iter()
-            .any(|(k, v)| k.contains('\0') || json_holds_nul(v))
-        {
+        if row_holds_nul(&map) {
             return Err(row_err(format!("a value {NUL_IN_TEXT}")));
         }
         rows.push(map);
