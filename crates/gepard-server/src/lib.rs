@@ -145,6 +145,9 @@ impl utoipa::Modify for CommonResponses {
                     op.security = Some(Vec::new());
                     continue;
                 }
+                let (has_body, json_body) = op.request_body.as_ref().map_or((false, false), |b| {
+                    (true, b.content.contains_key("application/json"))
+                });
                 let mut add = |status: &str, description: &str| {
                     op.responses
                         .responses
@@ -164,17 +167,13 @@ impl utoipa::Modify for CommonResponses {
                 if has_params {
                     add("422", "a path or query parameter is malformed");
                 }
+                if json_body {
+                    add("400", "the body is not well-formed JSON");
+                }
+                if has_body {
+                    add("415", "the body has the wrong Content-Type");
+                }
                 if let Some(body) = op.request_body.as_mut() {
-                    if body.content.contains_key("application/json") {
-                        op.responses
-                            .responses
-                            .entry("400".to_owned())
-                            .or_insert_with(|| error("the body is not well-formed JSON").into());
-                    }
-                    op.responses
-                        .responses
-                        .entry("415".to_owned())
-                        .or_insert_with(|| error("the body has the wrong Content-Type").into());
                     if let Some(gzip) = body.content.get_mut("application/gzip") {
                         gzip.schema = Some(
                             ObjectBuilder::new()
