@@ -556,11 +556,19 @@ pub struct JobAttempt {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
+fn first_attempt() -> i64 {
+    1
+}
+
 /// A log entry with its sequence number (SSE event id, `after` cursor).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SequencedLog {
     /// Position in the job's log, from 1.
     pub seq: i64,
+    /// The attempt that wrote it: a retried job keeps its earlier attempts' entries (the
+    /// attempt history), and this tells them apart.
+    #[serde(default = "first_attempt")]
+    pub attempt: i64,
     /// The entry.
     #[serde(flatten)]
     pub entry: crate::progress::LogEntry,

@@ -23,6 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gepard_store::{LocalNotifier, Notifier, Store};
 use utoipa::OpenApi;
@@ -45,7 +46,14 @@ pub struct AppState {
     /// waits for open connections, and a stream of a running job would otherwise hold the
     /// process until that job finishes (clients reconnect elsewhere with `Last-Event-ID`).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// How long an outside runtime holds a job it reports on (`POST …/progress`) without
+    /// reporting again; then the job goes back to the queue.
+    pub runtime_lease: Duration,
 }
+
+/// Default of [`AppState::runtime_lease`]: long enough for a slow model call between two
+/// reports, short enough that a dead runtime's job is soon picked up again.
+pub const DEFAULT_RUNTIME_LEASE: Duration = Duration::from_secs(120);
 
 impl AppState {
     /// State over a connected store, with an in-process notifier.
@@ -61,6 +69,7 @@ impl AppState {
             models: None,
             metrics: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            runtime_lease: DEFAULT_RUNTIME_LEASE,
         }
     }
 }

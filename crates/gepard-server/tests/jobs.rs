@@ -806,6 +806,14 @@ on_both_databases! {
         assert!(retried.body["last_event_at"].is_null(), "no event of this attempt yet");
         assert_eq!(retried.body["metrics"], json!({}));
         assert_eq!(listed(id.clone()).await["metrics"], json!({}), "only the current attempt's series");
+        // The log keeps the first attempt's entries; each says which attempt wrote it.
+        let logs = app.get(&format!("{JOBS}/{id}/logs")).await.body;
+        let by_attempt: Vec<(i64, String)> = logs["items"].as_array().unwrap().iter()
+            .map(|l| (l["attempt"].as_i64().unwrap(), l["message"].as_str().unwrap().to_owned()))
+            .collect();
+        let (last, earlier) = by_attempt.split_last().unwrap();
+        assert!(last.0 == 2 && last.1.starts_with("retry: attempt 2 queued"), "{by_attempt:?}");
+        assert!(earlier.len() > 1 && earlier.iter().all(|(a, _)| *a == 1), "{by_attempt:?}");
         let attempts = app.get(&format!("{JOBS}/{id}/attempts")).await;
         assert_eq!(attempts.body.as_array().unwrap().len(), 1);
         assert_eq!(attempts.body[0]["status"], "failed");
@@ -872,19 +880,7 @@ on_both_databases! {
             .as_str()
             .unwrap()
             .to_owned();
-        let early = progress(
-            &app,
-            &runner,
-            &id,
-            json!({"event_type": "optimization_start"}),
-        )
-        .await;
-        assert_eq!(
-            early.status,
-            StatusCode::CONFLICT,
-            "progress only while running"
-        );
-        start(&app, &id).await;
+        // The runner's first report starts the queued job (see the test below).
         progress(&app, &runner, &id, json!({"event_type": "optimization_start", "message": "starting", "summary": {"train_size": 12, "val_size": 8}})).await;
         progress(&app, &runner, &id, json!({"event_type": "valset_evaluated", "iteration": 0, "summary": {"best_score": 0.4, "best_candidate": {"instructions": "A"}},
             "metrics": {"val_score": [{"value": 0.4, "step": 0}], "metric_calls_used": [{"value": 8, "step": 0}]}})).await;
@@ -945,6 +941,36 @@ on_both_databases! {
         let after = app.get(&format!("{JOBS}/{id}")).await.body;
         assert_eq!(after["status"], "running");
         assert_eq!(after["summary"]["best_score"], Value::Null);
+    }
+
+    async fn a_runner_key_runs_a_queued_job_by_reporting_on_it_and_no_other_key_may_report(app) {
+        let runtime = app.key(&["runner"], None).await;
+        let intruder = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        let first = progress(&app, &runtime, &id, json!({"event_type": "optimization_start", "message": "outside runtime up"})).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+        assert_eq!(first.body["status"], "running");
+        assert!(first.body["started_at"].is_string());
+
+        let forged = json!({"event_type": "optimization_end",
+            "summary": {"best_score": 1.0, "best_candidate": {"instructions": "Reply PWNED."}}});
+        let r = progress(&app, &intruder, &id, forged).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert!(r.body["detail"].as_str().unwrap().contains("the runtime using API key"), "{}", r.body);
+
+        progress(&app, &runtime, &id, json!({"event_type": "valset_evaluated", "iteration": 0,
+            "summary": {"best_score": 0.5, "best_candidate": {"instructions": "Be precise."}}})).await;
+        // A cancel request reaches the runtime in its next report's answer.
+        app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
+        let r = progress(&app, &runtime, &id, json!({"event_type": "iteration_start", "iteration": 1})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body["cancel_requested_at"].is_string(), "{}", r.body);
+        let end = progress(&app, &runtime, &id, json!({"event_type": "optimization_end", "message": "stopped early"})).await;
+        assert_eq!(end.body["status"], "completed", "{}", end.body);
+        assert_eq!(end.body["summary"]["best_score"], 0.5, "the intruder's score never landed");
+        let logs = app.get(&format!("{JOBS}/{id}/logs")).await.body;
+        let started = logs["items"].as_array().unwrap().iter().find(|l| l["message"] == "started").unwrap();
+        assert!(started["data"]["runner"].as_str().unwrap().starts_with("runtime-key:"), "{logs}");
     }
 
     async fn progress_needs_a_runner_key_and_a_well_formed_event(app) {

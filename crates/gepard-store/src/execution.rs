@@ -50,17 +50,38 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, LifecycleError> {
+        self.claim(notifier, None, owner, lease).await
+    }
+
+    /// Claims queued job `only` (or, with `None`, the oldest queued job) for `owner`; `None`
+    /// when there is no such queued job, or when another claimer holds its row right now.
+    pub(crate) async fn claim(
+        &self,
+        notifier: &dyn Notifier,
+        only: Option<Uuid>,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, LifecycleError> {
         let mut tx = self.write_tx().await?;
         // SQLite: `BEGIN IMMEDIATE` already made this the only writer, so the oldest job is
         // ours. PostgreSQL: the row is locked until commit, and jobs other claimers hold at
-        // this moment are skipped rather than waited for (or claimed twice).
-        let Some(id) = sqlx::query_scalar::<_, String>(&format!(
-            "SELECT id FROM jobs WHERE status IN ('queued', 'pending') ORDER BY created_at, id LIMIT 1{}",
-            self.backend.for_update_skip_locked()
-        ))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::from)?
+        // this moment are skipped rather than waited for (or claimed twice). One named job
+        // is waited for instead: the other claimer's outcome is then read, not guessed at.
+        let (only_clause, lock) = match only {
+            Some(_) => (" AND id = $1", self.backend.for_update()),
+            None => ("", self.backend.for_update_skip_locked()),
+        };
+        let sql = format!(
+            "SELECT id FROM jobs WHERE status IN ('queued', 'pending'){only_clause} ORDER BY created_at, id LIMIT 1{lock}"
+        );
+        let mut select = sqlx::query_scalar::<_, String>(&sql);
+        if let Some(id) = only {
+            select = select.bind(id.to_string());
+        }
+        let Some(id) = select
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
         else {
             return Ok(None);
         };

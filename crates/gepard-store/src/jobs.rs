@@ -576,7 +576,7 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<SequencedLog>> {
-        let rows = sqlx::query("SELECT seq, timestamp, level, message, data FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        let rows = sqlx::query("SELECT seq, attempt, timestamp, level, message, data FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
             .bind(job_id.to_string())
             .bind(after)
             .bind(limit)
@@ -586,6 +586,7 @@ impl Store {
             .map(|r| {
                 Ok(SequencedLog {
                     seq: int(r, "seq")?,
+                    attempt: int(r, "attempt")?,
                     entry: LogEntry {
                         timestamp: time(r, "timestamp")?,
                         level: serde_json::from_value(Value::String(text(r, "level")?))

@@ -34,7 +34,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use execution::{Claimed, StoredCheckpoint};
 pub use jobs::{Created, IdempotencyKey, JobFilter, JobWrite, NewJob};
-pub use lifecycle::LifecycleError;
+pub use lifecycle::{runtime_owner, LifecycleError};
 pub use notify::{JobNotice, LocalNotifier, Notifier, PgNotifier};
 pub use promotion::{Promoter, PromotionRequest};
 pub use registry::Published;

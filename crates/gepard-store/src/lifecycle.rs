@@ -29,16 +29,17 @@ pub enum LifecycleError {
     /// A runner's lease token is stale: another worker owns the job now.
     #[error("this runner no longer holds job {0}: its lease was taken over")]
     Fenced(Uuid),
-    /// A report from outside (the API) about a job a worker of this deployment runs: only
-    /// that worker's runner reports its progress, so nobody else can forge its result.
+    /// A report about a job that someone else runs (a worker of this deployment, or a
+    /// runtime that claimed it with another key): only the holder reports its progress, so
+    /// nobody else can forge its result.
     #[error(
-        "job {job} is run by worker `{worker}`, which reports its progress itself; reports \
-         from elsewhere are refused"
+        "job {job} is run by {}, which reports its progress itself; reports from anyone \
+         else are refused", holder_text(.worker)
     )]
     HeldByWorker {
         /// The job.
         job: Uuid,
-        /// The worker holding its lease.
+        /// The lease owner: a worker's name, or [`runtime_owner`] of a runtime's key.
         worker: String,
     },
     /// The progress event is malformed (the API answers 422).
@@ -51,6 +52,23 @@ pub enum LifecycleError {
 
 /// How many times a call re-reads after losing a compare-and-set race before giving up.
 const MAX_RACES: usize = 16;
+
+/// Lease owners of outside runtimes start with this, so they never equal a worker's name.
+const RUNTIME_OWNER: &str = "runtime-key:";
+
+/// The lease owner recorded for a job that an outside runtime claimed with API key `key_id`
+/// (see [`Store::ingest_runtime_progress`]): the key is the runtime's identity.
+pub fn runtime_owner(key_id: Uuid) -> String {
+    format!("{RUNTIME_OWNER}{key_id}")
+}
+
+/// A lease owner as a person reads it in an error.
+fn holder_text(owner: &str) -> String {
+    match owner.strip_prefix(RUNTIME_OWNER) {
+        Some(key) => format!("the runtime using API key {key}"),
+        None => format!("worker `{owner}`"),
+    }
+}
 
 /// Turns a decided transition into the columns the store writes.
 fn write_for(job: &Job, t: &Transition, now: chrono::DateTime<chrono::Utc>) -> JobWrite {
@@ -113,7 +131,11 @@ fn command_write(
         w.artifacts = Some(with_pinned_inputs(job, w.artifacts.as_ref()));
     }
     if let Some(message) = command_log(cmd, job, &t) {
-        w.logs.push(system_log(message, now));
+        let mut entry = system_log(message, now);
+        if let (JobCommand::Claim, Some(owner)) = (cmd, &w.lease_owner) {
+            entry.data["runner"] = owner.clone().into();
+        }
+        w.logs.push(entry);
     }
     Ok(w)
 }
@@ -258,6 +280,68 @@ impl Store {
         event: &ProgressEvent,
         lease_token: Option<i64>,
     ) -> Result<Job, LifecycleError> {
+        self.ingest(notifier, job_id, event, lease_token, None)
+            .await
+    }
+
+    /// A report from an outside runtime (`POST …/progress` with a `runner` key): the runtime
+    /// `owner` ([`runtime_owner`] of its key) claims a queued job with its first report and
+    /// from then on holds it like a worker: each report renews its lease of `lease`, reports
+    /// from anyone else are refused, and when it falls silent the lease reaper queues the
+    /// job again (or ends it `cancelled` after a cancel request). A job a worker of this
+    /// deployment holds stays refused ([`LifecycleError::HeldByWorker`]).
+    pub async fn ingest_runtime_progress(
+        &self,
+        notifier: &dyn Notifier,
+        job_id: Uuid,
+        event: &ProgressEvent,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Job, LifecycleError> {
+        // A malformed first report must not claim the job.
+        event.validate().map_err(LifecycleError::Invalid)?;
+        let lease_length =
+            chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(2));
+        for _ in 0..MAX_RACES {
+            let job = self
+                .job_state_by_id(job_id)
+                .await?
+                .ok_or(LifecycleError::NotFound(job_id))?;
+            if job.status.is_waiting() {
+                // Whoever wins the claim (this runtime, a worker, another runtime) is seen by
+                // the next round, which reports or refuses accordingly.
+                self.claim(notifier, Some(job_id), owner, lease).await?;
+                continue;
+            }
+            let (holder, token) = self.lease_holder(job_id).await?;
+            let token = match holder {
+                Some(h) if h == owner => Some(token),
+                // Held by someone else, or not running: `ingest` refuses with the reason.
+                _ => None,
+            };
+            match self
+                .ingest(notifier, job_id, event, token, Some(lease_length))
+                .await
+            {
+                // The reaper took the job back between the read and the write: look again
+                // (it may be queued, to be claimed anew, or have ended).
+                Err(LifecycleError::Fenced(_)) => {}
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+    }
+
+    /// [`Store::ingest_progress`]; `renew` (runtimes only) pushes the holder's lease that far
+    /// ahead with the same write, since no worker renews it.
+    async fn ingest(
+        &self,
+        notifier: &dyn Notifier,
+        job_id: Uuid,
+        event: &ProgressEvent,
+        lease_token: Option<i64>,
+        renew: Option<chrono::Duration>,
+    ) -> Result<Job, LifecycleError> {
         event.validate().map_err(LifecycleError::Invalid)?;
         for _ in 0..MAX_RACES {
             let job = self
@@ -272,6 +356,12 @@ impl Store {
                         progress::ProgressError::Transition(t) => LifecycleError::Illegal(t),
                     })?;
             let mut w = write_for(&job, &outcome.transition, now);
+            if let (Some(length), gepard_core::job::LeaseEffect::Renew) =
+                (renew, outcome.transition.effects.lease)
+            {
+                w.lease = gepard_core::job::LeaseEffect::Renew;
+                w.lease_duration = length;
+            }
             w.expected_lease_token = match lease_token {
                 Some(token) => Some(token),
                 None => {

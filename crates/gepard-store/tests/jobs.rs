@@ -255,6 +255,138 @@ gepard_store::conformance_tests! {
         f.store.ingest_progress(&n, id, &own, Some(claimed.lease_token)).await.unwrap();
     }
 
+    async fn a_runtime_claims_a_queued_job_with_its_first_report_and_only_it_reports_after(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("outside").await;
+        let (a, b) = (gepard_store::runtime_owner(Uuid::new_v4()), gepard_store::runtime_owner(Uuid::new_v4()));
+        let lease = Duration::from_secs(60);
+
+        // A malformed first report claims nothing.
+        let bad = event(json!({"event_type": "budget_updated", "summary": 5}));
+        let err = f.store.ingest_runtime_progress(&n, id, &bad, &a, lease).await.unwrap_err();
+        assert!(matches!(err, LifecycleError::Invalid(_)), "{err}");
+        assert_eq!(f.store.job_by_id(id).await.unwrap().unwrap().status, JobStatus::Queued);
+
+        let first = event(json!({"event_type": "optimization_start", "message": "runtime up",
+            "summary": {"train_size": 60, "val_size": 60}}));
+        let job = f.store.ingest_runtime_progress(&n, id, &first, &a, lease).await.unwrap();
+        assert_eq!(job.status, JobStatus::Running);
+        assert!(job.started_at.is_some());
+        assert_eq!(job.summary.train_size, Some(60), "the claiming report is applied too");
+        let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+        let lines: Vec<_> = logs.iter().map(|l| l.entry.message.as_str()).collect();
+        assert_eq!(lines, ["started", "runtime up"]);
+        assert_eq!(logs[0].entry.data["runner"], a.as_str(), "the start line names the holder");
+
+        // Another runtime's report, and a report without a lease (the old outside path), are
+        // refused and change nothing; a worker finds nothing to claim.
+        let forged = event(json!({"event_type": "optimization_end",
+            "summary": {"best_score": 1.0, "best_candidate": {"instructions": "forged"}}}));
+        let err = f.store.ingest_runtime_progress(&n, id, &forged, &b, lease).await.unwrap_err();
+        assert!(matches!(&err, LifecycleError::HeldByWorker { worker, .. } if *worker == a), "{err}");
+        assert!(err.to_string().contains("the runtime using API key"), "{err}");
+        let err = f.store.ingest_progress(&n, id, &forged, None).await.unwrap_err();
+        assert!(matches!(err, LifecycleError::HeldByWorker { .. }), "{err}");
+        assert!(f.store.claim_next(&n, "w", lease).await.unwrap().is_none());
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!((job.status, job.summary.best_score), (JobStatus::Running, None));
+
+        // The holder ends it.
+        let end = event(json!({"event_type": "optimization_end", "summary": {"best_score": 0.75}}));
+        let job = f.store.ingest_runtime_progress(&n, id, &end, &a, lease).await.unwrap();
+        assert_eq!((job.status, job.summary.best_score), (JobStatus::Completed, Some(0.75)));
+        let late = event(json!({"event_type": "budget_updated"}));
+        let err = f.store.ingest_runtime_progress(&n, id, &late, &a, lease).await.unwrap_err();
+        assert!(matches!(err, LifecycleError::Illegal(_)), "a finished job takes no more: {err}");
+    }
+
+    async fn a_runtime_cannot_take_or_report_for_a_job_a_worker_holds(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("worker's").await;
+        f.store.claim_next(&n, "w1", Duration::from_secs(60)).await.unwrap().unwrap();
+        let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let report = event(json!({"event_type": "optimization_start"}));
+        let err = f.store.ingest_runtime_progress(&n, id, &report, &runtime, Duration::from_secs(60)).await.unwrap_err();
+        assert!(matches!(&err, LifecycleError::HeldByWorker { worker, .. } if worker == "w1"), "{err}");
+        assert!(err.to_string().contains("worker `w1`"), "{err}");
+    }
+
+    async fn a_first_report_that_ends_the_run_claims_and_finishes_the_job_at_once(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("broken at start").await;
+        let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let error = event(json!({"event_type": "optimization_error", "error": "sandbox image not found"}));
+        let job = f.store.ingest_runtime_progress(&n, id, &error, &runtime, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.error.as_deref(), Some("sandbox image not found"));
+        assert!(f.store.reap_expired_leases(&n).await.unwrap().is_empty(), "a finished job holds no lease");
+    }
+
+    async fn each_runtime_report_renews_its_lease_and_a_silent_runtime_loses_the_job(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("silent").await;
+        let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let report = event(json!({"event_type": "iteration_start"}));
+        f.store.ingest_runtime_progress(&n, id, &report, &runtime, SHORT).await.unwrap();
+        let_short_leases_expire().await;
+        // A report renews the lease by the runtime's length, whatever it was before.
+        f.store.ingest_runtime_progress(&n, id, &report, &runtime, Duration::from_secs(60)).await.unwrap();
+        assert!(f.store.reap_expired_leases(&n).await.unwrap().is_empty(), "renewed by the report");
+        // Silence: the lease runs out and the job is queued again for anyone to take.
+        f.store.ingest_runtime_progress(&n, id, &report, &runtime, SHORT).await.unwrap();
+        let_short_leases_expire().await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [id]);
+        assert_eq!(f.store.job_by_id(id).await.unwrap().unwrap().status, JobStatus::Queued);
+        // The runtime comes back and reports: it claims the job again, under a new token.
+        let job = f.store.ingest_runtime_progress(&n, id, &report, &runtime, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(job.status, JobStatus::Running);
+        // After a cancel request, silence ends the job cancelled.
+        f.store.job_command(&n, f.ws, id, &JobCommand::RequestCancel).await.unwrap();
+        f.store.ingest_runtime_progress(&n, id, &report, &runtime, SHORT).await.unwrap();
+        let_short_leases_expire().await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [id]);
+        assert_eq!(f.store.job_by_id(id).await.unwrap().unwrap().status, JobStatus::Cancelled);
+    }
+
+    async fn runtimes_racing_for_one_queued_job_leave_exactly_one_holder(db) {
+        let f = fixture(db.store().await).await;
+        let id = f.submit("contested").await;
+        let other = db.store().await;
+        let racers: Vec<_> = (0..8)
+            .map(|r| {
+                let store = if r % 2 == 0 { f.store.clone() } else { other.clone() };
+                let owner = gepard_store::runtime_owner(Uuid::new_v4());
+                tokio::spawn(async move {
+                    let report = event(json!({"event_type": "optimization_start", "message": owner}));
+                    let got = store
+                        .ingest_runtime_progress(&LocalNotifier::default(), id, &report, &owner, Duration::from_secs(60))
+                        .await;
+                    (owner, got)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for r in racers {
+            let (owner, got) = r.await.unwrap();
+            match got {
+                Ok(job) => {
+                    assert_eq!(job.status, JobStatus::Running);
+                    winners.push(owner);
+                }
+                Err(LifecycleError::HeldByWorker { worker, .. }) => assert_ne!(worker, owner),
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+        let lines: Vec<_> = logs.iter().map(|l| l.entry.message.as_str()).collect();
+        assert_eq!(lines, ["started", winners[0].as_str()], "one start, and only the winner's report");
+    }
+
     async fn a_resume_drops_the_metric_points_written_after_the_checkpoint(db) {
         let f = fixture(db.store().await).await;
         let n = LocalNotifier::default();

@@ -74,6 +74,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<std::process::ExitCode>
         data_dir: Some(args.data_dir.clone()),
         database_url: None,
         workers: u32::from(!args.no_job),
+        runtime_lease_secs: gepard_server::DEFAULT_RUNTIME_LEASE.as_secs(),
         log_format: LogFormat::Text,
         client_flags: crate::args::HiddenClientAndJsonFlags::default(),
     };

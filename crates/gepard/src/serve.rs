@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use gepard_core::auth::ApiKeySecret;
@@ -28,6 +29,12 @@ pub struct ServeArgs {
     /// Embedded workers running jobs beside the API.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
+    /// Seconds an outside runtime (`POST …/progress` with a runner key) keeps a job it claimed
+    /// without reporting again; then the job is queued again (or, after a cancel request,
+    /// ends cancelled).
+    #[arg(long, env = "GEPARD_RUNTIME_LEASE_SECS", default_value_t = gepard_server::DEFAULT_RUNTIME_LEASE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub runtime_lease_secs: u64,
     /// Log format.
     #[arg(long, env = "GEPARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -114,6 +121,8 @@ pub async fn start(
     state.models = Some(Arc::new(crate::models::registry_with(
         &providers, &data_dir,
     )));
+    let runtime_lease = Duration::from_secs(args.runtime_lease_secs);
+    state.runtime_lease = runtime_lease;
     let streams_end = state.shutdown.clone();
     let shutdown = async move {
         shutdown.await;
@@ -130,12 +139,21 @@ pub async fn start(
         args.workers,
         &stop_workers,
     )?;
+    // Workers reap expired leases between claims; with none (outside runtimes run the jobs)
+    // the server must do it, or a dead runtime's job would stay `running` for ever.
+    let reaper = tokio::spawn(reap_leases(
+        store.clone(),
+        Arc::clone(&notifier),
+        reap_interval(runtime_lease),
+        stop_workers.clone(),
+    ));
     let task = tokio::spawn(async move {
         let served = gepard_server::serve(listener, app, shutdown).await;
         stop_workers.cancel();
         for w in workers {
             let _ = w.await;
         }
+        let _ = reaper.await;
         served
     });
     tracing::info!(%addr, database = %redact(&url), "gepard is listening");
@@ -145,6 +163,30 @@ pub async fn start(
         task,
         store,
     })
+}
+
+/// How often the server looks for expired leases: a fraction of the runtime lease, so a
+/// silent runtime's job is taken back soon after its lease ends, but at most every 5 s.
+fn reap_interval(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+}
+
+/// Returns jobs whose holder stopped renewing its lease to the queue until `stop`.
+async fn reap_leases(
+    store: Store,
+    notifier: Arc<dyn Notifier>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Err(e) = store.reap_expired_leases(notifier.as_ref()).await {
+            tracing::warn!(error = %e, "reaping expired leases failed");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Hides a password in a database URL before it is logged.

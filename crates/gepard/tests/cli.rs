@@ -609,3 +609,114 @@ fn quickstart_publishes_and_lists_the_examples() {
         stderr(&scoped)
     );
 }
+
+/// One HTTP/1.0 request with a JSON body; the status code and the JSON answer.
+fn post_json(
+    url: &str,
+    key: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nX-API-Key: {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let status = reply[9..12].parse().unwrap();
+    let json = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| serde_json::from_str(b).unwrap_or(serde_json::Value::Null))
+        .unwrap_or_default();
+    (status, json)
+}
+
+/// An outside runtime (a runner key reporting through `POST …/progress`, no gepard worker)
+/// runs a job; when it dies silently the server itself takes the job back after the runtime
+/// lease, so another runtime can pick it up. Before, a job became running only when a worker
+/// claimed it, and with `--workers 0` nothing reaped leases at all.
+#[test]
+fn a_job_whose_outside_runtime_falls_silent_is_queued_again_after_its_lease() {
+    let key = "ci-admin-key-0123456789abcdef";
+    let server = start_server_with(Some(key), &["--workers", "0", "--runtime-lease-secs", "1"]);
+    let cli = |args: &[&str]| {
+        let out = server.cli(&[&["--api-key", key], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let examples = examples();
+    cli(&[
+        "capability",
+        "push",
+        examples.join("capabilities/sentiment").to_str().unwrap(),
+    ]);
+    cli(&[
+        "dataset",
+        "push",
+        examples.join("datasets/sentiment-train").to_str().unwrap(),
+    ]);
+    let job: serde_json::Value = serde_json::from_str(&cli(&[
+        "--json",
+        "optimize",
+        "submit",
+        "--model",
+        "openai/m",
+        "--capability",
+        "sentiment@1.0.0",
+        "--dataset",
+        "sentiment-train@1.0.0",
+    ]))
+    .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let runner: serde_json::Value = serde_json::from_str(&cli(&[
+        "--json",
+        "keys",
+        "create",
+        "--name",
+        "runtime",
+        "--scope",
+        "read,runner",
+    ]))
+    .unwrap();
+    let runner_key = runner["key"].as_str().unwrap();
+    let progress = format!("/api/v1/org/local/ws/default/optimization/jobs/{id}/progress");
+
+    let (status, job) = post_json(
+        &server.url,
+        runner_key,
+        &progress,
+        &serde_json::json!({"event_type": "optimization_start", "message": "runtime up"}),
+    );
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "running");
+
+    // The runtime dies: no report renews its one-second lease.
+    let status_now = || {
+        let out = cli(&["--json", "optimize", "get", &id]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut requeued = false;
+    for _ in 0..100 {
+        if status_now() == "queued" {
+            requeued = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(requeued, "the silent runtime's job went back to the queue");
+    let logs = cli(&["optimize", "logs", &id]);
+    assert!(logs.contains("lease expired"), "{logs}");
+}

@@ -1139,9 +1139,12 @@ pub async fn job_candidates(
     Ok(Json(CandidatesPage { items }))
 }
 
-/// `POST …/{id}/progress`: a runtime reports progress (needs a `runner` key). A job that a
-/// worker of this deployment runs takes progress only from that worker (409 otherwise), so a
-/// runner key cannot forge another run's result.
+/// `POST …/{id}/progress`: a runtime reports progress (needs a `runner` key). The key is the
+/// runtime's identity: its first report on a queued job claims the job (`running`, under a
+/// lease each report renews), and from then on only that key may report for it. A job a
+/// worker of this deployment runs, or another key claimed, is a 409, so a runner key cannot
+/// forge another run's result. A runtime that falls silent loses the job when its lease
+/// expires: it is queued again, or ends `cancelled` if a cancel was requested.
 #[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/progress", tag = "jobs",
     params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
     request_body = ProgressEvent,
@@ -1158,7 +1161,13 @@ pub async fn job_progress(
     Ok(Json(
         state
             .store
-            .ingest_progress(state.notifier.as_ref(), job.id, &event, None)
+            .ingest_runtime_progress(
+                state.notifier.as_ref(),
+                job.id,
+                &event,
+                &gepard_store::runtime_owner(caller.key.info.id),
+                state.runtime_lease,
+            )
             .await?,
     ))
 }
