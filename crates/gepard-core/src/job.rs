@@ -142,8 +142,13 @@ pub enum JobCommand {
     RequestCancel,
     /// A person asks to run a finished job again (`POST …/retry`).
     Retry,
-    /// A runner reported a progress event (`POST …/progress` or a sandbox JSON line).
+    /// gepard's own runner reported a progress event (a sandbox JSON line, through its worker).
     Progress(ProgressKind),
+    /// An outside runtime reported a progress event (`POST …/progress` with a `runner` key).
+    /// As [`Self::Progress`], except that a terminal event after a cancel request ends the job
+    /// `cancelled`: such a runtime has no other way to say it stopped as asked, and gepard
+    /// cannot tell that from a run that happened to end at that moment.
+    RuntimeProgress(ProgressKind),
     /// The runner exited without a terminal event (killed after a cancel, crashed, hit
     /// `max_runtime_sec`).
     RunnerStopped,
@@ -166,6 +171,9 @@ impl JobCommand {
             Self::Progress(ProgressKind::Update) => "progress",
             Self::Progress(ProgressKind::End) => "progress_end",
             Self::Progress(ProgressKind::Error) => "progress_error",
+            Self::RuntimeProgress(ProgressKind::Update) => "runtime_progress",
+            Self::RuntimeProgress(ProgressKind::End) => "runtime_progress_end",
+            Self::RuntimeProgress(ProgressKind::Error) => "runtime_progress_error",
             Self::RunnerStopped => "runner_stopped",
             Self::LeaseExpired => "lease_expired",
             Self::Release => "release",
@@ -376,11 +384,12 @@ pub fn decide(state: &JobState, cmd: &JobCommand) -> Result<Transition, Transiti
         }
 
         // --- progress --------------------------------------------------------------------
-        (JobCommand::Progress(kind), JobStatus::Running) => {
+        (JobCommand::Progress(kind) | JobCommand::RuntimeProgress(kind), JobStatus::Running) => {
             let base = Effects {
                 set_last_event_at: true,
                 ..Effects::default()
             };
+            let runtime = matches!(cmd, JobCommand::RuntimeProgress(_));
             match kind {
                 ProgressKind::Update => (
                     *state,
@@ -389,14 +398,24 @@ pub fn decide(state: &JobState, cmd: &JobCommand) -> Result<Transition, Transiti
                         ..base
                     },
                 ),
-                // A terminal event decides the outcome even after a cancel request: the run
-                // finished (or broke) before it could be stopped, and saying so is more
-                // truthful than `cancelled`. `cancel_requested_at` stays as history.
+                // An outside runtime's end after a cancel request is how it says it stopped.
+                ProgressKind::End | ProgressKind::Error if runtime && state.cancel_requested => {
+                    (to(JobStatus::Cancelled), finish(base))
+                }
+                // gepard's own runner stops on a cancel without a terminal event (its worker
+                // then reports `RunnerStopped`), so a terminal event after a cancel request
+                // means the run finished (or broke) before it could be stopped, and saying so
+                // is more truthful than `cancelled`. `cancel_requested_at` stays as history.
                 ProgressKind::End => (to(JobStatus::Completed), finish(base)),
                 ProgressKind::Error => (to(JobStatus::Failed), finish(base)),
             }
         }
-        (JobCommand::Progress(_), s) => {
+        (JobCommand::Progress(_) | JobCommand::RuntimeProgress(_), s) if s.is_terminal() => {
+            return Err(refuse(format!(
+                "job is already {s}; a finished job takes no more progress"
+            )))
+        }
+        (JobCommand::Progress(_) | JobCommand::RuntimeProgress(_), s) => {
             return Err(refuse(format!(
                 "job is {s}; progress is accepted only while it is running"
             )))
@@ -468,13 +487,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL_COMMANDS: [JobCommand; 9] = [
+    const ALL_COMMANDS: [JobCommand; 12] = [
         JobCommand::Claim,
         JobCommand::RequestCancel,
         JobCommand::Retry,
         JobCommand::Progress(ProgressKind::Update),
         JobCommand::Progress(ProgressKind::End),
         JobCommand::Progress(ProgressKind::Error),
+        JobCommand::RuntimeProgress(ProgressKind::Update),
+        JobCommand::RuntimeProgress(ProgressKind::End),
+        JobCommand::RuntimeProgress(ProgressKind::Error),
         JobCommand::RunnerStopped,
         JobCommand::LeaseExpired,
         JobCommand::Release,
@@ -704,6 +726,32 @@ mod tests {
     }
 
     #[test]
+    fn an_outside_runtime_ending_after_a_cancel_request_ends_the_job_cancelled() {
+        for kind in [ProgressKind::End, ProgressKind::Error] {
+            let t = ok(running(true), JobCommand::RuntimeProgress(kind));
+            assert_eq!(t.to.status, JobStatus::Cancelled);
+            assert_eq!(t.effects.lease, LeaseEffect::Release);
+            assert!(t.effects.set_completed_at);
+        }
+        // Without a cancel request its events mean what gepard's own runner's mean.
+        let end = ok(
+            running(false),
+            JobCommand::RuntimeProgress(ProgressKind::End),
+        );
+        assert_eq!(end.to.status, JobStatus::Completed);
+        let error = ok(
+            running(false),
+            JobCommand::RuntimeProgress(ProgressKind::Error),
+        );
+        assert_eq!(error.to.status, JobStatus::Failed);
+        let update = ok(
+            running(true),
+            JobCommand::RuntimeProgress(ProgressKind::Update),
+        );
+        assert_eq!(update.to, running(true));
+    }
+
+    #[test]
     fn progress_for_a_job_that_is_not_running_is_refused() {
         for s in [
             JobStatus::Pending,
@@ -714,9 +762,15 @@ mod tests {
         ] {
             for kind in [ProgressKind::Update, ProgressKind::End, ProgressKind::Error] {
                 let e = err(state(s), JobCommand::Progress(kind));
-                assert_eq!(
-                    e.detail,
+                let expected = if s.is_terminal() {
+                    format!("job is already {s}; a finished job takes no more progress")
+                } else {
                     format!("job is {s}; progress is accepted only while it is running")
+                };
+                assert_eq!(e.detail, expected);
+                assert_eq!(
+                    err(state(s), JobCommand::RuntimeProgress(kind)).detail,
+                    expected
                 );
             }
         }
@@ -900,9 +954,14 @@ mod tests {
                             let allowed = matches!(
                                 cmd,
                                 JobCommand::Progress(ProgressKind::End | ProgressKind::Error)
+                                    | JobCommand::RuntimeProgress(ProgressKind::End | ProgressKind::Error)
                                     | JobCommand::RunnerStopped
                             ) || (matches!(cmd, JobCommand::LeaseExpired | JobCommand::Release)
                                 && s.cancel_requested);
+                            // Cancelled only after a cancel request, by whatever ended it.
+                            if to.status == JobStatus::Cancelled {
+                                prop_assert!(s.cancel_requested, "{} cancelled unasked", cmd);
+                            }
                             prop_assert!(allowed, "{} ended a running job", cmd);
                         }
                         if s.status.is_waiting() && cmd == JobCommand::RequestCancel {
@@ -942,6 +1001,7 @@ mod tests {
                 JobCommand::RequestCancel => !s.status.is_terminal(),
                 JobCommand::Retry => s.status.is_terminal(),
                 JobCommand::Progress(_)
+                | JobCommand::RuntimeProgress(_)
                 | JobCommand::RunnerStopped
                 | JobCommand::LeaseExpired
                 | JobCommand::Release => s.status == JobStatus::Running,

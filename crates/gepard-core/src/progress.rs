@@ -229,6 +229,11 @@ pub struct ProgressEvent {
     /// in the log entry only).
     #[serde(default)]
     pub error: Option<String>,
+    /// The job attempt the report is about (gepard's extension for outside runtimes: the
+    /// `attempt` of the job their first report claimed). A report naming another attempt is
+    /// refused (409), so a runtime that lost the job cannot write into a later run.
+    #[serde(default)]
+    pub attempt: Option<i64>,
 }
 
 /// Reads `null` as the type's default, because clients send every optional field, often as
@@ -254,6 +259,7 @@ impl ProgressEvent {
             data: Value::Null,
             artifacts: None,
             error: None,
+            attempt: None,
         }
     }
 
@@ -289,6 +295,9 @@ impl ProgressEvent {
 
         if matches!(self.iteration, Some(i) if i < 0) {
             fail(&["iteration"], "iteration must not be negative".to_owned());
+        }
+        if matches!(self.attempt, Some(a) if a < 1) {
+            fail(&["attempt"], "attempt must be 1 or more".to_owned());
         }
 
         for (name, points) in &self.metrics {
@@ -376,10 +385,12 @@ fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
         return None;
     }
     let ok = match key {
-        // Clients of the Dreadnode API read these as `{str: str}` and `{str: float}`.
-        "best_candidate" => value
-            .as_object()
-            .is_some_and(|m| m.values().all(Value::is_string)),
+        // Clients of the Dreadnode API read these as `{str: str}` and `{str: float}`. A
+        // candidate is component → text, and `instructions` is the component gepard optimizes
+        // and promotes: a best candidate without it could never be promoted.
+        "best_candidate" => value.as_object().is_some_and(|m| {
+            m.values().all(Value::is_string) && m.get("instructions").is_some_and(Value::is_string)
+        }),
         "best_scores" => value
             .as_object()
             .is_some_and(|m| m.values().all(|v| v.as_f64().is_some_and(f64::is_finite))),
@@ -393,7 +404,7 @@ fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
         return None;
     }
     Some(match key {
-        "best_candidate" => "an object of strings",
+        "best_candidate" => "an object of strings with `instructions`",
         "best_scores" => "an object of finite numbers",
         "metadata" => "an object",
         "best_score" | "seed_score" => "a finite number",
@@ -559,6 +570,15 @@ pub enum ProgressError {
 /// Error recorded when a run reports `optimization_error` without saying why.
 pub const GENERIC_RUN_ERROR: &str = "the optimization failed without reporting an error";
 
+/// Who reports a progress event, which decides the [`JobCommand`] it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    /// gepard's own runner, through the worker that holds the job.
+    Runner,
+    /// An outside runtime, through `POST …/progress` with a `runner` key.
+    Runtime,
+}
+
 /// Applies one progress event to a job, purely: returns what to write, or why nothing may be.
 ///
 /// Validation comes first (a malformed event is a 422 whatever the job's state), then the
@@ -568,11 +588,16 @@ pub fn apply(
     current_summary: &JobSummary,
     current_artifacts: &Value,
     event: &ProgressEvent,
+    reporter: Reporter,
     now: DateTime<Utc>,
 ) -> Result<ProgressOutcome, ProgressError> {
     event.validate().map_err(ProgressError::Invalid)?;
     let kind = event.event_type.kind();
-    let transition = job::decide(state, &JobCommand::Progress(kind))?;
+    let command = match reporter {
+        Reporter::Runner => JobCommand::Progress(kind),
+        Reporter::Runtime => JobCommand::RuntimeProgress(kind),
+    };
+    let transition = job::decide(state, &command)?;
 
     let mut summary = current_summary.clone();
     if let Some(patch) = &event.summary {
@@ -682,7 +707,15 @@ mod tests {
     }
 
     fn apply_ok(e: &ProgressEvent) -> ProgressOutcome {
-        apply(&running(), &JobSummary::default(), &json!({}), e, now()).unwrap()
+        apply(
+            &running(),
+            &JobSummary::default(),
+            &json!({}),
+            e,
+            Reporter::Runner,
+            now(),
+        )
+        .unwrap()
     }
 
     fn invalid(e: &ProgressEvent) -> Vec<FieldError> {
@@ -815,7 +848,15 @@ mod tests {
             ..JobSummary::default()
         };
         let e = event(json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.9}}));
-        let out = apply(&running(), &current, &Value::Null, &e, now()).unwrap();
+        let out = apply(
+            &running(),
+            &current,
+            &Value::Null,
+            &e,
+            Reporter::Runner,
+            now(),
+        )
+        .unwrap();
         assert_eq!(out.summary.seed_score, Some(0.1));
         assert_eq!(out.summary.best_score, Some(0.9));
     }
@@ -873,7 +914,15 @@ mod tests {
         let e = event(json!({"event_type": "optimization_end",
             "artifacts": {"best_instructions": "Be terse.", "report": null}}));
         let current = json!({"report": "kept", "old": 1});
-        let out = apply(&running(), &JobSummary::default(), &current, &e, now()).unwrap();
+        let out = apply(
+            &running(),
+            &JobSummary::default(),
+            &current,
+            &e,
+            Reporter::Runner,
+            now(),
+        )
+        .unwrap();
         assert_eq!(out.transition.to.status, JobStatus::Completed);
         assert_eq!(
             out.artifacts,
@@ -896,7 +945,14 @@ mod tests {
         assert_eq!(errs[0].loc, ["body", "artifacts"]);
         assert!(errs[0].msg.contains("only with optimization_end"));
         assert!(matches!(
-            apply(&running(), &JobSummary::default(), &json!({}), &e, now()),
+            apply(
+                &running(),
+                &JobSummary::default(),
+                &json!({}),
+                &e,
+                Reporter::Runner,
+                now()
+            ),
             Err(ProgressError::Invalid(_))
         ));
     }
@@ -945,12 +1001,22 @@ mod tests {
                 ..running()
             };
             let e = event(json!({"event_type": "iteration_start"}));
-            match apply(&s, &JobSummary::default(), &json!({}), &e, now()) {
+            match apply(
+                &s,
+                &JobSummary::default(),
+                &json!({}),
+                &e,
+                Reporter::Runner,
+                now(),
+            ) {
                 Err(ProgressError::Transition(t)) => {
                     assert_eq!(t.from, status);
-                    assert!(t
-                        .to_string()
-                        .contains("progress is accepted only while it is running"));
+                    let why = if status.is_terminal() {
+                        "a finished job takes no more progress"
+                    } else {
+                        "progress is accepted only while it is running"
+                    };
+                    assert!(t.to_string().contains(why), "{t}");
                 }
                 other => panic!("expected a transition error, got {other:?}"),
             }
@@ -1016,6 +1082,19 @@ mod tests {
             locs,
             ["body.summary.best_candidate", "body.summary.best_scores"]
         );
+        // Without the component gepard promotes, a best candidate is refused too.
+        for candidate in [json!({}), json!({"prompt": "x"})] {
+            let e = event(
+                json!({"event_type": "valset_evaluated", "summary": {"best_candidate": candidate}}),
+            );
+            let errs = invalid(&e);
+            assert_eq!(errs[0].loc.join("."), "body.summary.best_candidate");
+            assert!(
+                errs[0].msg.contains("with `instructions`"),
+                "{}",
+                errs[0].msg
+            );
+        }
     }
 
     #[test]
@@ -1125,6 +1204,7 @@ mod tests {
                         data,
                         artifacts,
                         error,
+                        attempt: None,
                     }
                 },
             )
@@ -1164,7 +1244,7 @@ mod tests {
             let mut summary = JobSummary::default();
             let mut artifacts = json!({});
             for e in &events {
-                let result = apply(&state, &summary, &artifacts, e, now());
+                let result = apply(&state, &summary, &artifacts, e, Reporter::Runner, now());
                 let was_terminal = state.status.is_terminal();
                 match result {
                     Err(ProgressError::Invalid(errs)) => {

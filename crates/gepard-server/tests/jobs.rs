@@ -965,8 +965,11 @@ on_both_databases! {
         let r = progress(&app, &runtime, &id, json!({"event_type": "iteration_start", "iteration": 1})).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert!(r.body["cancel_requested_at"].is_string(), "{}", r.body);
+        let again = progress(&app, &runtime, &id, json!({"event_type": "optimization_start"})).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "one start per run: {}", again.body);
+        // Its end after the cancel request is how it says it stopped: the job is cancelled.
         let end = progress(&app, &runtime, &id, json!({"event_type": "optimization_end", "message": "stopped early"})).await;
-        assert_eq!(end.body["status"], "completed", "{}", end.body);
+        assert_eq!(end.body["status"], "cancelled", "{}", end.body);
         assert_eq!(end.body["summary"]["best_score"], 0.5, "the intruder's score never landed");
         let logs = app.get(&format!("{JOBS}/{id}/logs")).await.body;
         let started = logs["items"].as_array().unwrap().iter().find(|l| l["message"] == "started").unwrap();

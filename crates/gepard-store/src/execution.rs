@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::{Job, JobUsage};
+use gepard_core::progress::{JobSummary, LogEntry, LogLevel};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -36,6 +37,15 @@ pub struct StoredCheckpoint {
     pub run_time: Option<Duration>,
 }
 
+/// What a new runner of an attempt that an earlier runner started can do with that work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// Resume from the attempt's checkpoint when there is one (gepard's own workers).
+    FromCheckpoint,
+    /// Start over whatever was saved: an outside runtime cannot read gepard's checkpoints.
+    Never,
+}
+
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::seconds(30))
 }
@@ -50,7 +60,8 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, LifecycleError> {
-        self.claim(notifier, None, owner, lease).await
+        self.claim(notifier, None, owner, lease, Resume::FromCheckpoint)
+            .await
     }
 
     /// Claims queued job `only` (or, with `None`, the oldest queued job) for `owner`; `None`
@@ -61,6 +72,7 @@ impl Store {
         only: Option<Uuid>,
         owner: &str,
         lease: Duration,
+        resume: Resume,
     ) -> Result<Option<Claimed>, LifecycleError> {
         let mut tx = self.write_tx().await?;
         // SQLite: `BEGIN IMMEDIATE` already made this the only writer, so the oldest job is
@@ -86,10 +98,25 @@ impl Store {
             return Ok(None);
         };
         let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let over = self.starts_over(&mut tx, id, resume).await?;
         let written = self
             .job_command_in(&mut tx, id, &JobCommand::Claim, None, |w| {
                 w.lease_owner = Some(owner.to_owned());
                 w.lease_duration = chrono_duration(lease);
+                if over {
+                    w.summary = Some(JobSummary::default());
+                    w.artifacts = Some(serde_json::json!({}));
+                    w.usage = Some(JobUsage::default());
+                    w.error = Some(None);
+                    w.logs.push(LogEntry {
+                        timestamp: gepard_core::time::now(),
+                        level: LogLevel::Warning,
+                        message: "this attempt starts over: the earlier runner left no checkpoint \
+                                  this runner can resume from, so its results are cleared"
+                            .to_owned(),
+                        data: serde_json::json!({"source": "gepard"}),
+                    });
+                }
             })
             .await?;
         let Some((workspace_id, seq)) = written else {
@@ -113,6 +140,52 @@ impl Store {
             job,
             lease_token: token,
         }))
+    }
+
+    /// Whether claiming job `id` starts its attempt over: an earlier runner started this
+    /// attempt (and may have reported results) and the new one cannot resume from its
+    /// checkpoint. Then the attempt's metric points, candidates and checkpoint are deleted
+    /// here, in the claim's transaction, and the caller clears its summary; otherwise the new
+    /// run's series would repeat the lost run's points and its summary would show a result
+    /// this run never reached.
+    async fn starts_over(&self, tx: &mut WriteTx, id: Uuid, resume: Resume) -> Result<bool> {
+        let row = sqlx::query("SELECT started_at, attempt FROM jobs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+        let started: Option<String> = row.try_get("started_at")?;
+        if started.is_none() {
+            return Ok(false);
+        }
+        let attempt = int(&row, "attempt")?;
+        if resume == Resume::FromCheckpoint {
+            let checkpointed: Option<i64> = sqlx::query_scalar(
+                "SELECT attempt FROM job_checkpoints WHERE job_id = $1 AND attempt = $2",
+            )
+            .bind(id.to_string())
+            .bind(attempt)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if checkpointed.is_some() {
+                return Ok(false);
+            }
+        }
+        for table in ["job_metrics", "job_candidates", "job_checkpoints"] {
+            // A table name of ours, not client text: safe to inline.
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE job_id = $1 AND attempt = $2"
+            ))
+            .bind(id.to_string())
+            .bind(attempt)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // Points written next may reuse the deleted sequence numbers (see `series`).
+        sqlx::query("UPDATE jobs SET metrics_epoch = metrics_epoch + 1 WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(true)
     }
 
     /// Pushes the lease forward; `false` when the worker no longer holds the job (fenced, or

@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use gepard_core::job::{decide, JobCommand, JobStatus, Transition, TransitionError};
 use gepard_core::model::{Job, JobUsage};
-use gepard_core::progress::{self, JobSummary, LogEntry, LogLevel, ProgressEvent};
+use gepard_core::progress::{
+    self, JobSummary, LogEntry, LogLevel, ProgressEvent, ProgressEventType, Reporter,
+};
 use uuid::Uuid;
 
 use sqlx::AnyConnection;
 
+use crate::execution::Resume;
 use crate::jobs::{write_job_in, JobWrite};
 use crate::notify::{JobNotice, Notifier};
 use crate::{Store, StoreError};
@@ -60,6 +63,39 @@ const RUNTIME_OWNER: &str = "runtime-key:";
 /// (see [`Store::ingest_runtime_progress`]): the key is the runtime's identity.
 pub fn runtime_owner(key_id: Uuid) -> String {
     format!("{RUNTIME_OWNER}{key_id}")
+}
+
+/// The job's `max_runtime_sec` if its attempt has run longer than that since it first
+/// started. gepard's own workers stop their runner at the limit; an outside runtime's
+/// report is the first moment gepard can enforce it.
+fn past_runtime_limit(job: &Job) -> Option<u64> {
+    let limit = job
+        .config
+        .get("max_runtime_sec")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(gepard_core::model::PLATFORM_DEFAULT_RUNTIME_SECONDS.unsigned_abs());
+    let ran = gepard_core::time::now() - job.started_at?;
+    (ran.num_milliseconds() > i64::try_from(limit.saturating_mul(1000)).unwrap_or(i64::MAX))
+        .then_some(limit)
+}
+
+/// A runtime's report after its run's time limit, turned into the run's end: what it
+/// reports is kept (the best result so far stays promotable), and the job fails with the
+/// same error as a run gepard's own worker stopped at the limit.
+fn ended_by_runtime_limit(event: &ProgressEvent, limit: u64) -> ProgressEvent {
+    let error = gepard_core::model::runtime_limit_error(limit);
+    let mut ended = event.clone();
+    if ended.event_type != ProgressEventType::OptimizationError {
+        ended.event_type = ProgressEventType::OptimizationError;
+        ended.message = Some(format!(
+            "{error}: this {} report came after the limit, so it ends the run",
+            event.event_type.as_str()
+        ));
+        ended.error = Some(error);
+        ended.level = LogLevel::Error;
+        // Artifacts ride only on terminal events, and this is one now.
+    }
+    ended
 }
 
 /// A lease owner as a person reads it in an error.
@@ -284,12 +320,17 @@ impl Store {
             .await
     }
 
-    /// A report from an outside runtime (`POST …/progress` with a `runner` key): the runtime
-    /// `owner` ([`runtime_owner`] of its key) claims a queued job with its first report and
-    /// from then on holds it like a worker: each report renews its lease of `lease`, reports
-    /// from anyone else are refused, and when it falls silent the lease reaper queues the
-    /// job again (or ends it `cancelled` after a cancel request). A job a worker of this
+    /// A report from an outside runtime (`POST …/progress` with a `runner` key). The runtime
+    /// `owner` ([`runtime_owner`] of its key) claims a queued job with `optimization_start`,
+    /// and from then on holds it like a worker: each report renews its lease of `lease`,
+    /// reports from anyone else are refused, and when it falls silent the lease reaper queues
+    /// the job again (or ends it `cancelled` after a cancel request). A job a worker of this
     /// deployment holds stays refused ([`LifecycleError::HeldByWorker`]).
+    ///
+    /// Refused with a 409, so that a runtime never writes into a run that is not its own:
+    /// another kind of event on a queued job (the runtime lost the job to the queue, or the
+    /// job was retried), a second `optimization_start` on the job it holds (a second process
+    /// sharing the key), and a report whose `attempt` is not the job's.
     pub async fn ingest_runtime_progress(
         &self,
         notifier: &dyn Notifier,
@@ -302,25 +343,66 @@ impl Store {
         event.validate().map_err(LifecycleError::Invalid)?;
         let lease_length =
             chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(2));
+        let starts = event.event_type == ProgressEventType::OptimizationStart;
+        let mut claimed = false;
         for _ in 0..MAX_RACES {
             let job = self
                 .job_state_by_id(job_id)
                 .await?
                 .ok_or(LifecycleError::NotFound(job_id))?;
+            let refuse = |detail: String| {
+                LifecycleError::Illegal(TransitionError {
+                    from: job.status,
+                    command: "runtime_progress",
+                    detail,
+                })
+            };
+            if let Some(sent) = event.attempt.filter(|a| *a != job.attempt) {
+                return Err(refuse(format!(
+                    "this report is about attempt {sent}, but job {job_id} is on attempt {}; \
+                     a runtime reports only on the attempt it started",
+                    job.attempt
+                )));
+            }
             if job.status.is_waiting() {
+                if !starts {
+                    return Err(refuse(format!(
+                        "job {job_id} is {}: a runtime starts it with `optimization_start`; \
+                         a runtime that lost the job (its lease expired, or the job was \
+                         retried) must start it over",
+                        job.status
+                    )));
+                }
                 // Whoever wins the claim (this runtime, a worker, another runtime) is seen by
                 // the next round, which reports or refuses accordingly.
-                self.claim(notifier, Some(job_id), owner, lease).await?;
+                claimed = self
+                    .claim(notifier, Some(job_id), owner, lease, Resume::Never)
+                    .await?
+                    .is_some();
                 continue;
             }
             let (holder, token) = self.lease_holder(job_id).await?;
+            let mut report = std::borrow::Cow::Borrowed(event);
             let token = match holder {
-                Some(h) if h == owner => Some(token),
+                Some(h) if h == owner => {
+                    if starts && !claimed && job.status == JobStatus::Running {
+                        return Err(refuse(format!(
+                            "job {job_id} is already running under this key; \
+                             `optimization_start` starts a run once (is a second process \
+                             using the same key?)"
+                        )));
+                    }
+                    // The report that starts the run is never past its limit.
+                    if let Some(limit) = past_runtime_limit(&job).filter(|_| !claimed) {
+                        report = std::borrow::Cow::Owned(ended_by_runtime_limit(event, limit));
+                    }
+                    Some(token)
+                }
                 // Held by someone else, or not running: `ingest` refuses with the reason.
                 _ => None,
             };
             match self
-                .ingest(notifier, job_id, event, token, Some(lease_length))
+                .ingest(notifier, job_id, &report, token, Some(lease_length))
                 .await
             {
                 // The reaper took the job back between the read and the write: look again
@@ -332,8 +414,9 @@ impl Store {
         Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
     }
 
-    /// [`Store::ingest_progress`]; `renew` (runtimes only) pushes the holder's lease that far
-    /// ahead with the same write, since no worker renews it.
+    /// [`Store::ingest_progress`]; `renew` is for outside runtimes: their events are
+    /// [`Reporter::Runtime`]'s, and each pushes the holder's lease that far ahead with the
+    /// same write, since no worker renews it.
     async fn ingest(
         &self,
         notifier: &dyn Notifier,
@@ -343,18 +426,28 @@ impl Store {
         renew: Option<chrono::Duration>,
     ) -> Result<Job, LifecycleError> {
         event.validate().map_err(LifecycleError::Invalid)?;
+        let reporter = match renew {
+            Some(_) => Reporter::Runtime,
+            None => Reporter::Runner,
+        };
         for _ in 0..MAX_RACES {
             let job = self
                 .job_state_by_id(job_id)
                 .await?
                 .ok_or(LifecycleError::NotFound(job_id))?;
             let now = gepard_core::time::now();
-            let outcome =
-                progress::apply(&state_of(&job), &job.summary, &job.artifacts, event, now)
-                    .map_err(|e| match e {
-                        progress::ProgressError::Invalid(v) => LifecycleError::Invalid(v),
-                        progress::ProgressError::Transition(t) => LifecycleError::Illegal(t),
-                    })?;
+            let outcome = progress::apply(
+                &state_of(&job),
+                &job.summary,
+                &job.artifacts,
+                event,
+                reporter,
+                now,
+            )
+            .map_err(|e| match e {
+                progress::ProgressError::Invalid(v) => LifecycleError::Invalid(v),
+                progress::ProgressError::Transition(t) => LifecycleError::Illegal(t),
+            })?;
             let mut w = write_for(&job, &outcome.transition, now);
             if let (Some(length), gepard_core::job::LeaseEffect::Renew) =
                 (renew, outcome.transition.effects.lease)
@@ -495,6 +588,6 @@ fn command_log(cmd: &JobCommand, job: &Job, t: &Transition) -> Option<String> {
         JobCommand::RunnerStopped => {
             "failed: the runtime stopped without reporting an end".to_owned()
         }
-        JobCommand::Progress(_) => return None,
+        JobCommand::Progress(_) | JobCommand::RuntimeProgress(_) => return None,
     })
 }

@@ -313,16 +313,98 @@ gepard_store::conformance_tests! {
         assert!(err.to_string().contains("worker `w1`"), "{err}");
     }
 
-    async fn a_first_report_that_ends_the_run_claims_and_finishes_the_job_at_once(db) {
+    async fn only_optimization_start_claims_a_queued_job(db) {
         let f = fixture(db.store().await).await;
         let n = LocalNotifier::default();
         let id = f.submit("broken at start").await;
         let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let lease = Duration::from_secs(60);
         let error = event(json!({"event_type": "optimization_error", "error": "sandbox image not found"}));
-        let job = f.store.ingest_runtime_progress(&n, id, &error, &runtime, Duration::from_secs(60)).await.unwrap();
+        let err = f.store.ingest_runtime_progress(&n, id, &error, &runtime, lease).await.unwrap_err();
+        assert!(err.to_string().contains("starts it with `optimization_start`"), "{err}");
+        assert_eq!(f.store.job_by_id(id).await.unwrap().unwrap().status, JobStatus::Queued);
+        f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "optimization_start"})), &runtime, lease).await.unwrap();
+        let job = f.store.ingest_runtime_progress(&n, id, &error, &runtime, lease).await.unwrap();
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.error.as_deref(), Some("sandbox image not found"));
         assert!(f.store.reap_expired_leases(&n).await.unwrap().is_empty(), "a finished job holds no lease");
+    }
+
+    async fn a_second_start_under_the_same_key_is_refused_so_one_job_never_runs_twice(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("one run").await;
+        let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let start = event(json!({"event_type": "optimization_start"}));
+        let lease = Duration::from_secs(60);
+        f.store.ingest_runtime_progress(&n, id, &start, &runtime, lease).await.unwrap();
+        let err = f.store.ingest_runtime_progress(&n, id, &start, &runtime, lease).await.unwrap_err();
+        assert!(err.to_string().contains("already running under this key"), "{err}");
+        let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+        assert_eq!(logs.iter().filter(|l| l.entry.message == "started").count(), 1);
+        // Its other reports go on.
+        f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "iteration_start"})), &runtime, lease).await.unwrap();
+    }
+
+    async fn a_runtime_that_lost_its_job_cannot_write_into_the_next_run(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("lost").await;
+        let (stale, fresh) = (gepard_store::runtime_owner(Uuid::new_v4()), gepard_store::runtime_owner(Uuid::new_v4()));
+        let lease = Duration::from_secs(60);
+        f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "optimization_start", "attempt": 1})), &stale, SHORT).await.unwrap();
+        f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "valset_evaluated", "attempt": 1,
+            "summary": {"best_score": 0.7, "best_candidate": {"instructions": "stale"}},
+            "metrics": {"val_score": [{"value": 0.7, "step": 1}]}})), &stale, SHORT).await.unwrap();
+        let_short_leases_expire().await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [id]);
+
+        // Back in the queue, the lost run's reports claim nothing.
+        let late = event(json!({"event_type": "candidate_accepted", "summary": {"best_score": 0.9, "best_candidate": {"instructions": "late"}}}));
+        let err = f.store.ingest_runtime_progress(&n, id, &late, &stale, lease).await.unwrap_err();
+        assert!(matches!(err, LifecycleError::Illegal(_)), "{err}");
+        // A new runtime starts the attempt over: the lost run's results are gone.
+        let job = f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "optimization_start"})), &fresh, lease).await.unwrap();
+        assert_eq!(job.status, JobStatus::Running);
+        assert_eq!(job.summary.best_score, None, "{:?}", job.summary);
+        assert!(job.metrics.is_empty(), "{:?}", job.metrics);
+        let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+        assert!(logs.iter().any(|l| l.entry.message.starts_with("this attempt starts over")));
+        f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "valset_evaluated",
+            "metrics": {"val_score": [{"value": 0.4, "step": 0}]}})), &fresh, lease).await.unwrap();
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        let steps: Vec<i64> = job.metrics["val_score"].iter().map(|p| p.step).collect();
+        assert_eq!(steps, [0], "the new run's series only");
+
+        // After a cancel and a retry, a report naming the old attempt is refused even with
+        // the holder's key.
+        f.store.job_command(&n, f.ws, id, &JobCommand::RequestCancel).await.unwrap();
+        f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "optimization_end"})), &fresh, lease).await.unwrap();
+        f.store.job_command(&n, f.ws, id, &JobCommand::Retry).await.unwrap();
+        let old = event(json!({"event_type": "optimization_start", "attempt": 1}));
+        let err = f.store.ingest_runtime_progress(&n, id, &old, &fresh, lease).await.unwrap_err();
+        assert!(err.to_string().contains("about attempt 1, but job"), "{err}");
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!((job.status, job.attempt), (JobStatus::Queued, 2));
+        let current = event(json!({"event_type": "optimization_start", "attempt": 2}));
+        assert_eq!(f.store.ingest_runtime_progress(&n, id, &current, &fresh, lease).await.unwrap().status, JobStatus::Running);
+    }
+
+    async fn a_runtime_ending_its_run_after_a_cancel_request_ends_the_job_cancelled_with_its_best(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("cancelled outside").await;
+        let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let lease = Duration::from_secs(60);
+        f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "optimization_start"})), &runtime, lease).await.unwrap();
+        let job = f.store.job_command(&n, f.ws, id, &JobCommand::RequestCancel).await.unwrap();
+        assert_eq!(job.status, JobStatus::Running);
+        let end = event(json!({"event_type": "optimization_end", "message": "stopped as asked",
+            "summary": {"best_score": 0.6, "best_candidate": {"instructions": "best so far"}}}));
+        let job = f.store.ingest_runtime_progress(&n, id, &end, &runtime, lease).await.unwrap();
+        assert_eq!(job.status, JobStatus::Cancelled);
+        assert_eq!(job.summary.best_score, Some(0.6), "the best result so far is kept");
+        assert!(job.completed_at.is_some());
     }
 
     async fn each_runtime_report_renews_its_lease_and_a_silent_runtime_loses_the_job(db) {
@@ -330,8 +412,9 @@ gepard_store::conformance_tests! {
         let n = LocalNotifier::default();
         let id = f.submit("silent").await;
         let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let start = event(json!({"event_type": "optimization_start"}));
         let report = event(json!({"event_type": "iteration_start"}));
-        f.store.ingest_runtime_progress(&n, id, &report, &runtime, SHORT).await.unwrap();
+        f.store.ingest_runtime_progress(&n, id, &start, &runtime, SHORT).await.unwrap();
         let_short_leases_expire().await;
         // A report renews the lease by the runtime's length, whatever it was before.
         f.store.ingest_runtime_progress(&n, id, &report, &runtime, Duration::from_secs(60)).await.unwrap();
@@ -341,8 +424,8 @@ gepard_store::conformance_tests! {
         let_short_leases_expire().await;
         assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [id]);
         assert_eq!(f.store.job_by_id(id).await.unwrap().unwrap().status, JobStatus::Queued);
-        // The runtime comes back and reports: it claims the job again, under a new token.
-        let job = f.store.ingest_runtime_progress(&n, id, &report, &runtime, Duration::from_secs(60)).await.unwrap();
+        // The runtime comes back and starts again: it claims the job anew.
+        let job = f.store.ingest_runtime_progress(&n, id, &start, &runtime, Duration::from_secs(60)).await.unwrap();
         assert_eq!(job.status, JobStatus::Running);
         // After a cancel request, silence ends the job cancelled.
         f.store.job_command(&n, f.ws, id, &JobCommand::RequestCancel).await.unwrap();
@@ -350,6 +433,46 @@ gepard_store::conformance_tests! {
         let_short_leases_expire().await;
         assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [id]);
         assert_eq!(f.store.job_by_id(id).await.unwrap().unwrap().status, JobStatus::Cancelled);
+    }
+
+    async fn a_runtime_report_after_the_time_limit_ends_the_run_failed_keeping_its_result(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let mut job = f.new_job("slow outside");
+        job.spec.config["max_runtime_sec"] = json!(0);
+        let Created::New(job) = f.store.create_job(job, None).await.unwrap() else { panic!("new") };
+        let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let lease = Duration::from_secs(60);
+        f.store.ingest_runtime_progress(&n, job.id, &event(json!({"event_type": "optimization_start"})), &runtime, lease).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let late = event(json!({"event_type": "valset_evaluated",
+            "summary": {"best_score": 0.6, "best_candidate": {"instructions": "good enough"}}}));
+        let ended = f.store.ingest_runtime_progress(&n, job.id, &late, &runtime, lease).await.unwrap();
+        assert_eq!(ended.status, JobStatus::Failed);
+        assert_eq!(ended.error.as_deref(), Some("exceeded max_runtime_sec of 0 s"));
+        assert_eq!(ended.summary.best_score, Some(0.6), "the report's result is kept");
+        let logs = f.store.job_logs(job.id, 0, 100).await.unwrap();
+        assert!(logs.last().unwrap().entry.message.contains("valset_evaluated report came after the limit"));
+    }
+
+    async fn a_worker_taking_over_an_attempt_with_no_checkpoint_starts_it_over(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("crashed early").await;
+        let first = f.store.claim_next(&n, "dead", SHORT).await.unwrap().unwrap();
+        let seed = event(json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.2, "best_candidate": {"instructions": "seed"}},
+            "metrics": {"val_score": [{"value": 0.2, "step": 0}]}}));
+        f.store.ingest_progress(&n, id, &seed, Some(first.lease_token)).await.unwrap();
+        let_short_leases_expire().await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [id]);
+        // It died before its first checkpoint: the next worker runs the seed again, and the
+        // series must hold that run's points only.
+        let second = f.store.claim_next(&n, "alive", Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!(second.job.summary.best_score, None);
+        assert!(second.job.metrics.is_empty(), "{:?}", second.job.metrics);
+        f.store.ingest_progress(&n, id, &seed, Some(second.lease_token)).await.unwrap();
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.metrics["val_score"].len(), 1);
     }
 
     async fn runtimes_racing_for_one_queued_job_leave_exactly_one_holder(db) {
