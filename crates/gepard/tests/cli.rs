@@ -97,7 +97,50 @@ fn healthy(port: u16) -> bool {
     reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
 }
 
+/// The bootstrap admin key of the servers [`server_with_an_unrun_job`] starts.
+const ADMIN_KEY: &str = "ci-admin-key-0123456789abcdef";
+
+/// A server without workers (plus `serve_args`), with the example capability and dataset
+/// published and one job submitted that nothing runs: the server and the job's id.
+fn server_with_an_unrun_job(serve_args: &[&str]) -> (Server, String) {
+    let server = start_server_with(Some(ADMIN_KEY), &[&["--workers", "0"], serve_args].concat());
+    let examples = examples();
+    server.admin_cli(&[
+        "capability",
+        "push",
+        examples.join("capabilities/sentiment").to_str().unwrap(),
+    ]);
+    server.admin_cli(&[
+        "dataset",
+        "push",
+        examples.join("datasets/sentiment-train").to_str().unwrap(),
+    ]);
+    let job: serde_json::Value = serde_json::from_str(&server.admin_cli(&[
+        "--json",
+        "optimize",
+        "submit",
+        "--model",
+        "openai/m",
+        "--capability",
+        "sentiment@1.0.0",
+        "--dataset",
+        "sentiment-train@1.0.0",
+        "--max-metric-calls",
+        "500",
+    ]))
+    .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    (server, id)
+}
+
 impl Server {
+    /// The CLI with [`ADMIN_KEY`], which must succeed; its stdout.
+    fn admin_cli(&self, args: &[&str]) -> String {
+        let out = self.cli(&[&["--api-key", ADMIN_KEY], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
     fn cli(&self, args: &[&str]) -> Output {
         base_command(self.data_dir.path())
             .env("GEPARD_SERVER", &self.url)
@@ -453,39 +496,9 @@ fn sigterm(child: &mut Child) -> Option<std::process::ExitStatus> {
 #[test]
 fn sigterm_ends_open_event_streams_and_the_server_exits() {
     use std::io::{BufRead, BufReader, Write};
-    let key = "ci-admin-key-0123456789abcdef";
-    let mut server = start_server_with(Some(key), &["--workers", "0"]);
-    let cli = |args: &[&str]| {
-        let out = server.cli(&[&["--api-key", key], args].concat());
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
-    let examples = examples();
-    cli(&[
-        "capability",
-        "push",
-        examples.join("capabilities/sentiment").to_str().unwrap(),
-    ]);
-    cli(&[
-        "dataset",
-        "push",
-        examples.join("datasets/sentiment-train").to_str().unwrap(),
-    ]);
-    let job: serde_json::Value = serde_json::from_str(&cli(&[
-        "--json",
-        "optimize",
-        "submit",
-        "--model",
-        "openai/m",
-        "--capability",
-        "sentiment@1.0.0",
-        "--dataset",
-        "sentiment-train@1.0.0",
-        "--max-metric-calls",
-        "500",
-    ]))
-    .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let key = ADMIN_KEY;
+    let (mut server, id) = server_with_an_unrun_job(&[]);
+    let id = id.as_str();
 
     // Nobody runs the job (no workers): its stream stays open until something ends it.
     let address = server.url.trim_start_matches("http://").to_owned();
@@ -647,37 +660,8 @@ fn post_json(
 /// claimed it, and with `--workers 0` nothing reaped leases at all.
 #[test]
 fn a_job_whose_outside_runtime_falls_silent_is_queued_again_after_its_lease() {
-    let key = "ci-admin-key-0123456789abcdef";
-    let server = start_server_with(Some(key), &["--workers", "0", "--runtime-lease-secs", "1"]);
-    let cli = |args: &[&str]| {
-        let out = server.cli(&[&["--api-key", key], args].concat());
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
-    let examples = examples();
-    cli(&[
-        "capability",
-        "push",
-        examples.join("capabilities/sentiment").to_str().unwrap(),
-    ]);
-    cli(&[
-        "dataset",
-        "push",
-        examples.join("datasets/sentiment-train").to_str().unwrap(),
-    ]);
-    let job: serde_json::Value = serde_json::from_str(&cli(&[
-        "--json",
-        "optimize",
-        "submit",
-        "--model",
-        "openai/m",
-        "--capability",
-        "sentiment@1.0.0",
-        "--dataset",
-        "sentiment-train@1.0.0",
-    ]))
-    .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let (server, id) = server_with_an_unrun_job(&["--runtime-lease-secs", "1"]);
+    let cli = |args: &[&str]| server.admin_cli(args);
     let runner: serde_json::Value = serde_json::from_str(&cli(&[
         "--json",
         "keys",
