@@ -99,6 +99,8 @@ impl Store {
         };
         let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let over = self.starts_over(&mut tx, id, resume).await?;
+        // Taken before the claim's own log line is stamped, which follows this one.
+        let now = gepard_core::time::now();
         let written = self
             .job_command_in(&mut tx, id, &JobCommand::Claim, None, |w| {
                 w.lease_owner = Some(owner.to_owned());
@@ -108,12 +110,16 @@ impl Store {
                     w.artifacts = Some(serde_json::json!({}));
                     w.usage = Some(JobUsage::default());
                     w.error = Some(None);
+                    let why = match resume {
+                        Resume::FromCheckpoint => "the earlier runner left no checkpoint to resume from",
+                        Resume::Never => "an outside runtime runs it from the beginning",
+                    };
                     w.logs.push(LogEntry {
-                        timestamp: gepard_core::time::now(),
+                        timestamp: now,
                         level: LogLevel::Warning,
-                        message: "this attempt starts over: the earlier runner left no checkpoint \
-                                  this runner can resume from, so its results are cleared"
-                            .to_owned(),
+                        message: format!(
+                            "this attempt starts over ({why}), so the earlier runner's results are cleared"
+                        ),
                         data: serde_json::json!({"source": "gepard"}),
                     });
                 }

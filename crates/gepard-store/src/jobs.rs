@@ -80,8 +80,8 @@ pub struct JobFilter {
 }
 
 /// A compare-and-set update of a job: applied only if the job is still in `expected_status`
-/// at `expected_attempt` (and, for workers, still holds `expected_lease_token`), so two
-/// writers can never both win.
+/// at `expected_attempt` with the cancel request as seen (and, for workers, still holds
+/// `expected_lease_token`), so two writers can never both win.
 #[derive(Debug, Clone)]
 pub struct JobWrite {
     /// Status the writer saw.
@@ -90,6 +90,9 @@ pub struct JobWrite {
     pub expected_attempt: i64,
     /// Fencing token a worker holds; `None` for API writes.
     pub expected_lease_token: Option<i64>,
+    /// Whether the writer saw a cancel request. A decision taken without one (an outside
+    /// runtime's end, which a cancel request turns into `cancelled`) must not land after one.
+    pub expected_cancel_requested: bool,
     /// New status.
     pub status: JobStatus,
     /// New attempt number.
@@ -131,6 +134,7 @@ impl JobWrite {
             expected_status: job.status,
             expected_attempt: job.attempt,
             expected_lease_token: None,
+            expected_cancel_requested: job.cancel_requested_at.is_some(),
             status: job.status,
             attempt: job.attempt,
             started_at: None,
@@ -635,7 +639,7 @@ pub(crate) async fn write_job_in(
     // Locked on PostgreSQL so the check below and the update are one step: without it two
     // writers at READ COMMITTED both see the old status and both "win".
     let Some(cur) = sqlx::query(&format!(
-        "SELECT status, attempt, log_seq, lease_token, workspace_id FROM jobs WHERE id = $1{}",
+        "SELECT status, attempt, log_seq, lease_token, workspace_id, cancel_requested_at FROM jobs WHERE id = $1{}",
         backend.for_update()
     ))
     .bind(&id)
@@ -649,6 +653,7 @@ pub(crate) async fn write_job_in(
         .is_some_and(|t| t != int(&cur, "lease_token").unwrap_or(-1));
     if status(&cur, "status")? != w.expected_status
         || int(&cur, "attempt")? != w.expected_attempt
+        || opt_text(&cur, "cancel_requested_at")?.is_some() != w.expected_cancel_requested
         || fenced
     {
         return Ok(None);

@@ -357,7 +357,12 @@ impl Store {
                     detail,
                 })
             };
-            if let Some(sent) = event.attempt.filter(|a| *a != job.attempt) {
+            // A finished job refuses every report as finished (in `ingest`), whatever attempt
+            // it names.
+            if let Some(sent) = event
+                .attempt
+                .filter(|a| *a != job.attempt && !job.status.is_terminal())
+            {
                 return Err(refuse(format!(
                     "this report is about attempt {sent}, but job {job_id} is on attempt {}; \
                      a runtime reports only on the attempt it started",
@@ -392,8 +397,9 @@ impl Store {
                              using the same key?)"
                         )));
                     }
-                    // The report that starts the run is never past its limit.
-                    if let Some(limit) = past_runtime_limit(&job).filter(|_| !claimed) {
+                    // The attempt's clock runs from its first start, so a restart of a job
+                    // whose time is used up ends it at once.
+                    if let Some(limit) = past_runtime_limit(&job) {
                         report = std::borrow::Cow::Owned(ended_by_runtime_limit(event, limit));
                     }
                     Some(token)

@@ -439,20 +439,60 @@ gepard_store::conformance_tests! {
         let f = fixture(db.store().await).await;
         let n = LocalNotifier::default();
         let mut job = f.new_job("slow outside");
-        job.spec.config["max_runtime_sec"] = json!(0);
+        job.spec.config["max_runtime_sec"] = json!(1);
         let Created::New(job) = f.store.create_job(job, None).await.unwrap() else { panic!("new") };
         let runtime = gepard_store::runtime_owner(Uuid::new_v4());
         let lease = Duration::from_secs(60);
-        f.store.ingest_runtime_progress(&n, job.id, &event(json!({"event_type": "optimization_start"})), &runtime, lease).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let start = event(json!({"event_type": "optimization_start"}));
+        assert_eq!(f.store.ingest_runtime_progress(&n, job.id, &start, &runtime, lease).await.unwrap().status, JobStatus::Running);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let late = event(json!({"event_type": "valset_evaluated",
             "summary": {"best_score": 0.6, "best_candidate": {"instructions": "good enough"}}}));
         let ended = f.store.ingest_runtime_progress(&n, job.id, &late, &runtime, lease).await.unwrap();
         assert_eq!(ended.status, JobStatus::Failed);
-        assert_eq!(ended.error.as_deref(), Some("exceeded max_runtime_sec of 0 s"));
+        assert_eq!(ended.error.as_deref(), Some("exceeded max_runtime_sec of 1 s"));
         assert_eq!(ended.summary.best_score, Some(0.6), "the report's result is kept");
         let logs = f.store.job_logs(job.id, 0, 100).await.unwrap();
         assert!(logs.last().unwrap().entry.message.contains("valset_evaluated report came after the limit"));
+
+        // The clock runs from the attempt's first start: a job re-queued after its time was
+        // used up fails at its restart.
+        let mut job = f.new_job("restarted late");
+        job.spec.config["max_runtime_sec"] = json!(1);
+        let Created::New(job) = f.store.create_job(job, None).await.unwrap() else { panic!("new") };
+        f.store.ingest_runtime_progress(&n, job.id, &start, &runtime, SHORT).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), [job.id]);
+        let other = gepard_store::runtime_owner(Uuid::new_v4());
+        let restarted = f.store.ingest_runtime_progress(&n, job.id, &start, &other, lease).await.unwrap();
+        assert_eq!(restarted.status, JobStatus::Failed);
+        assert_eq!(restarted.error.as_deref(), Some("exceeded max_runtime_sec of 1 s"));
+    }
+
+    async fn a_runtime_end_racing_a_cancel_request_never_ends_the_job_completed_once_the_cancel_landed(db) {
+        let f = fixture(db.store().await).await;
+        let other = db.store().await;
+        let lease = Duration::from_secs(60);
+        for round in 0..12 {
+            let id = f.submit(&format!("race {round}")).await;
+            let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+            let n = LocalNotifier::default();
+            f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "optimization_start"})), &runtime, lease).await.unwrap();
+            let (store, ws) = (other.clone(), f.ws);
+            let cancel = tokio::spawn(async move {
+                store.job_command(&LocalNotifier::default(), ws, id, &JobCommand::RequestCancel).await
+            });
+            let end = f.store.ingest_runtime_progress(&n, id, &event(json!({"event_type": "optimization_end"})), &runtime, lease).await;
+            let cancel = cancel.await.unwrap();
+            let job = f.store.job_by_id(id).await.unwrap().unwrap();
+            // Either the end came first (completed; the cancel then finds a finished job), or
+            // the cancel did and the end says the runtime stopped (cancelled).
+            match job.status {
+                JobStatus::Completed => assert!(cancel.is_err() && job.cancel_requested_at.is_none(), "round {round}: {cancel:?}"),
+                JobStatus::Cancelled => assert!(cancel.is_ok() && end.is_ok(), "round {round}"),
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
     }
 
     async fn a_worker_taking_over_an_attempt_with_no_checkpoint_starts_it_over(db) {

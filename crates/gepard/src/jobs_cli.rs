@@ -152,8 +152,9 @@ pub enum JobCommand {
         /// Job id.
         id: String,
     },
-    /// Promote a completed job's best candidate into a new capability version: shows the
-    /// source, target, scores and instructions diff, then asks (unless --yes).
+    /// Promote a job's best candidate into a new capability version (a completed or cancelled
+    /// job, or one its max_runtime_sec stopped): shows the source, target, scores and
+    /// instructions diff, then asks (unless --yes).
     Promote {
         /// Job id.
         id: String,

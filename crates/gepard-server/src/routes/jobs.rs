@@ -1140,11 +1140,13 @@ pub async fn job_candidates(
 }
 
 /// `POST …/{id}/progress`: a runtime reports progress (needs a `runner` key). The key is the
-/// runtime's identity: its first report on a queued job claims the job (`running`, under a
-/// lease each report renews), and from then on only that key may report for it. A job a
-/// worker of this deployment runs, or another key claimed, is a 409, so a runner key cannot
-/// forge another run's result. A runtime that falls silent loses the job when its lease
-/// expires: it is queued again, or ends `cancelled` if a cancel was requested.
+/// runtime's identity: its `optimization_start` on a queued job claims the job (`running`,
+/// under a lease each report renews), and from then on only that key may report for it. 409:
+/// a job a worker of this deployment runs or another key claimed (so a runner key cannot
+/// forge another run's result), another event on a queued job, a second start, a report
+/// about another `attempt`, a finished job. A runtime that falls silent loses the job when its
+/// lease expires: it is queued again, or ends `cancelled` if a cancel was requested. After a
+/// cancel request, the runtime's `optimization_end` or `optimization_error` ends it `cancelled`.
 #[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/progress", tag = "jobs",
     params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
     request_body = ProgressEvent,
