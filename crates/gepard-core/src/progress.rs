@@ -234,6 +234,17 @@ pub struct ProgressEvent {
     /// refused (409), so a runtime that lost the job cannot write into a later run.
     #[serde(default)]
     pub attempt: Option<i64>,
+    /// A candidate evaluated on the validation set, for the job's candidate table (`GET
+    /// …/candidates`: lineage and frontier): `{index, instructions, parents?, val_score?,
+    /// val_subscores?, iteration?, discovered_at_metric_calls?}`. gepard's extension for
+    /// outside runtimes; gepard's own runner records its candidates itself.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub candidate: Option<Value>,
+    /// The attempt's usage so far, as totals that replace the job's `usage`. gepard's
+    /// extension for outside runtimes, like `candidate`.
+    #[serde(default)]
+    pub usage: Option<crate::model::JobUsage>,
 }
 
 /// Reads `null` as the type's default, because clients send every optional field, often as
@@ -260,6 +271,8 @@ impl ProgressEvent {
             artifacts: None,
             error: None,
             attempt: None,
+            candidate: None,
+            usage: None,
         }
     }
 
@@ -298,6 +311,27 @@ impl ProgressEvent {
         }
         if matches!(self.attempt, Some(a) if a < 1) {
             fail(&["attempt"], "attempt must be 1 or more".to_owned());
+        }
+        if let Some(usage) = &self.usage {
+            for (field, n) in [
+                ("metric_calls", usage.metric_calls),
+                ("model_calls", usage.model_calls),
+                ("input_tokens", usage.input_tokens),
+                ("output_tokens", usage.output_tokens),
+            ] {
+                if n < 0 {
+                    fail(
+                        &["usage", field],
+                        format!("usage.{field} must not be negative"),
+                    );
+                }
+            }
+        }
+        if let Some(candidate) = &self.candidate {
+            for (field, msg) in candidate_problems(candidate) {
+                let loc: Vec<&str> = std::iter::once("candidate").chain(field).collect();
+                fail(&loc, msg);
+            }
         }
 
         for (name, points) in &self.metrics {
@@ -380,6 +414,70 @@ fn is_known_metric(name: &str) -> bool {
 /// For a summary patch entry, what its value should have been, or `None` when it is fine.
 /// `null` is always fine (it means "no change"); unknown keys take anything (they go to
 /// `metadata`).
+/// What is wrong with a reported candidate: the field (none for the whole value) and why.
+fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> {
+    let Some(c) = candidate.as_object() else {
+        return vec![(None, "candidate must be an object".to_owned())];
+    };
+    let finite = |v: &Value| v.as_f64().is_some_and(f64::is_finite);
+    let count = |v: &Value| v.as_i64().is_some_and(|n| n >= 0);
+    let mut problems = Vec::new();
+    let mut check = |field: &'static str, required: bool, ok: bool, what: &str| match c.get(field) {
+        None | Some(Value::Null) if required => {
+            problems.push((
+                Some(field),
+                format!("candidate.{field} is required ({what})"),
+            ));
+        }
+        None | Some(Value::Null) => {}
+        Some(_) if ok => {}
+        Some(_) => problems.push((Some(field), format!("candidate.{field} must be {what}"))),
+    };
+    check(
+        "index",
+        true,
+        c.get("index").is_some_and(count),
+        "a non-negative integer",
+    );
+    check(
+        "instructions",
+        true,
+        c.get("instructions").is_some_and(Value::is_string),
+        "a string",
+    );
+    check(
+        "val_score",
+        false,
+        c.get("val_score").is_some_and(finite),
+        "a finite number",
+    );
+    check(
+        "val_subscores",
+        false,
+        c.get("val_subscores")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().all(finite)),
+        "an array of finite numbers",
+    );
+    check(
+        "parents",
+        false,
+        c.get("parents")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().all(count)),
+        "an array of candidate indexes",
+    );
+    for field in ["iteration", "discovered_at_metric_calls"] {
+        check(
+            field,
+            false,
+            c.get(field).is_some_and(count),
+            "a non-negative integer",
+        );
+    }
+    problems
+}
+
 fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
     if value.is_null() {
         return None;
@@ -1098,6 +1196,32 @@ mod tests {
     }
 
     #[test]
+    fn a_reported_candidate_and_usage_are_checked_field_by_field() {
+        let e = event(json!({"event_type": "valset_evaluated",
+            "candidate": {"index": 1, "parents": [0], "instructions": "Be brief.", "val_score": 0.5,
+                          "val_subscores": [1.0, 0.0], "iteration": 1, "discovered_at_metric_calls": 66},
+            "usage": {"metric_calls": 66, "model_calls": 70, "input_tokens": 1000, "output_tokens": 50}}));
+        assert!(e.validate().is_ok(), "{:?}", e.validate());
+        let e = event(json!({"event_type": "valset_evaluated",
+            "candidate": {"index": -1, "parents": ["a"], "val_score": "high", "val_subscores": [1.0, null]},
+            "usage": {"metric_calls": -1, "model_calls": 0, "input_tokens": 0, "output_tokens": 0}}));
+        let locs: Vec<_> = invalid(&e).iter().map(|e| e.loc.join(".")).collect();
+        assert_eq!(
+            locs,
+            [
+                "body.usage.metric_calls",
+                "body.candidate.index",
+                "body.candidate.instructions",
+                "body.candidate.val_score",
+                "body.candidate.val_subscores",
+                "body.candidate.parents",
+            ]
+        );
+        let e = event(json!({"event_type": "valset_evaluated", "candidate": [1]}));
+        assert_eq!(invalid(&e)[0].loc, ["body", "candidate"]);
+    }
+
+    #[test]
     fn oversized_messages_bad_data_and_negative_iterations_are_refused() {
         let mut e = ProgressEvent::new(ProgressEventType::IterationStart);
         e.message = Some("x".repeat(MAX_MESSAGE_BYTES + 1));
@@ -1205,6 +1329,8 @@ mod tests {
                         artifacts,
                         error,
                         attempt: None,
+                        candidate: None,
+                        usage: None,
                     }
                 },
             )

@@ -976,6 +976,42 @@ on_both_databases! {
         assert!(started["data"]["runner"].as_str().unwrap().starts_with("runtime-key:"), "{logs}");
     }
 
+    async fn an_outside_runtime_fills_the_candidate_table_and_the_usage_of_its_run(app) {
+        let runtime = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        progress(&app, &runtime, &id, json!({"event_type": "optimization_start"})).await;
+        for (index, parents, text, score, subscores, used) in [
+            (0, json!([]), "Classify.", 0.25, json!([0.0, 0.5]), 2),
+            (1, json!([0]), "Classify. Answer in one word.", 0.75, json!([1.0, 0.5]), 10),
+        ] {
+            let r = progress(&app, &runtime, &id, json!({"event_type": "valset_evaluated", "iteration": index,
+                "summary": {"best_score": score, "best_candidate": {"instructions": text}},
+                "candidate": {"index": index, "parents": parents, "instructions": text, "val_score": score,
+                              "val_subscores": subscores, "iteration": index, "discovered_at_metric_calls": used},
+                "usage": {"metric_calls": used, "model_calls": used + 1, "input_tokens": 100 * used, "output_tokens": used}})).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+        // A malformed candidate is a 422 naming the field, and records nothing.
+        let r = progress(&app, &runtime, &id, json!({"event_type": "valset_evaluated",
+            "candidate": {"index": 2, "instructions": 7}})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["loc"], json!(["body", "candidate", "instructions"]));
+        let end = progress(&app, &runtime, &id, json!({"event_type": "optimization_end",
+            "usage": {"metric_calls": 12, "model_calls": 14, "input_tokens": 1300, "output_tokens": 13}})).await;
+        assert_eq!(end.body["status"], "completed", "{}", end.body);
+        assert_eq!(end.body["usage"], json!({"metric_calls": 12, "model_calls": 14, "input_tokens": 1300, "output_tokens": 13}));
+        let c = app.get(&format!("{JOBS}/{id}/candidates")).await.body;
+        let items = c["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{c}");
+        assert_eq!(items[1]["parents"], json!([0]));
+        assert_eq!(items[1]["best"], true);
+        assert_eq!(
+            items.iter().map(|i| i["on_frontier"].as_bool().unwrap()).collect::<Vec<_>>(),
+            [true, true],
+            "both tie for the best on the second example"
+        );
+    }
+
     async fn progress_needs_a_runner_key_and_a_well_formed_event(app) {
         let id = submit(&app, body()).await["id"]
             .as_str()

@@ -402,6 +402,13 @@ impl Store {
                     if let Some(limit) = past_runtime_limit(&job) {
                         report = std::borrow::Cow::Owned(ended_by_runtime_limit(event, limit));
                     }
+                    // Before the event: a terminal one ends the run, and only a running
+                    // attempt takes candidates and usage.
+                    if job.status == JobStatus::Running
+                        && !self.record_extras(&job, token, event).await?
+                    {
+                        continue; // lost the job meanwhile: look again
+                    }
                     Some(token)
                 }
                 // Held by someone else, or not running: `ingest` refuses with the reason.
@@ -418,6 +425,32 @@ impl Store {
             }
         }
         Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+    }
+
+    /// Records an outside runtime's `candidate` and `usage` for the attempt it holds with
+    /// `token`; `false` when it no longer holds it.
+    async fn record_extras(
+        &self,
+        job: &Job,
+        token: i64,
+        event: &ProgressEvent,
+    ) -> Result<bool, StoreError> {
+        if let Some(candidate) = &event.candidate {
+            let index = candidate
+                .get("index")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or_default();
+            if !self
+                .save_candidate(job.id, job.attempt, token, index, candidate)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        match &event.usage {
+            Some(usage) => self.set_usage(job.id, token, usage).await,
+            None => Ok(true),
+        }
     }
 
     /// [`Store::ingest_progress`]; `renew` is for outside runtimes: their events are

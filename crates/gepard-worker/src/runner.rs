@@ -30,8 +30,8 @@ use crate::spec::RunSpec;
 pub enum Line {
     /// A progress event, applied like `POST …/progress`.
     Progress {
-        /// The event.
-        event: ProgressEvent,
+        /// The event (boxed: it is many times the size of the other lines).
+        event: Box<ProgressEvent>,
     },
     /// The engine state after an iteration.
     Checkpoint {
@@ -76,7 +76,9 @@ impl Out {
     }
 
     fn event(&self, event: ProgressEvent) {
-        self.line(&Line::Progress { event });
+        self.line(&Line::Progress {
+            event: Box::new(event),
+        });
     }
 }
 
