@@ -651,6 +651,13 @@ on_both_databases! {
         assert_eq!(page.body["total"], 5);
         assert_eq!(page.body["items"][0]["id"], ids[4], "newest first");
         assert_eq!(page.body["items"][1]["id"], ids[3]);
+        // gepard's extra: oldest first, as a runtime takes queued jobs.
+        let oldest = app.get(&format!("{JOBS}?status=queued&order=oldest&page_size=1")).await;
+        assert_eq!(oldest.body["items"][0]["id"], ids[1], "{}", oldest.body);
+        assert_eq!(oldest.body["total"], 4);
+        let bad = app.get(&format!("{JOBS}?order=random")).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(bad.body["errors"][0]["loc"], json!(["query", "order"]));
         let cancelled = app.get(&format!("{JOBS}?status=cancelled")).await;
         assert_eq!(cancelled.body["total"], 1);
         assert_eq!(cancelled.body["items"][0]["id"], ids[0]);

@@ -77,6 +77,8 @@ pub struct JobFilter {
     /// Only jobs whose id, name, model, capability (`name@version`) or tags contain this text,
     /// ignoring case.
     pub search: Option<String>,
+    /// Oldest first instead of newest first (a runtime taking queued jobs in order).
+    pub oldest_first: bool,
 }
 
 /// A compare-and-set update of a job: applied only if the job is still in `expected_status`
@@ -536,9 +538,10 @@ impl Store {
         let total = count.fetch_one(&self.pool).await?;
         let n = binds.len();
         let sql = format!(
-            "{JOB_SELECT} WHERE {filter_sql} ORDER BY j.created_at DESC, j.id DESC LIMIT ${} OFFSET ${}",
+            "{JOB_SELECT} WHERE {filter_sql} ORDER BY j.created_at {order}, j.id {order} LIMIT ${} OFFSET ${}",
             n + 1,
-            n + 2
+            n + 2,
+            order = if filter.oldest_first { "ASC" } else { "DESC" },
         );
         let mut q = sqlx::query(&sql);
         for b in &binds {

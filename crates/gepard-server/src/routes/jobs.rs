@@ -901,9 +901,12 @@ pub struct JobListQuery {
     /// gepard's extra: only jobs whose id, name, model, capability (`name@version`) or tags
     /// contain this text, ignoring case.
     pub search: Option<String>,
+    /// gepard's extra: `newest` (default) or `oldest` first; an outside runtime takes queued
+    /// jobs in order with `?status=queued&order=oldest`.
+    pub order: Option<String>,
 }
 
-/// `GET …/optimization/jobs`: newest first.
+/// `GET …/optimization/jobs`: newest first (`?order=oldest` for the other way).
 #[utoipa::path(get, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs", tag = "jobs",
     params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), JobListQuery),
     responses((status = 200, body = Page<Job>), (status = 422, body = ErrorBody)))]
@@ -936,12 +939,23 @@ pub async fn list_jobs(
                 .id,
         ),
     };
+    let oldest_first = match nonempty(q.order).as_deref() {
+        None | Some("newest") => false,
+        Some("oldest") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                &["query", "order"],
+                format!("unknown order `{other}`: expected `newest` or `oldest`"),
+            ))
+        }
+    };
     let filter = JobFilter {
         status,
         backend: nonempty(q.backend),
         target_kind: nonempty(q.target_kind),
         project_id,
         search: nonempty(q.search.map(|s| s.trim().to_owned())),
+        oldest_first,
     };
     Ok(Json(state.store.list_jobs(ws.id, &filter, page).await?))
 }
