@@ -982,15 +982,29 @@ fn structured_from_text(cell: &str) -> Value {
 /// The decoder runs on bytes a client sent, so a panic in it is caught and reported as an
 /// unreadable file rather than taking the request (or a local run) down with it.
 fn parse_parquet(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_parquet(file))).unwrap_or_else(
-        |_| {
-            Err(BundleError::invalid(
-                &file.path,
-                None,
-                "is not a readable Parquet file: its data is malformed",
-            ))
-        },
-    )
+    DECODING_UNTRUSTED.with(|d| d.set(true));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_parquet(file)));
+    DECODING_UNTRUSTED.with(|d| d.set(false));
+    decoded.unwrap_or_else(|_| {
+        Err(BundleError::invalid(
+            &file.path,
+            None,
+            "is not a readable Parquet file: its data is malformed",
+        ))
+    })
+}
+
+thread_local! {
+    /// Set while this thread runs a decoder of client bytes under `catch_unwind`.
+    static DECODING_UNTRUSTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread comes from decoding a client's malformed file (a Parquet
+/// decoder's panic, caught and reported as an unreadable file) rather than from a bug. A
+/// process's panic hook uses it so that such a panic does not print a crash report (the hook
+/// runs before `catch_unwind` returns, on the panicking thread).
+pub fn panic_is_expected_here() -> bool {
+    DECODING_UNTRUSTED.with(std::cell::Cell::get)
 }
 
 fn decode_parquet(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> {

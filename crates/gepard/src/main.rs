@@ -67,8 +67,23 @@ enum OptimizeCommand {
     Job(jobs_cli::JobCommand),
 }
 
+/// Keeps the default panic report for bugs, but not for a decoder's panic on a client's
+/// malformed file: that one is caught and answered as an invalid file (a 422, or exit 2), and
+/// a crash report for it on the server's stderr, outside the structured log, misleads.
+fn quiet_expected_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if gepard_agent::bundle::panic_is_expected_here() {
+            tracing::debug!(%info, "a decoder panicked on a malformed file; it is reported as unreadable");
+        } else {
+            report(info);
+        }
+    }));
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_expected_panics();
     let cli = Cli::parse();
     let g = &cli.global;
     // Client commands are filters a user pipes into `head` or `grep -q`: when the reader goes

@@ -470,6 +470,36 @@ fn a_missing_dataset_file_exits_2_naming_the_file() {
     assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
 }
 
+/// A byte flip that makes the Parquet decoder itself panic (some do; the reader catches it)
+/// gives the same clean exit 2 as any unreadable file, and no crash report on stderr.
+#[test]
+fn a_parquet_file_that_crashes_the_decoder_exits_2_without_a_crash_report() {
+    let inputs = Inputs::new();
+    write_parquet(&inputs.path("good.parquet"), GOALS);
+    let whole = std::fs::read(inputs.path("good.parquet")).unwrap();
+    // Only a caught decoder panic gives this message.
+    let panicking = (0..whole.len())
+        .map(|at| {
+            let mut bytes = whole.clone();
+            bytes[at] ^= 0xA5;
+            bytes
+        })
+        .find(|bytes| {
+            gepard_agent::bundle::rows_of_file("rows.parquet", bytes.clone())
+                .is_err_and(|e| e.to_string().contains("its data is malformed"))
+        })
+        .expect("some flipped byte makes the decoder panic");
+    std::fs::write(inputs.path("val.parquet"), panicking).unwrap();
+    let mut args = inputs.args(&[]);
+    let i = args.iter().position(|a| a == "--val-dataset").unwrap();
+    args[i + 1] = inputs.path("val.parquet").to_str().unwrap().to_owned();
+    let out = gepard(&args, "http://127.0.0.1:9/v1", "sk-test");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("its data is malformed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn a_malformed_row_exits_2_naming_the_file_and_line() {
     let inputs = Inputs::new();
