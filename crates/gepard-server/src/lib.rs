@@ -91,7 +91,7 @@ impl AppState {
         jobs::job_artifacts, jobs::job_attempts, jobs::job_candidates, jobs::job_progress, jobs::job_events,
         promotion::promotion_preview, promotion::promote_job, promotion::audit_log,
     ),
-    components(schemas(error::ErrorBody, error::FieldError)),
+    components(schemas(error::ErrorBody, error::FieldError, jobs::JobBrief)),
     modifiers(&SecurityAddon, &CommonResponses),
     security(("api_key" = []), ("bearer" = [])),
 )]

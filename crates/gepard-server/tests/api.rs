@@ -49,7 +49,7 @@ async fn the_committed_openapi_document_matches_the_code() {
                     ),
                     "query" => queries += 1,
                     "header" => assert!(
-                        ["Idempotency-Key", "Last-Event-ID"].contains(&name),
+                        ["Idempotency-Key", "Last-Event-ID", "Prefer"].contains(&name),
                         "{method} {route}: header `{name}`"
                     ),
                     other => panic!("{method} {route}: `{name}` is in {other}"),

@@ -1019,6 +1019,42 @@ on_both_databases! {
         );
     }
 
+    async fn a_runtime_preferring_a_minimal_answer_gets_the_jobs_brief_state_not_its_series(app) {
+        let runtime = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        let report = |prefer: Option<&'static str>, event: Value| {
+            let (app, runtime, id) = (&app, runtime.clone(), id.clone());
+            async move {
+                let mut req = Request::post(format!("{JOBS}/{id}/progress"))
+                    .header("x-api-key", runtime)
+                    .header("content-type", "application/json");
+                if let Some(p) = prefer {
+                    req = req.header("prefer", p);
+                }
+                let resp = app.router.clone().oneshot(req.body(Body::from(event.to_string())).unwrap()).await.unwrap();
+                let applied = resp.headers().get("preference-applied").map(|v| v.to_str().unwrap().to_owned());
+                let status = resp.status();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, applied, serde_json::from_slice::<Value>(&bytes).unwrap())
+            }
+        };
+        let (status, applied, brief) = report(Some("respond-async, RETURN=minimal"), json!({"event_type": "optimization_start",
+            "metrics": {"val_score": [{"value": 0.5, "step": 0}]}})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(applied.as_deref(), Some("return=minimal"));
+        assert_eq!(brief["status"], "running");
+        assert_eq!(brief["attempt"], 1);
+        assert!(brief["cancel_requested_at"].is_null());
+        assert!(brief.get("metrics").is_none(), "{brief}");
+        app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
+        let (_, _, brief) = report(Some("return=minimal"), json!({"event_type": "iteration_start"})).await;
+        assert!(brief["cancel_requested_at"].is_string(), "the cancel reaches the runtime: {brief}");
+        // Without the preference, the whole job, as before.
+        let (_, applied, whole) = report(None, json!({"event_type": "iteration_start"})).await;
+        assert_eq!(applied, None);
+        assert_eq!(whole["metrics"]["val_score"][0]["value"], 0.5);
+    }
+
     async fn progress_needs_a_runner_key_and_a_well_formed_event(app) {
         let id = submit(&app, body()).await["id"]
             .as_str()

@@ -1162,30 +1162,86 @@ pub async fn job_candidates(
 /// lease expires: it is queued again, or ends `cancelled` if a cancel was requested. After a
 /// cancel request, the runtime's `optimization_end` or `optimization_error` ends it `cancelled`.
 #[utoipa::path(post, path = "/api/v1/org/{org}/ws/{ws}/optimization/jobs/{id}/progress", tag = "jobs",
-    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id")),
+    params(("org" = String, Path, description = "organization key"), ("ws" = String, Path, description = "workspace key"), ("id" = String, Path, description = "job id"),
+           ("Prefer" = Option<String>, Header, description = "`return=minimal` (RFC 7240): answer with the job's brief state instead of the whole job")),
     request_body = ProgressEvent,
-    responses((status = 200, body = Job), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "the job, or with `Prefer: return=minimal` its brief state (`JobBrief`, and `Preference-Applied: return=minimal`)", body = Job),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn job_progress(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((org, ws, id)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
     event: Result<ApiJson<ProgressEvent>, ApiError>,
-) -> ApiResult<Json<Job>> {
+) -> ApiResult<Response> {
     // Access first (401, 404, 403), then the body's faults, as on every route.
     let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Runner).await?;
     let ApiJson(event) = event?;
-    Ok(Json(
-        state
-            .store
-            .ingest_runtime_progress(
-                state.notifier.as_ref(),
-                job.id,
-                &event,
-                &gepard_store::runtime_owner(caller.key.info.id),
-                state.runtime_lease,
-            )
-            .await?,
-    ))
+    let job = state
+        .store
+        .ingest_runtime_progress(
+            state.notifier.as_ref(),
+            job.id,
+            &event,
+            &gepard_store::runtime_owner(caller.key.info.id),
+            state.runtime_lease,
+        )
+        .await?;
+    if !prefers_minimal(&headers) {
+        return Ok(Json(job).into_response());
+    }
+    let mut answer = Json(JobBrief::of(&job)).into_response();
+    answer.headers_mut().insert(
+        "preference-applied",
+        axum::http::HeaderValue::from_static("return=minimal"),
+    );
+    Ok(answer)
+}
+
+/// Whether the request says `Prefer: return=minimal` (RFC 7240; several headers or
+/// comma-separated preferences allowed, names and values compared without case).
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| {
+            p.split(';')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+        })
+}
+
+/// What a runtime needs back from a report, whatever the size of the job's metric series (a
+/// whole job grows with every report, so a long run's answers would grow without bound).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobBrief {
+    /// Job id.
+    pub id: Uuid,
+    /// Status after the report.
+    pub status: JobStatus,
+    /// Current attempt.
+    pub attempt: i64,
+    /// When a cancel was requested: the runtime should stop and report its end.
+    pub cancel_requested_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Last change.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// The job's error, once it failed.
+    pub error: Option<String>,
+}
+
+impl JobBrief {
+    fn of(job: &Job) -> Self {
+        Self {
+            id: job.id,
+            status: job.status,
+            attempt: job.attempt,
+            cancel_requested_at: job.cancel_requested_at,
+            updated_at: job.updated_at,
+            error: job.error.clone(),
+        }
+    }
 }
 
 /// Interval of `heartbeat` events on idle streams.
