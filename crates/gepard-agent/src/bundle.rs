@@ -1007,13 +1007,27 @@ pub fn panic_is_expected_here() -> bool {
     DECODING_UNTRUSTED.with(std::cell::Cell::get)
 }
 
+/// The parquet crate's error, cut short: some of its messages quote the offending value whole
+/// (a broken string comes back as its every byte in decimal), and an answer must not grow
+/// with the client's file.
+fn parquet_reason(e: &parquet::errors::ParquetError) -> String {
+    const MAX_CHARS: usize = 200;
+    let text = e.to_string();
+    // "Error reading BYTE_ARRAY as String. Bytes: [87, 104, …]": the bytes say nothing.
+    let text = text.split(" Bytes: [").next().unwrap_or_default();
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 fn decode_parquet(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let unreadable = |e: parquet::errors::ParquetError| {
         BundleError::invalid(
             &file.path,
             None,
-            format!("is not a readable Parquet file: {e}"),
+            format!("is not a readable Parquet file: {}", parquet_reason(&e)),
         )
     };
     let reader =
@@ -1043,7 +1057,7 @@ fn decode_parquet(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleEr
         let row_err = |message: String| {
             BundleError::invalid(&file.path, None, format!("row {}: {message}", i + 1))
         };
-        let row = row.map_err(|e| row_err(format!("cannot be read: {e}")))?;
+        let row = row.map_err(|e| row_err(format!("cannot be read: {}", parquet_reason(&e))))?;
         let Value::Object(fields) = without_null_fields(row.to_json_value()) else {
             return Err(row_err("is not a record".into()));
         };

@@ -1047,7 +1047,7 @@ on_both_databases! {
         assert!(brief["cancel_requested_at"].is_null());
         assert!(brief.get("metrics").is_none(), "{brief}");
         app.post(&format!("{JOBS}/{id}/cancel"), json!({})).await;
-        let (_, _, brief) = report(Some("return=minimal"), json!({"event_type": "iteration_start"})).await;
+        let (_, _, brief) = report(Some("return = \"minimal\""), json!({"event_type": "iteration_start"})).await;
         assert!(brief["cancel_requested_at"].is_string(), "the cancel reaches the runtime: {brief}");
         // Without the preference, the whole job, as before.
         let (_, applied, whole) = report(None, json!({"event_type": "iteration_start"})).await;

@@ -1104,14 +1104,31 @@ pub async fn job_attempts(
 /// Body of `GET …/candidates`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CandidatesPage {
-    /// Candidates of the current attempt, by index, each with `on_frontier`.
+    /// Candidates of the current attempt, by index, each with `on_frontier` and `best` (exactly
+    /// one: the highest validation mean, the lower index on ties). A candidate index is
+    /// recorded once: a later report of the same index is ignored.
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<Value>,
 }
 
-/// Marks each candidate `on_frontier` when it ties for the best validation score on at least
-/// one example (the per-example Pareto fronts GEPA samples parents from).
-fn mark_frontier(items: &mut [Value]) {
+/// Marks each candidate `on_frontier` when it is on the job's frontier: it ties for the best
+/// validation score on at least one example (the per-example Pareto fronts GEPA samples
+/// parents from), or, by `frontier_type`, has the best validation mean.
+fn mark_frontier(items: &mut [Value], frontier_type: Option<&str>) {
+    // GEPA's frontier types, as the engine reads `config.frontier_type`: `objective` keeps the
+    // candidates with the best validation mean, `hybrid` adds them to the per-example fronts,
+    // and `instance` (the default) and `cartesian` (one objective) are the per-example fronts.
+    let (per_example, by_mean) = match frontier_type {
+        Some("objective") => (false, true),
+        Some("hybrid") => (true, true),
+        _ => (true, false),
+    };
+    let means: Vec<Option<f64>> = items.iter().map(|c| c["val_score"].as_f64()).collect();
+    let best_mean = means
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
     let scores: Vec<Vec<f64>> = items
         .iter()
         .map(|c| {
@@ -1130,9 +1147,10 @@ fn mark_frontier(items: &mut [Value]) {
                 .fold(f64::NEG_INFINITY, f64::max)
         })
         .collect();
-    for (item, s) in items.iter_mut().zip(&scores) {
-        let on = s.iter().zip(&best).any(|(v, b)| v >= b);
-        item["on_frontier"] = Value::Bool(on);
+    for ((item, s), mean) in items.iter_mut().zip(&scores).zip(&means) {
+        let on_an_example = per_example && s.iter().zip(&best).any(|(v, b)| v >= b);
+        let best_on_mean = by_mean && mean.is_some_and(|m| m >= best_mean);
+        item["on_frontier"] = Value::Bool(on_an_example || best_on_mean);
     }
 }
 
@@ -1149,7 +1167,10 @@ pub async fn job_candidates(
 ) -> ApiResult<Json<CandidatesPage>> {
     let (_, job) = load(&state, &caller, &org, &ws, &id, Scope::Read).await?;
     let mut items = state.store.candidates(job.id, job.attempt).await?;
-    mark_frontier(&mut items);
+    mark_frontier(
+        &mut items,
+        job.config.get("frontier_type").and_then(Value::as_str),
+    );
     Ok(Json(CandidatesPage { items }))
 }
 
@@ -1207,9 +1228,15 @@ fn prefers_minimal(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| {
-            p.split(';')
-                .next()
-                .is_some_and(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+            // `token [BWS "=" BWS word]`, the word maybe quoted; what follows `;` are its
+            // parameters.
+            let preference = p.split(';').next().unwrap_or_default();
+            let (name, value) = preference.split_once('=').unwrap_or((preference, ""));
+            name.trim().eq_ignore_ascii_case("return")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("minimal")
         })
 }
 
@@ -1302,7 +1329,7 @@ mod tests {
             serde_json::json!({"index": 1, "val_subscores": [1.0, 0.0, 0.0]}),
             serde_json::json!({"index": 2, "val_subscores": [0.5, 0.5, 0.0]}),
         ];
-        mark_frontier(&mut items);
+        mark_frontier(&mut items, Some("instance"));
         let on: Vec<bool> = items
             .iter()
             .map(|i| i["on_frontier"].as_bool().unwrap())
@@ -1311,11 +1338,39 @@ mod tests {
         items[2]["val_subscores"] = serde_json::json!([0.5, 0.5]);
         items[0]["val_subscores"] = serde_json::json!([0.0, 1.0]);
         items[1]["val_subscores"] = serde_json::json!([1.0, 0.0]);
-        mark_frontier(&mut items);
+        mark_frontier(&mut items, Some("instance"));
         let on: Vec<bool> = items
             .iter()
             .map(|i| i["on_frontier"].as_bool().unwrap())
             .collect();
         assert_eq!(on, [true, true, false]);
+    }
+
+    #[test]
+    fn the_frontier_follows_the_jobs_frontier_type() {
+        let items = || {
+            vec![
+                serde_json::json!({"index": 0, "val_score": 0.5, "val_subscores": [1.0, 0.0, 1.0, 0.0]}),
+                serde_json::json!({"index": 1, "val_score": 0.75, "val_subscores": [1.0, 1.0, 1.0, 0.0]}),
+                serde_json::json!({"index": 2, "val_score": 0.5, "val_subscores": [0.0, 0.0, 1.0, 1.0]}),
+                serde_json::json!({"index": 3, "val_score": 0.25, "val_subscores": [0.0, 0.0, 1.0, 0.0]}),
+            ]
+        };
+        let on = |frontier_type: Option<&str>| {
+            let mut items = items();
+            mark_frontier(&mut items, frontier_type);
+            items
+                .iter()
+                .map(|c| c["on_frontier"].as_bool().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            on(None),
+            [true, true, true, true],
+            "all tie on the third example"
+        );
+        assert_eq!(on(Some("cartesian")), on(None));
+        assert_eq!(on(Some("objective")), [false, true, false, false]);
+        assert_eq!(on(Some("hybrid")), on(None));
     }
 }
