@@ -23,6 +23,16 @@ pub fn runtime_limit_error(max_runtime_sec: u64) -> String {
     format!("{RUNTIME_LIMIT_ERROR}{max_runtime_sec} s")
 }
 
+/// A job's wall-clock limit in seconds: its `config.max_runtime_sec`, else the platform
+/// default. The worker stops its runner there, and an outside runtime's report past it ends
+/// the run; both read it here so they agree.
+pub fn max_runtime_sec(config: &serde_json::Value) -> u64 {
+    config
+        .get("max_runtime_sec")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(PLATFORM_DEFAULT_RUNTIME_SECONDS.unsigned_abs())
+}
+
 /// Whether a job's `error` says its run was stopped by `max_runtime_sec`.
 pub fn is_runtime_limit_error(error: &str) -> bool {
     error.starts_with(RUNTIME_LIMIT_ERROR)

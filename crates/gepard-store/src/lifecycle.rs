@@ -69,11 +69,7 @@ pub fn runtime_owner(key_id: Uuid) -> String {
 /// started. gepard's own workers stop their runner at the limit; an outside runtime's
 /// report is the first moment gepard can enforce it.
 fn past_runtime_limit(job: &Job) -> Option<u64> {
-    let limit = job
-        .config
-        .get("max_runtime_sec")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(gepard_core::model::PLATFORM_DEFAULT_RUNTIME_SECONDS.unsigned_abs());
+    let limit = gepard_core::model::max_runtime_sec(&job.config);
     let ran = gepard_core::time::now() - job.started_at?;
     (ran.num_milliseconds() > i64::try_from(limit.saturating_mul(1000)).unwrap_or(i64::MAX))
         .then_some(limit)

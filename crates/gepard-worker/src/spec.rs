@@ -185,11 +185,7 @@ pub async fn build(
         .and_then(|c| c.run_time)
         .unwrap_or(since_start);
     let resume = checkpoint.map(|c| c.data);
-    let max_runtime_sec = job
-        .config
-        .get("max_runtime_sec")
-        .and_then(Value::as_u64)
-        .unwrap_or(gepard_core::model::PLATFORM_DEFAULT_RUNTIME_SECONDS.unsigned_abs());
+    let max_runtime_sec = gepard_core::model::max_runtime_sec(&job.config);
     Ok(RunSpec {
         job_id: job.id,
         attempt: job.attempt,
