@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::{Job, JobUsage};
-use gepard_core::progress::{JobSummary, LogEntry, LogLevel};
+use gepard_core::progress::{LogEntry, LogLevel};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -44,6 +44,17 @@ pub(crate) enum Resume {
     FromCheckpoint,
     /// Start over whatever was saved: an outside runtime cannot read gepard's checkpoints.
     Never,
+}
+
+/// After metric points of a job were deleted: the points written next may take the deleted
+/// sequence numbers, so a new epoch tells every store that remembered the old series to read
+/// it afresh (see `series`).
+async fn new_metrics_epoch(tx: &mut WriteTx, job_id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE jobs SET metrics_epoch = metrics_epoch + 1 WHERE id = $1")
+        .bind(job_id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -106,10 +117,7 @@ impl Store {
                 w.lease_owner = Some(owner.to_owned());
                 w.lease_duration = chrono_duration(lease);
                 if over {
-                    w.summary = Some(JobSummary::default());
-                    w.artifacts = Some(serde_json::json!({}));
-                    w.usage = Some(JobUsage::default());
-                    w.error = Some(None);
+                    w.clear_results();
                     let why = match resume {
                         Resume::FromCheckpoint => "the earlier runner left no checkpoint to resume from",
                         Resume::Never => "an outside runtime runs it from the beginning",
@@ -186,11 +194,7 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
-        // Points written next may reuse the deleted sequence numbers (see `series`).
-        sqlx::query("UPDATE jobs SET metrics_epoch = metrics_epoch + 1 WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
+        new_metrics_epoch(tx, id).await?;
         Ok(true)
     }
 
@@ -361,12 +365,7 @@ impl Store {
         .bind(attempt)
         .execute(&mut *tx)
         .await?;
-        // The points written next may take the deleted sequence numbers: a new epoch tells
-        // every store that remembered the old series to read it afresh (see `series`).
-        sqlx::query("UPDATE jobs SET metrics_epoch = metrics_epoch + 1 WHERE id = $1")
-            .bind(job_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        new_metrics_epoch(&mut tx, job_id).await?;
         tx.commit().await?;
         Ok(true)
     }

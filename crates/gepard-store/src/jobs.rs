@@ -130,6 +130,15 @@ pub struct JobWrite {
 }
 
 impl JobWrite {
+    /// Clears what a run of the attempt found: summary, artifacts, error and usage (a retry,
+    /// and a claim that starts an attempt over).
+    pub(crate) fn clear_results(&mut self) {
+        self.summary = Some(JobSummary::default());
+        self.artifacts = Some(serde_json::json!({}));
+        self.error = Some(None);
+        self.usage = Some(JobUsage::default());
+    }
+
     /// A write that changes nothing yet, expecting the job as it is.
     pub fn expecting(job: &Job) -> Self {
         Self {

@@ -7,10 +7,8 @@
 use std::sync::Arc;
 
 use gepard_core::job::{decide, JobCommand, JobStatus, Transition, TransitionError};
-use gepard_core::model::{Job, JobUsage};
-use gepard_core::progress::{
-    self, JobSummary, LogEntry, LogLevel, ProgressEvent, ProgressEventType, Reporter,
-};
+use gepard_core::model::Job;
+use gepard_core::progress::{self, LogEntry, LogLevel, ProgressEvent, ProgressEventType, Reporter};
 use uuid::Uuid;
 
 use sqlx::AnyConnection;
@@ -112,10 +110,7 @@ fn write_for(job: &Job, t: &Transition, now: chrono::DateTime<chrono::Utc>) -> J
         w.archive_attempt = true;
     }
     if e.clear_evidence {
-        w.summary = Some(JobSummary::default());
-        w.artifacts = Some(serde_json::json!({}));
-        w.error = Some(None);
-        w.usage = Some(JobUsage::default());
+        w.clear_results();
         w.last_event_at = Some(None);
     }
     if e.clear_run_times {
