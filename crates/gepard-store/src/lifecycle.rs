@@ -307,6 +307,7 @@ impl Store {
         event: &ProgressEvent,
         lease_token: Option<i64>,
     ) -> Result<Job, LifecycleError> {
+        event.validate().map_err(LifecycleError::Invalid)?;
         self.ingest(notifier, job_id, event, lease_token, None)
             .await
     }
@@ -455,7 +456,8 @@ impl Store {
         lease_token: Option<i64>,
         renew: Option<chrono::Duration>,
     ) -> Result<Job, LifecycleError> {
-        event.validate().map_err(LifecycleError::Invalid)?;
+        // The callers validated `event` before reading anything (and `progress::apply` checks
+        // it again, as a pure function must).
         let reporter = match renew {
             Some(_) => Reporter::Runtime,
             None => Reporter::Runner,
