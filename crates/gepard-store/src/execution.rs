@@ -247,7 +247,10 @@ impl Store {
             let id = Uuid::parse_str(&text(&row, "id")?)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let token = int(&row, "lease_token")?;
-            // Fenced by the token seen expired: a renewal in between wins over the reaper.
+            // A renewal keeps the token, so the token does not protect a renewing worker here:
+            // the row lock does. From the select above to the commit no renewal can land
+            // (PostgreSQL re-checks the expiry of a row renewed before the lock was taken, and
+            // SQLite's write transaction excludes every other writer).
             match self
                 .job_command_in(&mut tx, id, &JobCommand::LeaseExpired, Some(token), |_| {})
                 .await

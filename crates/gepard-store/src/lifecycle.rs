@@ -264,7 +264,7 @@ impl Store {
                 None => {}
             }
         }
-        Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+        Err(too_fast(job_id))
     }
 
     /// [`Store::job_command_with`] inside the caller's write transaction, for callers that
@@ -416,7 +416,7 @@ impl Store {
                 other => return other,
             }
         }
-        Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+        Err(too_fast(job_id))
     }
 
     /// Records an outside runtime's `candidate` and `usage` for the attempt it holds with
@@ -456,79 +456,118 @@ impl Store {
         lease_token: Option<i64>,
         renew: Option<chrono::Duration>,
     ) -> Result<Job, LifecycleError> {
+        // The report patches the summary and artifacts as read, so the read and the write are
+        // one transaction holding the job's row: two reports read at once would otherwise
+        // both patch the same summary and the later write would drop the earlier's fields.
+        // Taking turns also means parallel reports never fail a compare-and-set and retry.
+        let mut tx = self.write_tx().await?;
+        let written = self
+            .ingest_in(&mut tx, job_id, event, lease_token, renew)
+            .await;
+        match written {
+            Ok((workspace_id, seq)) => {
+                tx.commit().await.map_err(StoreError::from)?;
+                let job = self
+                    .job(workspace_id, job_id)
+                    .await?
+                    .ok_or(LifecycleError::NotFound(job_id))?;
+                Ok(publish(self, notifier, seq, job).await?)
+            }
+            Err(e) => {
+                // At once, rather than when the dropped transaction is next touched: on SQLite
+                // the next writer waits for this one's lock.
+                tx.rollback().await.map_err(StoreError::from)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Store::ingest`]'s decision and write inside its transaction, which this locks the
+    /// job's row in: the job's workspace and its log sequence before the write.
+    async fn ingest_in(
+        &self,
+        conn: &mut AnyConnection,
+        job_id: Uuid,
+        event: &ProgressEvent,
+        lease_token: Option<i64>,
+        renew: Option<chrono::Duration>,
+    ) -> Result<(Uuid, i64), LifecycleError> {
         // The callers validated `event` before reading anything (and `progress::apply` checks
         // it again, as a pure function must).
         let reporter = match renew {
             Some(_) => Reporter::Runtime,
             None => Reporter::Runner,
         };
-        for _ in 0..MAX_RACES {
-            let job = self
-                .job_state_by_id(job_id)
-                .await?
-                .ok_or(LifecycleError::NotFound(job_id))?;
-            let now = gepard_core::time::now();
-            let outcome = progress::apply(
-                &state_of(&job),
-                &job.summary,
-                &job.artifacts,
-                event,
-                reporter,
-                now,
-            )
-            .map_err(|e| match e {
-                progress::ProgressError::Invalid(v) => LifecycleError::Invalid(v),
-                progress::ProgressError::Transition(t) => LifecycleError::Illegal(t),
-            })?;
-            let mut w = write_for(&job, &outcome.transition, now);
-            if let (Some(length), gepard_core::job::LeaseEffect::Renew) =
-                (renew, outcome.transition.effects.lease)
-            {
-                w.lease = gepard_core::job::LeaseEffect::Renew;
-                w.lease_duration = length;
-            }
-            w.expected_lease_token = match lease_token {
-                Some(token) => Some(token),
-                None => {
-                    let (owner, token) = self.lease_holder(job_id).await?;
-                    if let Some(worker) = owner {
-                        return Err(LifecycleError::HeldByWorker {
-                            job: job_id,
-                            worker,
-                        });
-                    }
-                    // Fenced by the token read with the owner: if a worker claims the job
-                    // before this write, the write fails and the next round refuses.
-                    Some(token)
-                }
-            };
-            w.summary = Some(outcome.summary);
-            if let Some(a) = outcome.artifacts {
-                w.artifacts = Some(a);
-            }
-            if outcome.transition.to.status.is_terminal() {
-                w.artifacts = Some(with_pinned_inputs(&job, w.artifacts.as_ref()));
-            }
-            if let Some(e) = outcome.error {
-                w.error = Some(Some(e));
-            }
-            w.last_event_at = Some(Some(now));
-            w.logs.push(outcome.log);
-            w.metrics = outcome.metrics;
-            let seq = self.log_seq(job_id).await?;
-            match self.write_job(job_id, &w).await? {
-                Some(job) => return Ok(publish(self, notifier, seq, job).await?),
-                None if lease_token.is_some() && self.lease_token(job_id).await? != lease_token => {
-                    return Err(LifecycleError::Fenced(job_id));
-                }
-                None => {}
-            }
+        let locked = sqlx::query(&format!(
+            "SELECT lease_owner, lease_token, log_seq FROM jobs WHERE id = $1{}",
+            self.backend.for_update()
+        ))
+        .bind(job_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(LifecycleError::NotFound(job_id))?;
+        let holder = crate::rows::opt_text(&locked, "lease_owner")?;
+        let current_token = crate::rows::int(&locked, "lease_token")?;
+        let seq = crate::rows::int(&locked, "log_seq")?;
+        let job = Store::job_state_in(conn, job_id)
+            .await?
+            .ok_or(LifecycleError::NotFound(job_id))?;
+        let now = gepard_core::time::now();
+        let outcome = progress::apply(
+            &state_of(&job),
+            &job.summary,
+            &job.artifacts,
+            event,
+            reporter,
+            now,
+        )
+        .map_err(|e| match e {
+            progress::ProgressError::Invalid(v) => LifecycleError::Invalid(v),
+            progress::ProgressError::Transition(t) => LifecycleError::Illegal(t),
+        })?;
+        let mut w = write_for(&job, &outcome.transition, now);
+        if let (Some(length), gepard_core::job::LeaseEffect::Renew) =
+            (renew, outcome.transition.effects.lease)
+        {
+            w.lease = gepard_core::job::LeaseEffect::Renew;
+            w.lease_duration = length;
         }
-        Err(StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into())
+        w.expected_lease_token = match (lease_token, holder) {
+            (Some(token), _) => Some(token),
+            (None, Some(worker)) => {
+                return Err(LifecycleError::HeldByWorker {
+                    job: job_id,
+                    worker,
+                })
+            }
+            (None, None) => Some(current_token),
+        };
+        w.summary = Some(outcome.summary);
+        if let Some(a) = outcome.artifacts {
+            w.artifacts = Some(a);
+        }
+        if outcome.transition.to.status.is_terminal() {
+            w.artifacts = Some(with_pinned_inputs(&job, w.artifacts.as_ref()));
+        }
+        if let Some(e) = outcome.error {
+            w.error = Some(Some(e));
+        }
+        w.last_event_at = Some(Some(now));
+        w.logs.push(outcome.log);
+        w.metrics = outcome.metrics;
+        match write_job_in(conn, self.backend, job_id, &w).await? {
+            Some(workspace_id) => Ok((workspace_id, seq)),
+            // Nothing else could write the locked row: only a stale token fails here.
+            None => Err(LifecycleError::Fenced(job_id)),
+        }
     }
 
     /// Appends informational log lines to a job without changing its state (e.g. what the
-    /// submission resolved), and publishes them.
+    /// submission resolved), and publishes them. They are written whatever the job has become
+    /// meanwhile: a worker can claim a new job, or a client cancel it, before its submission's
+    /// notes land, and those notes (a budget that covers only the seed, a setting stored but
+    /// not used) still explain the run.
     pub async fn note_job(
         &self,
         notifier: &dyn Notifier,
@@ -539,17 +578,20 @@ impl Store {
             return Ok(job.clone());
         }
         let now = gepard_core::time::now();
-        let mut w = JobWrite::expecting(job);
-        w.logs = notes.iter().map(|n| system_log(n.clone(), now)).collect();
-        let seq = self.log_seq(job.id).await?;
-        match self.write_job(job.id, &w).await? {
-            Some(job) => Ok(publish(self, notifier, seq, job).await?),
-            // Changed meanwhile (e.g. cancelled at once): the notes no longer matter.
-            None => Ok(self
-                .job_by_id(job.id)
+        let mut seen = job.clone();
+        for _ in 0..MAX_RACES {
+            let mut w = JobWrite::expecting(&seen);
+            w.logs = notes.iter().map(|n| system_log(n.clone(), now)).collect();
+            let seq = self.log_seq(job.id).await?;
+            if let Some(written) = self.write_job(job.id, &w).await? {
+                return Ok(publish(self, notifier, seq, written).await?);
+            }
+            seen = self
+                .job_state_by_id(job.id)
                 .await?
-                .ok_or(LifecycleError::NotFound(job.id))?),
+                .ok_or(LifecycleError::NotFound(job.id))?;
         }
+        Err(too_fast(job.id))
     }
 
     async fn log_seq(&self, job_id: Uuid) -> Result<i64, StoreError> {
@@ -582,6 +624,11 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// A write that lost its compare-and-set [`MAX_RACES`] times in a row.
+fn too_fast(job_id: Uuid) -> LifecycleError {
+    StoreError::Conflict(format!("job {job_id} is changing too fast; try again")).into()
 }
 
 /// The log line a control command leaves, so the job's log tells its whole story.

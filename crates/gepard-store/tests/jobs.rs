@@ -550,6 +550,52 @@ gepard_store::conformance_tests! {
         assert_eq!(lines, ["started", winners[0].as_str()], "one start, and only the winner's report");
     }
 
+    async fn a_submission_note_lands_even_when_a_worker_claimed_the_job_first(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let Created::New(created) = f.store.create_job(f.new_job("noted"), None).await.unwrap() else { panic!("new") };
+        // The server notes what the submission resolved after the insert committed, and a
+        // worker polling the queue can claim the job in between.
+        f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+        let note = "max_metric_calls 40 covers the seed evaluation only".to_owned();
+        let job = f.store.note_job(&n, &created, std::slice::from_ref(&note)).await.unwrap();
+        assert_eq!(job.status, JobStatus::Running, "the note changed nothing else");
+        let logs = f.store.job_logs(job.id, 0, 100).await.unwrap();
+        let lines: Vec<_> = logs.iter().map(|l| l.entry.message.as_str()).collect();
+        assert_eq!(lines, ["started", note.as_str()]);
+    }
+
+    async fn concurrent_reports_from_one_runtime_each_keep_their_summary_fields(db) {
+        let f = fixture(db.store().await).await;
+        let id = f.submit("parallel reports").await;
+        let other = db.store().await;
+        let runtime = gepard_store::runtime_owner(Uuid::new_v4());
+        let lease = Duration::from_secs(60);
+        let start = event(json!({"event_type": "optimization_start"}));
+        f.store.ingest_runtime_progress(&LocalNotifier::default(), id, &start, &runtime, lease).await.unwrap();
+        // Each report patches a field of its own; two that read the same summary must not
+        // both write it, or the later write drops the earlier one's field. More reports at
+        // once than a writer retries a lost compare-and-set: none may fail for that.
+        let reports: Vec<_> = (0..24)
+            .map(|r| {
+                let store = if r % 2 == 0 { f.store.clone() } else { other.clone() };
+                let runtime = runtime.clone();
+                tokio::spawn(async move {
+                    let report = event(json!({"event_type": "budget_updated", "message": format!("report {r}"),
+                        "summary": {"metadata": {format!("r{r}"): r}}}));
+                    store.ingest_runtime_progress(&LocalNotifier::default(), id, &report, &runtime, lease).await
+                })
+            })
+            .collect();
+        for r in reports {
+            r.await.unwrap().unwrap();
+        }
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        let kept: Vec<i64> = (0..24).filter(|r| job.summary.metadata.get(format!("r{r}")).is_some()).collect();
+        assert_eq!(kept, (0..24).collect::<Vec<_>>(), "{}", job.summary.metadata);
+        assert_eq!(f.store.job_logs(id, 0, 100).await.unwrap().len(), 26, "a start line and one line per report");
+    }
+
     async fn a_resume_drops_the_metric_points_written_after_the_checkpoint(db) {
         let f = fixture(db.store().await).await;
         let n = LocalNotifier::default();
