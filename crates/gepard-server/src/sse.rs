@@ -3,7 +3,8 @@
 //! One task per connection: it sends the snapshot and the backlog, then forwards the
 //! notifier's notices for its job. A notice carries the job and its new log entries, so a
 //! watcher normally never reads the database after connecting; only when it lags behind the
-//! broadcast buffer does it re-read, which batches updates but loses none. (On SQLite, whose
+//! broadcast buffer, or two writers' notices arrive in the opposite order of their commits,
+//! does it re-read, which batches updates but loses none. (On SQLite, whose
 //! notifier does not cross processes, it also looks for new log entries every second, so a
 //! separate `gepard worker` process's changes arrive too.) The task ends when
 //! the client goes away (a send fails) or after the job's terminal events.
@@ -114,8 +115,32 @@ impl Watcher {
     }
 
     /// [`Watcher::send_logs`] then [`Watcher::send_job`] for a notice, from its shared encoding.
-    async fn send_notice(&mut self, notice: &Arc<JobNotice>) -> bool {
+    async fn send_notice(&mut self, notice: &Arc<JobNotice>, state: &AppState) -> bool {
         let enc = encoded(notice);
+        // Each writer publishes after its commit, so two writers' notices can arrive in the
+        // opposite order: entries 5 and 6 committed in turn, and the notice with 6 alone came
+        // first. Sending 6 would make 5 look sent, for good (a resume after 6 skips it too).
+        // The earlier entries are committed, so read them instead of skipping past.
+        let next = enc
+            .logs
+            .iter()
+            .map(|(seq, _)| *seq)
+            .find(|seq| *seq > self.last_seq);
+        if next.is_some_and(|seq| seq > self.last_seq + 1)
+            && self.catch_up(state, notice.job.id).await.is_none()
+        {
+            return false;
+        }
+        // A notice whose entries were all sent already is late: the later change sent since
+        // (or read while connecting) is newer than its job, which would show the job going
+        // back. The job as it is now is what to show.
+        if !enc.logs.is_empty() && next.is_none() {
+            let job = &notice.job;
+            return match state.store.job(job.workspace_id, job.id).await {
+                Ok(Some(now)) => self.send_job(&now).await,
+                _ => false,
+            };
+        }
         for (seq, e) in &enc.logs {
             if *seq <= self.last_seq {
                 continue;
@@ -199,7 +224,7 @@ pub async fn stream_job(
         tokio::select! {
             notice = rx.recv() => match notice {
                 Ok(n) if n.job.id == job_id => {
-                    if !w.send_notice(&n).await {
+                    if !w.send_notice(&n, &state).await {
                         return;
                     }
                     finished = n.job.status.is_terminal();

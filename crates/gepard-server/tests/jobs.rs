@@ -1220,6 +1220,45 @@ on_both_databases! {
         }
     }
 
+    async fn a_watcher_hearing_of_two_changes_in_the_opposite_order_loses_no_entry_and_never_goes_back(app) {
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        let mut stream = open_events(&app, &id, None).await;
+        assert_eq!(read_events(&mut stream, 1).await[0].0, "snapshot");
+        // Written without telling the watchers; the notices are published below by hand, in
+        // the order two writers' publishing tasks can deliver them.
+        let quiet = gepard_store::LocalNotifier::default();
+        let claimed = app.store.claim_next(&quiet, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+        let report = |event: Value| {
+            let store = app.store.clone();
+            let quiet = quiet.clone();
+            async move {
+                store
+                    .ingest_progress(&quiet, claimed.job.id, &serde_json::from_value(event).unwrap(), Some(claimed.lease_token))
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = report(json!({"event_type": "valset_evaluated", "message": "first", "summary": {"best_score": 0.25}})).await;
+        let second = report(json!({"event_type": "valset_evaluated", "message": "second", "summary": {"best_score": 0.5}})).await;
+        let logs = app.store.job_logs(claimed.job.id, 0, 100).await.unwrap();
+        assert_eq!(logs.len(), 3, "started, first, second");
+        let notice = |job: gepard_core::model::Job, logs: &[gepard_core::model::SequencedLog]| gepard_store::JobNotice { job: std::sync::Arc::new(job), logs: logs.to_vec() };
+        // The second writer's notice first, then the first's (which read both entries).
+        app.notifier.publish(notice(second, &logs[2..]));
+        app.notifier.publish(notice(first, &logs[1..]));
+        let done = report(json!({"event_type": "optimization_end", "message": "done"})).await;
+        let all = app.store.job_logs(claimed.job.id, 0, 100).await.unwrap();
+        app.notifier.publish(notice(done, &all[3..]));
+
+        let events = read_events(&mut stream, 1000).await;
+        let messages: Vec<&str> = events.iter().filter(|e| e.0 == "log").filter_map(|e| e.2["message"].as_str()).collect();
+        assert_eq!(messages, ["started", "first", "second", "done"], "every entry once, in order");
+        let scores: Vec<f64> = events.iter().filter(|e| e.0 == "job").filter_map(|e| e.2["summary"]["best_score"].as_f64()).collect();
+        assert!(scores.windows(2).all(|w| w[0] <= w[1]), "the job never went back: {scores:?}");
+        let last_job = events.iter().rev().find(|e| e.0 == "job").unwrap();
+        assert_eq!(last_job.2["status"], "completed");
+    }
+
     async fn events_resume_after_last_event_id_without_repeating_entries(app) {
         let runner = app.key(&["runner"], None).await;
         let id = submit(&app, body()).await["id"]

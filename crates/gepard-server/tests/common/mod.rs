@@ -18,6 +18,8 @@ pub struct TestApp {
     pub router: axum::Router,
     pub store: Store,
     pub admin_key: String,
+    /// The notifier the router's watchers listen to.
+    pub notifier: std::sync::Arc<dyn gepard_store::Notifier>,
     /// The database, when this app owns it (`spawn_on`); `on` borrows the caller's.
     _database: Option<TestDatabase>,
 }
@@ -53,8 +55,10 @@ impl TestApp {
             .bootstrap(&Bootstrap::first_start(key.clone()))
             .await
             .unwrap();
+        let state = AppState::new(store.clone());
         Self {
-            router: router(AppState::new(store.clone())),
+            notifier: state.notifier.clone(),
+            router: router(state),
             store,
             admin_key: key.expose().to_owned(),
             _database: None,
