@@ -343,8 +343,10 @@ pub struct Page<T> {
     /// Items over all pages.
     pub total: i64,
     /// 1-based page number.
+    #[schema(minimum = 1)]
     pub page: u32,
     /// Page size asked for.
+    #[schema(minimum = 1, maximum = 100)]
     pub page_size: u32,
 }
 

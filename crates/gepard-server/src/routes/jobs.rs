@@ -885,10 +885,10 @@ pub async fn create_job(
 #[into_params(parameter_in = Query)]
 pub struct JobListQuery {
     /// 1-based page.
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, minimum = 1)]
     pub page: Option<String>,
     /// Items per page (1–100, default 20).
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
     /// Only this status.
     pub status: Option<String>,

@@ -37,10 +37,10 @@ pub struct ListQuery {
     /// Substring of the name.
     pub search: Option<String>,
     /// 1-based page.
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, minimum = 1)]
     pub page: Option<String>,
     /// Items per page (1–100, default 20).
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
 }
 
