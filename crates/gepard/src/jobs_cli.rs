@@ -293,6 +293,13 @@ fn print_job(job: &Job) {
             budget(job).map_or_else(|| "?".into(), |b| b.to_string())
         );
     }
+    let u = &job.usage;
+    if u.model_calls > 0 || u.input_tokens > 0 || u.output_tokens > 0 {
+        println!(
+            "usage      {} model calls, {} input + {} output tokens",
+            u.model_calls, u.input_tokens, u.output_tokens
+        );
+    }
     if let Some(e) = &job.error {
         println!("error      {e}");
     }
@@ -579,6 +586,19 @@ async fn print_submission_notes(client: &Client, org: &str, ws: &str, id: &str) 
     }
 }
 
+/// A candidate's parents for a table cell: `-` for the seed, `3` for a mutation, `3+5` for a
+/// merge (a runtime may report several; showing only the first hid where a merge came from).
+fn parents_cell(parents: &Value) -> String {
+    match parents.as_array() {
+        Some(p) if !p.is_empty() => p
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("+"),
+        _ => "-".to_owned(),
+    }
+}
+
 /// What a candidate's instructions change from its parent's, for a one-line table cell:
 /// children keep most of their parent's text, so the start of every candidate looks alike.
 /// The text from the first difference (moved back to a word start) is shown after `…`;
@@ -736,8 +756,8 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:>5}  {:>6}  {:>7}  {:<8}  {:<4}  INSTRUCTIONS (… = as its parent up to there)",
-                "INDEX", "PARENT", "SCORE", "FRONTIER", "BEST"
+                "{:>5}  {:>7}  {:>7}  {:<8}  {:<4}  INSTRUCTIONS (… = as its first parent up to there)",
+                "INDEX", "PARENTS", "SCORE", "FRONTIER", "BEST"
             );
             let text_of = |index: &Value| {
                 items
@@ -747,7 +767,7 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
             };
             for c in &items {
                 let first_parent = c["parents"].as_array().and_then(|p| p.first());
-                let parent = first_parent.map_or_else(|| "-".to_owned(), ToString::to_string);
+                let parents = parents_cell(&c["parents"]);
                 let first = change_from(
                     first_parent.and_then(text_of).unwrap_or(""),
                     c["instructions"].as_str().unwrap_or(""),
@@ -765,7 +785,7 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
                 let score = score(c["val_score"].as_f64());
                 // As text first: a JSON value's Display ignores width, which misaligned rows.
                 let index = c["index"].to_string();
-                println!("{index:>5}  {parent:>6}  {score:>7}  {frontier:<8}  {best:<4}  {first}");
+                println!("{index:>5}  {parents:>7}  {score:>7}  {frontier:<8}  {best:<4}  {first}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -833,7 +853,16 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
 
 #[cfg(test)]
 mod tests {
-    use super::change_from;
+    use super::{change_from, parents_cell};
+    use serde_json::Value;
+
+    #[test]
+    fn a_candidate_row_names_every_parent_of_a_merge() {
+        assert_eq!(parents_cell(&serde_json::json!([])), "-");
+        assert_eq!(parents_cell(&Value::Null), "-");
+        assert_eq!(parents_cell(&serde_json::json!([3])), "3");
+        assert_eq!(parents_cell(&serde_json::json!([3, 5])), "3+5");
+    }
 
     #[test]
     fn a_candidate_cell_shows_what_it_changes_from_its_parent() {

@@ -392,6 +392,42 @@ async fn candidates_marks_only_the_current_best_in_json_and_in_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_shows_what_the_running_attempt_has_consumed_once_it_used_anything() {
+    let s = server().await;
+    let id = s.submit().await;
+    let get = s.run(&["optimize", "get", &id]).await;
+    assert_success(&get);
+    assert!(
+        !String::from_utf8_lossy(&get.stdout).contains("usage"),
+        "a queued job has used nothing"
+    );
+    let claimed = s
+        .store
+        .claim_next(s.notifier.as_ref(), "w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let usage = gepard_core::model::JobUsage {
+        metric_calls: 12,
+        model_calls: 15,
+        input_tokens: 4200,
+        output_tokens: 310,
+    };
+    assert!(s
+        .store
+        .set_usage(claimed.job.id, claimed.lease_token, &usage)
+        .await
+        .unwrap());
+    let get = s.run(&["optimize", "get", &id]).await;
+    assert_success(&get);
+    let text = String::from_utf8_lossy(&get.stdout);
+    assert!(
+        text.contains("usage      15 model calls, 4200 input + 310 output tokens"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_show_says_where_a_promoted_version_came_from() {
     let s = server().await;
     let id = s.submit().await;
