@@ -92,8 +92,11 @@ struct Watcher {
     tx: mpsc::Sender<Result<Event, Infallible>>,
     /// Highest log sequence number sent; also the id of job events.
     last_seq: i64,
-    /// `updated_at` of the last job sent, to skip notices that change nothing we show.
-    last_update: Option<chrono::DateTime<chrono::Utc>>,
+    /// Revision of the last job sent: a job with no higher one is older or the same, and is
+    /// not sent (notices of two writers can arrive in the opposite order of their commits).
+    shown: i64,
+    /// Whether the last job sent had finished.
+    finished: bool,
 }
 
 impl Watcher {
@@ -131,16 +134,6 @@ impl Watcher {
         {
             return false;
         }
-        // A notice whose entries were all sent already is late: the later change sent since
-        // (or read while connecting) is newer than its job, which would show the job going
-        // back. The job as it is now is what to show.
-        if !enc.logs.is_empty() && next.is_none() {
-            let job = &notice.job;
-            return match state.store.job(job.workspace_id, job.id).await {
-                Ok(Some(now)) => self.send_job(&now).await,
-                _ => false,
-            };
-        }
         for (seq, e) in &enc.logs {
             if *seq <= self.last_seq {
                 continue;
@@ -150,10 +143,9 @@ impl Watcher {
                 return false;
             }
         }
-        if self.last_update == Some(notice.job.updated_at) {
+        if !self.newer(notice.revision, &notice.job) {
             return true;
         }
-        self.last_update = Some(notice.job.updated_at);
         let e = Event::default()
             .event("job")
             .id(self.last_seq.to_string())
@@ -161,12 +153,22 @@ impl Watcher {
         self.send(e).await
     }
 
-    async fn send_job(&mut self, job: &Job) -> bool {
-        if self.last_update == Some(job.updated_at) {
+    /// Sends a job read from the store at `revision`, unless one as new was sent.
+    async fn send_job(&mut self, job: &Job, revision: i64) -> bool {
+        if !self.newer(revision, job) {
             return true;
         }
-        self.last_update = Some(job.updated_at);
         self.send(event("job", self.last_seq, job)).await
+    }
+
+    /// Whether `job` at `revision` is newer than what was shown; if so it counts as shown.
+    fn newer(&mut self, revision: i64, job: &Job) -> bool {
+        if revision <= self.shown {
+            return false;
+        }
+        self.shown = revision;
+        self.finished = job.status.is_terminal();
+        true
     }
 
     /// Reads and sends every log entry after `last_seq`.
@@ -201,18 +203,19 @@ pub async fn stream_job(
     let mut w = Watcher {
         tx,
         last_seq: resume_after,
-        last_update: None,
+        shown: -1,
+        finished: false,
     };
-    let Ok(Some(job)) = state.store.job(workspace_id, job_id).await else {
+    let Ok(Some((job, revision))) = state.store.job_with_revision(workspace_id, job_id).await
+    else {
         return;
     };
-    w.last_update = Some(job.updated_at);
+    w.newer(revision, &job);
     if !w.send(event("snapshot", w.last_seq, &job)).await
         || w.catch_up(&state, job_id).await.is_none()
     {
         return;
     }
-    let mut finished = job.status.is_terminal();
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     // Without a notifier that crosses processes (SQLite), a separate `gepard worker` process
     // writes changes nobody announces here: look for new log entries now and then. Every
@@ -220,23 +223,21 @@ pub async fn stream_job(
     let polls = !state.notifier.sees_other_processes();
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !finished {
+    while !w.finished {
         tokio::select! {
             notice = rx.recv() => match notice {
                 Ok(n) if n.job.id == job_id => {
                     if !w.send_notice(&n, &state).await {
                         return;
                     }
-                    finished = n.job.status.is_terminal();
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the buffer: re-read instead of guessing what was missed.
-                    let Ok(Some(job)) = state.store.job(workspace_id, job_id).await else { return };
-                    if w.catch_up(&state, job_id).await.is_none() || !w.send_job(&job).await {
+                    let Ok(Some((job, revision))) = state.store.job_with_revision(workspace_id, job_id).await else { return };
+                    if w.catch_up(&state, job_id).await.is_none() || !w.send_job(&job, revision).await {
                         return;
                     }
-                    finished = job.status.is_terminal();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
@@ -251,11 +252,10 @@ pub async fn stream_job(
                     return;
                 }
                 if w.last_seq != seen {
-                    let Ok(Some(job)) = state.store.job(workspace_id, job_id).await else { return };
-                    if !w.send_job(&job).await {
+                    let Ok(Some((job, revision))) = state.store.job_with_revision(workspace_id, job_id).await else { return };
+                    if !w.send_job(&job, revision).await {
                         return;
                     }
-                    finished = job.status.is_terminal();
                 }
             }
             _ = beat.tick() => {

@@ -50,10 +50,12 @@ pub(crate) enum Resume {
 /// sequence numbers, so a new epoch tells every store that remembered the old series to read
 /// it afresh (see `series`).
 async fn new_metrics_epoch(tx: &mut WriteTx, job_id: Uuid) -> Result<()> {
-    sqlx::query("UPDATE jobs SET metrics_epoch = metrics_epoch + 1 WHERE id = $1")
-        .bind(job_id.to_string())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE jobs SET metrics_epoch = metrics_epoch + 1, revision = revision + 1 WHERE id = $1",
+    )
+    .bind(job_id.to_string())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -145,11 +147,7 @@ impl Store {
             .await
             .map_err(StoreError::from)?;
         tx.commit().await.map_err(StoreError::from)?;
-        let job = self
-            .job(workspace_id, id)
-            .await?
-            .ok_or(LifecycleError::NotFound(id))?;
-        let job = publish(self, notifier, seq, job).await?;
+        let job = publish(self, notifier, seq, workspace_id, id).await?;
         Ok(Some(Claimed {
             job,
             lease_token: token,
@@ -268,9 +266,7 @@ impl Store {
         tx.commit().await.map_err(StoreError::from)?;
         let mut ids = Vec::with_capacity(reaped.len());
         for (id, workspace_id, seq) in reaped {
-            if let Some(job) = self.job(workspace_id, id).await? {
-                publish(self, notifier, seq, job).await?;
-            }
+            publish(self, notifier, seq, workspace_id, id).await?;
             ids.push(id);
         }
         Ok(ids)
@@ -398,7 +394,7 @@ impl Store {
     pub async fn set_usage(&self, job_id: Uuid, token: i64, usage: &JobUsage) -> Result<bool> {
         let json = serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let done = sqlx::query(
-            "UPDATE jobs SET usage = $1 WHERE id = $2 AND lease_token = $3 AND status = $4",
+            "UPDATE jobs SET usage = $1, revision = revision + 1 WHERE id = $2 AND lease_token = $3 AND status = $4",
         )
         .bind(json)
         .bind(job_id.to_string())

@@ -334,6 +334,20 @@ impl Store {
 
     /// A job of a workspace.
     pub async fn job(&self, workspace_id: Uuid, id: Uuid) -> Result<Option<Job>> {
+        Ok(self
+            .job_with_revision(workspace_id, id)
+            .await?
+            .map(|(job, _)| job))
+    }
+
+    /// A job of a workspace with its revision, read from the same row: of two records of a
+    /// job, the one with the higher revision is the newer (a live view must never show the
+    /// older after the newer).
+    pub async fn job_with_revision(
+        &self,
+        workspace_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<(Job, i64)>> {
         let row = sqlx::query(&format!(
             "{JOB_SELECT} WHERE j.workspace_id = $1 AND j.id = $2"
         ))
@@ -342,7 +356,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => Ok(Some(self.job_from_row(&row).await?)),
+            Some(row) => Ok(Some((
+                self.job_from_row(&row).await?,
+                int(&row, "revision")?,
+            ))),
             None => Ok(None),
         }
     }
@@ -574,16 +591,17 @@ impl Store {
         })
     }
 
-    /// Applies a compare-and-set write. `Ok(None)` means the job changed underneath the writer
-    /// (or the writer's lease token is stale): nothing was written; re-read and decide again.
-    pub async fn write_job(&self, job_id: Uuid, w: &JobWrite) -> Result<Option<Job>> {
+    /// Applies a compare-and-set write: the job's workspace once written. `Ok(None)` means the
+    /// job changed underneath the writer (or the writer's lease token is stale): nothing was
+    /// written; re-read and decide again.
+    pub async fn write_job(&self, job_id: Uuid, w: &JobWrite) -> Result<Option<Uuid>> {
         let mut tx = self.write_tx().await?;
         let Some(workspace_id) = write_job_in(&mut tx, self.backend, job_id, w).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
         tx.commit().await?;
-        self.job(workspace_id, job_id).await
+        Ok(Some(workspace_id))
     }
     /// Log entries after sequence number `after`, oldest first, at most `limit`.
     pub async fn job_logs(
@@ -686,6 +704,7 @@ pub(crate) async fn write_job_in(
         "status = $2".to_owned(),
         "attempt = $3".to_owned(),
         "updated_at = $4".to_owned(),
+        "revision = revision + 1".to_owned(),
     ];
     let mut binds: Vec<Option<String>> = vec![];
     let mut set = |col: &str, v: Option<String>| {

@@ -204,18 +204,25 @@ fn system_log(message: String, now: chrono::DateTime<chrono::Utc>) -> LogEntry {
     }
 }
 
-/// Announces a committed change of `job` with the log entries written after `before_seq`.
+/// Announces a committed change of a job with the log entries written after `before_seq`,
+/// and returns the job as read for the notice.
 pub(crate) async fn publish(
     store: &Store,
     notifier: &dyn Notifier,
     before_seq: i64,
-    job: Job,
+    workspace_id: Uuid,
+    job_id: Uuid,
 ) -> Result<Job, StoreError> {
+    let (job, revision) = store
+        .job_with_revision(workspace_id, job_id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
     // Another writer may have appended in between; watchers drop entries they already sent
     // (by sequence number), so an overlap is harmless.
-    let logs = store.job_logs(job.id, before_seq, 10_000).await?;
+    let logs = store.job_logs(job_id, before_seq, 10_000).await?;
     notifier.publish(JobNotice {
         job: Arc::new(job.clone()),
+        revision,
         logs,
     });
     Ok(job)
@@ -257,7 +264,7 @@ impl Store {
             let w = command_write(&job, cmd, lease_token, &adjust)?;
             let seq = self.log_seq(job_id).await?;
             match self.write_job(job_id, &w).await? {
-                Some(job) => return Ok(publish(self, notifier, seq, job).await?),
+                Some(ws) => return Ok(publish(self, notifier, seq, ws, job_id).await?),
                 None if lease_token.is_some() && self.lease_token(job_id).await? != lease_token => {
                     return Err(LifecycleError::Fenced(job_id));
                 }
@@ -467,11 +474,7 @@ impl Store {
         match written {
             Ok((workspace_id, seq)) => {
                 tx.commit().await.map_err(StoreError::from)?;
-                let job = self
-                    .job(workspace_id, job_id)
-                    .await?
-                    .ok_or(LifecycleError::NotFound(job_id))?;
-                Ok(publish(self, notifier, seq, job).await?)
+                Ok(publish(self, notifier, seq, workspace_id, job_id).await?)
             }
             Err(e) => {
                 // At once, rather than when the dropped transaction is next touched: on SQLite
@@ -583,8 +586,8 @@ impl Store {
             let mut w = JobWrite::expecting(&seen);
             w.logs = notes.iter().map(|n| system_log(n.clone(), now)).collect();
             let seq = self.log_seq(job.id).await?;
-            if let Some(written) = self.write_job(job.id, &w).await? {
-                return Ok(publish(self, notifier, seq, written).await?);
+            if let Some(ws) = self.write_job(job.id, &w).await? {
+                return Ok(publish(self, notifier, seq, ws, job.id).await?);
             }
             seen = self
                 .job_state_by_id(job.id)

@@ -23,9 +23,13 @@ use crate::{Backend, Result, Store};
 /// One committed change of a job.
 #[derive(Debug, Clone)]
 pub struct JobNotice {
-    /// The job after the change.
+    /// The job after the change (read after its commit, so possibly later changes too).
     pub job: Arc<Job>,
-    /// Log entries the change appended, oldest first.
+    /// The job's revision, read with it ([`Store::job_with_revision`]). Notices of two
+    /// changes can arrive in the opposite order of their commits; a watcher shows a job only
+    /// when its revision is higher than the one it showed last.
+    pub revision: i64,
+    /// Log entries the change appended (and any appended since), oldest first.
     pub logs: Vec<SequencedLog>,
 }
 
@@ -178,7 +182,10 @@ impl PgNotifier {
 
 /// The notice for a change another process announced, read back from the store.
 async fn remote_notice(store: &Store, wire: &Wire) -> Result<Option<JobNotice>> {
-    let Some(job) = store.job(wire.workspace_id, wire.job_id).await? else {
+    let Some((job, revision)) = store
+        .job_with_revision(wire.workspace_id, wire.job_id)
+        .await?
+    else {
         return Ok(None);
     };
     let logs = match wire.logs_after {
@@ -187,6 +194,7 @@ async fn remote_notice(store: &Store, wire: &Wire) -> Result<Option<JobNotice>> 
     };
     Ok(Some(JobNotice {
         job: Arc::new(job),
+        revision,
         logs,
     }))
 }

@@ -481,7 +481,7 @@ impl Store {
         }));
         artifacts.insert("promoted_versions".into(), Value::Array(promoted));
         sqlx::query(
-            "UPDATE jobs SET artifacts = $1, log_seq = log_seq + 1, updated_at = $2 WHERE id = $3",
+            "UPDATE jobs SET artifacts = $1, log_seq = log_seq + 1, revision = revision + 1, updated_at = $2 WHERE id = $3",
         )
         .bind(Value::Object(artifacts).to_string())
         .bind(&now_text)
@@ -531,9 +531,8 @@ impl Store {
         .await?;
         tx.commit().await?;
 
-        if let Some(job) = self.job(req.workspace_id, req.job_id).await? {
-            crate::lifecycle::publish(self, notifier, plan.log_seq, job).await?;
-        }
+        crate::lifecycle::publish(self, notifier, plan.log_seq, req.workspace_id, req.job_id)
+            .await?;
         self.capability_version(req.org_id, name.as_str(), &version.to_string())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("capability {name}@{version}")))

@@ -565,6 +565,28 @@ gepard_store::conformance_tests! {
         assert_eq!(lines, ["started", note.as_str()]);
     }
 
+    async fn a_jobs_revision_grows_with_every_change_a_watcher_can_see(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("revised").await;
+        let revision = || async { f.store.job_with_revision(f.ws, id).await.unwrap().unwrap().1 };
+        let mut seen = vec![revision().await];
+        let claimed = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+        seen.push(revision().await);
+        let report = event(json!({"event_type": "valset_evaluated", "summary": {"best_score": 0.5}}));
+        f.store.ingest_progress(&n, id, &report, Some(claimed.lease_token)).await.unwrap();
+        seen.push(revision().await);
+        let usage = gepard_core::model::JobUsage { metric_calls: 3, ..Default::default() };
+        assert!(f.store.set_usage(id, claimed.lease_token, &usage).await.unwrap());
+        seen.push(revision().await);
+        f.store.job_command(&n, f.ws, id, &JobCommand::RequestCancel).await.unwrap();
+        seen.push(revision().await);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        // A renewal changes nothing the job record shows.
+        assert!(f.store.renew_lease(id, claimed.lease_token, Duration::from_secs(60)).await.unwrap());
+        assert_eq!(revision().await, *seen.last().unwrap());
+    }
+
     async fn concurrent_reports_from_one_runtime_each_keep_their_summary_fields(db) {
         let f = fixture(db.store().await).await;
         let id = f.submit("parallel reports").await;
