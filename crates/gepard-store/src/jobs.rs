@@ -456,9 +456,10 @@ impl Store {
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // In step order, as a job read alone has them (see `series`).
         let sql = format!(
             "SELECT job_id, attempt, name, value, step, timestamp FROM job_metrics \
-             WHERE job_id IN ({placeholders}) ORDER BY job_id, seq"
+             WHERE job_id IN ({placeholders}) ORDER BY job_id, step, seq"
         );
         let mut q = sqlx::query(&sql);
         for job in jobs.iter() {

@@ -23,7 +23,9 @@ use std::sync::{Mutex, PoisonError};
 use gepard_core::progress::MetricPoint;
 use uuid::Uuid;
 
-/// A job's metric series: name → points in write order.
+/// A job's metric series: name → points in step order, and in write order among equal steps.
+/// Write order alone is not step order when a runtime sends reports in parallel, and a chart
+/// (or the CLI's "latest point") read in write order went back and forth.
 pub(crate) type Series = BTreeMap<String, Vec<MetricPoint>>;
 
 /// How many jobs' series a store remembers: the running and watched ones are what matter.
@@ -125,7 +127,10 @@ impl Remembered {
         for p in points {
             if p.seq > self.last_seq {
                 self.last_seq = p.seq;
-                self.series.entry(p.name).or_default().push(p.point);
+                let points = self.series.entry(p.name).or_default();
+                // Nearly always the end: a search, then a push.
+                let at = points.partition_point(|q| q.step <= p.point.step);
+                points.insert(at, p.point);
             }
         }
     }
@@ -161,6 +166,26 @@ mod tests {
         assert_eq!(values(&s, "a"), [1.0, 3.0]);
         assert_eq!(values(&s, "b"), [2.0]);
         assert_eq!(c.read_after(id, 1), Some(3));
+    }
+
+    #[test]
+    fn points_written_out_of_step_order_are_kept_in_step_order() {
+        let c = SeriesCache::default();
+        let id = Uuid::new_v4();
+        let at = |seq: i64, step: i64| SeqPoint {
+            seq,
+            name: "a".into(),
+            point: MetricPoint {
+                value: seq as f64,
+                step,
+                timestamp: None,
+            },
+        };
+        c.extend(id, 1, 0, None, vec![at(1, 0), at(2, 5), at(3, 2), at(4, 5)]);
+        let s = c.extend(id, 1, 0, Some(4), vec![at(5, 1)]).unwrap();
+        let order: Vec<(i64, f64)> = s["a"].iter().map(|p| (p.step, p.value)).collect();
+        // Equal steps keep their write order (the value is the point's seq).
+        assert_eq!(order, [(0, 1.0), (1, 5.0), (2, 3.0), (5, 2.0), (5, 4.0)]);
     }
 
     #[test]

@@ -587,6 +587,23 @@ gepard_store::conformance_tests! {
         assert_eq!(revision().await, *seen.last().unwrap());
     }
 
+    async fn a_series_reported_out_of_step_order_reads_in_step_order_alone_and_in_a_listing(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("parallel points").await;
+        let claimed = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+        for step in [3, 1, 2] {
+            let report = event(json!({"event_type": "budget_updated",
+                "metrics": {"metric_calls_used": [{"value": step, "step": step}]}}));
+            f.store.ingest_progress(&n, id, &report, Some(claimed.lease_token)).await.unwrap();
+        }
+        let steps = |job: &Job| job.metrics["metric_calls_used"].iter().map(|p| p.step).collect::<Vec<_>>();
+        assert_eq!(steps(&f.store.job_by_id(id).await.unwrap().unwrap()), [1, 2, 3]);
+        let listed = f.store.list_jobs(f.ws, &Default::default(), gepard_core::PageRequest::new(None, None).unwrap()).await.unwrap();
+        let job = listed.items.iter().find(|j| j.id == id).unwrap();
+        assert_eq!(steps(job), [1, 2, 3]);
+    }
+
     async fn concurrent_reports_from_one_runtime_each_keep_their_summary_fields(db) {
         let f = fixture(db.store().await).await;
         let id = f.submit("parallel reports").await;
