@@ -411,9 +411,6 @@ fn is_known_metric(name: &str) -> bool {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
 }
 
-/// For a summary patch entry, what its value should have been, or `None` when it is fine.
-/// `null` is always fine (it means "no change"); unknown keys take anything (they go to
-/// `metadata`).
 /// What is wrong with a reported candidate: the field (none for the whole value) and why.
 fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> {
     let Some(c) = candidate.as_object() else {
@@ -459,13 +456,18 @@ fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> 
             .is_some_and(|a| a.iter().all(finite)),
         "an array of finite numbers",
     );
+    // Candidates are numbered in the order they were found, so a parent always has a lower
+    // index than its child; checking that needs no other report (reports may arrive in any
+    // order) and catches a candidate named as its own parent.
+    let index = c.get("index").and_then(Value::as_i64);
     check(
         "parents",
         false,
-        c.get("parents")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().all(count)),
-        "an array of candidate indexes",
+        c.get("parents").and_then(Value::as_array).is_some_and(|a| {
+            a.iter()
+                .all(|p| count(p) && index.is_none_or(|i| p.as_i64().is_some_and(|p| p < i)))
+        }),
+        "an array of earlier candidates' indexes (each below this candidate's index)",
     );
     for field in ["iteration", "discovered_at_metric_calls"] {
         check(
@@ -478,6 +480,9 @@ fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> 
     problems
 }
 
+/// For a summary patch entry, what its value should have been, or `None` when it is fine.
+/// `null` is always fine (it means "no change"); unknown keys take anything (they go to
+/// `metadata`).
 fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
     if value.is_null() {
         return None;
@@ -1219,6 +1224,18 @@ mod tests {
         );
         let e = event(json!({"event_type": "valset_evaluated", "candidate": [1]}));
         assert_eq!(invalid(&e)[0].loc, ["body", "candidate"]);
+        // A parent is found before its child, so it has a lower index.
+        for parents in [json!([2]), json!([0, 3])] {
+            let e = event(json!({"event_type": "valset_evaluated",
+                "candidate": {"index": 2, "parents": parents, "instructions": "x"}}));
+            let errors = invalid(&e);
+            assert_eq!(errors[0].loc, ["body", "candidate", "parents"], "{parents}");
+            assert!(
+                errors[0].msg.contains("below this candidate's index"),
+                "{}",
+                errors[0].msg
+            );
+        }
     }
 
     #[test]
