@@ -1025,7 +1025,7 @@ pub struct LogsQuery {
     #[param(value_type = Option<u64>)]
     pub after: Option<String>,
     /// Most entries (1–1000, default 1000).
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 

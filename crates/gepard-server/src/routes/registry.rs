@@ -52,7 +52,7 @@ pub struct RowsQuery {
     #[param(value_type = Option<u64>)]
     pub offset: Option<String>,
     /// Most rows to return (1–1000, default 20).
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 
