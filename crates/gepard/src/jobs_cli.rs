@@ -293,12 +293,8 @@ fn print_job(job: &Job) {
             budget(job).map_or_else(|| "?".into(), |b| b.to_string())
         );
     }
-    let u = &job.usage;
-    if u.model_calls > 0 || u.input_tokens > 0 || u.output_tokens > 0 {
-        println!(
-            "usage      {} model calls, {} input + {} output tokens",
-            u.model_calls, u.input_tokens, u.output_tokens
-        );
+    if let Some(line) = usage_line(&job.usage) {
+        println!("usage      {line}");
     }
     if let Some(e) = &job.error {
         println!("error      {e}");
@@ -586,6 +582,22 @@ async fn print_submission_notes(client: &Client, org: &str, ws: &str, id: &str) 
     }
 }
 
+/// What an attempt consumed, in words; `None` before it consumed anything.
+fn usage_line(u: &gepard_core::model::JobUsage) -> Option<String> {
+    let counted = |n: i64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    (u.metric_calls > 0 || u.model_calls > 0 || u.input_tokens > 0 || u.output_tokens > 0).then(
+        || {
+            format!(
+                "{}, {}, {} input + {} output tokens",
+                counted(u.metric_calls, "metric call"),
+                counted(u.model_calls, "model call"),
+                u.input_tokens,
+                u.output_tokens
+            )
+        },
+    )
+}
+
 /// A candidate's parents for a table cell: `-` for the seed, `3` for a mutation, `3+5` for a
 /// merge (a runtime may report several; showing only the first hid where a merge came from).
 fn parents_cell(parents: &Value) -> String {
@@ -853,8 +865,25 @@ pub async fn run(opts: &GlobalOpts, cmd: JobCommand) -> anyhow::Result<ExitCode>
 
 #[cfg(test)]
 mod tests {
-    use super::{change_from, parents_cell};
+    use super::{change_from, parents_cell, usage_line};
     use serde_json::Value;
+
+    #[test]
+    fn the_usage_line_appears_once_anything_was_consumed_and_counts_in_words() {
+        let mut u = gepard_core::model::JobUsage::default();
+        assert_eq!(usage_line(&u), None);
+        u.metric_calls = 30;
+        assert_eq!(
+            usage_line(&u).as_deref(),
+            Some("30 metric calls, 0 model calls, 0 input + 0 output tokens")
+        );
+        u.metric_calls = 1;
+        u.model_calls = 1;
+        assert_eq!(
+            usage_line(&u).as_deref(),
+            Some("1 metric call, 1 model call, 0 input + 0 output tokens")
+        );
+    }
 
     #[test]
     fn a_candidate_row_names_every_parent_of_a_merge() {

@@ -81,6 +81,15 @@ impl Server {
             .unwrap();
     }
 
+    /// The oldest queued job, claimed as a worker of this deployment would.
+    async fn claim_next(&self) -> gepard_store::Claimed {
+        self.store
+            .claim_next(self.notifier.as_ref(), "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("a queued job")
+    }
+
     async fn progress(&self, id: uuid::Uuid, event: Value) {
         let client = Client::new(&self.url, Some(self.runner.clone()));
         client
@@ -347,12 +356,7 @@ async fn following_the_logs_of_a_finished_job_prints_its_log_lines_then_exits_wi
 async fn candidates_marks_only_the_current_best_in_json_and_in_the_table() {
     let s = server().await;
     let id = s.submit().await;
-    let claimed = s
-        .store
-        .claim_next(s.notifier.as_ref(), "w", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = s.claim_next().await;
     // Each flagged best when it was recorded, as workers wrote them: only 2 still is.
     for (index, score) in [(0, 0.25), (1, 0.5), (2, 0.75), (3, 0.5)] {
         let c = json!({"index": index, "parents": [], "instructions": format!("text {index}"),
@@ -401,12 +405,7 @@ async fn get_shows_what_the_running_attempt_has_consumed_once_it_used_anything()
         !String::from_utf8_lossy(&get.stdout).contains("usage"),
         "a queued job has used nothing"
     );
-    let claimed = s
-        .store
-        .claim_next(s.notifier.as_ref(), "w", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = s.claim_next().await;
     let usage = gepard_core::model::JobUsage {
         metric_calls: 12,
         model_calls: 15,
@@ -422,7 +421,7 @@ async fn get_shows_what_the_running_attempt_has_consumed_once_it_used_anything()
     assert_success(&get);
     let text = String::from_utf8_lossy(&get.stdout);
     assert!(
-        text.contains("usage      15 model calls, 4200 input + 310 output tokens"),
+        text.contains("usage      12 metric calls, 15 model calls, 4200 input + 310 output tokens"),
         "{text}"
     );
 }
