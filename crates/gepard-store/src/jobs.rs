@@ -334,17 +334,40 @@ impl Store {
 
     /// A job of a workspace.
     pub async fn job(&self, workspace_id: Uuid, id: Uuid) -> Result<Option<Job>> {
+        let mut conn = self.pool.acquire().await?;
         Ok(self
-            .job_with_revision(workspace_id, id)
+            .read_job(&mut conn, workspace_id, id)
             .await?
             .map(|(job, _)| job))
     }
 
-    /// A job of a workspace with its revision, read from the same row: of two records of a
-    /// job, the one with the higher revision is the newer (a live view must never show the
-    /// older after the newer).
+    /// A job of a workspace with its revision: of two records of a job, the one with the
+    /// higher revision is the newer (a live view must never show the older after the newer).
+    /// The row and the metric series are read in one snapshot, so the series is exactly the
+    /// revision's: read in two, a record could pair a newer row with an older series than a
+    /// record of a lower revision, and a chart would lose a point for one event.
     pub async fn job_with_revision(
         &self,
+        workspace_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<(Job, i64)>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // READ COMMITTED takes a snapshot per statement; SQLite's read transaction (WAL)
+            // already keeps one from its first read to its end.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let read = self.read_job(&mut tx, workspace_id, id).await?;
+        tx.commit().await?;
+        Ok(read)
+    }
+
+    /// A job of a workspace and its revision, read on `conn`.
+    async fn read_job(
+        &self,
+        conn: &mut AnyConnection,
         workspace_id: Uuid,
         id: Uuid,
     ) -> Result<Option<(Job, i64)>> {
@@ -353,13 +376,14 @@ impl Store {
         ))
         .bind(workspace_id.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         match row {
-            Some(row) => Ok(Some((
-                self.job_from_row(&row).await?,
-                int(&row, "revision")?,
-            ))),
+            Some(row) => {
+                let mut job = job_without_metrics(&row)?;
+                job.metrics = self.series_in(conn, job.id, job.attempt).await?;
+                Ok(Some((job, int(&row, "revision")?)))
+            }
             None => Ok(None),
         }
     }
@@ -399,33 +423,43 @@ impl Store {
 
     async fn job_from_row(&self, row: &AnyRow) -> Result<Job> {
         let mut job = job_without_metrics(row)?;
-        job.metrics = self.series_of(job.id, job.attempt).await?;
+        let mut conn = self.pool.acquire().await?;
+        job.metrics = self.series_in(&mut conn, job.id, job.attempt).await?;
         Ok(job)
     }
 
     /// The metric series of a job's attempt. Only the points written since this store last
     /// read the job are fetched when it can (see `series`); otherwise, and when a rewind
     /// happened in between, all of them.
-    async fn series_of(&self, job_id: Uuid, attempt: i64) -> Result<Series> {
+    async fn series_in(
+        &self,
+        conn: &mut AnyConnection,
+        job_id: Uuid,
+        attempt: i64,
+    ) -> Result<Series> {
         let mut after = self.series.read_after(job_id, attempt);
         loop {
             // The epoch comes from the same statement as the points: one snapshot, so the
-            // points are all from before a rewind or all from after it.
+            // points are all from before a rewind or all from after it. So does the last
+            // point of the snapshot, which bounds what of the remembered series is returned.
             let rows = sqlx::query(
-                "SELECT j.metrics_epoch, m.seq, m.name, m.value, m.step, m.timestamp \
-                 FROM jobs j LEFT JOIN job_metrics m \
-                 ON m.job_id = j.id AND m.attempt = $2 AND m.seq > $3 \
-                 WHERE j.id = $1 ORDER BY m.seq",
+                "SELECT j.metrics_epoch, j.upto, m.seq, m.name, m.value, m.step, m.timestamp \
+                 FROM (SELECT id, metrics_epoch, \
+                       (SELECT COALESCE(MAX(s.seq), 0) FROM job_metrics s WHERE s.job_id = $1) AS upto \
+                       FROM jobs WHERE id = $1) j \
+                 LEFT JOIN job_metrics m ON m.job_id = j.id AND m.attempt = $2 AND m.seq > $3 \
+                 ORDER BY m.seq",
             )
             .bind(job_id.to_string())
             .bind(attempt)
             .bind(after.unwrap_or(0))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
             let Some(first) = rows.first() else {
                 return Ok(Series::new());
             };
             let epoch = int(first, "metrics_epoch")?;
+            let upto = int(first, "upto")?;
             let mut points = Vec::with_capacity(rows.len());
             for r in &rows {
                 // The one row of a left join without new points has no point.
@@ -437,7 +471,10 @@ impl Store {
                     });
                 }
             }
-            match self.series.extend(job_id, attempt, epoch, after, points) {
+            match self
+                .series
+                .extend(job_id, attempt, epoch, after, points, upto)
+            {
                 Some(series) => return Ok(series),
                 // Only after a partial read: the next round reads every point.
                 None => after = None,

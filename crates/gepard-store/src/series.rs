@@ -50,7 +50,8 @@ struct Remembered {
     epoch: i64,
     /// Highest `seq` among `series`' points (0 when there are none).
     last_seq: i64,
-    series: Series,
+    /// The series, each point with its `seq`.
+    series: BTreeMap<String, Vec<(i64, MetricPoint)>>,
     used: u64,
 }
 
@@ -74,8 +75,10 @@ impl SeriesCache {
     }
 
     /// The whole series after a read of the points after `after` (`None`: every point of the
-    /// attempt), read under `epoch`. `None` when the remembered series cannot be extended by
-    /// this read (a rewind happened, or it was replaced meanwhile): read every point then.
+    /// attempt), read under `epoch` in a snapshot whose last point is `upto`: only the points
+    /// up to it, although another read may have remembered newer ones, so the series is the
+    /// snapshot's. `None` when the remembered series cannot be extended by this read (a
+    /// rewind happened, or it was replaced meanwhile): read every point then.
     pub(crate) fn extend(
         &self,
         job: Uuid,
@@ -83,6 +86,7 @@ impl SeriesCache {
         epoch: i64,
         after: Option<i64>,
         points: Vec<SeqPoint>,
+        upto: i64,
     ) -> Option<Series> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.clock += 1;
@@ -92,11 +96,11 @@ impl SeriesCache {
                 attempt,
                 epoch,
                 last_seq: 0,
-                series: Series::new(),
+                series: BTreeMap::new(),
                 used: now,
             };
             fresh.append(points);
-            let series = fresh.series.clone();
+            let series = fresh.upto(upto);
             if inner.jobs.len() >= KEEP && !inner.jobs.contains_key(&job) {
                 if let Some(stalest) = inner
                     .jobs
@@ -118,19 +122,31 @@ impl SeriesCache {
         }
         known.append(points);
         known.used = now;
-        Some(known.series.clone())
+        Some(known.upto(upto))
     }
 }
 
 impl Remembered {
+    /// The series as of point `upto`.
+    fn upto(&self, upto: i64) -> Series {
+        self.series
+            .iter()
+            .map(|(name, points)| {
+                let kept = points.iter().filter(|(seq, _)| *seq <= upto);
+                (name.clone(), kept.map(|(_, p)| *p).collect::<Vec<_>>())
+            })
+            .filter(|(_, points)| !points.is_empty())
+            .collect()
+    }
+
     fn append(&mut self, points: Vec<SeqPoint>) {
         for p in points {
             if p.seq > self.last_seq {
                 self.last_seq = p.seq;
                 let points = self.series.entry(p.name).or_default();
                 // Nearly always the end: a search, then a push.
-                let at = points.partition_point(|q| q.step <= p.point.step);
-                points.insert(at, p.point);
+                let at = points.partition_point(|(_, q)| q.step <= p.point.step);
+                points.insert(at, (p.seq, p.point));
             }
         }
     }
@@ -160,12 +176,37 @@ mod tests {
     fn a_read_after_the_remembered_points_extends_them() {
         let c = SeriesCache::default();
         let id = Uuid::new_v4();
-        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0), p(2, "b", 2.0)]);
+        c.extend(
+            id,
+            1,
+            0,
+            None,
+            vec![p(1, "a", 1.0), p(2, "b", 2.0)],
+            i64::MAX,
+        );
         assert_eq!(c.read_after(id, 1), Some(2));
-        let s = c.extend(id, 1, 0, Some(2), vec![p(3, "a", 3.0)]).unwrap();
+        let s = c
+            .extend(id, 1, 0, Some(2), vec![p(3, "a", 3.0)], i64::MAX)
+            .unwrap();
         assert_eq!(values(&s, "a"), [1.0, 3.0]);
         assert_eq!(values(&s, "b"), [2.0]);
         assert_eq!(c.read_after(id, 1), Some(3));
+    }
+
+    #[test]
+    fn a_read_from_an_older_snapshot_gets_that_snapshots_series_not_a_newer_reads() {
+        let c = SeriesCache::default();
+        let id = Uuid::new_v4();
+        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0), p(2, "a", 2.0)], 2);
+        // A newer read remembered point 3 (and a new series)…
+        let newer = c
+            .extend(id, 1, 0, Some(2), vec![p(3, "a", 3.0), p(4, "b", 4.0)], 4)
+            .unwrap();
+        assert_eq!(values(&newer, "a"), [1.0, 2.0, 3.0]);
+        // …before a read whose snapshot ended at point 2 came back: it gets its own.
+        let older = c.extend(id, 1, 0, Some(2), vec![], 2).unwrap();
+        assert_eq!(values(&older, "a"), [1.0, 2.0]);
+        assert!(!older.contains_key("b"));
     }
 
     #[test]
@@ -181,8 +222,17 @@ mod tests {
                 timestamp: None,
             },
         };
-        c.extend(id, 1, 0, None, vec![at(1, 0), at(2, 5), at(3, 2), at(4, 5)]);
-        let s = c.extend(id, 1, 0, Some(4), vec![at(5, 1)]).unwrap();
+        c.extend(
+            id,
+            1,
+            0,
+            None,
+            vec![at(1, 0), at(2, 5), at(3, 2), at(4, 5)],
+            i64::MAX,
+        );
+        let s = c
+            .extend(id, 1, 0, Some(4), vec![at(5, 1)], i64::MAX)
+            .unwrap();
         let order: Vec<(i64, f64)> = s["a"].iter().map(|p| (p.step, p.value)).collect();
         // Equal steps keep their write order (the value is the point's seq).
         assert_eq!(order, [(0, 1.0), (1, 5.0), (2, 3.0), (5, 2.0), (5, 4.0)]);
@@ -192,10 +242,17 @@ mod tests {
     fn points_another_read_already_added_are_not_added_twice() {
         let c = SeriesCache::default();
         let id = Uuid::new_v4();
-        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0)]);
-        c.extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0)]);
+        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0)], i64::MAX);
+        c.extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0)], i64::MAX);
         let s = c
-            .extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0), p(3, "a", 3.0)])
+            .extend(
+                id,
+                1,
+                0,
+                Some(1),
+                vec![p(2, "a", 2.0), p(3, "a", 3.0)],
+                i64::MAX,
+            )
             .unwrap();
         assert_eq!(values(&s, "a"), [1.0, 2.0, 3.0]);
     }
@@ -204,13 +261,17 @@ mod tests {
     fn a_read_under_another_epoch_or_attempt_cannot_extend() {
         let c = SeriesCache::default();
         let id = Uuid::new_v4();
-        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0)]);
-        assert!(c.extend(id, 1, 1, Some(1), vec![p(2, "a", 2.0)]).is_none());
-        assert!(c.extend(id, 2, 0, Some(1), vec![]).is_none());
+        c.extend(id, 1, 0, None, vec![p(1, "a", 1.0)], i64::MAX);
+        assert!(c
+            .extend(id, 1, 1, Some(1), vec![p(2, "a", 2.0)], i64::MAX)
+            .is_none());
+        assert!(c.extend(id, 2, 0, Some(1), vec![], i64::MAX).is_none());
         assert_eq!(c.read_after(id, 2), None);
         // A gap (the remembered series went back below the read's starting point).
-        c.extend(id, 1, 0, None, vec![]);
-        assert!(c.extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0)]).is_none());
+        c.extend(id, 1, 0, None, vec![], i64::MAX);
+        assert!(c
+            .extend(id, 1, 0, Some(1), vec![p(2, "a", 2.0)], i64::MAX)
+            .is_none());
     }
 
     #[test]
@@ -218,10 +279,10 @@ mod tests {
         let c = SeriesCache::default();
         let ids: Vec<Uuid> = (0..=KEEP).map(|_| Uuid::new_v4()).collect();
         for id in &ids[..KEEP] {
-            c.extend(*id, 1, 0, None, vec![]);
+            c.extend(*id, 1, 0, None, vec![], i64::MAX);
         }
-        c.extend(ids[0], 1, 0, Some(0), vec![]);
-        c.extend(ids[KEEP], 1, 0, None, vec![]);
+        c.extend(ids[0], 1, 0, Some(0), vec![], i64::MAX);
+        c.extend(ids[KEEP], 1, 0, None, vec![], i64::MAX);
         assert!(c.read_after(ids[0], 1).is_some(), "read recently");
         assert!(c.read_after(ids[1], 1).is_none(), "the stalest");
         assert!(c.read_after(ids[KEEP], 1).is_some());
