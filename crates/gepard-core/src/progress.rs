@@ -456,18 +456,13 @@ fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> 
             .is_some_and(|a| a.iter().all(finite)),
         "an array of finite numbers",
     );
-    // Candidates are numbered in the order they were found, so a parent always has a lower
-    // index than its child; checking that needs no other report (reports may arrive in any
-    // order) and catches a candidate named as its own parent.
-    let index = c.get("index").and_then(Value::as_i64);
     check(
         "parents",
         false,
-        c.get("parents").and_then(Value::as_array).is_some_and(|a| {
-            a.iter()
-                .all(|p| count(p) && index.is_none_or(|i| p.as_i64().is_some_and(|p| p < i)))
-        }),
-        "an array of earlier candidates' indexes (each below this candidate's index)",
+        c.get("parents")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().all(count)),
+        "an array of earlier candidates' indexes",
     );
     for field in ["iteration", "discovered_at_metric_calls"] {
         check(
@@ -477,7 +472,35 @@ fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> 
             "a non-negative integer",
         );
     }
+    if let Some(problem) = parents_problem(c) {
+        problems.push((Some("parents"), problem));
+    }
     problems
+}
+
+/// What is wrong with well-typed `parents` of a candidate. Candidates are numbered in the
+/// order they were found, so a parent always has a lower index than its child: a check that
+/// needs no other report (reports may arrive in any order), and catches a candidate named as
+/// its own parent. A parent named twice would make a merge of one candidate with itself.
+fn parents_problem(c: &Map<String, Value>) -> Option<String> {
+    let index = c.get("index")?.as_i64()?;
+    let parents: Vec<i64> = c
+        .get("parents")?
+        .as_array()?
+        .iter()
+        .map(Value::as_i64)
+        .collect::<Option<_>>()?;
+    if let Some(p) = parents.iter().find(|p| **p >= index) {
+        return Some(format!(
+            "candidate.parents names {p}, but a parent is found before its child and so has \
+             a lower index than this candidate's {index}"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    parents
+        .iter()
+        .find(|p| !seen.insert(**p))
+        .map(|p| format!("candidate.parents names {p} twice"))
 }
 
 /// For a summary patch entry, what its value should have been, or `None` when it is fine.
@@ -1224,17 +1247,22 @@ mod tests {
         );
         let e = event(json!({"event_type": "valset_evaluated", "candidate": [1]}));
         assert_eq!(invalid(&e)[0].loc, ["body", "candidate"]);
-        // A parent is found before its child, so it has a lower index.
-        for parents in [json!([2]), json!([0, 3])] {
+        // A parent is found before its child, so it has a lower index; and a merge is of two
+        // different candidates.
+        for (parents, says) in [
+            (
+                json!([2]),
+                "names 2, but a parent is found before its child",
+            ),
+            (json!([0, 3]), "names 3, but"),
+            (json!([1, 1]), "names 1 twice"),
+        ] {
             let e = event(json!({"event_type": "valset_evaluated",
                 "candidate": {"index": 2, "parents": parents, "instructions": "x"}}));
             let errors = invalid(&e);
+            assert_eq!(errors.len(), 1, "{parents}");
             assert_eq!(errors[0].loc, ["body", "candidate", "parents"], "{parents}");
-            assert!(
-                errors[0].msg.contains("below this candidate's index"),
-                "{}",
-                errors[0].msg
-            );
+            assert!(errors[0].msg.contains(says), "{}", errors[0].msg);
         }
     }
 
