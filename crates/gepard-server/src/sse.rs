@@ -3,8 +3,10 @@
 //! One task per connection: it sends the snapshot and the backlog, then forwards the
 //! notifier's notices for its job. A notice carries the job and its new log entries, so a
 //! watcher normally never reads the database after connecting; only when it lags behind the
-//! broadcast buffer, or two writers' notices arrive in the opposite order of their commits,
-//! does it re-read, which batches updates but loses none. (On SQLite, whose
+//! broadcast buffer does it re-read, which batches updates but loses none. Two writers'
+//! notices can arrive in the opposite order of their commits: a notice whose log entries
+//! leave a gap waits briefly for the one with the missing entries, and only if that does not
+//! come are they read from the store. (On SQLite, whose
 //! notifier does not cross processes, it also looks for new log entries every second, so a
 //! separate `gepard worker` process's changes arrive too.) The task ends when
 //! the client goes away (a send fails) or after the job's terminal events.
@@ -88,6 +90,12 @@ const POLL: Duration = Duration::from_secs(1);
 /// Log entries read per query while catching up.
 const BACKLOG_PAGE: i64 = 1000;
 
+/// How long a watcher holds a notice whose log entries leave a gap, waiting for the notice
+/// with the missing ones, before it reads them from the store. Notices arrive out of order by
+/// a few milliseconds (two writers publishing, or another process's notice coming through
+/// `NOTIFY` and a re-read), so waiting nearly always spares every watcher a read.
+const GAP_WAIT: Duration = Duration::from_millis(250);
+
 struct Watcher {
     tx: mpsc::Sender<Result<Event, Infallible>>,
     /// Highest log sequence number sent; also the id of job events.
@@ -95,8 +103,15 @@ struct Watcher {
     /// Revision of the last job sent: a job with no higher one is older or the same, and is
     /// not sent (notices of two writers can arrive in the opposite order of their commits).
     shown: i64,
+    /// `updated_at` of the last job sent. A change written by a process of an earlier
+    /// version (during a rolling upgrade) keeps the revision; it still shows by this.
+    shown_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Whether the last job sent had finished.
     finished: bool,
+    /// Notices held back because their log entries leave a gap after `last_seq`.
+    held: Vec<Arc<JobNotice>>,
+    /// When to stop waiting for the missing notice and read the store instead.
+    gap_deadline: Option<tokio::time::Instant>,
 }
 
 impl Watcher {
@@ -117,23 +132,58 @@ impl Watcher {
         true
     }
 
-    /// [`Watcher::send_logs`] then [`Watcher::send_job`] for a notice, from its shared encoding.
-    async fn send_notice(&mut self, notice: &Arc<JobNotice>, state: &AppState) -> bool {
-        let enc = encoded(notice);
-        // Each writer publishes after its commit, so two writers' notices can arrive in the
-        // opposite order: entries 5 and 6 committed in turn, and the notice with 6 alone came
-        // first. Sending 6 would make 5 look sent, for good (a resume after 6 skips it too).
-        // The earlier entries are committed, so read them instead of skipping past.
-        let next = enc
+    /// Whether `notice`'s first new log entry leaves a gap after the last one sent.
+    fn leaves_gap(&self, notice: &JobNotice) -> bool {
+        notice
             .logs
             .iter()
-            .map(|(seq, _)| *seq)
-            .find(|seq| *seq > self.last_seq);
-        if next.is_some_and(|seq| seq > self.last_seq + 1)
-            && self.catch_up(state, notice.job.id).await.is_none()
-        {
-            return false;
+            .map(|l| l.seq)
+            .find(|seq| *seq > self.last_seq)
+            .is_some_and(|seq| seq > self.last_seq + 1)
+    }
+
+    /// Sends a notice, or holds it while its log entries leave a gap. Each writer publishes
+    /// after its commit, so two writers' notices can arrive in the opposite order: entries 5
+    /// and 6 committed in turn, and the notice with 6 alone came first. Sending 6 would make
+    /// 5 look sent, for good (a resume after 6 skips it too), so the notice waits for the one
+    /// with 5 ([`GAP_WAIT`] at most; then the store is read: the entries are committed).
+    async fn take(&mut self, notice: Arc<JobNotice>) -> bool {
+        if self.leaves_gap(&notice) {
+            self.held.push(notice);
+            self.gap_deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + GAP_WAIT);
+            return true;
         }
+        self.send_notice(&notice).await && self.release().await
+    }
+
+    /// Sends the held notices that no longer leave a gap, oldest entries first.
+    async fn release(&mut self) -> bool {
+        loop {
+            self.held
+                .sort_by_key(|n| n.logs.iter().map(|l| l.seq).find(|s| *s > self.last_seq));
+            let Some(i) = self.held.iter().position(|n| !self.leaves_gap(n)) else {
+                break;
+            };
+            let notice = self.held.remove(i);
+            if !self.send_notice(&notice).await {
+                return false;
+            }
+        }
+        if self.held.is_empty() {
+            self.gap_deadline = None;
+        }
+        true
+    }
+
+    /// The missing notice did not come: reads the missing entries, then sends what was held.
+    async fn fill_gap(&mut self, state: &AppState, job_id: Uuid) -> bool {
+        self.catch_up(state, job_id).await.is_some() && self.release().await
+    }
+
+    /// [`Watcher::send_logs`] then [`Watcher::send_job`] for a notice, from its shared encoding.
+    async fn send_notice(&mut self, notice: &Arc<JobNotice>) -> bool {
+        let enc = encoded(notice);
         for (seq, e) in &enc.logs {
             if *seq <= self.last_seq {
                 continue;
@@ -161,12 +211,15 @@ impl Watcher {
         self.send(event("job", self.last_seq, job)).await
     }
 
-    /// Whether `job` at `revision` is newer than what was shown; if so it counts as shown.
+    /// Whether `job` at `revision` is newer than what was shown (a higher revision, or the same
+    /// one changed by a writer that does not count revisions); if so it counts as shown.
     fn newer(&mut self, revision: i64, job: &Job) -> bool {
-        if revision <= self.shown {
+        let same = revision == self.shown && self.shown_at == Some(job.updated_at);
+        if revision < self.shown || same {
             return false;
         }
         self.shown = revision;
+        self.shown_at = Some(job.updated_at);
         self.finished = job.status.is_terminal();
         true
     }
@@ -190,6 +243,14 @@ impl Watcher {
     }
 }
 
+/// Sleeps until `deadline` (never returns without one).
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Streams one job's events into `tx` until the client leaves or the job has finished.
 pub async fn stream_job(
     state: AppState,
@@ -204,7 +265,10 @@ pub async fn stream_job(
         tx,
         last_seq: resume_after,
         shown: -1,
+        shown_at: None,
         finished: false,
+        held: Vec::new(),
+        gap_deadline: None,
     };
     let Ok(Some((job, revision))) = state.store.job_with_revision(workspace_id, job_id).await
     else {
@@ -227,7 +291,7 @@ pub async fn stream_job(
         tokio::select! {
             notice = rx.recv() => match notice {
                 Ok(n) if n.job.id == job_id => {
-                    if !w.send_notice(&n, &state).await {
+                    if !w.take(n).await {
                         return;
                     }
                 }
@@ -235,7 +299,7 @@ pub async fn stream_job(
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the buffer: re-read instead of guessing what was missed.
                     let Ok(Some((job, revision))) = state.store.job_with_revision(workspace_id, job_id).await else { return };
-                    if w.catch_up(&state, job_id).await.is_none() || !w.send_job(&job, revision).await {
+                    if !w.fill_gap(&state, job_id).await || !w.send_job(&job, revision).await {
                         return;
                     }
                 }
@@ -246,9 +310,14 @@ pub async fn stream_job(
             () = w.tx.closed() => return,
             // The server is shutting down: end the stream so the connection can close.
             () = state.shutdown.cancelled() => return,
+            () = sleep_until_deadline(w.gap_deadline), if w.gap_deadline.is_some() => {
+                if !w.fill_gap(&state, job_id).await {
+                    return;
+                }
+            }
             _ = poll.tick(), if polls => {
                 let seen = w.last_seq;
-                if w.catch_up(&state, job_id).await.is_none() {
+                if !w.fill_gap(&state, job_id).await {
                     return;
                 }
                 if w.last_seq != seen {

@@ -1272,6 +1272,61 @@ on_both_databases! {
         assert_eq!(jobs.iter().filter(|j| j.0 == "completed").count(), 1, "{jobs:?}");
     }
 
+    async fn a_watcher_sends_a_held_notice_once_the_notice_filling_its_gap_arrives_without_reading_the_store(app) {
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        let mut stream = open_events(&app, &id, None).await;
+        assert_eq!(read_events(&mut stream, 1).await[0].0, "snapshot");
+        let job_id: Uuid = id.parse().unwrap();
+        let (job, revision) = app.store.job_with_revision(ws_id(&app).await, job_id).await.unwrap().unwrap();
+        assert_eq!(app.store.job_logs(job_id, 0, 10).await.unwrap().len(), 0, "nothing logged yet");
+        // Notices of entries the store does not have: what the watcher sends can only come
+        // from them, so the test sees that the gap was filled by the notice, not a read.
+        let entry = |seq: i64, message: &str| gepard_core::model::SequencedLog {
+            seq,
+            attempt: 1,
+            entry: gepard_core::progress::LogEntry {
+                timestamp: job.created_at,
+                level: gepard_core::progress::LogLevel::Info,
+                message: message.into(),
+                data: json!({}),
+            },
+        };
+        let mut done = job.clone();
+        done.status = gepard_core::job::JobStatus::Completed;
+        let notice = |job: &gepard_core::model::Job, revision: i64, logs: Vec<gepard_core::model::SequencedLog>| gepard_store::JobNotice {
+            job: std::sync::Arc::new(job.clone()),
+            revision,
+            logs,
+        };
+        app.notifier.publish(notice(&job, revision + 2, vec![entry(2, "two")]));
+        app.notifier.publish(notice(&job, revision + 1, vec![entry(1, "one")]));
+        app.notifier.publish(notice(&done, revision + 3, vec![]));
+        let events = read_events(&mut stream, 1000).await;
+        let messages: Vec<&str> = events.iter().filter(|e| e.0 == "log").filter_map(|e| e.2["message"].as_str()).collect();
+        assert_eq!(messages, ["one", "two"]);
+        let last_job = events.iter().rev().find(|e| e.0 == "job").unwrap();
+        assert_eq!(last_job.2["status"], "completed");
+    }
+
+    async fn a_change_from_a_process_that_does_not_count_revisions_still_reaches_watchers(app) {
+        // During a rolling upgrade a process of an earlier version writes without bumping the
+        // revision: its change has the revision already shown, and must still be shown.
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        let mut stream = open_events(&app, &id, None).await;
+        assert_eq!(read_events(&mut stream, 1).await[0].0, "snapshot");
+        let (job, revision) = app.store.job_with_revision(ws_id(&app).await, id.parse().unwrap()).await.unwrap().unwrap();
+        let mut done = job.clone();
+        done.status = gepard_core::job::JobStatus::Completed;
+        done.updated_at = job.updated_at + chrono::Duration::seconds(1);
+        // The same record again changes nothing; the changed one is sent (and ends the stream).
+        for job in [job, done] {
+            app.notifier.publish(gepard_store::JobNotice { job: std::sync::Arc::new(job), revision, logs: vec![] });
+        }
+        let events = read_events(&mut stream, 1000).await;
+        let jobs: Vec<&str> = events.iter().filter(|e| e.0 == "job").filter_map(|e| e.2["status"].as_str()).collect();
+        assert_eq!(jobs, ["completed"]);
+    }
+
     async fn events_resume_after_last_event_id_without_repeating_entries(app) {
         let runner = app.key(&["runner"], None).await;
         let id = submit(&app, body()).await["id"]
