@@ -478,8 +478,11 @@ impl Store {
             }
             Err(e) => {
                 // At once, rather than when the dropped transaction is next touched: on SQLite
-                // the next writer waits for this one's lock.
-                tx.rollback().await.map_err(StoreError::from)?;
+                // the next writer waits for this one's lock. The caller needs the refusal
+                // (422, 409, fenced), not a failed rollback, which the drop retries anyway.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(job = %job_id, error = %rollback, "rolling back a refused report failed");
+                }
                 Err(e)
             }
         }
