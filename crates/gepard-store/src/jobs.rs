@@ -81,6 +81,18 @@ pub struct JobFilter {
     pub oldest_first: bool,
 }
 
+/// A job as a writer holding its row reads it ([`Store::lock_job_in`]).
+pub(crate) struct LockedJob {
+    /// The job, without its metric series.
+    pub(crate) job: Job,
+    /// Who holds its lease.
+    pub(crate) lease_owner: Option<String>,
+    /// The current fencing token.
+    pub(crate) lease_token: i64,
+    /// The last log sequence number.
+    pub(crate) log_seq: i64,
+}
+
 /// A compare-and-set update of a job: applied only if the job is still in `expected_status`
 /// at `expected_attempt` with the cancel request as seen (and, for workers, still holds
 /// `expected_lease_token`), so two writers can never both win.
@@ -379,11 +391,10 @@ impl Store {
         .fetch_optional(&mut *conn)
         .await?;
         match row {
-            Some(row) => {
-                let mut job = job_without_metrics(&row)?;
-                job.metrics = self.series_in(conn, job.id, job.attempt).await?;
-                Ok(Some((job, int(&row, "revision")?)))
-            }
+            Some(row) => Ok(Some((
+                self.job_from_row(conn, &row).await?,
+                int(&row, "revision")?,
+            ))),
             None => Ok(None),
         }
     }
@@ -400,6 +411,31 @@ impl Store {
         self.job_by_id_with(id, false).await
     }
 
+    /// [`Store::job_state_by_id`] inside the caller's write transaction, holding the job's row
+    /// until it ends, with what of the row the job record does not carry.
+    pub(crate) async fn lock_job_in(
+        conn: &mut AnyConnection,
+        backend: Backend,
+        id: Uuid,
+    ) -> Result<Option<LockedJob>> {
+        let row = sqlx::query(&format!(
+            "{JOB_SELECT} WHERE j.id = $1{}",
+            backend.for_update_of_job()
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|r| {
+            Ok(LockedJob {
+                job: job_without_metrics(&r)?,
+                lease_owner: opt_text(&r, "lease_owner")?,
+                lease_token: int(&r, "lease_token")?,
+                log_seq: int(&r, "log_seq")?,
+            })
+        })
+        .transpose()
+    }
+
     /// [`Store::job_state_by_id`] inside the caller's transaction (claims, the lease reaper).
     pub(crate) async fn job_state_in(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Job>> {
         let row = sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1"))
@@ -410,21 +446,22 @@ impl Store {
     }
 
     async fn job_by_id_with(&self, id: Uuid, with_metrics: bool) -> Result<Option<Job>> {
+        let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1"))
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         match row {
-            Some(row) if with_metrics => Ok(Some(self.job_from_row(&row).await?)),
+            Some(row) if with_metrics => Ok(Some(self.job_from_row(&mut conn, &row).await?)),
             Some(row) => Ok(Some(job_without_metrics(&row)?)),
             None => Ok(None),
         }
     }
 
-    async fn job_from_row(&self, row: &AnyRow) -> Result<Job> {
+    /// The job of a row, with its metric series read on the same connection.
+    async fn job_from_row(&self, conn: &mut AnyConnection, row: &AnyRow) -> Result<Job> {
         let mut job = job_without_metrics(row)?;
-        let mut conn = self.pool.acquire().await?;
-        job.metrics = self.series_in(&mut conn, job.id, job.attempt).await?;
+        job.metrics = self.series_in(conn, job.id, job.attempt).await?;
         Ok(job)
     }
 

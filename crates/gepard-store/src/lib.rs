@@ -63,6 +63,16 @@ impl Backend {
         }
     }
 
+    /// [`Backend::for_update`] for a select of jobs joined with their projects: locks the
+    /// job's row only (`j`), where a plain `FOR UPDATE` would lock the project's row too and
+    /// make every writer of the project's jobs wait for each other.
+    fn for_update_of_job(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE OF j",
+        }
+    }
+
     /// Like [`Backend::for_update`], for queues: rows another transaction holds are passed
     /// over instead of waited for, so concurrent workers claim different jobs at once.
     fn for_update_skip_locked(self) -> &'static str {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use sqlx::AnyConnection;
 
 use crate::execution::Resume;
-use crate::jobs::{write_job_in, JobWrite};
+use crate::jobs::{write_job_in, JobWrite, LockedJob};
 use crate::notify::{JobNotice, Notifier};
 use crate::{Store, StoreError};
 
@@ -504,19 +504,12 @@ impl Store {
             Some(_) => Reporter::Runtime,
             None => Reporter::Runner,
         };
-        let locked = sqlx::query(&format!(
-            "SELECT lease_owner, lease_token, log_seq FROM jobs WHERE id = $1{}",
-            self.backend.for_update()
-        ))
-        .bind(job_id.to_string())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or(LifecycleError::NotFound(job_id))?;
-        let holder = crate::rows::opt_text(&locked, "lease_owner")?;
-        let current_token = crate::rows::int(&locked, "lease_token")?;
-        let seq = crate::rows::int(&locked, "log_seq")?;
-        let job = Store::job_state_in(conn, job_id)
+        let LockedJob {
+            job,
+            lease_owner: holder,
+            lease_token: current_token,
+            log_seq: seq,
+        } = Store::lock_job_in(conn, self.backend, job_id)
             .await?
             .ok_or(LifecycleError::NotFound(job_id))?;
         let now = gepard_core::time::now();
