@@ -132,13 +132,18 @@ impl Watcher {
         true
     }
 
-    /// Whether `notice`'s first new log entry leaves a gap after the last one sent.
-    fn leaves_gap(&self, notice: &JobNotice) -> bool {
+    /// The sequence number of `notice`'s first log entry not sent yet.
+    fn first_new(&self, notice: &JobNotice) -> Option<i64> {
         notice
             .logs
             .iter()
             .map(|l| l.seq)
             .find(|seq| *seq > self.last_seq)
+    }
+
+    /// Whether `notice`'s first new log entry leaves a gap after the last one sent.
+    fn leaves_gap(&self, notice: &JobNotice) -> bool {
+        self.first_new(notice)
             .is_some_and(|seq| seq > self.last_seq + 1)
     }
 
@@ -160,8 +165,9 @@ impl Watcher {
     /// Sends the held notices that no longer leave a gap, oldest entries first.
     async fn release(&mut self) -> bool {
         loop {
-            self.held
-                .sort_by_key(|n| n.logs.iter().map(|l| l.seq).find(|s| *s > self.last_seq));
+            let mut held = std::mem::take(&mut self.held);
+            held.sort_by_key(|n| self.first_new(n));
+            self.held = held;
             let Some(i) = self.held.iter().position(|n| !self.leaves_gap(n)) else {
                 break;
             };
