@@ -79,6 +79,19 @@ async fn read_events(body: &mut Body, n: usize) -> Vec<(String, String, Value)> 
     out
 }
 
+/// A notice of a change of `job` at `revision`, as a writer publishes it.
+fn notice(
+    job: &gepard_core::model::Job,
+    revision: i64,
+    logs: Vec<gepard_core::model::SequencedLog>,
+) -> gepard_store::JobNotice {
+    gepard_store::JobNotice {
+        job: std::sync::Arc::new(job.clone()),
+        revision,
+        logs,
+    }
+}
+
 async fn open_events(app: &TestApp, id: &str, last_event_id: Option<&str>) -> Body {
     let mut req = Request::get(format!("{JOBS}/{id}/events")).header("x-api-key", &app.admin_key);
     if let Some(l) = last_event_id {
@@ -1239,10 +1252,8 @@ on_both_databases! {
                 store.job_with_revision(ws, claimed.job.id).await.unwrap().unwrap()
             }
         };
-        let notice = |(job, revision): &(gepard_core::model::Job, i64), logs: &[gepard_core::model::SequencedLog]| gepard_store::JobNotice {
-            job: std::sync::Arc::new(job.clone()),
-            revision: *revision,
-            logs: logs.to_vec(),
+        let notice = |(job, revision): &(gepard_core::model::Job, i64), logs: &[gepard_core::model::SequencedLog]| {
+            notice(job, *revision, logs.to_vec())
         };
         let first = report(json!({"event_type": "valset_evaluated", "message": "first", "summary": {"best_score": 0.25}})).await;
         let second = report(json!({"event_type": "valset_evaluated", "message": "second", "summary": {"best_score": 0.5}})).await;
@@ -1293,11 +1304,6 @@ on_both_databases! {
         };
         let mut done = job.clone();
         done.status = gepard_core::job::JobStatus::Completed;
-        let notice = |job: &gepard_core::model::Job, revision: i64, logs: Vec<gepard_core::model::SequencedLog>| gepard_store::JobNotice {
-            job: std::sync::Arc::new(job.clone()),
-            revision,
-            logs,
-        };
         app.notifier.publish(notice(&job, revision + 2, vec![entry(2, "two")]));
         app.notifier.publish(notice(&job, revision + 1, vec![entry(1, "one")]));
         app.notifier.publish(notice(&done, revision + 3, vec![]));
@@ -1319,8 +1325,8 @@ on_both_databases! {
         done.status = gepard_core::job::JobStatus::Completed;
         done.updated_at = job.updated_at + chrono::Duration::seconds(1);
         // The same record again changes nothing; the changed one is sent (and ends the stream).
-        for job in [job, done] {
-            app.notifier.publish(gepard_store::JobNotice { job: std::sync::Arc::new(job), revision, logs: vec![] });
+        for job in [&job, &done] {
+            app.notifier.publish(notice(job, revision, vec![]));
         }
         let events = read_events(&mut stream, 1000).await;
         let jobs: Vec<&str> = events.iter().filter(|e| e.0 == "job").filter_map(|e| e.2["status"].as_str()).collect();
