@@ -1,15 +1,11 @@
 //! Anthropic Messages API (`POST {base}/v1/messages`).
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use crate::error::LlmError;
-use crate::http::{HttpTransport, ProviderSettings};
-use crate::schema::{normalize_schema, ToolNames};
+use crate::http::ProviderSettings;
+use crate::provider::{short, HttpModel, HttpProvider, Wire};
+use crate::schema::normalize_schema;
 use crate::types::{ChatRequest, ChatResponse, FinishReason, Message, ToolCall, Usage};
-use crate::{ChatModel, ProviderFactory};
 
 /// Default base URL when neither config nor `ANTHROPIC_BASE_URL` gives one.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -18,88 +14,42 @@ pub const API_VERSION: &str = "2023-06-01";
 /// `max_tokens` is required by the Messages API; this is sent when the request has none.
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
-/// An Anthropic endpoint; hands out models that share its client, retries and concurrency limit.
-#[derive(Clone)]
-pub struct AnthropicProvider {
-    transport: Arc<HttpTransport>,
-}
+/// The Anthropic Messages wire format.
+pub struct Anthropic;
 
-impl AnthropicProvider {
-    /// A provider talking to `settings.base_url` (e.g. `https://api.anthropic.com`; a base that
-    /// already ends in `/v1` works too).
-    pub fn new(settings: ProviderSettings) -> Result<Self, LlmError> {
-        Ok(Self {
-            transport: Arc::new(HttpTransport::new(settings)?),
-        })
-    }
-
-    /// The model `name` (e.g. `claude-3-5-haiku-latest`) at this endpoint.
-    pub fn chat_model(&self, name: &str) -> AnthropicModel {
-        AnthropicModel {
-            transport: Arc::clone(&self.transport),
-            id: format!("{}/{name}", self.transport.settings.name),
-            model: name.to_owned(),
-        }
-    }
-}
-
-impl ProviderFactory for AnthropicProvider {
-    fn model(&self, name: &str) -> Result<Arc<dyn ChatModel>, LlmError> {
-        Ok(Arc::new(self.chat_model(name)))
-    }
-}
-
-/// One Anthropic model.
-pub struct AnthropicModel {
-    transport: Arc<HttpTransport>,
-    id: String,
-    model: String,
-}
-
-#[async_trait]
-impl ChatModel for AnthropicModel {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let model = if request.model.is_empty() {
-            self.model.as_str()
-        } else {
-            request.model.as_str()
-        };
-        let names = ToolNames::for_request(request);
-        let body = request_body(&names.apply(request), model);
-        let path = if self
-            .transport
-            .settings
-            .base_url
-            .trim_end_matches('/')
-            .ends_with("/v1")
-        {
+impl Wire for Anthropic {
+    fn path(settings: &ProviderSettings) -> &'static str {
+        // A base that already ends in `/v1` (some gateways are configured so) works too.
+        if settings.base_url.trim_end_matches('/').ends_with("/v1") {
             "messages"
         } else {
             "v1/messages"
-        };
-        let url = self.transport.url(path);
+        }
+    }
+
+    fn headers(settings: &ProviderSettings) -> Vec<(&'static str, String)> {
         let mut headers = vec![("anthropic-version", API_VERSION.to_owned())];
-        if let Some(key) = &self.transport.settings.api_key {
+        if let Some(key) = &settings.api_key {
             headers.push(("x-api-key", key.clone()));
         }
-        let value = self
-            .transport
-            .post_json(&url, &headers, &body, model)
-            .await?;
-        let mut response = parse_response(&value).map_err(|detail| LlmError::BadResponse {
-            provider: self.transport.settings.name.clone(),
-            url,
-            status: 200,
-            detail: self.transport.redact(&detail),
-        })?;
-        names.restore(&mut response);
-        Ok(response)
+        headers
+    }
+
+    fn request_body(request: &ChatRequest, model: &str) -> Value {
+        request_body(request, model)
+    }
+
+    fn parse_response(value: &Value) -> Result<ChatResponse, String> {
+        parse_response(value)
     }
 }
+
+/// An Anthropic endpoint (e.g. `https://api.anthropic.com`; a base that already ends in `/v1`
+/// works too); hands out models that share its client, retries and concurrency limit.
+pub type AnthropicProvider = HttpProvider<Anthropic>;
+
+/// One Anthropic model.
+pub type AnthropicModel = HttpModel<Anthropic>;
 
 /// The JSON body of a Messages request: system messages joined into the top-level `system`,
 /// tool results sent as `tool_result` blocks in a user turn, consecutive turns of the same role
@@ -241,13 +191,4 @@ pub fn parse_response(value: &Value) -> Result<ChatResponse, String> {
         usage,
         finish_reason,
     })
-}
-
-fn short(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 200 {
-        format!("{}…", text.chars().take(200).collect::<String>())
-    } else {
-        text
-    }
 }

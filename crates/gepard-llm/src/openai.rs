@@ -1,91 +1,47 @@
 //! OpenAI-compatible chat completions (`POST {base}/chat/completions`): OpenAI, vLLM,
 //! llama.cpp server, Ollama, LM Studio, gateways.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use crate::error::LlmError;
-use crate::http::{HttpTransport, ProviderSettings};
-use crate::schema::{normalize_schema, ToolNames};
+use crate::http::ProviderSettings;
+use crate::provider::{short, HttpModel, HttpProvider, Wire};
+use crate::schema::normalize_schema;
 use crate::types::{ChatRequest, ChatResponse, FinishReason, Message, ToolCall, Usage};
-use crate::{ChatModel, ProviderFactory};
 
 /// Default base URL when neither config nor `OPENAI_BASE_URL` gives one.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
-/// An OpenAI-compatible endpoint; hands out models that share its client, retries and
-/// concurrency limit.
-#[derive(Clone)]
-pub struct OpenAiProvider {
-    transport: Arc<HttpTransport>,
-}
+/// The OpenAI chat-completions wire format.
+pub struct OpenAi;
 
-impl OpenAiProvider {
-    /// A provider talking to `settings.base_url` (which should end in `/v1` for most servers).
-    pub fn new(settings: ProviderSettings) -> Result<Self, LlmError> {
-        Ok(Self {
-            transport: Arc::new(HttpTransport::new(settings)?),
-        })
+impl Wire for OpenAi {
+    fn path(_settings: &ProviderSettings) -> &'static str {
+        "chat/completions"
     }
 
-    /// The model `name` (provider-side, e.g. `gpt-4o-mini`) at this endpoint.
-    pub fn chat_model(&self, name: &str) -> OpenAiModel {
-        OpenAiModel {
-            transport: Arc::clone(&self.transport),
-            id: format!("{}/{name}", self.transport.settings.name),
-            model: name.to_owned(),
-        }
+    fn headers(settings: &ProviderSettings) -> Vec<(&'static str, String)> {
+        settings
+            .api_key
+            .iter()
+            .map(|key| ("authorization", format!("Bearer {key}")))
+            .collect()
+    }
+
+    fn request_body(request: &ChatRequest, model: &str) -> Value {
+        request_body(request, model)
+    }
+
+    fn parse_response(value: &Value) -> Result<ChatResponse, String> {
+        parse_response(value)
     }
 }
 
-impl ProviderFactory for OpenAiProvider {
-    fn model(&self, name: &str) -> Result<Arc<dyn ChatModel>, LlmError> {
-        Ok(Arc::new(self.chat_model(name)))
-    }
-}
+/// An OpenAI-compatible endpoint (`settings.base_url` should end in `/v1` for most servers);
+/// hands out models that share its client, retries and concurrency limit.
+pub type OpenAiProvider = HttpProvider<OpenAi>;
 
 /// One model at an OpenAI-compatible endpoint.
-pub struct OpenAiModel {
-    transport: Arc<HttpTransport>,
-    id: String,
-    model: String,
-}
-
-#[async_trait]
-impl ChatModel for OpenAiModel {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let model = if request.model.is_empty() {
-            self.model.as_str()
-        } else {
-            request.model.as_str()
-        };
-        let names = ToolNames::for_request(request);
-        let body = request_body(&names.apply(request), model);
-        let url = self.transport.url("chat/completions");
-        let mut headers = Vec::new();
-        if let Some(key) = &self.transport.settings.api_key {
-            headers.push(("authorization", format!("Bearer {key}")));
-        }
-        let value = self
-            .transport
-            .post_json(&url, &headers, &body, model)
-            .await?;
-        let mut response = parse_response(&value).map_err(|detail| LlmError::BadResponse {
-            provider: self.transport.settings.name.clone(),
-            url,
-            status: 200,
-            detail: self.transport.redact(&detail),
-        })?;
-        names.restore(&mut response);
-        Ok(response)
-    }
-}
+pub type OpenAiModel = HttpModel<OpenAi>;
 
 /// The JSON body of a chat-completions request.
 pub fn request_body(request: &ChatRequest, model: &str) -> Value {
@@ -260,13 +216,4 @@ pub fn parse_arguments(raw: &str) -> Value {
         return json!({});
     }
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
-}
-
-fn short(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 200 {
-        format!("{}…", text.chars().take(200).collect::<String>())
-    } else {
-        text
-    }
 }
