@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use common::{app_with_registry, body, submit, TestApp, JOBS};
+use common::{app_with_registry, body, submit, tar, TestApp, JOBS};
 use gepard_agent::bundle::{Bundle, BundleFile, Capability};
 use gepard_store::LocalNotifier;
 use serde_json::{json, Value};
@@ -40,7 +40,20 @@ async fn run_job(app: &TestApp, best: &str, finish: bool) -> String {
 
 /// [`run_job`], also returning the worker's lease token (to report more progress later).
 async fn run_held_job(app: &TestApp, best: &str, finish: bool) -> (String, i64) {
-    let id = submit(app, body()).await["id"].as_str().unwrap().to_owned();
+    run_submitted_job(app, body(), best, finish).await
+}
+
+/// [`run_held_job`] for the job `submission` creates.
+async fn run_submitted_job(
+    app: &TestApp,
+    submission: Value,
+    best: &str,
+    finish: bool,
+) -> (String, i64) {
+    let id = submit(app, submission).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let notifier = LocalNotifier::default();
     let claimed = app
         .store
@@ -507,6 +520,67 @@ async fn the_same_job_may_be_promoted_to_another_explicit_target() {
             "sentiment@2.0.0",
             "sentiment-tuned@1.0.0"
         ]
+    );
+}
+
+#[tokio::test]
+async fn promoting_into_an_unrelated_existing_capability_is_refused_and_a_promoted_line_continues()
+{
+    let app = app_with_registry().await;
+    let admin = app.admin_key.clone();
+    let other = tar(&[
+        (
+            "capability.yaml",
+            "schema: 1\nname: multi\nversion: 2.3.5\ndescription: Two agents\n",
+        ),
+        (
+            "agents/writer.md",
+            "---\nname: writer\ndescription: Writes\n---\nWrite.\n",
+        ),
+        (
+            "agents/classifier.md",
+            "---\nname: classifier\ndescription: Labels\n---\nLabel.\n",
+        ),
+    ]);
+    let r = app.upload("/api/v1/org/local/capabilities", other).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let first = run_job(&app, BEST, true).await;
+    let preview = app
+        .get(&format!("{JOBS}/{first}/promotion-preview?name=multi"))
+        .await
+        .body;
+    let refusal = "capability multi already exists and is not linked to sentiment by an \
+                   earlier promotion: its next version would hold sentiment's agents and files \
+                   instead of its own; choose a new name, or promote under sentiment";
+    assert_eq!(preview["promotable"], false, "{preview}");
+    assert_eq!(preview["reasons"], json!([refusal]));
+    let r = promote(&app, &admin, &first, json!({"name": "multi"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(detail(&r), refusal);
+    let versions = app
+        .get("/api/v1/org/local/capabilities/multi/versions")
+        .await
+        .body;
+    assert_eq!(versions.as_array().unwrap().len(), 1, "nothing written");
+
+    // A new name starts a line; a later job from the same source continues it.
+    let r = promote(&app, &admin, &first, json!({"name": "sentiment-tuned"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let second = run_job(&app, "Label the sentiment in one lowercase word.", true).await;
+    let r = promote(&app, &admin, &second, json!({"name": "sentiment-tuned"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["version"], "1.0.1");
+
+    // A job on the tuned line may be promoted back under the source's name.
+    let mut on_tuned = body();
+    on_tuned["capability_ref"] = json!({"name": "sentiment-tuned", "version": "1.0.1"});
+    let (third, _) = run_submitted_job(&app, on_tuned, "Say positive or negative.", true).await;
+    let r = promote(&app, &admin, &third, json!({"name": "sentiment"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        (r.body["name"].as_str(), r.body["version"].as_str()),
+        (Some("sentiment"), Some("1.0.1"))
     );
 }
 

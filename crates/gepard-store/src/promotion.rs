@@ -145,6 +145,44 @@ async fn load_capability(
         .map_err(|e| StoreError::Corrupt(format!("stored capability {name}@{version}: {e}")))
 }
 
+/// Whether a version of `target` was promoted from `source`, or one of `source` from `target`:
+/// then the two names are one line of work (e.g. a `-tuned` copy promoted again, or a tuned
+/// copy's result promoted back), and a promotion may continue it.
+async fn linked_by_promotion(
+    conn: &mut AnyConnection,
+    org_id: Uuid,
+    source: &ArtifactName,
+    target: &ArtifactName,
+) -> Result<bool> {
+    let rows = sqlx::query(
+        "SELECT a.name, v.provenance FROM artifact_versions v \
+         JOIN artifacts a ON a.id = v.artifact_id \
+         WHERE a.org_id = $1 AND a.kind = $2 AND a.name IN ($3, $4) \
+         AND v.provenance IS NOT NULL",
+    )
+    .bind(org_id.to_string())
+    .bind(ArtifactKind::Capability.as_str())
+    .bind(source.as_str())
+    .bind(target.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let name = text(row, "name")?;
+        let promoted_from = json(row, "provenance")?["source"]["name"]
+            .as_str()
+            .map(str::to_owned);
+        let other = if name == source.as_str() {
+            target
+        } else {
+            source
+        };
+        if promoted_from.as_deref() == Some(other.as_str()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Index of the candidate holding `instructions`: the one marked best ([`mark_best`]), else
 /// the best scoring one with that text, else what the run's artifacts say.
 fn candidate_index(candidates: &[Value], instructions: &str, artifacts: &Value) -> Option<i64> {
@@ -267,6 +305,19 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
     .iter()
     .filter_map(|v| semver::Version::parse(v).ok())
     .collect();
+    if target_name != source.name
+        && !existing.is_empty()
+        && !linked_by_promotion(conn, req.org_id, &source.name, &target_name).await?
+    {
+        // A promotion writes the source capability's whole bundle under the target name:
+        // into an unrelated capability's line that would replace its agents and files.
+        reasons.push(format!(
+            "capability {target_name} already exists and is not linked to {} by an earlier \
+             promotion: its next version would hold {}'s agents and files instead of its own; \
+             choose a new name, or promote under {}",
+            source.name, source.name, source.name
+        ));
+    }
     let already = |version: &semver::Version| {
         format!(
             "job {} was already promoted to {target_name}@{version}",

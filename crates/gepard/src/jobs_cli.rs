@@ -158,10 +158,13 @@ pub enum JobCommand {
     Promote {
         /// Job id.
         id: String,
-        /// Capability name to write (default: the source capability's).
+        /// Capability name to write (default: the source capability's). Another name that
+        /// already exists must be linked to the source by an earlier promotion.
         #[arg(long)]
         name: Option<String>,
-        /// Version to write (default: the source version's next free patch).
+        /// Version to write (default: under the source's name, the source version's next free
+        /// patch; under another name, the patch after that name's highest version, or the
+        /// source's version when it has none).
         #[arg(long)]
         version: Option<String>,
         /// Only show what would be written.

@@ -28,6 +28,8 @@ use crate::AppState;
 #[into_params(parameter_in = Query)]
 pub struct PreviewQuery {
     /// Capability name to write (default: the source capability's); may carry this org's prefix.
+    /// Another name that already exists must be linked to the source by an earlier promotion
+    /// (one was promoted from the other), else the promotion is refused.
     #[serde(default)]
     pub name: Option<String>,
     /// Version to write (default: under the source's name, the source version's next free
@@ -42,6 +44,8 @@ pub struct PreviewQuery {
 #[serde(deny_unknown_fields)]
 pub struct PromoteTarget {
     /// Capability name to write (default: the source capability's); may carry this org's prefix.
+    /// Another name that already exists must be linked to the source by an earlier promotion
+    /// (one was promoted from the other), else the promotion is refused.
     #[serde(default)]
     pub name: Option<String>,
     /// Version to write (default: under the source's name, the source version's next free
