@@ -926,23 +926,100 @@ fn parse_jsonl(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError
             line: i + 1,
             message,
         };
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(map)) => {
+        match serde_json::from_str::<JsonRow>(line) {
+            Ok(JsonRow::Object(map)) => {
                 if row_holds_nul(&map) {
                     return Err(row_err(format!("a value {NUL_IN_TEXT}")));
                 }
                 rows.push(map);
             }
-            Ok(other) => {
+            Ok(JsonRow::Other(kind)) => {
                 return Err(row_err(format!(
-                    "each row must be a JSON object, found {}",
-                    type_name(&other)
+                    "each row must be a JSON object, found {kind}"
                 )))
+            }
+            // Valid JSON that a row cannot be (a field given twice): the message alone.
+            Err(e) if e.is_data() => {
+                let full = e.to_string();
+                let position = format!(" at line {} column {}", e.line(), e.column());
+                return Err(row_err(
+                    full.strip_suffix(&position).unwrap_or(&full).to_owned(),
+                ));
             }
             Err(e) => return Err(row_err(format!("invalid JSON: {e}"))),
         }
     }
     Ok(rows)
+}
+
+/// One jsonl line: a row object whose fields are all distinct, or the JSON type of any other
+/// value (which the caller refuses).
+enum JsonRow {
+    Object(Map<String, Value>),
+    Other(&'static str),
+}
+
+impl<'de> serde::Deserialize<'de> for JsonRow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+        struct RowVisitor;
+
+        impl<'de> Visitor<'de> for RowVisitor {
+            type Value = JsonRow;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRow, A::Error> {
+                let mut row = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    // serde_json would keep the last value, and the row would silently lose
+                    // the first (e.g. `goal` written twice).
+                    if row.contains_key(&key) {
+                        return Err(A::Error::custom(format_args!(
+                            "the field `{key}` appears twice"
+                        )));
+                    }
+                    let value = map.next_value::<Value>()?;
+                    row.insert(key, value);
+                }
+                Ok(JsonRow::Object(row))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRow, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(JsonRow::Other("array"))
+            }
+
+            fn visit_str<E: Error>(self, _: &str) -> Result<JsonRow, E> {
+                Ok(JsonRow::Other("string"))
+            }
+
+            fn visit_bool<E: Error>(self, _: bool) -> Result<JsonRow, E> {
+                Ok(JsonRow::Other("boolean"))
+            }
+
+            fn visit_i64<E: Error>(self, _: i64) -> Result<JsonRow, E> {
+                Ok(JsonRow::Other("integer"))
+            }
+
+            fn visit_u64<E: Error>(self, _: u64) -> Result<JsonRow, E> {
+                Ok(JsonRow::Other("integer"))
+            }
+
+            fn visit_f64<E: Error>(self, _: f64) -> Result<JsonRow, E> {
+                Ok(JsonRow::Other("number"))
+            }
+
+            fn visit_unit<E: Error>(self) -> Result<JsonRow, E> {
+                Ok(JsonRow::Other("null"))
+            }
+        }
+
+        d.deserialize_any(RowVisitor)
+    }
 }
 
 /// Whether a JSON string (or key) anywhere in `value` holds U+0000.
@@ -1113,6 +1190,18 @@ fn parse_csv(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> 
             file: file.path.clone(),
             line: 1,
             message: "a header cell is empty".into(),
+        });
+    }
+    if let Some(twice) = headers
+        .iter()
+        .enumerate()
+        .find_map(|(i, h)| headers.iter().skip(i + 1).any(|o| o == h).then_some(h))
+    {
+        // A row keeps one value per field: the other column's cells would be dropped.
+        return Err(BundleError::Row {
+            file: file.path.clone(),
+            line: 1,
+            message: format!("the column `{twice}` appears twice in the header"),
         });
     }
     let mut rows = Vec::new();
@@ -1500,6 +1589,51 @@ mod tests {
             "`rows.csv` line 5: the row has 3 cells but the header has 2"
         );
         assert_eq!(err.location(), ["rows.csv", "line 5"]);
+    }
+
+    #[test]
+    fn a_field_given_twice_in_a_row_is_refused_instead_of_keeping_one_value() {
+        let m = "name: s\nversion: 0.1.0\n";
+        for (file, rows, message) in [
+            (
+                "rows.csv",
+                "goal,goal,expected_output\na,b,c\n",
+                "`rows.csv` line 1: the column `goal` appears twice in the header",
+            ),
+            (
+                "rows.jsonl",
+                "{\"goal\": \"x\", \"expected_output\": \"y\"}\n{\"goal\": \"a\", \"goal\": \"b\"}\n",
+                "`rows.jsonl` line 2: the field `goal` appears twice",
+            ),
+        ] {
+            let err = dataset(&[("dataset.yaml", m), (file, rows)]).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        // Nested objects and other JSON values are read as before.
+        let ds = dataset(&[
+            ("dataset.yaml", m),
+            (
+                "rows.jsonl",
+                "{\"goal\": \"g\", \"metadata\": {\"k\": [1, 2.5, null, true]}}\n",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            ds.rows[0]["metadata"],
+            serde_json::json!({"k": [1, 2.5, null, true]})
+        );
+        for (line, kind) in [
+            ("[1]", "array"),
+            ("\"x\"", "string"),
+            ("3", "integer"),
+            ("null", "null"),
+        ] {
+            let err = dataset(&[("dataset.yaml", m), ("rows.jsonl", line)]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("`rows.jsonl` line 1: each row must be a JSON object, found {kind}")
+            );
+        }
     }
 
     #[test]

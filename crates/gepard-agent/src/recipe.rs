@@ -187,6 +187,15 @@ impl Recipe {
                         .to_owned(),
                 )
             }
+            // An absent (or null) reward takes params.default; a reward that is there but not
+            // a number is a data error that would silently score the default on every answer.
+            Self::RowReward { .. } => match row.get("reward") {
+                Some(r) if !r.is_null() && r.as_f64().is_none() => Err(format!(
+                    "the row's reward is {}, not a number (row_reward_v1 scores with it)",
+                    r.to_string().chars().take(100).collect::<String>()
+                )),
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -887,6 +896,22 @@ mod tests {
             Recipe::from_spec("contains_v1", &json!({"needle": "x"})).unwrap(),
         ] {
             assert!(lenient.check_row(&bare).is_ok(), "{}", lenient.name());
+        }
+    }
+
+    #[test]
+    fn row_reward_refuses_a_row_whose_reward_is_there_but_not_a_number() {
+        let recipe = Recipe::from_spec("row_reward_v1", &json!({"default": 0.5})).unwrap();
+        assert_eq!(
+            recipe.check_row(&json!({"goal": "?", "reward": "high"})),
+            Err("the row's reward is \"high\", not a number (row_reward_v1 scores with it)".into())
+        );
+        for fine in [
+            json!({"goal": "?", "reward": 0.3}),
+            json!({"goal": "?", "reward": null}),
+            json!({"goal": "?"}),
+        ] {
+            assert_eq!(recipe.check_row(&fine), Ok(()), "{fine}");
         }
     }
 
