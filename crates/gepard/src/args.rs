@@ -27,6 +27,13 @@ pub fn prefixed_name(s: &str) -> Result<PrefixedName, String> {
     Ok(PrefixedName { org, name })
 }
 
+/// A capability or dataset version (`X.Y.Z[-pre]`), kept as the text given.
+pub fn version(s: &str) -> Result<String, String> {
+    gepard_core::names::parse_version(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// A job status (`queued`, `running`, `completed`, …).
 pub fn job_status(s: &str) -> Result<gepard_core::job::JobStatus, String> {
     s.parse().map_err(|_| {

@@ -14,18 +14,22 @@ use serde::Serialize;
 use crate::args::PrefixedName;
 use crate::settings;
 
+/// The server a client command talks to when neither `--server`, `GEPARD_SERVER` nor a
+/// credentials file names one.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8321";
+
 /// Options every client command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalOpts {
-    /// gepard server URL.
+    /// gepard server URL (default: the server named in the credentials file the server wrote
+    /// in the data directory, else http://127.0.0.1:8321).
     #[arg(
         long,
         global = true,
         env = "GEPARD_SERVER",
-        default_value = "http://127.0.0.1:8321",
         value_parser = crate::args::server_url
     )]
-    pub server: String,
+    pub server: Option<String>,
     /// API key (default: the credentials file the server wrote in the data directory).
     #[arg(long, global = true, env = "GEPARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -53,15 +57,25 @@ impl GlobalOpts {
     /// A client for the chosen server, with the key from the flag, the environment or the
     /// credentials file.
     pub fn client(&self) -> Client {
-        let key = self.api_key.clone().or_else(|| {
-            let dir = settings::data_dir(
+        let credentials = || {
+            settings::read_credentials(&settings::data_dir(
                 std::env::var_os("GEPARD_DATA_DIR")
                     .map(PathBuf::from)
                     .as_deref(),
-            );
-            settings::read_credentials(&dir).map(|c| c.api_key)
-        });
-        Client::new(&self.server, key)
+            ))
+        };
+        // The credentials file names the server that wrote it: a server started with its own
+        // --listen is found without repeating the address to every command.
+        let server = self
+            .server
+            .clone()
+            .or_else(|| credentials().map(|c| c.server))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let key = self
+            .api_key
+            .clone()
+            .or_else(|| credentials().map(|c| c.api_key));
+        Client::new(&server, key)
     }
 }
 
@@ -114,9 +128,9 @@ pub enum RegistryCommand {
         /// The ref, e.g. sentiment@1.0.0.
         #[arg(value_parser = crate::args::artifact_ref)]
         reference: ArtifactRef,
-        /// Rows to show (datasets only).
-        #[arg(long, default_value_t = 5)]
-        rows: i64,
+        /// Rows to show, 1 to 1000 (datasets only; default 5).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        rows: Option<i64>,
     },
     /// List the versions of a name: NAME (or ORG/NAME).
     Versions {
@@ -355,7 +369,7 @@ pub async fn registry(
                 ArtifactKind::Dataset => {
                     let ds = client.dataset_version(&org, &name, &version).await?;
                     let page = client
-                        .dataset_rows(&org, &name, &version, 0, rows.clamp(1, 1000))
+                        .dataset_rows(&org, &name, &version, 0, rows.unwrap_or(5))
                         .await?;
                     if opts.json {
                         return print_json(&serde_json::json!({"dataset": ds, "rows": page.items}));

@@ -83,7 +83,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this many seconds (exit 1).
-    #[arg(long)]
+    #[arg(long, requires = "wait")]
     pub timeout: Option<u64>,
 }
 
@@ -121,7 +121,8 @@ pub enum JobCommand {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// Print a job's logs.
+    /// Print a job's logs. With --json, one JSON object per entry and line (JSON Lines), so
+    /// that --follow can stream them.
     Logs {
         /// Job id.
         id: String,
@@ -165,7 +166,7 @@ pub enum JobCommand {
         /// Version to write (default: under the source's name, the source version's next free
         /// patch; under another name, the patch after that name's highest version, or the
         /// source's version when it has none).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::args::version)]
         version: Option<String>,
         /// Only show what would be written.
         #[arg(long)]

@@ -15,7 +15,7 @@ mod worker_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use gepard_core::model::ArtifactKind;
 
 use crate::commands::{GlobalOpts, KeysCommand, RegistryCommand};
@@ -115,6 +115,15 @@ async fn main() -> ExitCode {
             quickstart::run(args).await
         }
         Command::Keys(cmd) => commands::keys(g, cmd).await.map(|()| ExitCode::SUCCESS),
+        Command::Capability(RegistryCommand::Show { rows: Some(_), .. }) => {
+            // One subcommand set serves both registries; only a dataset has rows.
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--rows applies to datasets only (`gepard dataset show NAME@VERSION --rows N`)",
+                )
+                .exit()
+        }
         Command::Capability(cmd) => commands::registry(g, ArtifactKind::Capability, cmd)
             .await
             .map(|()| ExitCode::SUCCESS),

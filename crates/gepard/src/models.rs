@@ -66,12 +66,18 @@ pub enum ModelCommand {
         /// Data directory (the cache is its `models/` folder).
         #[arg(long, env = "GEPARD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Talks to no server: the client flags are not listed in its help.
+        #[command(flatten)]
+        client_flags: crate::args::HiddenClientFlags,
     },
     /// List cached local models.
     List {
         /// Data directory.
         #[arg(long, env = "GEPARD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Talks to no server: the client flags are not listed in its help.
+        #[command(flatten)]
+        client_flags: crate::args::HiddenClientFlags,
     },
 }
 
@@ -79,7 +85,7 @@ pub enum ModelCommand {
 #[cfg(feature = "local-model")]
 pub async fn run(cmd: ModelCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        ModelCommand::Pull { name, data_dir } => {
+        ModelCommand::Pull { name, data_dir, .. } => {
             let dir = gepard_local::models_dir(&crate::settings::data_dir(data_dir.as_deref()));
             let sources = gepard_local::default_sources(&name)?;
             let bar = indicatif::ProgressBar::new(0);
@@ -104,7 +110,7 @@ pub async fn run(cmd: ModelCommand, json: bool) -> anyhow::Result<()> {
                 println!("{name} is ready at {}", path.display());
             }
         }
-        ModelCommand::List { data_dir } => {
+        ModelCommand::List { data_dir, .. } => {
             let dir = gepard_local::models_dir(&crate::settings::data_dir(data_dir.as_deref()));
             let cached = gepard_local::list_cached(&dir);
             if json {

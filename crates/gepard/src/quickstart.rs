@@ -37,6 +37,9 @@ pub struct QuickstartArgs {
     /// Only publish and list; do not run an optimization job.
     #[arg(long)]
     pub no_job: bool,
+    /// The quickstart runs its own server: the client flags are not listed in its help.
+    #[command(flatten)]
+    pub client_flags: crate::args::HiddenClientAndJsonFlags,
 }
 
 fn examples_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -95,7 +98,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<std::process::ExitCode>
         .or_else(|| settings::read_credentials(&running.data_dir).map(|c| c.api_key))
         .context("no admin key: the credentials file is missing; delete the quickstart data directory and retry")?;
     let opts = GlobalOpts {
-        server: server.clone(),
+        server: Some(server.clone()),
         api_key: Some(key.clone()),
         org: "local".into(),
         workspace: "default".into(),

@@ -177,6 +177,14 @@ fn first_start_writes_a_private_credentials_file_that_the_cli_uses() {
     assert!(out.status.success(), "{}", stderr(&out));
     let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(keys[0]["scopes"], serde_json::json!(["admin"]));
+    // The file also names the server (started on its own port here): no --server needed.
+    assert_eq!(json["server"], server.url.as_str());
+    let found = base_command(server.data_dir.path())
+        .args(["keys", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert_eq!(found.stdout, out.stdout);
 }
 
 #[test]
@@ -436,6 +444,44 @@ fn failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
     );
     let usage = server.cli(&["capability", "frobnicate"]);
     assert_eq!(usage.status.code(), Some(2));
+    // Flags that would be ignored or bent are usage errors that say why.
+    for (args, says) in [
+        (
+            &["capability", "show", "sentiment@1.0.0", "--rows", "2"][..],
+            "--rows applies to datasets only",
+        ),
+        (
+            &["optimize", "promote", "some-job", "--version", "2.0"][..],
+            "invalid version `2.0`",
+        ),
+        (
+            &["dataset", "show", "sentiment-val@1.0.0", "--rows", "0"][..],
+            "0 is not in 1..=1000",
+        ),
+        (
+            &["dataset", "show", "sentiment-val@1.0.0", "--rows", "5000"][..],
+            "5000 is not in 1..=1000",
+        ),
+        (
+            &[
+                "optimize",
+                "submit",
+                "--model",
+                "openai/m",
+                "--capability",
+                "sentiment@1.0.0",
+                "--dataset",
+                "sentiment-train@1.0.0",
+                "--timeout",
+                "5",
+            ][..],
+            "--wait",
+        ),
+    ] {
+        let out = server.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
     let unreachable = base_command(server.data_dir.path())
         .env("GEPARD_SERVER", format!("http://127.0.0.1:{}", free_port()))
         .args(["capability", "list"])

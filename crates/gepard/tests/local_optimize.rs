@@ -682,12 +682,19 @@ fn local_serve_and_worker_help_list_no_client_flags_and_other_commands_keep_them
     );
     // The server and the worker talk to the database, not to a server: no client flags,
     // and no --json either (they have no output of their own to format).
-    for command in [&["serve"][..], &["worker"][..]] {
+    for command in [&["serve"][..], &["worker"][..], &["quickstart"][..]] {
         let text = help(command);
         for flag in client_flags.iter().chain(&["--json"]) {
             assert!(!text.contains(flag), "{flag} in {command:?}:\n{text}");
         }
         assert!(text.contains("--data-dir"), "{text}");
+    }
+    // Local models: no server either, but `model list --json` formats its output.
+    for command in [&["model", "pull"][..], &["model", "list"][..]] {
+        let text = help(command);
+        for flag in client_flags {
+            assert!(!text.contains(flag), "{flag} in {command:?}:\n{text}");
+        }
     }
     for command in [
         &["optimize", "list"][..],
