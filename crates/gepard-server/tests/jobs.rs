@@ -602,6 +602,20 @@ on_both_databases! {
         );
     }
 
+    async fn a_perfect_score_outside_the_reward_range_is_refused(app) {
+        for bad in [json!(5), json!(0), json!(-0.5), json!("1")] {
+            let r = app.post(JOBS, with(body(), &["config", "perfect_score"], bad.clone())).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], json!(["body", "config", "perfect_score"]));
+            assert_eq!(
+                r.body["errors"][0]["msg"],
+                "must be a number above 0 and at most 1 (rewards are within [0, 1])"
+            );
+        }
+        let fine = submit(&app, with(body(), &["config", "perfect_score"], json!(0.9))).await;
+        assert_eq!(fine["config"]["perfect_score"], 0.9);
+    }
+
     async fn a_budget_that_covers_only_the_seed_is_accepted_with_a_warning_in_the_logs(app) {
         let app = &app;
         let logs_of = |job: Value| async move {

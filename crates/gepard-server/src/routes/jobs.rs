@@ -348,10 +348,11 @@ fn check_config(
     );
     one_of(p, &cfg, "batch_sampler", &["epoch_shuffled"]);
     if let Some(v) = cfg.get("perfect_score") {
-        if !v.as_f64().is_some_and(|f| f.is_finite() && f > 0.0) {
+        // Every recipe scores within [0, 1]: above 1 no minibatch could ever be perfect.
+        if !v.as_f64().is_some_and(|f| f > 0.0 && f <= 1.0) {
             p.add(
                 &["body", "config", "perfect_score"],
-                "must be a positive number",
+                "must be a number above 0 and at most 1 (rewards are within [0, 1])",
             );
         }
     }
