@@ -640,10 +640,12 @@ impl Capability {
             files.push(BundleFile::new(f.path.clone(), content));
         }
         let derived = Capability::parse(Bundle::from_files(files))?;
+        // Line endings follow the file (see `replace_body`): compare the text, not them.
+        let lf = |t: &str| t.replace("\r\n", "\n");
         let written = derived.agents.iter().find(|a| a.name == agent);
         if derived.name != *name
             || derived.version != *version
-            || written.map(|a| a.instructions.as_str()) != Some(instructions)
+            || written.map(|a| lf(&a.instructions)) != Some(lf(instructions))
         {
             return Err(BundleError::invalid(
                 &source.path,
@@ -679,7 +681,7 @@ fn rewrite_manifest(file: &BundleFile, name: &str, version: &str) -> Result<Vec<
         && serde_yaml_ng::from_str::<CapabilityManifest>(&edited)
             .is_ok_and(|m| m.name == name && m.version == version);
     if plain_edit_ok {
-        return Ok(edited.into_bytes());
+        return Ok(format!("{}{edited}", bom(file)).into_bytes());
     }
     // Flow style, block scalars, quoting a plain value would need: rewrite the mapping.
     let mut doc: serde_yaml_ng::Mapping =
@@ -691,14 +693,31 @@ fn rewrite_manifest(file: &BundleFile, name: &str, version: &str) -> Result<Vec<
         .map_err(|e| BundleError::invalid(&file.path, None, e.to_string()))
 }
 
-/// Replaces an agent file's markdown body, keeping its front matter and leading blank lines.
+/// Replaces an agent file's markdown body, keeping its front matter, leading blank lines, byte
+/// order mark and line endings (a file written with CRLF gets its new body in CRLF too).
 fn replace_body(file: &BundleFile, instructions: &str) -> Result<Vec<u8>, BundleError> {
     let text = file.text()?;
     let (_, body) = split_front_matter(text)
         .ok_or_else(|| BundleError::invalid(&file.path, None, "has no front matter"))?;
     let head = &text[..text.len() - body.len()];
     let leading = &body[..body.len() - body.trim_start_matches(['\r', '\n']).len()];
-    Ok(format!("{head}{leading}{instructions}\n").into_bytes())
+    let lf = instructions.replace("\r\n", "\n");
+    let (body, newline) = if head.ends_with("\r\n") {
+        (lf.replace('\n', "\r\n"), "\r\n")
+    } else {
+        (lf, "\n")
+    };
+    Ok(format!("{}{head}{leading}{body}{newline}", bom(file)).into_bytes())
+}
+
+/// The UTF-8 byte order mark when `file` starts with one ([`BundleFile::text`] reads past it),
+/// so that an edit writes it back.
+fn bom(file: &BundleFile) -> &'static str {
+    if file.content.starts_with("\u{feff}".as_bytes()) {
+        "\u{feff}"
+    } else {
+        ""
+    }
 }
 
 /// Splits `---\n<yaml>\n---\n<body>` into front matter and body.
@@ -1808,6 +1827,32 @@ mod tests {
             Capability::parse(Bundle::from_tar_gz(&new.bundle.to_tar_gz()).unwrap()).unwrap();
         assert_eq!(again.sha256, new.sha256);
         assert_ne!(new.sha256, cap.sha256);
+    }
+
+    #[test]
+    fn a_derived_version_keeps_the_byte_order_mark_and_crlf_line_endings_of_its_files() {
+        let manifest = "\u{feff}schema: 1\r\nname: support\r\nversion: 1.0.0\r\n";
+        let agent = "\u{feff}---\r\nname: triage\r\n---\r\n\r\nYou route tickets.\r\n";
+        let cap =
+            capability(&[("capability.yaml", manifest), ("agents/triage.md", agent)]).unwrap();
+        let new = cap
+            .with_agent_instructions(
+                &cap.name,
+                &semver::Version::new(1, 0, 1),
+                "triage",
+                "Route tickets fast.\n\nBe kind.",
+            )
+            .unwrap();
+        let bytes = |p: &str| new.bundle.get(p).unwrap().content.clone();
+        assert_eq!(
+            bytes("agents/triage.md"),
+            "\u{feff}---\r\nname: triage\r\n---\r\n\r\nRoute tickets fast.\r\n\r\nBe kind.\r\n"
+                .as_bytes()
+        );
+        assert_eq!(
+            bytes("capability.yaml"),
+            "\u{feff}schema: 1\r\nname: support\r\nversion: 1.0.1\r\n".as_bytes()
+        );
     }
 
     #[test]

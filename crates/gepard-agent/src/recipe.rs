@@ -370,7 +370,7 @@ impl Params<'_> {
                     format!("no params, but got params.{key}")
                 } else {
                     format!(
-                        "only params {}, but got params.{key}",
+                        "only {}, but got params.{key}",
                         allowed
                             .iter()
                             .map(|a| format!("params.{a}"))
