@@ -523,6 +523,9 @@ impl Engine {
             rng: ChaCha8Rng::seed_from_u64(self.config.seed),
             sampler: EpochSampler::new(self.train_size, self.config.minibatch_size),
         };
+        // The budget first: the calls were spent before the score is known, so a watcher
+        // never sees a score with a count that leaves out the calls that produced it.
+        self.emit_budget(ctx, &state);
         ctx.sink.emit(&Event::ValsetEvaluated {
             iteration: 0,
             candidate: 0,
@@ -533,7 +536,6 @@ impl Engine {
             new_best: true,
         });
         self.emit_front(ctx, &state, 0);
-        self.emit_budget(ctx, &state);
         self.emit_checkpoint(ctx, &state);
         Ok(state)
     }
@@ -691,6 +693,7 @@ impl Engine {
         } else {
             s.trials_without_improvement += 1;
         }
+        self.emit_budget(ctx, s);
         ctx.sink.emit(&Event::ValsetEvaluated {
             iteration,
             candidate: index,
@@ -701,7 +704,6 @@ impl Engine {
             new_best,
         });
         self.emit_front(ctx, s, iteration);
-        self.emit_budget(ctx, s);
         s.iterations = iteration;
         Ok(())
     }

@@ -308,6 +308,31 @@ async fn metric_calls_are_counted_per_candidate_and_example_and_never_exceed_the
 }
 
 #[tokio::test]
+async fn every_validation_score_follows_the_budget_update_that_paid_for_it() {
+    let (_, events) = run_with(config()).await;
+    let mut used = 0;
+    let mut validated = 0;
+    for event in &events {
+        match event {
+            Event::BudgetUpdated {
+                metric_calls_used, ..
+            } => used = *metric_calls_used,
+            Event::ValsetEvaluated { candidate, .. } => {
+                // The seed's pass, then each accepted child's: the calls that produced the
+                // score are already counted when a watcher sees it.
+                validated += VAL as u64;
+                assert!(
+                    used >= validated,
+                    "candidate {candidate} scored with only {used} calls counted"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(validated > VAL as u64, "children were validated");
+}
+
+#[tokio::test]
 async fn acceptance_requires_a_strictly_better_minibatch_sum() {
     let (result, events) = run_with(config()).await;
     let mut accepted = 0;
