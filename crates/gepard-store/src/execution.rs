@@ -11,9 +11,10 @@ use gepard_core::progress::{LogEntry, LogLevel};
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::jobs::from_json;
 use crate::lifecycle::{publish, LifecycleError};
 use crate::notify::Notifier;
-use crate::rows::{int, now_text, text};
+use crate::rows::{int, json, now_text, text};
 use crate::{Result, Store, StoreError, WriteTx};
 
 /// A job a worker has claimed, with the fencing token its writes must carry.
@@ -112,6 +113,24 @@ impl Store {
         };
         let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let over = self.starts_over(&mut tx, id, resume).await?;
+        // The lost runner's model calls and tokens were paid for, and a restarted run does not
+        // make them undone: the attempt's usage keeps them (its budget, metric_calls, restarts
+        // with the run). An outside runtime reports its own totals, which replace these.
+        let paid = match (over, resume) {
+            (true, Resume::FromCheckpoint) => {
+                let row = sqlx::query("SELECT usage FROM jobs WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                let usage: JobUsage = from_json(json(&row, "usage")?, "usage")?;
+                JobUsage {
+                    metric_calls: 0,
+                    ..usage
+                }
+            }
+            _ => JobUsage::default(),
+        };
         // Taken before the claim's own log line is stamped, which follows this one.
         let now = gepard_core::time::now();
         let written = self
@@ -120,6 +139,7 @@ impl Store {
                 w.lease_duration = chrono_duration(lease);
                 if over {
                     w.clear_results();
+                    w.usage = Some(paid.clone());
                     let why = match resume {
                         Resume::FromCheckpoint => "the earlier runner left no checkpoint to resume from",
                         Resume::Never => "an outside runtime runs it from the beginning",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gepard_core::auth::ApiKeySecret;
 use gepard_core::job::{JobCommand, JobStatus};
-use gepard_core::model::{ArtifactKind, Job, JobSpec};
+use gepard_core::model::{ArtifactKind, Job, JobSpec, JobUsage};
 use gepard_core::progress::ProgressEvent;
 use gepard_store::{
     Bootstrap, Created, IdempotencyKey, LifecycleError, LocalNotifier, NewJob, Promoter,
@@ -189,6 +189,26 @@ gepard_store::conformance_tests! {
             let started = logs.iter().filter(|l| l.entry.message == "started").count();
             assert_eq!(started, 1, "one claim, one start line");
         }
+    }
+
+    async fn a_worker_attempt_that_starts_over_keeps_the_model_calls_its_lost_runner_paid_for(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("lost before its first checkpoint").await;
+        let first = f.store.claim_next(&n, "old", SHORT).await.unwrap().unwrap();
+        let paid = JobUsage { metric_calls: 4, model_calls: 5, input_tokens: 50, output_tokens: 7 };
+        assert!(f.store.set_usage(id, first.lease_token, &paid).await.unwrap());
+        let_short_leases_expire().await;
+        assert_eq!(f.store.reap_expired_leases(&n).await.unwrap(), vec![id]);
+        // No checkpoint: the next worker starts the attempt over, its budget from zero.
+        let second = f.store.claim_next(&n, "new", Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!(
+            second.job.usage,
+            JobUsage { metric_calls: 0, ..paid },
+            "the calls were paid for; only the run's budget restarts"
+        );
+        let logs = f.store.job_logs(id, 0, 100).await.unwrap();
+        assert!(logs.iter().any(|l| l.entry.message.starts_with("this attempt starts over")));
     }
 
     async fn a_stale_lease_token_changes_nothing(db) {

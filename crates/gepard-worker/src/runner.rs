@@ -127,11 +127,64 @@ fn train_points(e: &mut ProgressEvent, parent: &[f64], child: &[f64], iteration:
         .insert("train_child_score".into(), point(mean(child), iteration));
 }
 
+/// Writes the run's usage lines: at every budget update, with the engine's metric calls, and
+/// in between at most once per [`USAGE_TICK`] while model calls happen. A validation pass is
+/// one batch of 60 or more calls with no budget update inside it; a runner killed in its middle
+/// has then still reported nearly every call it paid for, and the job's usage (which a resumed
+/// runner adds to) keeps them.
+struct UsageReporter {
+    out: Arc<Out>,
+    /// The runner's model calls and tokens so far (`metric_calls` unset).
+    count: Box<dyn Fn() -> JobUsage + Send + Sync>,
+    /// The last line written: its `metric_calls` is the engine's count at the last budget
+    /// update. Held while writing, so a tick never writes an older count after a newer one.
+    sent: Mutex<JobUsage>,
+}
+
+/// How often [`UsageReporter::tick`] runs.
+const USAGE_TICK: Duration = Duration::from_secs(1);
+
+impl UsageReporter {
+    fn new(out: Arc<Out>, count: Box<dyn Fn() -> JobUsage + Send + Sync>) -> Self {
+        Self {
+            out,
+            count,
+            sent: Mutex::new(JobUsage::default()),
+        }
+    }
+
+    /// Writes the usage with `metric_calls` from the engine (`None`: the last one written).
+    fn report(&self, metric_calls: Option<u64>) {
+        self.write(metric_calls, true);
+    }
+
+    /// Writes the usage if model calls or tokens moved since the last line.
+    fn tick(&self) {
+        self.write(None, false);
+    }
+
+    fn write(&self, metric_calls: Option<u64>, always: bool) {
+        let mut sent = self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut usage = (self.count)();
+        usage.metric_calls =
+            metric_calls.map_or(sent.metric_calls, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        if always || usage != *sent {
+            self.out.line(&Line::Usage {
+                usage: usage.clone(),
+            });
+            *sent = usage;
+        }
+    }
+}
+
 /// Maps engine events to progress lines, remembering candidate texts for the summary.
 struct Sink {
     out: Arc<Out>,
     texts: Mutex<BTreeMap<usize, String>>,
-    usage: Box<dyn Fn() -> JobUsage + Send + Sync>,
+    usage: Arc<UsageReporter>,
 }
 
 impl Sink {
@@ -328,9 +381,7 @@ impl EventSink for Sink {
                     );
                 }
                 self.out.event(e);
-                let mut usage = (self.usage)();
-                usage.metric_calls = i64::try_from(*metric_calls_used).unwrap_or(i64::MAX);
-                self.out.line(&Line::Usage { usage });
+                self.usage.report(Some(*metric_calls_used));
             }
             Event::Checkpoint {
                 iteration,
@@ -425,10 +476,9 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
         }
     }
     let usage_models = Arc::clone(&models);
-    let sink = Sink {
-        out: Arc::clone(&out),
-        texts: Mutex::new(texts),
-        usage: Box::new(move || {
+    let usage = Arc::new(UsageReporter::new(
+        Arc::clone(&out),
+        Box::new(move || {
             let u = usage_models.usage().total();
             JobUsage {
                 metric_calls: 0,
@@ -437,6 +487,22 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
                 output_tokens: i64::try_from(u.output_tokens).unwrap_or(i64::MAX),
             }
         }),
+    ));
+    let ticker = {
+        let usage = Arc::clone(&usage);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(USAGE_TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                usage.tick();
+            }
+        })
+    };
+    let sink = Sink {
+        out: Arc::clone(&out),
+        texts: Mutex::new(texts),
+        usage: Arc::clone(&usage),
     };
     let mut start = ProgressEvent::new(if resume.is_some() {
         ProgressEventType::RuntimeCheckpoint
@@ -495,13 +561,11 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
         config: spec.engine.clone(),
     };
     let result = optimize(&opt, &models, &sink, &cancel, resume).await;
-    let usage = (sink.usage)();
+    ticker.abort();
     match result {
         Ok(outcome) => {
             let r = &outcome.result;
-            let mut usage = usage;
-            usage.metric_calls = i64::try_from(r.metric_calls_used).unwrap_or(i64::MAX);
-            out.line(&Line::Usage { usage });
+            usage.report(Some(r.metric_calls_used));
             let summary = json!({
                 "best_score": r.best_score,
                 "seed_score": r.seed_score,
@@ -561,7 +625,7 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
             0
         }
         Err(e) => {
-            out.line(&Line::Usage { usage });
+            usage.report(None);
             let timed = timed_out.load(std::sync::atomic::Ordering::SeqCst);
             match e.error {
                 EngineError::StoppedBeforeSeed(StopReason::Cancelled) if !timed => {
@@ -665,7 +729,10 @@ mod tests {
         let sink = Sink {
             out: Arc::new(Out(Mutex::new(Box::new(captured.clone())))),
             texts: Mutex::new(BTreeMap::new()),
-            usage: Box::new(JobUsage::default),
+            usage: Arc::new(UsageReporter::new(
+                Arc::new(Out(Mutex::new(Box::new(std::io::sink())))),
+                Box::new(JobUsage::default),
+            )),
         };
         sink.emit(&Event::IterationSkipped {
             iteration: 4,

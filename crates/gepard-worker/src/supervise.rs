@@ -260,7 +260,7 @@ impl Worker {
                     .await
             }
         };
-        let earlier = if spec.resume.is_some() {
+        if spec.resume.is_some() {
             // The crashed runner's metric points after its checkpoint describe work the
             // resumed runner redoes and reports again; without this the series would repeat
             // them.
@@ -277,12 +277,11 @@ impl Worker {
                         .await
                 }
             }
-            // A resumed runner counts its model calls and tokens from zero; the crashed
-            // runners of this attempt spent theirs too, and the job's usage must keep them.
-            job.usage.clone()
-        } else {
-            JobUsage::default()
-        };
+        }
+        // A runner counts its model calls and tokens from zero; the attempt's earlier runners
+        // (crashed, or handed back) spent theirs too, and the job's usage must keep them. The
+        // claim kept them also when the attempt starts over, and a new attempt has none.
+        let earlier = job.usage.clone();
         let run = Attempt {
             id,
             number: job.attempt,
@@ -518,14 +517,27 @@ impl Worker {
             .ok()
             .and_then(std::os::unix::process::ExitStatusExt::signal);
         if let Some(sig) = signal {
+            // Unknown (the count failed): not resumed again, and the failure below says how
+            // the runner ended rather than naming a count.
             let crashes = self
                 .store
                 .count_logs_starting_with(id, job.attempt, CRASH_NOTICE)
                 .await
-                .unwrap_or(i64::MAX);
-            if crashes < MAX_CRASH_RESUMES {
-                let notice = format!("{CRASH_NOTICE} {sig}");
-                return self.requeue(id, token, LogLevel::Warning, notice).await;
+                .ok();
+            match crashes {
+                Some(n) if n < MAX_CRASH_RESUMES => {
+                    let notice = format!("{CRASH_NOTICE} {sig}");
+                    return self.requeue(id, token, LogLevel::Warning, notice).await;
+                }
+                Some(crashes) => {
+                    let message = format!(
+                        "the runner was killed by signal {sig} again, after {crashes} resumes \
+                         of this attempt from its checkpoint (the most a crashing attempt \
+                         gets); retry the job to run it once more"
+                    );
+                    return self.fail(id, token, message).await;
+                }
+                None => {}
             }
         }
         let how = match status {

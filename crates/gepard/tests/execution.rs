@@ -160,6 +160,21 @@ impl Env {
         }
     }
 
+    /// A worker (lease 2 s) whose runners carry `GEPARD_TEST_MARK=mark`, so that a test can
+    /// find and kill them ([`child_with_mark`]).
+    fn marked_worker(&self, name: &str, mark: &str) -> Worker {
+        let mut c = WorkerConfig::new(name, PathBuf::from(BIN), self.dir.path().join("runs"));
+        c.lease = Duration::from_secs(2);
+        c.poll = Duration::from_millis(50);
+        c.data_dir = Some(self.dir.path().to_path_buf());
+        c.extra_env = vec![
+            ("OPENAI_BASE_URL".into(), self.fake.url.clone()),
+            ("OPENAI_API_KEY".into(), "t".into()),
+            ("GEPARD_TEST_MARK".into(), mark.to_owned()),
+        ];
+        Worker::new(self.store.clone(), self.notifier.clone(), c)
+    }
+
     fn worker(&self, name: &str, lease: Duration) -> Worker {
         let mut c = WorkerConfig::new(name, PathBuf::from(BIN), self.dir.path().join("runs"));
         c.lease = lease;
@@ -630,16 +645,7 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
 
     let job = e.submit(config(90)).await;
     let mark = Uuid::new_v4().to_string();
-    let mut c = WorkerConfig::new("w1", PathBuf::from(BIN), e.dir.path().join("runs"));
-    c.lease = Duration::from_secs(2);
-    c.poll = Duration::from_millis(50);
-    c.data_dir = Some(e.dir.path().to_path_buf());
-    c.extra_env = vec![
-        ("OPENAI_BASE_URL".into(), e.fake.url.clone()),
-        ("OPENAI_API_KEY".into(), "t".into()),
-        ("GEPARD_TEST_MARK".into(), mark.clone()),
-    ];
-    let w = Worker::new(e.store.clone(), e.notifier.clone(), c);
+    let w = e.marked_worker("w1", &mark);
     let run = tokio::spawn(async move { w.run_once(&CancellationToken::new()).await });
     // Kill the sandbox in the middle of an iteration after its first checkpoint: once it has
     // reported metric calls beyond the checkpoint's, so there is lost work to redo.
@@ -698,6 +704,98 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
         resumed.model_calls >= uninterrupted.model_calls
             && resumed.input_tokens >= uninterrupted.input_tokens,
         "{resumed:?} vs {uninterrupted:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_killed_inside_a_batch_has_reported_the_model_calls_it_paid_for() {
+    // One call at a time, 300 ms each: the seed's validation pass (6 rows) takes 1.8 s, a
+    // single batch without a budget update inside it. A budget of 6 covers only that pass.
+    let e = env(Duration::from_millis(300)).await;
+    let seed_only = json!({"seed": 3, "max_metric_calls": 6, "concurrency": 1});
+    let (reference, _) = e.uninterrupted_run(seed_only.clone()).await;
+    let uninterrupted = e.job(reference.id).await.usage;
+
+    let job = e.submit(seed_only).await;
+    let mark = Uuid::new_v4().to_string();
+    let w = e.marked_worker("w1", &mark);
+    let run = tokio::spawn(async move { w.run_once(&CancellationToken::new()).await });
+    // Model calls show in the usage before the pass has ended (no budget point yet).
+    let mid = e
+        .wait_for(job.id, "a usage report inside the seed's pass", |j| {
+            j.usage.model_calls > 0
+        })
+        .await;
+    assert!(
+        !mid.metrics.contains_key("metric_calls_used"),
+        "reported inside the batch, not at its end: {:?}",
+        mid.metrics
+    );
+    let pid = child_with_mark(&mark).expect("the run-job child is running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.await.unwrap().unwrap();
+    e.worker("w2", Duration::from_secs(10))
+        .run_once(&CancellationToken::new())
+        .await
+        .unwrap();
+    let j = e.job(job.id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{:?}", e.logs(job.id).await);
+    assert!(e
+        .logs(job.id)
+        .await
+        .iter()
+        .any(|l| l.starts_with("this attempt starts over")));
+    // The restarted run made the uninterrupted run's calls; the killed one's stay counted.
+    assert_eq!(j.usage.metric_calls, uninterrupted.metric_calls);
+    assert!(
+        j.usage.model_calls >= uninterrupted.model_calls + mid.usage.model_calls
+            && j.usage.input_tokens > uninterrupted.input_tokens,
+        "{:?} vs {uninterrupted:?} (+{} before the kill)",
+        j.usage,
+        mid.usage.model_calls
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_runner_keeps_being_killed_fails_saying_it_ran_out_of_resumes() {
+    let e = env(Duration::from_millis(200)).await;
+    let job = e.submit(config(90)).await;
+    let mark = Uuid::new_v4().to_string();
+    for kill in 1..=4 {
+        let w = e.marked_worker("w", &mark);
+        let run = tokio::spawn(async move { w.run_once(&CancellationToken::new()).await });
+        let mut pid = None;
+        for _ in 0..400 {
+            pid = child_with_mark(&mark);
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = pid.unwrap_or_else(|| panic!("runner {kill} started"));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        run.await.unwrap().unwrap();
+        let j = e.job(job.id).await;
+        let expected = if kill < 4 {
+            JobStatus::Queued
+        } else {
+            JobStatus::Failed
+        };
+        assert_eq!(j.status, expected, "after kill {kill}: {:?}", j.error);
+    }
+    let error = e.job(job.id).await.error.unwrap_or_default();
+    assert_eq!(
+        error,
+        "the runner was killed by signal 9 again, after 3 resumes of this attempt from its \
+         checkpoint (the most a crashing attempt gets); retry the job to run it once more"
     );
 }
 
