@@ -57,24 +57,18 @@ impl GlobalOpts {
     /// A client for the chosen server, with the key from the flag, the environment or the
     /// credentials file.
     pub fn client(&self) -> Client {
-        let credentials = || {
-            settings::read_credentials(&settings::data_dir(
-                std::env::var_os("GEPARD_DATA_DIR")
-                    .map(PathBuf::from)
-                    .as_deref(),
-            ))
-        };
+        let file = settings::read_credentials(&settings::data_dir(
+            std::env::var_os("GEPARD_DATA_DIR")
+                .map(PathBuf::from)
+                .as_deref(),
+        ));
         // The credentials file names the server that wrote it: a server started with its own
         // --listen is found without repeating the address to every command.
-        let server = self
-            .server
-            .clone()
-            .or_else(|| credentials().map(|c| c.server))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        let key = self
-            .api_key
-            .clone()
-            .or_else(|| credentials().map(|c| c.api_key));
+        let (server, key) = settings::server_and_key(
+            self.server.as_deref(),
+            self.api_key.as_deref(),
+            file.as_ref(),
+        );
         Client::new(&server, key)
     }
 }

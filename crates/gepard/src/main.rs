@@ -145,7 +145,8 @@ async fn main() -> ExitCode {
             if unauthorized {
                 eprintln!(
                     "hint: pass --api-key or set GEPARD_API_KEY, or set GEPARD_DATA_DIR to the \
-                     server's data directory so the CLI reads the key from its credentials.json"
+                     server's data directory so the CLI reads the key from its credentials.json \
+                     (whose key is sent only to the server that file names)"
                 );
             }
             ExitCode::from(1)

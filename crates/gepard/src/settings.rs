@@ -78,8 +78,119 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
+/// The server and API key a client command uses, from its flags (or their environment
+/// variables) and the credentials file.
+///
+/// The file is one pair, the server that wrote it and its admin key, and is used as a pair:
+/// its server is the default only when no key was given either, and only when it is on this
+/// machine (a loopback or any-address listener; a file naming another host is ignored, so a
+/// stray file cannot send commands elsewhere); its key is sent only to its own server.
+pub fn server_and_key(
+    server: Option<&str>,
+    key: Option<&str>,
+    file: Option<&Credentials>,
+) -> (String, Option<String>) {
+    let file_server = file.and_then(|c| local_server(&c.server));
+    let server = match (server, key) {
+        (Some(s), _) => s.to_owned(),
+        (None, None) => file_server
+            .clone()
+            .unwrap_or_else(|| crate::commands::DEFAULT_SERVER.to_owned()),
+        (None, Some(_)) => crate::commands::DEFAULT_SERVER.to_owned(),
+    };
+    let key = key.map(str::to_owned).or_else(|| {
+        let c = file?;
+        let trimmed = |u: &str| u.trim_end_matches('/').to_owned();
+        let ours = trimmed(&server) == trimmed(&c.server)
+            || file_server.is_some_and(|f| trimmed(&f) == trimmed(&server));
+        ours.then(|| c.api_key.clone())
+    });
+    (server, key)
+}
+
+/// `server` (as the server writes it, `http://ADDR:PORT`) as a URL of this machine, or `None`
+/// when it names another host. An any-address listener is reached on loopback.
+fn local_server(server: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = server
+        .strip_prefix("http://")?
+        .trim_end_matches('/')
+        .parse()
+        .ok()?;
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip if ip.is_loopback() => ip,
+        _ => return None,
+    };
+    Some(format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, addr.port())
+    ))
+}
+
 /// Reads the credentials file, if there is one.
 pub fn read_credentials(data_dir: &Path) -> Option<Credentials> {
     let text = std::fs::read_to_string(credentials_path(data_dir)).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(server: &str) -> Credentials {
+        Credentials {
+            server: server.into(),
+            org: "local".into(),
+            api_key: "gpd_file".into(),
+        }
+    }
+
+    #[test]
+    fn the_credentials_file_is_used_as_a_pair_and_only_for_a_server_on_this_machine() {
+        let pick = |server: Option<&str>, key: Option<&str>, f: Option<&Credentials>| {
+            let (s, k) = server_and_key(server, key, f);
+            (s, k.as_deref().map(str::to_owned))
+        };
+        let own = file("http://127.0.0.1:9301");
+        let key = Some("gpd_file".to_owned());
+        // Nothing given: the file's server with its key.
+        assert_eq!(
+            pick(None, None, Some(&own)),
+            ("http://127.0.0.1:9301".into(), key.clone())
+        );
+        // Its key goes to its own server only, however the URL is written.
+        assert_eq!(
+            pick(Some("http://127.0.0.1:9301/"), None, Some(&own)),
+            ("http://127.0.0.1:9301/".into(), key.clone())
+        );
+        assert_eq!(
+            pick(Some("https://gepard.example"), None, Some(&own)),
+            ("https://gepard.example".into(), None)
+        );
+        // A key of the user's own is not sent to the file's server.
+        assert_eq!(
+            pick(None, Some("gpd_mine"), Some(&own)),
+            (
+                crate::commands::DEFAULT_SERVER.into(),
+                Some("gpd_mine".into())
+            )
+        );
+        // An any-address listener is reached on loopback, with the key.
+        let any = file("http://0.0.0.0:8400");
+        assert_eq!(
+            pick(None, None, Some(&any)),
+            ("http://127.0.0.1:8400".into(), key.clone())
+        );
+        // A file naming another host is ignored: the default server, no key.
+        let elsewhere = file("http://10.1.2.3:8321");
+        assert_eq!(
+            pick(None, None, Some(&elsewhere)),
+            (crate::commands::DEFAULT_SERVER.into(), None)
+        );
+        assert_eq!(
+            pick(None, None, None),
+            (crate::commands::DEFAULT_SERVER.into(), None)
+        );
+    }
 }
