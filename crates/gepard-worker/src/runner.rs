@@ -145,11 +145,20 @@ struct UsageReporter {
 const USAGE_TICK: Duration = Duration::from_secs(1);
 
 impl UsageReporter {
-    fn new(out: Arc<Out>, count: Box<dyn Fn() -> JobUsage + Send + Sync>) -> Self {
+    /// A reporter whose lines carry `metric_calls` (the engine's count: the checkpoint's when
+    /// resuming) until the first budget update.
+    fn new(
+        out: Arc<Out>,
+        count: Box<dyn Fn() -> JobUsage + Send + Sync>,
+        metric_calls: u64,
+    ) -> Self {
         Self {
             out,
             count,
-            sent: Mutex::new(JobUsage::default()),
+            sent: Mutex::new(JobUsage {
+                metric_calls: i64::try_from(metric_calls).unwrap_or(i64::MAX),
+                ..JobUsage::default()
+            }),
         }
     }
 
@@ -487,6 +496,7 @@ pub async fn run_job(spec: RunSpec, registry: &ModelRegistry) -> u8 {
                 output_tokens: i64::try_from(u.output_tokens).unwrap_or(i64::MAX),
             }
         }),
+        resume.as_ref().map_or(0, |cp| cp.metric_calls),
     ));
     let ticker = {
         let usage = Arc::clone(&usage);
@@ -724,6 +734,38 @@ mod tests {
     }
 
     #[test]
+    fn usage_between_budget_updates_keeps_the_engine_count_and_is_written_only_when_it_moved() {
+        let captured = Captured::default();
+        let calls = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let counted = Arc::clone(&calls);
+        // Resumed from a checkpoint at 90 metric calls.
+        let usage = UsageReporter::new(
+            Arc::new(Out(Mutex::new(Box::new(captured.clone())))),
+            Box::new(move || JobUsage {
+                model_calls: counted.load(std::sync::atomic::Ordering::SeqCst),
+                ..JobUsage::default()
+            }),
+            90,
+        );
+        usage.tick();
+        calls.store(2, std::sync::atomic::Ordering::SeqCst);
+        usage.tick();
+        usage.tick();
+        calls.store(5, std::sync::atomic::Ordering::SeqCst);
+        usage.report(Some(93));
+        usage.report(None);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let written: Vec<(i64, i64)> = text
+            .lines()
+            .map(|l| match serde_json::from_str::<Line>(l).unwrap() {
+                Line::Usage { usage } => (usage.metric_calls, usage.model_calls),
+                other => panic!("a usage line: {other:?}"),
+            })
+            .collect();
+        assert_eq!(written, [(90, 2), (93, 5), (93, 5)]);
+    }
+
+    #[test]
     fn a_skipped_iteration_is_logged_as_a_sentence_not_a_debug_name() {
         let captured = Captured::default();
         let sink = Sink {
@@ -732,6 +774,7 @@ mod tests {
             usage: Arc::new(UsageReporter::new(
                 Arc::new(Out(Mutex::new(Box::new(std::io::sink())))),
                 Box::new(JobUsage::default),
+                0,
             )),
         };
         sink.emit(&Event::IterationSkipped {

@@ -531,9 +531,9 @@ impl Worker {
                 }
                 Some(crashes) => {
                     let message = format!(
-                        "the runner was killed by signal {sig} again, after {crashes} resumes \
-                         of this attempt from its checkpoint (the most a crashing attempt \
-                         gets); retry the job to run it once more"
+                        "the runner was killed by signal {sig} again, after {crashes} restarts \
+                         of this attempt (the most a crashing attempt gets); retry the job to \
+                         run it once more"
                     );
                     return self.fail(id, token, message).await;
                 }
