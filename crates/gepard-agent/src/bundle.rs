@@ -689,7 +689,7 @@ fn rewrite_manifest(file: &BundleFile, name: &str, version: &str) -> Result<Vec<
     doc.insert("name".into(), name.into());
     doc.insert("version".into(), version.into());
     serde_yaml_ng::to_string(&doc)
-        .map(String::into_bytes)
+        .map(|yaml| format!("{}{yaml}", bom(file)).into_bytes())
         .map_err(|e| BundleError::invalid(&file.path, None, e.to_string()))
 }
 
@@ -1247,6 +1247,10 @@ fn parse_csv(file: &BundleFile) -> Result<Vec<Map<String, Value>>, BundleError> 
         }
         let mut row = Map::new();
         for (h, cell) in headers.iter().zip(record.iter()) {
+            // A blank cell is how CSV leaves a value out: a row without a reward.
+            if h == "reward" && cell.trim().is_empty() {
+                continue;
+            }
             let value = match h {
                 "reward" => cell
                     .parse::<f64>()
@@ -1592,6 +1596,16 @@ mod tests {
         assert_eq!(ds.rows[0]["reward"], serde_json::json!(1.0));
         assert_eq!(ds.rows[0]["metadata"], serde_json::json!({"k": 1}));
         assert_eq!(ds.rows[0]["goal"], serde_json::json!("hi"));
+        let blank = dataset(&[
+            ("dataset.yaml", "name: s\nversion: 0.1.0\nfile: r.csv\n"),
+            ("r.csv", "goal,reward\nhi, \n"),
+        ])
+        .unwrap();
+        assert_eq!(
+            blank.rows[0].get("reward"),
+            None,
+            "a blank reward cell is no reward"
+        );
     }
 
     #[test]

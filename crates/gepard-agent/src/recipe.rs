@@ -187,13 +187,21 @@ impl Recipe {
                         .to_owned(),
                 )
             }
-            // An absent (or null) reward takes params.default; a reward that is there but not
-            // a number is a data error that would silently score the default on every answer.
+            // An absent, null or blank reward takes params.default (a blank one is how a CSV
+            // cell stored before blank cells were read as absent); a reward that is there but
+            // not a number is a data error that would silently score the default on every
+            // answer.
             Self::RowReward { .. } => match row.get("reward") {
-                Some(r) if !r.is_null() && r.as_f64().is_none() => Err(format!(
-                    "the row's reward is {}, not a number (row_reward_v1 scores with it)",
-                    r.to_string().chars().take(100).collect::<String>()
-                )),
+                Some(r)
+                    if !r.is_null()
+                        && r.as_f64().is_none()
+                        && !r.as_str().is_some_and(|t| t.trim().is_empty()) =>
+                {
+                    Err(format!(
+                        "the row's reward is {}, not a number (row_reward_v1 scores with it)",
+                        r.to_string().chars().take(100).collect::<String>()
+                    ))
+                }
                 _ => Ok(()),
             },
             _ => Ok(()),
@@ -909,6 +917,7 @@ mod tests {
         for fine in [
             json!({"goal": "?", "reward": 0.3}),
             json!({"goal": "?", "reward": null}),
+            json!({"goal": "?", "reward": " "}),
             json!({"goal": "?"}),
         ] {
             assert_eq!(recipe.check_row(&fine), Ok(()), "{fine}");
