@@ -358,6 +358,17 @@ impl ProgressEvent {
                         "metric steps must not be negative".to_owned(),
                     );
                 }
+                // Stored as RFC 3339 text, which has four-digit years: a point outside them
+                // would be written but could never be read back (the job would stop loading).
+                if point
+                    .timestamp
+                    .is_some_and(|t| !(1..=9999).contains(&chrono::Datelike::year(&t)))
+                {
+                    fail(
+                        &["metrics", name, &index, "timestamp"],
+                        "metric timestamps must fall within the years 1 to 9999".to_owned(),
+                    );
+                }
             }
         }
 
@@ -1161,6 +1172,28 @@ mod tests {
         assert_eq!(locs, ["body.metrics.val_scor", "body.metrics.x_"]);
         assert!(errs[0].msg.contains("val_score, accepted_score"));
         assert_eq!(errs[0].kind, "value_error");
+    }
+
+    #[test]
+    fn metric_timestamps_outside_four_digit_years_are_refused() {
+        for (at, ok) in [
+            ("-0001-01-01T00:00:00Z", false),
+            ("0000-06-01T00:00:00Z", false),
+            ("+10000-01-01T00:00:00Z", false),
+            ("0001-01-01T00:00:00Z", true),
+            ("9999-12-31T23:59:59Z", true),
+        ] {
+            let e = event(json!({"event_type": "budget_updated", "metrics": {
+                "x_t": [{"value": 1.0, "step": 1, "timestamp": at}],
+            }}));
+            match e.validate() {
+                Ok(()) => assert!(ok, "{at} was accepted"),
+                Err(errs) => {
+                    assert!(!ok, "{at}: {errs:?}");
+                    assert_eq!(errs[0].loc.join("."), "body.metrics.x_t.0.timestamp");
+                }
+            }
+        }
     }
 
     #[test]

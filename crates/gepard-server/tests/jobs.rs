@@ -953,6 +953,22 @@ on_both_databases! {
         );
     }
 
+    async fn a_metric_timestamp_that_could_not_be_read_back_is_refused_and_the_job_still_loads(app) {
+        let runner = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        progress(&app, &runner, &id, json!({"event_type": "optimization_start"})).await;
+        for at in ["-0001-01-01T00:00:00Z", "+10000-01-01T00:00:00Z"] {
+            let r = progress(&app, &runner, &id, json!({"event_type": "budget_updated",
+                "metrics": {"x_t": [{"value": 1, "step": 1, "timestamp": at}]}})).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{at}: {}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], json!(["body", "metrics", "x_t", "0", "timestamp"]));
+        }
+        let job = app.get(&format!("{JOBS}/{id}")).await;
+        assert_eq!(job.status, StatusCode::OK, "{}", job.body);
+        assert!(job.body["metrics"].get("x_t").is_none(), "nothing stored: {}", job.body["metrics"]);
+        assert_eq!(app.get(JOBS).await.status, StatusCode::OK);
+    }
+
     async fn progress_for_a_job_a_worker_runs_is_refused_so_a_runner_key_cannot_forge_its_result(app) {
         let job = submit(&app, body()).await;
         let id = job["id"].as_str().unwrap().to_owned();
