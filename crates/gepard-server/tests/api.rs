@@ -120,6 +120,38 @@ impl gepard_llm::ChatModel for Echo {
             Some(gepard_llm::Message::User { content }) => content.clone(),
             _ => String::new(),
         };
+        // Scripted failures: a request the model refuses, and one it fails on inside.
+        let failure = |status: u16, message: &str| (status, message.to_owned());
+        let failed = match last.as_str() {
+            "too long" => Some(failure(
+                400,
+                "the prompt has 4121 tokens but the context holds 2048",
+            )),
+            "crash" => Some(failure(
+                500,
+                "tensor shape mismatch in /opt/secret/model.gguf",
+            )),
+            _ => None,
+        };
+        if let Some((status, message)) = failed {
+            let (provider, url) = ("local".to_owned(), "in-process".to_owned());
+            return Err(if status == 400 {
+                gepard_llm::LlmError::InvalidRequest {
+                    provider,
+                    url,
+                    status,
+                    message,
+                }
+            } else {
+                gepard_llm::LlmError::Server {
+                    provider,
+                    url,
+                    status,
+                    attempts: 1,
+                    message,
+                }
+            });
+        }
         Ok(gepard_llm::ChatResponse {
             content: Some(format!("echo: {last} (max {:?})", req.max_tokens)),
             tool_calls: vec![],
@@ -161,6 +193,39 @@ async fn in_process_models_answer_on_the_openai_compatible_route() {
         "echo: hi (max Some(5))"
     );
     assert_eq!(r.body["usage"]["total_tokens"], 10);
+    // A request the model refuses is the client's to fix: 422 with the model's reason.
+    let ask = |content: &str| json!({"model": "local/smollm2-135m-instruct", "messages": [{"role": "user", "content": content}]});
+    let refused = app.post("/v1/chat/completions", ask("too long")).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        refused.body["errors"][0]["loc"],
+        json!(["body", "messages"])
+    );
+    assert!(
+        refused.body["errors"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("4121 tokens"),
+        "{}",
+        refused.body
+    );
+    // A failure inside the model is a 503 that says nothing of the internals.
+    let failed = app.post("/v1/chat/completions", ask("crash")).await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        failed.body["detail"],
+        "the local model could not answer; try again"
+    );
+    assert!(
+        !failed.body.to_string().contains("secret"),
+        "{}",
+        failed.body
+    );
     let remote = app
         .post(
             "/v1/chat/completions",

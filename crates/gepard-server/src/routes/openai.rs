@@ -139,9 +139,16 @@ pub async fn chat_completions(
     request.temperature = req.temperature;
     request.max_tokens = req.max_completion_tokens.or(req.max_tokens);
     request.stop = stop;
-    let response = model.chat(&request).await.map_err(|e| {
-        tracing::warn!(error = %e, "in-process model failed");
-        ApiError::unavailable(format!("the model could not answer: {e}"))
+    let response = model.chat(&request).await.map_err(|e| match e {
+        // The model refused this request (e.g. a prompt longer than its context): the client's
+        // to fix, and sending it again would fail again.
+        gepard_llm::LlmError::InvalidRequest { message, .. } => {
+            ApiError::invalid(&["body", "messages"], message)
+        }
+        other => {
+            tracing::warn!(error = %other, "in-process model failed");
+            ApiError::unavailable("the local model could not answer; try again")
+        }
     })?;
     let finish = match response.finish_reason {
         Some(gepard_llm::FinishReason::Length) => "length",
