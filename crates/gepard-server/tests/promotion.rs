@@ -572,6 +572,17 @@ async fn promoting_into_an_unrelated_existing_capability_is_refused_and_a_promot
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["version"], "1.0.1");
 
+    // A line at the largest patch number has no next one: the default is refused.
+    let max = format!("1.0.{}", u64::MAX);
+    let r = promote(&app, &admin, &first, json!({"name": "big", "version": max})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = promote(&app, &admin, &second, json!({"name": "big"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        detail(&r),
+        "big has no next patch version: its patch number is already the largest; give a version"
+    );
+
     // A job on the tuned line may be promoted back under the source's name.
     let mut on_tuned = body();
     on_tuned["capability_ref"] = json!({"name": "sentiment-tuned", "version": "1.0.1"});

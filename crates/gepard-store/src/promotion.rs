@@ -78,11 +78,17 @@ struct Plan {
 
 /// The version after `highest`: the release of a pre-release (`1.1.0-rc.1` → `1.1.0`, which is
 /// free because it sorts above its pre-releases), else the next patch.
-fn next_version(highest: &semver::Version) -> semver::Version {
+/// `None` when the patch number is already the largest there is.
+fn next_version(highest: &semver::Version) -> Option<semver::Version> {
     if highest.pre.is_empty() {
-        semver::Version::new(highest.major, highest.minor, highest.patch + 1)
+        let patch = highest.patch.checked_add(1)?;
+        Some(semver::Version::new(highest.major, highest.minor, patch))
     } else {
-        semver::Version::new(highest.major, highest.minor, highest.patch)
+        Some(semver::Version::new(
+            highest.major,
+            highest.minor,
+            highest.patch,
+        ))
     }
 }
 
@@ -92,22 +98,24 @@ fn next_version(highest: &semver::Version) -> semver::Version {
 /// `1.0.2` when `1.0.1` exists), so a result optimized from `1.0.0` never becomes a `2.0.1`
 /// that silently drops whatever `2.0.0` changed. Under another name it continues that name's
 /// line (the patch after its highest version), or starts at the source's version.
+/// `None` when the line has run out of patch numbers (`X.Y.18446744073709551615`): the
+/// promotion then needs an explicit version.
 fn default_version(
     source: &semver::Version,
     same_name: bool,
     existing: &[semver::Version],
-) -> semver::Version {
+) -> Option<semver::Version> {
     if !same_name {
         return existing
             .iter()
             .max()
-            .map_or_else(|| source.clone(), next_version);
+            .map_or_else(|| Some(source.clone()), next_version);
     }
-    let mut v = next_version(source);
+    let mut v = next_version(source)?;
     while existing.contains(&v) {
-        v = semver::Version::new(v.major, v.minor, v.patch + 1);
+        v = semver::Version::new(v.major, v.minor, v.patch.checked_add(1)?);
     }
-    v
+    Some(v)
 }
 
 async fn load_capability(
@@ -346,7 +354,14 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
                     reasons.push(already(&v));
                     v
                 }
-                None => default_version(&source.version, target_name == source.name, &existing),
+                None => default_version(&source.version, target_name == source.name, &existing)
+                    .unwrap_or_else(|| {
+                        reasons.push(format!(
+                            "{target_name} has no next patch version: its patch number is \
+                             already the largest; give a version"
+                        ));
+                        source.version.clone()
+                    }),
             }
         }
     };
@@ -642,27 +657,45 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn v(s: &str) -> semver::Version {
+        semver::Version::parse(s).unwrap()
+    }
+
     #[test]
     fn the_next_version_is_the_next_patch_or_the_release_of_a_pre_release() {
-        let v = |s: &str| semver::Version::parse(s).unwrap();
-        assert_eq!(next_version(&v("1.0.0")), v("1.0.1"));
-        assert_eq!(next_version(&v("2.3.9")), v("2.3.10"));
-        assert_eq!(next_version(&v("1.1.0-rc.1")), v("1.1.0"));
+        assert_eq!(next_version(&v("1.0.0")), Some(v("1.0.1")));
+        assert_eq!(next_version(&v("2.3.9")), Some(v("2.3.10")));
+        assert_eq!(next_version(&v("1.1.0-rc.1")), Some(v("1.1.0")));
     }
 
     #[test]
     fn the_default_version_is_the_sources_next_free_patch_never_above_a_newer_line() {
-        let v = |s: &str| semver::Version::parse(s).unwrap();
         let existing = [v("1.0.0"), v("1.0.1"), v("2.0.0")];
-        assert_eq!(default_version(&v("1.0.0"), true, &existing), v("1.0.2"));
-        assert_eq!(default_version(&v("2.0.0"), true, &existing), v("2.0.1"));
+        let default = |source: &str, same: bool, existing: &[semver::Version]| {
+            default_version(&v(source), same, existing)
+        };
+        assert_eq!(default("1.0.0", true, &existing), Some(v("1.0.2")));
+        assert_eq!(default("2.0.0", true, &existing), Some(v("2.0.1")));
         assert_eq!(
-            default_version(&v("1.1.0-rc.1"), true, &[v("1.1.0-rc.1"), v("1.1.0")]),
-            v("1.1.1")
+            default("1.1.0-rc.1", true, &[v("1.1.0-rc.1"), v("1.1.0")]),
+            Some(v("1.1.1"))
         );
         // Another name continues its own line, or starts at the source's version.
-        assert_eq!(default_version(&v("1.0.0"), false, &existing), v("2.0.1"));
-        assert_eq!(default_version(&v("1.0.0"), false, &[]), v("1.0.0"));
+        assert_eq!(default("1.0.0", false, &existing), Some(v("2.0.1")));
+        assert_eq!(default("1.0.0", false, &[]), Some(v("1.0.0")));
+    }
+
+    #[test]
+    fn a_line_whose_patch_number_is_at_its_largest_has_no_default_version() {
+        let max = format!("1.0.{}", u64::MAX);
+        assert_eq!(next_version(&v(&max)), None);
+        assert_eq!(default_version(&v("1.0.0"), false, &[v(&max)]), None);
+        assert_eq!(default_version(&v(&max), true, &[v(&max)]), None);
+        let below = format!("1.0.{}", u64::MAX - 1);
+        assert_eq!(
+            default_version(&v(&below), true, &[v(&below)]),
+            Some(v(&max))
+        );
     }
 
     #[test]
