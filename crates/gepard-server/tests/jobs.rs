@@ -1404,15 +1404,27 @@ on_both_databases! {
             rest_logs, expected,
             "exactly the entries after the resume point"
         );
-        let bad = app
-            .send(
+        let resume_after = |id_text: String| {
+            app.send(
                 Request::get(format!("{JOBS}/{id}/events"))
                     .header("x-api-key", &app.admin_key)
-                    .header("last-event-id", "x")
+                    .header("last-event-id", id_text)
                     .body(Body::empty())
                     .unwrap(),
             )
-            .await;
+        };
+        let bad = resume_after("x".into()).await;
         assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        // The last id sent is a fine place to resume; one beyond it was never sent, and
+        // resuming after it would skip entries unseen.
+        let last: i64 = logs.last().unwrap().1.parse().unwrap();
+        let at_end = resume_after(last.to_string()).await;
+        assert_eq!(at_end.status, StatusCode::OK);
+        let beyond = resume_after((last + 1).to_string()).await;
+        assert_eq!(beyond.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            beyond.body["errors"][0]["msg"],
+            format!("must be an event id from this stream; its last event id is {last}")
+        );
     }
 }

@@ -593,7 +593,9 @@ impl Store {
         Err(too_fast(job.id))
     }
 
-    async fn log_seq(&self, job_id: Uuid) -> Result<i64, StoreError> {
+    /// The sequence number of the job's last log entry (0 before the first, or for a job that
+    /// does not exist); it only grows.
+    pub async fn log_seq(&self, job_id: Uuid) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT log_seq FROM jobs WHERE id = $1")
             .bind(job_id.to_string())
             .fetch_optional(&self.pool)

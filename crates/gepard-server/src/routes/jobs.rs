@@ -1305,6 +1305,15 @@ pub async fn job_events(
                 )
             })?,
     };
+    // Ids only grow, so one beyond the job's last entry was never sent: resuming after it
+    // would silently skip the entries up to it.
+    let last = state.store.log_seq(job_id).await?;
+    if resume > last {
+        return Err(ApiError::invalid(
+            &["header", "Last-Event-ID"],
+            format!("must be an event id from this stream; its last event id is {last}"),
+        ));
+    }
     // Subscribe before the snapshot so no change between the two can be missed.
     let rx = state.notifier.subscribe();
     let (tx, out) = tokio::sync::mpsc::channel(256);
