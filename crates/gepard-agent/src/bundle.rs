@@ -218,6 +218,12 @@ impl Bundle {
                     MAX_UNPACKED_BYTES / 1024 / 1024
                 )));
             }
+            if files.contains_key(&path) {
+                // Which copy is meant is anyone's guess (tar's "last one wins" included).
+                return Err(BundleError::Archive(format!(
+                    "`{path}` appears twice in the archive"
+                )));
+            }
             files.insert(path.clone(), BundleFile::new(path, content));
         }
         if files.is_empty() {
@@ -1484,6 +1490,31 @@ mod tests {
             Bundle::from_tar_gz(b"not gzip"),
             Err(BundleError::Archive(_))
         ));
+    }
+
+    #[test]
+    fn an_archive_holding_one_path_twice_is_refused_naming_it() {
+        for second in ["agents/a.md", "./agents/a.md"] {
+            let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut builder = tar::Builder::new(gz);
+            for (path, text) in [("agents/a.md", "first"), (second, "second")] {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(text.len() as u64);
+                header.set_mode(0o644);
+                header.set_cksum();
+                builder
+                    .append_data(&mut header, path, text.as_bytes())
+                    .unwrap();
+            }
+            let bytes = builder.into_inner().unwrap().finish().unwrap();
+            let err = Bundle::from_tar_gz(&bytes).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                BundleError::Archive("`agents/a.md` appears twice in the archive".into())
+                    .to_string(),
+                "{second}"
+            );
+        }
     }
 
     fn dataset(files: &[(&str, &str)]) -> Result<Dataset, BundleError> {

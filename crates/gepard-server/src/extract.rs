@@ -229,17 +229,29 @@ pub fn bytes_rejection(e: &BytesRejection) -> ApiError {
     }
 }
 
-/// Parses an optional numeric query parameter, naming it in the 422 when it is not a number.
-pub fn query_number<T: std::str::FromStr>(
-    name: &str,
-    value: Option<&str>,
-) -> Result<Option<T>, ApiError> {
+/// An integer type a query parameter is read as; its largest value goes into the 422.
+pub trait QueryInt: std::str::FromStr + std::fmt::Display {
+    /// The largest value the parameter can hold.
+    const MAX: Self;
+}
+
+impl QueryInt for u32 {
+    const MAX: Self = u32::MAX;
+}
+
+impl QueryInt for i64 {
+    const MAX: Self = i64::MAX;
+}
+
+/// Parses an optional numeric query parameter, naming it and the accepted range in the 422
+/// when it is not such a number (`4294967296` is a non-negative integer, just too large).
+pub fn query_number<T: QueryInt>(name: &str, value: Option<&str>) -> Result<Option<T>, ApiError> {
     match value {
         None | Some("") => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
             ApiError::invalid(
                 &["query", name],
-                format!("must be a non-negative integer, got `{v}`"),
+                format!("must be a whole number from 0 to {}, got `{v}`", T::MAX),
             )
         }),
     }

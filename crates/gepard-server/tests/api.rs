@@ -295,6 +295,12 @@ on_both_databases! {
         let malformed = app.get("/api/v1/org/local/capabilities?page=x").await;
         assert_eq!(malformed.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", malformed.body);
         assert_eq!(malformed.body["errors"][0]["loc"], json!(["query", "page"]));
+        let huge = app.get("/api/v1/org/local/capabilities?page=4294967296").await;
+        assert_eq!(huge.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", huge.body);
+        assert_eq!(
+            huge.body["errors"][0]["msg"],
+            "must be a whole number from 0 to 4294967295, got `4294967296`"
+        );
         let twice = app.get("/api/v1/org/local/capabilities?page=1&page=2").await;
         assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", twice.body);
         assert_eq!(twice.body["errors"][0]["loc"], json!(["query", "page"]));

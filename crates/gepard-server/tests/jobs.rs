@@ -953,6 +953,23 @@ on_both_databases! {
         );
     }
 
+    async fn a_runtime_reporting_another_text_under_a_candidate_number_gets_a_conflict(app) {
+        let runner = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        progress(&app, &runner, &id, json!({"event_type": "optimization_start"})).await;
+        let report = |text: &str| json!({"event_type": "valset_evaluated", "candidate": {
+            "index": 1, "instructions": text, "parents": [0], "val_score": 0.5}});
+        for _ in 0..2 {
+            let r = progress(&app, &runner, &id, report("Label it.")).await;
+            assert_eq!(r.status, StatusCode::OK, "the same candidate again: {}", r.body);
+        }
+        let r = progress(&app, &runner, &id, report("Something else.")).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert!(r.body["detail"].as_str().unwrap().contains("candidate 1 of attempt 1 was already reported"), "{}", r.body);
+        let cands = app.get(&format!("{JOBS}/{id}/candidates")).await.body;
+        assert_eq!(cands["items"][0]["instructions"], "Label it.", "{cands}");
+    }
+
     async fn a_metric_timestamp_that_could_not_be_read_back_is_refused_and_the_job_still_loads(app) {
         let runner = app.key(&["runner"], None).await;
         let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();

@@ -384,6 +384,40 @@ impl Store {
         .bind(attempt)
         .execute(&mut *tx)
         .await?;
+        // Candidates found after the checkpoint (stored just before a checkpoint that never
+        // followed) are found again by the resumed run, with a model that need not answer the
+        // same: theirs must not stand in for its.
+        let checkpointed: Option<i64> = sqlx::query_scalar(
+            "SELECT iteration FROM job_checkpoints WHERE job_id = $1 AND attempt = $2",
+        )
+        .bind(job_id.to_string())
+        .bind(attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(iteration) = checkpointed {
+            let rows = sqlx::query(
+                "SELECT idx, data FROM job_candidates WHERE job_id = $1 AND attempt = $2",
+            )
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let found_at = serde_json::from_str::<serde_json::Value>(&text(row, "data")?)
+                    .ok()
+                    .and_then(|d| d["iteration"].as_i64());
+                if found_at.is_some_and(|found| found > iteration) {
+                    sqlx::query(
+                        "DELETE FROM job_candidates WHERE job_id = $1 AND attempt = $2 AND idx = $3",
+                    )
+                    .bind(job_id.to_string())
+                    .bind(attempt)
+                    .bind(int(row, "idx")?)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
         new_metrics_epoch(&mut tx, job_id).await?;
         tx.commit().await?;
         Ok(true)
@@ -461,13 +495,34 @@ impl Store {
             return Ok(false);
         }
         // A resumed run re-reports candidates it already had: keep the first record.
-        sqlx::query("INSERT INTO job_candidates (job_id, attempt, idx, data) VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, attempt, idx) DO NOTHING")
+        let inserted = sqlx::query("INSERT INTO job_candidates (job_id, attempt, idx, data) VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, attempt, idx) DO NOTHING")
             .bind(job_id.to_string())
             .bind(attempt)
             .bind(index)
             .bind(data.to_string())
             .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            // The same candidate again is fine; another text under its number would be
+            // dropped silently, and the lineage would show what the run never had.
+            let stored: String = sqlx::query_scalar(
+                "SELECT data FROM job_candidates WHERE job_id = $1 AND attempt = $2 AND idx = $3",
+            )
+            .bind(job_id.to_string())
+            .bind(attempt)
+            .bind(index)
+            .fetch_one(&mut *tx)
             .await?;
+            let stored: serde_json::Value = serde_json::from_str(&stored)
+                .map_err(|e| StoreError::Corrupt(format!("candidate {index}: {e}")))?;
+            if stored.get("instructions") != data.get("instructions") {
+                return Err(StoreError::Conflict(format!(
+                    "candidate {index} of attempt {attempt} was already reported with other \
+                     instructions; candidates are numbered as found, one text each"
+                )));
+            }
+        }
         tx.commit().await?;
         Ok(true)
     }

@@ -681,6 +681,36 @@ gepard_store::conformance_tests! {
         assert_eq!(job.metrics["metric_calls_used"].len(), 3);
     }
 
+    async fn a_resume_drops_candidates_found_after_the_checkpoint_and_a_number_keeps_one_text(db) {
+        let f = fixture(db.store().await).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("resumed with candidates").await;
+        let token = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap().lease_token;
+        let candidate = |index: i64, iteration: i64, text: &str| {
+            json!({"index": index, "iteration": iteration, "instructions": text, "parents": [], "val_score": 0.5})
+        };
+        for (index, iteration, text) in [(0, 0, "seed"), (1, 1, "first child")] {
+            assert!(f.store.save_candidate(id, 1, token, index, &candidate(index, iteration, text)).await.unwrap());
+        }
+        assert!(f.store.save_checkpoint(id, 1, token, 1, Duration::ZERO, "{}").await.unwrap());
+        // Found in iteration 2, stored, and then the runner died before its checkpoint.
+        assert!(f.store.save_candidate(id, 1, token, 2, &candidate(2, 2, "lost child")).await.unwrap());
+        // The same candidate again is accepted; another text under its number is not.
+        assert!(f.store.save_candidate(id, 1, token, 1, &candidate(1, 1, "first child")).await.unwrap());
+        let err = f.store.save_candidate(id, 1, token, 1, &candidate(1, 1, "rewritten")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("candidate 1 of attempt 1 was already reported with other instructions"), "{err}");
+
+        assert!(f.store.rewind_metrics_to_checkpoint(id, 1, token).await.unwrap());
+        let texts = |cs: Vec<serde_json::Value>| -> Vec<String> {
+            cs.iter().map(|c| c["instructions"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(texts(f.store.candidates(id, 1).await.unwrap()), ["seed", "first child"]);
+        // The resumed run finds its own candidate 2.
+        assert!(f.store.save_candidate(id, 1, token, 2, &candidate(2, 2, "resumed child")).await.unwrap());
+        assert_eq!(texts(f.store.candidates(id, 1).await.unwrap()), ["seed", "first child", "resumed child"]);
+    }
+
     async fn a_store_that_read_a_series_sees_it_rewound_and_rewritten_by_another_process(db) {
         // `reader` is a server watching the job; the worker's store writes, and after a crash
         // another worker rewinds to the checkpoint and redoes the work with new values, taking
