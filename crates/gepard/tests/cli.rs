@@ -8,6 +8,18 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gepard");
 
+/// `optimize submit` of the example capability and training set, to add flags to.
+const SUBMIT: [&str; 8] = [
+    "optimize",
+    "submit",
+    "--model",
+    "openai/m",
+    "--capability",
+    "sentiment@1.0.0",
+    "--dataset",
+    "sentiment-train@1.0.0",
+];
+
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
@@ -115,19 +127,9 @@ fn server_with_an_unrun_job(serve_args: &[&str]) -> (Server, String) {
         "push",
         examples.join("datasets/sentiment-train").to_str().unwrap(),
     ]);
-    let job: serde_json::Value = serde_json::from_str(&server.admin_cli(&[
-        "--json",
-        "optimize",
-        "submit",
-        "--model",
-        "openai/m",
-        "--capability",
-        "sentiment@1.0.0",
-        "--dataset",
-        "sentiment-train@1.0.0",
-        "--max-metric-calls",
-        "500",
-    ]))
+    let job: serde_json::Value = serde_json::from_str(
+        &server.admin_cli(&[&["--json"][..], &SUBMIT, &["--max-metric-calls", "500"]].concat()),
+    )
     .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
     (server, id)
@@ -462,21 +464,7 @@ fn failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
             &["dataset", "show", "sentiment-val@1.0.0", "--rows", "5000"][..],
             "5000 is not in 1..=1000",
         ),
-        (
-            &[
-                "optimize",
-                "submit",
-                "--model",
-                "openai/m",
-                "--capability",
-                "sentiment@1.0.0",
-                "--dataset",
-                "sentiment-train@1.0.0",
-                "--timeout",
-                "5",
-            ][..],
-            "--wait",
-        ),
+        (&[&SUBMIT[..], &["--timeout", "5"]].concat()[..], "--wait"),
     ] {
         let out = server.cli(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

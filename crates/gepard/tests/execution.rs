@@ -570,11 +570,7 @@ async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() 
         e.fake.calls.load(Ordering::SeqCst) > 0,
         "the runner is calling the model"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(worker_pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(worker_pid);
     worker.wait().unwrap();
     // Gone, or a zombie nobody reaps (in a container, pid 1 may not): either way, not running.
     let mut alive = true;
@@ -596,6 +592,15 @@ async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() 
 }
 
 /// Finds the pid of the run-job child that carries `mark` in its environment.
+/// Kills `pid` the way the OOM killer or `kill -9` would.
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 fn child_with_mark(mark: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -665,11 +670,7 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let pid = child_with_mark(&mark).expect("the run-job child is running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(pid);
     run.await.unwrap().unwrap();
     assert_eq!(
         e.job(job.id).await.status,
@@ -732,11 +733,7 @@ async fn a_sandbox_killed_inside_a_batch_has_reported_the_model_calls_it_paid_fo
         mid.metrics
     );
     let pid = child_with_mark(&mark).expect("the run-job child is running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(pid);
     run.await.unwrap().unwrap();
     e.worker("w2", Duration::from_secs(10))
         .run_once(&CancellationToken::new())
@@ -777,11 +774,7 @@ async fn an_attempt_whose_runner_keeps_being_killed_fails_saying_it_ran_out_of_r
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let pid = pid.unwrap_or_else(|| panic!("runner {kill} started"));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        sigkill(pid);
         run.await.unwrap().unwrap();
         let j = e.job(job.id).await;
         let expected = if kill < 4 {
