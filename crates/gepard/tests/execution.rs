@@ -566,6 +566,13 @@ async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let runner = runner.expect("the worker started a runner");
+    // Found as soon as it is forked; on a busy machine its first model call may come later.
+    for _ in 0..600 {
+        if e.fake.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         e.fake.calls.load(Ordering::SeqCst) > 0,
         "the runner is calling the model"
@@ -591,7 +598,6 @@ async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() 
     );
 }
 
-/// Finds the pid of the run-job child that carries `mark` in its environment.
 /// Kills `pid` the way the OOM killer or `kill -9` would.
 fn sigkill(pid: i32) {
     nix::sys::signal::kill(
@@ -601,6 +607,7 @@ fn sigkill(pid: i32) {
     .unwrap();
 }
 
+/// Finds the pid of the run-job child that carries `mark` in its environment.
 fn child_with_mark(mark: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
