@@ -1105,16 +1105,18 @@ pub async fn job_attempts(
 /// Body of `GET …/candidates`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CandidatesPage {
-    /// Candidates of the current attempt, by index, each with `on_frontier` and `best` (exactly
-    /// one: the highest validation mean, the lower index on ties). A candidate index is
-    /// recorded once: a later report of the same index is ignored.
+    /// Candidates of the current attempt, by index, each with `on_frontier` (on the Pareto
+    /// frontier GEPA samples parents from, after domination pruning: what `frontier_size`
+    /// counts) and `best` (exactly one: the highest validation mean, the lower index on ties).
+    /// A candidate index holds one text: the same candidate again is ignored, another text a
+    /// 409.
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<Value>,
 }
 
-/// Marks each candidate `on_frontier` when it is on the job's frontier: it ties for the best
-/// validation score on at least one example (the per-example Pareto fronts GEPA samples
-/// parents from), or, by `frontier_type`, has the best validation mean.
+/// Marks each candidate `on_frontier` when it is on the job's frontier: among the candidates
+/// that tie for the best validation score on some example (the per-example Pareto fronts) or,
+/// by `frontier_type`, have the best validation mean, those that survive domination pruning.
 fn mark_frontier(items: &mut [Value], frontier_type: Option<&str>) {
     // GEPA's frontier types, as the engine reads `config.frontier_type`: `objective` keeps the
     // candidates with the best validation mean, `hybrid` adds them to the per-example fronts,
@@ -1124,12 +1126,10 @@ fn mark_frontier(items: &mut [Value], frontier_type: Option<&str>) {
         Some("hybrid") => (true, true),
         _ => (true, false),
     };
-    let means: Vec<Option<f64>> = items.iter().map(|c| c["val_score"].as_f64()).collect();
-    let best_mean = means
+    let means: Vec<f64> = items
         .iter()
-        .flatten()
-        .copied()
-        .fold(f64::NEG_INFINITY, f64::max);
+        .map(|c| c["val_score"].as_f64().unwrap_or(f64::NEG_INFINITY))
+        .collect();
     let scores: Vec<Vec<f64>> = items
         .iter()
         .map(|c| {
@@ -1139,20 +1139,57 @@ fn mark_frontier(items: &mut [Value], frontier_type: Option<&str>) {
                 .unwrap_or_default()
         })
         .collect();
-    let width = scores.iter().map(Vec::len).max().unwrap_or(0);
-    let best: Vec<f64> = (0..width)
-        .map(|i| {
-            scores
-                .iter()
-                .filter_map(|s| s.get(i).copied())
-                .fold(f64::NEG_INFINITY, f64::max)
-        })
-        .collect();
-    for ((item, s), mean) in items.iter_mut().zip(&scores).zip(&means) {
-        let on_an_example = per_example && s.iter().zip(&best).any(|(v, b)| v >= b);
-        let best_on_mean = by_mean && mean.is_some_and(|m| m >= best_mean);
-        item["on_frontier"] = Value::Bool(on_an_example || best_on_mean);
+    // Each front: the candidates tying for the best score on one example (or on the mean).
+    let front_of = |score: &dyn Fn(usize) -> Option<f64>| -> Vec<usize> {
+        let best = (0..items.len())
+            .filter_map(score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        (0..items.len())
+            .filter(|&c| score(c) == Some(best))
+            .collect()
+    };
+    let mut fronts: Vec<Vec<usize>> = Vec::new();
+    if per_example {
+        let width = scores.iter().map(Vec::len).max().unwrap_or(0);
+        for i in 0..width {
+            fronts.push(front_of(&|c| scores[c].get(i).copied()));
+        }
     }
+    if by_mean && !items.is_empty() {
+        fronts.push(front_of(&|c| Some(means[c])));
+    }
+    let frontier = undominated(&fronts, &means);
+    for (c, item) in items.iter_mut().enumerate() {
+        item["on_frontier"] = Value::Bool(frontier.contains(&c));
+    }
+}
+
+/// The candidates left on `fronts` after GEPA's domination pruning, as the engine computes the
+/// frontier it reports (`frontier_size`): from the lowest mean up, a candidate is dropped when
+/// every front it is on also holds another candidate not dropped. Without it every candidate
+/// would count, since all tie on an example nobody solves. The server must not depend on the
+/// engine crate, so the rule is written here again; a test pins it to the engine's cases.
+fn undominated(fronts: &[Vec<usize>], means: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = Vec::new();
+    for &c in fronts.iter().flatten() {
+        if !order.contains(&c) {
+            order.push(c);
+        }
+    }
+    let mut by_mean = order.clone();
+    by_mean.sort_by(|a, b| means[*a].total_cmp(&means[*b]));
+    let mut dropped: Vec<usize> = Vec::new();
+    while let Some(victim) = by_mean.iter().copied().find(|&y| {
+        !dropped.contains(&y)
+            && fronts
+                .iter()
+                .filter(|f| f.contains(&y))
+                .all(|f| f.iter().any(|&o| o != y && !dropped.contains(&o)))
+    }) {
+        dropped.push(victim);
+    }
+    order.retain(|c| !dropped.contains(c));
+    order
 }
 
 /// `GET …/{id}/candidates`: every candidate the current attempt evaluated on the validation
@@ -1344,7 +1381,11 @@ mod tests {
             .iter()
             .map(|i| i["on_frontier"].as_bool().unwrap())
             .collect();
-        assert_eq!(on, [true, true, true], "all tie at 0.0 on the last example");
+        assert_eq!(
+            on,
+            [true, true, false],
+            "all tie at 0.0 on the last example, but 2 is on no other front: dominated"
+        );
         items[2]["val_subscores"] = serde_json::json!([0.5, 0.5]);
         items[0]["val_subscores"] = serde_json::json!([0.0, 1.0]);
         items[1]["val_subscores"] = serde_json::json!([1.0, 0.0]);
@@ -1376,11 +1417,50 @@ mod tests {
         };
         assert_eq!(
             on(None),
-            [true, true, true, true],
-            "all tie on the third example"
+            [false, true, true, false],
+            "all tie on the third example, but 1 is on every front 0 and 3 are on"
         );
         assert_eq!(on(Some("cartesian")), on(None));
         assert_eq!(on(Some("objective")), [false, true, false, false]);
         assert_eq!(on(Some("hybrid")), on(None));
+    }
+
+    #[test]
+    fn the_frontier_is_what_the_reference_keeps_after_domination_pruning() {
+        // 400 random pools whose survivors gepa 0.1.4 itself computed (the engine's fixture).
+        let cases: Vec<Value> = serde_json::from_str(include_str!(
+            "../../../gepard-gepa/tests/fixtures/reference_selection.json"
+        ))
+        .unwrap();
+        let mut mismatches = 0;
+        for case in &cases {
+            let pool: Vec<Vec<f64>> = serde_json::from_value(case["val_scores"].clone()).unwrap();
+            let mut items: Vec<Value> = pool
+                .iter()
+                .map(|s| {
+                    serde_json::json!({"val_score": s.iter().sum::<f64>() / s.len() as f64,
+                        "val_subscores": s})
+                })
+                .collect();
+            mark_frontier(&mut items, None);
+            // Compared by scores: which of two identical candidates survives is an artifact
+            // of the reference's set iteration order.
+            let mut ours: Vec<String> = (0..pool.len())
+                .filter(|&c| items[c]["on_frontier"] == true)
+                .map(|c| format!("{:?}", pool[c]))
+                .collect();
+            let mut theirs: Vec<String> = case["weights"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| format!("{:?}", pool[w[0].as_u64().unwrap() as usize]))
+                .collect();
+            ours.sort();
+            theirs.sort();
+            if ours != theirs {
+                mismatches += 1;
+            }
+        }
+        assert_eq!((cases.len(), mismatches), (400, 0));
     }
 }
