@@ -144,6 +144,13 @@ async function main() {
     const after = await api('GET', `${JOBS}/${job.id}`);
     if (after.status !== 'cancelled') throw new Error(`server says ${after.status}`);
 
+    step('retry asks first; "No" leaves the job as it is');
+    await page.click('#act-retry');
+    await page.waitForSelector('#retry-confirm:not([hidden])');
+    await page.click('#retry-no');
+    await page.waitForSelector('#retry-confirm', { state: 'hidden' });
+    if ((await api('GET', `${JOBS}/${job.id}`)).status !== 'cancelled') throw new Error('"No" retried the job');
+
     step('a retry made elsewhere (the API) reaches the open detail without reload');
     await api('POST', `${JOBS}/${job.id}/retry`);
     await page.locator('#d-status', { hasText: /queued|running/ }).waitFor();
@@ -184,6 +191,15 @@ async function main() {
     await page.click('#act-refresh');
     await page.waitForFunction(() => !document.getElementById('act-promote').disabled);
     await page.click('#act-promote');
+    step('"Promote…" brings its form into view, ready to type, and the preview follows the typed name');
+    await page.waitForFunction(() => document.activeElement && document.activeElement.id === 'promote-name');
+    const formBox = await page.locator('#promote-form').boundingBox();
+    const viewport = page.viewportSize();
+    if (!formBox || formBox.y < 0 || formBox.y + formBox.height > viewport.height + 2) throw new Error(`the promotion form is out of view: ${JSON.stringify(formBox)}`);
+    await page.fill('#promote-name', 'e2e-tuned');
+    await page.locator('#d-preview', { hasText: '→ e2e-tuned@1.0.0' }).waitFor();
+    await page.fill('#promote-name', '');
+    step('a promotion refused for its version names the error once (continued)');
     await page.fill('#promote-version', 'not-semver');
     await page.click('#promote-submit');
     const promoteError = page.locator('#promote-error');
@@ -296,6 +312,12 @@ async function main() {
     await page.click('#cancel-yes');
     await page.locator('#act-error', { hasText: 'e2e: job is already finished' }).waitFor();
     await page.unroute('**/cancel');
+
+    step('a #job= link pasted into the tab that shows another job opens the linked job, in its scope');
+    await page.goto(`${SERVER}/#job=${job.id}&org=local&ws=default&project=default`);
+    await page.locator(`#job-rows tr.selected[data-id="${job.id}"]`).waitFor();
+    await page.locator('#d-name', { hasText: 'e2e-seeded-job' }).waitFor();
+    if (!new URL(page.url()).hash.includes(`job=${job.id}`)) throw new Error(`address after the link: ${page.url()}`);
 
     step('the job list pages: the older page shows the 101st job and stays live');
     await api('POST', '/api/v1/org/local/ws/default/projects', { key: 'e2e-paging', name: 'E2E paging' });

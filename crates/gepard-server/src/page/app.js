@@ -56,6 +56,7 @@ const state = {
   candidates: [],
   attempts: [], // the selected job's earlier attempts (a retry keeps what each one found)
   preview: null,
+  targetPreview: null, // the preview of the target typed into the promotion form
   streamGen: 0, // bumped on every selection: an old stream loop notices and stops
   streamAbort: null,
   streaming: false, // whether the selected job's stream loop is running
@@ -244,8 +245,7 @@ function writeJobFragment() {
 
 // Takes the scope and job named by the fragment: the scope goes to the selectors before they
 // load, the job is selected once they have.
-function takeJobFromFragment() {
-  const params = fragment();
+function takeJobFromFragment(params = fragment()) {
   if (!params.get('job')) return false;
   state.pendingJob = params.get('job');
   if (params.get('org')) $('scope-org').value = params.get('org');
@@ -262,10 +262,11 @@ function fragmentChanged() {
   const params = fragment();
   const job = params.get('job');
   if (!hadKey && (!job || job === state.selected)) return;
+  // Read before the reset, which writes the (then empty) selection into the fragment.
   resetSelection();
   // The link names the job to open, if any; not one remembered from an earlier address.
   state.pendingJob = null;
-  if (job) takeJobFromFragment();
+  if (job) takeJobFromFragment(params);
   loadScope();
 }
 
@@ -501,15 +502,19 @@ function selectJob(id) {
   state.candidates = [];
   state.attempts = [];
   state.preview = null;
+  state.targetPreview = null;
   $('detail-empty').hidden = true;
   $('detail-body').hidden = false;
   $('d-logs').replaceChildren();
   $('d-notice').textContent = '';
   $('cancel-confirm').hidden = true;
+  $('retry-confirm').hidden = true;
   $('d-candidate-text').hidden = true;
   $('d-attempt-text').hidden = true;
   $('d-attempts-box').hidden = true;
   $('promote-form').hidden = true;
+  $('promote-name').value = '';
+  $('promote-version').value = '';
   $('act-error').textContent = '';
   for (const tr of $('job-rows').children) tr.classList.toggle('selected', tr.dataset.id === id);
   writeJobFragment();
@@ -541,6 +546,30 @@ function evidenceMaybeChanged(job) {
   evidenceTimer = setTimeout(() => { evidenceTimer = null; if (state.selected) loadEvidence(state.selected); }, 1500);
 }
 
+// The target typed into the open promotion form, if any: the preview then shows what that
+// promotion would write. The default target's preview still decides whether Promote is on.
+function promoteTarget() {
+  if ($('promote-form').hidden) return null;
+  const target = { name: $('promote-name').value.trim(), version: $('promote-version').value.trim() };
+  return target.name || target.version ? target : null;
+}
+
+async function refreshTargetPreview() {
+  const id = state.selected;
+  const target = promoteTarget();
+  let preview = null;
+  if (id && target) {
+    try {
+      preview = await api(API.preview, scopeParams({ id }), { query: target });
+    } catch (e) {
+      preview = { error: e };
+    }
+  }
+  if (state.selected !== id) return;
+  state.targetPreview = preview;
+  renderPreview();
+}
+
 async function loadEvidence(id) {
   const params = scopeParams({ id });
   const [cands, preview, attempts] = await Promise.allSettled([api(API.candidates, params), api(API.preview, params),
@@ -551,8 +580,8 @@ async function loadEvidence(id) {
   state.attempts = attempts.status === 'fulfilled' && Array.isArray(attempts.value) ? attempts.value : [];
   renderCandidates();
   renderAttempts();
-  renderPreview();
   renderActions();
+  await refreshTargetPreview();
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -705,15 +734,21 @@ function renderStats(job) {
   const s = job.summary || {};
   const u = job.usage || {};
   const max = job.config && job.config.max_metric_calls;
+  // Sizes are reported by the run: a job that never started has none yet (not zero).
+  const size = (v) => (job.started_at ? (v ?? '—') : '—');
+  // The budget series and the usage are two reports of one count: show the later.
+  const series = (job.metrics && job.metrics.metric_calls_used) || [];
+  const counted = series.length ? series[series.length - 1].value : 0;
+  const used = Math.max(u.metric_calls || 0, counted || 0);
   $('d-stats').replaceChildren(
     card('status', job.status),
     card('last event', ago(job.last_event_at)),
     card('best score', fmtScore(s.best_score)),
     card('seed score', fmtScore(s.seed_score)),
-    card('frontier size', s.frontier_size ?? '—'),
-    card('train size', s.train_size ?? '—'),
-    card('validation size', s.val_size ?? '—'),
-    card('metric calls', max ? `${u.metric_calls || 0} / ${max}` : String(u.metric_calls || 0)),
+    card('frontier size', size(s.frontier_size)),
+    card('train size', size(s.train_size)),
+    card('validation size', size(s.val_size)),
+    card('metric calls', max ? `${used} / ${max}` : String(used)),
   );
 }
 
@@ -861,7 +896,7 @@ function renderAttempts() {
 function renderPreview() {
   const box = $('d-preview');
   box.replaceChildren();
-  const p = state.preview;
+  const p = (!$('promote-form').hidden && state.targetPreview) || state.preview;
   if (!p) return;
   if (p.error) { box.append(el('p', { class: 'error', text: p.error.detail || String(p.error) })); return; }
   const src = p.source || {};
@@ -896,6 +931,7 @@ function renderActions() {
   allow($('act-cancel'), 'write', !!job && !TERMINAL.has(status) && !job.cancel_requested_at);
   if ($('act-cancel').disabled) $('cancel-confirm').hidden = true;
   allow($('act-retry'), 'write', !!job && TERMINAL.has(status));
+  if ($('act-retry').disabled) $('retry-confirm').hidden = true;
   allow($('act-promote'), 'promote', !!(state.preview && state.preview.promotable));
   if ($('act-promote').disabled) $('promote-form').hidden = true;
 }
@@ -945,6 +981,8 @@ async function promote(ev) {
   try {
     const written = await api(API.promote, scopeParams({ id: state.selected }), { body });
     $('promote-form').hidden = true;
+    $('promote-name').value = '';
+    $('promote-version').value = '';
     $('act-error').textContent = '';
     await loadEvidence(state.selected);
     $('d-preview').prepend(el('p', { class: 'ok', text: `Promoted: wrote ${written.name}@${written.version}.` }));
@@ -1193,14 +1231,33 @@ function wire() {
       await refreshList();
     });
   });
-  $('act-retry').addEventListener('click', (ev) => runAction(ev.target, async () => {
-    state.job = await api(API.retry, scopeParams({ id: state.selected }));
-    renderJob();
-    restartStreamIfNeeded();
-    await Promise.all([refreshList(), loadEvidence(state.selected)]);
-  }));
-  $('act-promote').addEventListener('click', () => { $('promote-form').hidden = false; $('promote-error').textContent = ''; });
-  $('promote-close').addEventListener('click', () => { $('promote-form').hidden = true; });
+  // Retry asks first too: it starts the run over (the earlier attempt stays listed).
+  $('act-retry').addEventListener('click', () => { $('act-error').textContent = ''; $('retry-confirm').hidden = false; $('retry-yes').focus(); });
+  $('retry-no').addEventListener('click', () => { $('retry-confirm').hidden = true; });
+  $('retry-yes').addEventListener('click', () => {
+    $('retry-confirm').hidden = true;
+    runAction($('act-retry'), async () => {
+      state.job = await api(API.retry, scopeParams({ id: state.selected }));
+      renderJob();
+      restartStreamIfNeeded();
+      await Promise.all([refreshList(), loadEvidence(state.selected)]);
+    });
+  });
+  // The form sits below the candidates: bring it into view, ready to type.
+  $('act-promote').addEventListener('click', () => {
+    $('promote-form').hidden = false;
+    $('promote-error').textContent = '';
+    $('promote-form').scrollIntoView({ block: 'nearest' });
+    $('promote-name').focus();
+  });
+  $('promote-close').addEventListener('click', () => { $('promote-form').hidden = true; renderPreview(); });
+  let targetTimer = null;
+  for (const input of [$('promote-name'), $('promote-version')]) {
+    input.addEventListener('input', () => {
+      clearTimeout(targetTimer);
+      targetTimer = setTimeout(refreshTargetPreview, 300);
+    });
+  }
   $('promote-form').addEventListener('submit', promote);
 
   setInterval(() => { if (!document.hidden && !$('main').hidden) refreshList(); }, LIST_POLL_MS);
@@ -1218,6 +1275,7 @@ function resetSelection() {
   $('job-rows').replaceChildren();
   state.candidates = [];
   state.preview = null;
+  state.targetPreview = null;
   $('detail-body').hidden = true;
   $('detail-empty').hidden = false;
   writeJobFragment();
