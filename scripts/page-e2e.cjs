@@ -319,6 +319,12 @@ async function main() {
     await page.locator('#d-name', { hasText: 'e2e-seeded-job' }).waitFor();
     if (!new URL(page.url()).hash.includes(`job=${job.id}`)) throw new Error(`address after the link: ${page.url()}`);
 
+    step('a link to a job that is not there says so in place of the detail');
+    // (Its 404s are expected: see the end.)
+    await page.goto(`${SERVER}/#job=00000000-0000-4000-8000-000000000000&org=local&ws=default&project=default`);
+    await page.locator('#detail-empty:not([hidden])', { hasText: 'This job cannot be shown' }).waitFor();
+    if (await page.locator('#detail-body').isVisible()) throw new Error('an empty detail is shown for a missing job');
+
     step('the job list pages: the older page shows the 101st job and stays live');
     await api('POST', '/api/v1/org/local/ws/default/projects', { key: 'e2e-paging', name: 'E2E paging' });
     // 105 jobs, oldest first: page 1 (newest first) ends at page-job-006, page 2 holds 005 … 001.
@@ -460,7 +466,7 @@ async function main() {
 
     // The browser logs the 401, 404, 409 and 422 answers provoked above; anything else is a failure.
     // The unknown org `nope` is a 404 on purpose; any other 404 is not.
-    const unexpected = problems.filter((p) => !/status of (401|404|409|422)|^answer: (401|409|422) |^answer: 404 GET \S*\/org\/nope\//.test(p));
+    const unexpected = problems.filter((p) => !/status of (401|404|409|422)|^answer: (401|409|422) |^answer: 404 GET \S*\/org\/nope\/|^answer: 404 GET \S*\/jobs\/00000000-0000-4000-8000-000000000000\//.test(p));
     if (unexpected.length) throw new Error(`browser errors:\n${unexpected.join('\n')}`);
     console.log('page-e2e: all steps passed');
   } finally {

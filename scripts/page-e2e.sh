@@ -10,8 +10,8 @@
 # and a shared link, paging through 105 jobs, earlier attempts after a retry, the form's
 # Escape / name / required model / target-model list / field errors, panes that scroll apart on
 # a desktop, a job table that fits 400 px, and "New job" asking for a key when there is none;
-# retry asked first, a `#job=` link pasted into an open tab, and the promotion form brought into
-# view with a preview that follows the typed target.
+# retry asked first, a `#job=` link pasted into an open tab, a link to a missing job, and the
+# promotion form brought into view with a preview that follows the typed target.
 #
 # Installs what it needs itself: the Debian package `chromium` (with apt-get, as root) and the
 # npm package playwright-core into target/page-e2e (git-ignored). When either cannot be had

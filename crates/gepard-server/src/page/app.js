@@ -495,6 +495,12 @@ function stopStream() {
   state.streamAbort = null;
 }
 
+function jobUnavailable(detail) {
+  $('detail-body').hidden = true;
+  $('detail-empty').hidden = false;
+  $('detail-empty').textContent = `This job cannot be shown: ${detail}. Select a job on the left.`;
+}
+
 function selectJob(id) {
   stopStream();
   state.selected = id;
@@ -616,7 +622,13 @@ async function streamLoop(id, gen) {
         try { body = await resp.json(); } catch (e) { body = null; }
         const failure = new ApiFailure(resp.status, body);
         if (resp.status === 401) { askForKey(`The server did not accept this key: ${failure.detail}`); return; }
-        if (resp.status === 404 || resp.status === 422) { setLive(`stream: ${failure.detail}`); return; }
+        if (resp.status === 404 || resp.status === 422) {
+          // A link to a job that is not there (or not this key's to see): say so in place of
+          // the detail, not as an empty detail with a note in small print.
+          if (!state.job && state.selected === id) jobUnavailable(failure.detail);
+          else setLive(`stream: ${failure.detail}`);
+          return;
+        }
         throw failure;
       }
       setLive('live');
@@ -1278,6 +1290,7 @@ function resetSelection() {
   state.targetPreview = null;
   $('detail-body').hidden = true;
   $('detail-empty').hidden = false;
+  $('detail-empty').textContent = 'Select a job on the left.';
   writeJobFragment();
 }
 
