@@ -421,16 +421,18 @@ async function main() {
     });
     if (!layout.stacked || layout.overflow > 0) throw new Error(`narrow layout: ${JSON.stringify(layout)}`);
 
-    step('at 400 px the job table fits its pane, the created column in view');
-    await page.setViewportSize({ width: 400, height: 800 });
-    const fit = await page.evaluate(() => {
-      const table = document.querySelector('.job-list');
-      const pane = document.querySelector('.jobs');
-      const created = table.querySelector('thead th.col-created').getBoundingClientRect();
-      return { table: table.scrollWidth - table.clientWidth, pane: pane.scrollWidth - pane.clientWidth,
-        createdRight: Math.round(created.right), paneRight: Math.round(pane.getBoundingClientRect().right) };
-    });
-    if (fit.table > 0 || fit.pane > 0 || fit.createdRight > fit.paneRight) throw new Error(`narrow table: ${JSON.stringify(fit)}`);
+    step('at 1000 px (beside the detail) and at 400 px the job table fits its pane, the created column in view');
+    for (const width of [1000, 400]) {
+      await page.setViewportSize({ width, height: 800 });
+      const fit = await page.evaluate(() => {
+        const table = document.querySelector('.job-list');
+        const pane = document.querySelector('.jobs');
+        const created = table.querySelector('thead th.col-created').getBoundingClientRect();
+        return { table: table.scrollWidth - table.clientWidth, pane: pane.scrollWidth - pane.clientWidth,
+          createdRight: Math.round(created.right), paneRight: Math.round(pane.getBoundingClientRect().right) };
+      });
+      if (fit.table > 0 || fit.pane > 0 || fit.createdRight > fit.paneRight) throw new Error(`table at ${width} px: ${JSON.stringify(fit)}`);
+    }
     if (process.env.PAGE_E2E_SCREENSHOT) await page.screenshot({ path: process.env.PAGE_E2E_SCREENSHOT.replace(/\.png$/, '-narrow.png') });
     step('on a narrow screen a tapped row brings its detail into view');
     const lowRow = page.locator('#job-rows tr').nth(20);
