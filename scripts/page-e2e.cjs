@@ -405,6 +405,14 @@ async function main() {
     await page.keyboard.press('Enter');
     await page.locator(`#job-rows tr.selected[data-id="${firstId}"]`).waitFor();
     await page.waitForSelector('#detail-body:not([hidden])');
+    step('the opened row keeps the focus, also across the list\'s refresh, and arrow keys move between rows');
+    await page.waitForTimeout(200);
+    if (await page.evaluate(() => document.activeElement.dataset.id) !== firstId) throw new Error('the focus left the opened row');
+    await page.keyboard.press('ArrowDown');
+    const secondId = await page.locator('#job-rows tr').nth(1).getAttribute('data-id');
+    if (await page.evaluate(() => document.activeElement.dataset.id) !== secondId) throw new Error('ArrowDown did not move to the next row');
+    await page.keyboard.press('ArrowUp');
+    if (await page.evaluate(() => document.activeElement.dataset.id) !== firstId) throw new Error('ArrowUp did not move back');
     for (const [id, scope] of [['#act-cancel', 'write'], ['#act-retry', 'write'], ['#act-promote', 'promote']]) {
       if (!(await page.locator(id).isDisabled())) throw new Error(`${id} is enabled for a read-only key`);
       const title = await page.locator(id).getAttribute('title');

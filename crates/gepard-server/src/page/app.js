@@ -155,6 +155,12 @@ function activatable(node, act) {
   node.setAttribute('tabindex', '0');
   node.addEventListener('click', act);
   node.addEventListener('keydown', (ev) => {
+    // Up and down move between rows, as in any list.
+    if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      const next = ev.key === 'ArrowDown' ? node.nextElementSibling : node.previousElementSibling;
+      if (next) { ev.preventDefault(); next.focus(); }
+      return;
+    }
     if (ev.key !== 'Enter' && ev.key !== ' ') return;
     ev.preventDefault();
     act();
@@ -443,6 +449,9 @@ function capabilityLabel(job) {
 function renderList() {
   const text = $('filter-text').value.trim().toLowerCase();
   const rows = $('job-rows');
+  // Rows are redrawn on every refresh: a row that had the keyboard focus gets it back, or a
+  // keyboard user is sent to the top of the page by each poll.
+  const focused = rows.contains(document.activeElement) ? document.activeElement.dataset.id : null;
   rows.replaceChildren();
   let shown = 0;
   for (const job of state.jobs) {
@@ -460,6 +469,7 @@ function renderList() {
       el('td', { class: 'small col-created', text: fmtTime(job.created_at) }));
     activatable(tr, () => { selectJob(job.id); revealDetail(); });
     rows.append(tr);
+    if (job.id === focused) tr.focus({ preventScroll: true });
   }
   const all = Math.max(state.total, state.jobs.length);
   const status = $('filter-status').value;
