@@ -420,6 +420,23 @@ async function main() {
     }
     if (await page.locator('#act-refresh').isDisabled()) throw new Error('refresh needs only read');
 
+    step('following logs does not pull a reader who scrolled up back down; ticking follow again does');
+    const logScroll = await page.evaluate(() => {
+      const box = document.getElementById('d-logs');
+      const line = (i) => appendLog({ timestamp: new Date().toISOString(), level: 'info', message: `e2e line ${i}` });
+      for (let i = 0; i < 80; i++) line(i);
+      const followed = box.scrollTop > 0;
+      box.scrollTop = 0;
+      line(80);
+      const stayed = box.scrollTop === 0;
+      const follow = document.getElementById('follow-logs');
+      follow.checked = false;
+      follow.click(); // ticks it again, with its change event
+      const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 2;
+      return { followed, stayed, atEnd };
+    });
+    if (!logScroll.followed || !logScroll.stayed || !logScroll.atEnd) throw new Error(`log scrolling: ${JSON.stringify(logScroll)}`);
+
     step('on a narrow screen the list sits above the detail and nothing scrolls sideways');
     await page.setViewportSize({ width: 390, height: 800 });
     const layout = await page.evaluate(() => {

@@ -720,9 +720,12 @@ function appendLog(entry) {
   if (isBudgetWarning(e.message)) $('d-notice').textContent = e.message;
   const line = el('div', { class: `lvl-${e.level || 'info'}` },
     `${fmtTime(e.timestamp)}  ${(e.level || 'info').toUpperCase().padEnd(7)} ${e.message || ''}`);
+  // Follow only while the reader is at the end: someone who scrolled up to read an earlier
+  // line is not pulled back down by the next one.
+  const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
   box.append(line);
   while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
-  if ($('follow-logs').checked) box.scrollTop = box.scrollHeight;
+  if ($('follow-logs').checked && atEnd) box.scrollTop = box.scrollHeight;
 }
 
 function renderJob() {
@@ -1242,6 +1245,9 @@ function wire() {
   f.val_dataset.addEventListener('change', () => guard(datasetChanged('val_dataset', 'val_dataset_version')));
 
   $('act-refresh').addEventListener('click', (ev) => runAction(ev.target, refreshSelected));
+  $('follow-logs').addEventListener('change', () => {
+    if ($('follow-logs').checked) $('d-logs').scrollTop = $('d-logs').scrollHeight;
+  });
   // Cancel asks first, as the CLI does without --yes; inline, the page shows no dialogs.
   $('act-cancel').addEventListener('click', () => { $('act-error').textContent = ''; $('cancel-confirm').hidden = false; $('cancel-yes').focus(); });
   $('cancel-no').addEventListener('click', () => { $('cancel-confirm').hidden = true; });
