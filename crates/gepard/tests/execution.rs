@@ -163,19 +163,22 @@ impl Env {
     /// A worker (lease 2 s) whose runners carry `GEPARD_TEST_MARK=mark`, so that a test can
     /// find and kill them ([`child_with_mark`]).
     fn marked_worker(&self, name: &str, mark: &str) -> Worker {
-        let mut c = WorkerConfig::new(name, PathBuf::from(BIN), self.dir.path().join("runs"));
-        c.lease = Duration::from_secs(2);
-        c.poll = Duration::from_millis(50);
-        c.data_dir = Some(self.dir.path().to_path_buf());
-        c.extra_env = vec![
-            ("OPENAI_BASE_URL".into(), self.fake.url.clone()),
-            ("OPENAI_API_KEY".into(), "t".into()),
-            ("GEPARD_TEST_MARK".into(), mark.to_owned()),
-        ];
+        let mut c = self.worker_config(name, Duration::from_secs(2));
+        c.extra_env
+            .push(("GEPARD_TEST_MARK".into(), mark.to_owned()));
         Worker::new(self.store.clone(), self.notifier.clone(), c)
     }
 
     fn worker(&self, name: &str, lease: Duration) -> Worker {
+        Worker::new(
+            self.store.clone(),
+            self.notifier.clone(),
+            self.worker_config(name, lease),
+        )
+    }
+
+    /// A worker's settings against this environment's data directory and fake model.
+    fn worker_config(&self, name: &str, lease: Duration) -> WorkerConfig {
         let mut c = WorkerConfig::new(name, PathBuf::from(BIN), self.dir.path().join("runs"));
         c.lease = lease;
         c.poll = Duration::from_millis(50);
@@ -185,7 +188,7 @@ impl Env {
             ("OPENAI_BASE_URL".into(), self.fake.url.clone()),
             ("OPENAI_API_KEY".into(), "test".into()),
         ];
-        Worker::new(self.store.clone(), self.notifier.clone(), c)
+        c
     }
 
     async fn submit(&self, config: Value) -> Job {
