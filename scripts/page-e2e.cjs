@@ -445,6 +445,12 @@ async function main() {
       return { stacked: detail.top >= list.bottom - 1, overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth };
     });
     if (!layout.stacked || layout.overflow > 0) throw new Error(`narrow layout: ${JSON.stringify(layout)}`);
+    // The training-vs-validation chart is drawn at the narrow width, so its labels stay legible.
+    const label = await page.evaluate(() => {
+      renderTrainVal({ summary: {}, metrics: { val_score: [{ step: 0, value: 0.2 }, { step: 5, value: 0.8 }] } });
+      return document.querySelector('#d-trainval .tv-label').getBoundingClientRect().height;
+    });
+    if (label < 9) throw new Error(`chart labels are ${label} px tall at 390 px`);
 
     step('at 1000 px (beside the detail) and at 400 px the job table fits its pane, the created column in view');
     for (const width of [1000, 400]) {

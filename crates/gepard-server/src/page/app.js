@@ -826,7 +826,9 @@ function renderTrainVal(job) {
     box.append(el('p', { class: 'muted', text: 'No scores reported yet.' }));
     return;
   }
-  const W = 720, H = 180, L = 34, R = 8, T = 8, B = 20;
+  // Drawn at the box's own width (up to 720): a fixed 720-wide drawing squeezed onto a phone
+  // shrinks its labels to a few pixels.
+  const W = Math.max(280, Math.min(720, Math.round(box.clientWidth) || 720)), H = 180, L = 34, R = 8, T = 8, B = 20;
   const all = [...acc, ...rej, ...val];
   const steps = all.map((p) => p.step ?? 0);
   const s0 = Math.min(...steps), s1 = Math.max(...steps) === s0 ? s0 + 1 : Math.max(...steps);
