@@ -229,31 +229,30 @@ pub fn bytes_rejection(e: &BytesRejection) -> ApiError {
     }
 }
 
-/// An integer type a query parameter is read as; its largest value goes into the 422.
-pub trait QueryInt: std::str::FromStr + std::fmt::Display {
-    /// The largest value the parameter can hold.
-    const MAX: Self;
-}
-
-impl QueryInt for u32 {
-    const MAX: Self = u32::MAX;
-}
-
-impl QueryInt for i64 {
-    const MAX: Self = i64::MAX;
-}
-
-/// Parses an optional numeric query parameter, naming it and the accepted range in the 422
-/// when it is not such a number (`4294967296` is a non-negative integer, just too large).
-pub fn query_number<T: QueryInt>(name: &str, value: Option<&str>) -> Result<Option<T>, ApiError> {
+/// Parses an optional numeric query parameter that must lie within `range`. Text that is
+/// not such a number, or a number outside it, is a 422 naming the parameter and the range
+/// (`4294967296` is a fine integer, just not a page number).
+pub fn query_number<T>(
+    name: &str,
+    value: Option<&str>,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr + std::fmt::Display + PartialOrd,
+{
     match value {
         None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            ApiError::invalid(
+        Some(v) => match v.parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::invalid(
                 &["query", name],
-                format!("must be a whole number from 0 to {}, got `{v}`", T::MAX),
-            )
-        }),
+                format!(
+                    "must be a whole number from {} to {}, got `{v}`",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        },
     }
 }
 

@@ -299,7 +299,14 @@ on_both_databases! {
         assert_eq!(huge.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", huge.body);
         assert_eq!(
             huge.body["errors"][0]["msg"],
-            "must be a whole number from 0 to 4294967295, got `4294967296`"
+            "must be a whole number from 1 to 4294967295, got `4294967296`"
+        );
+        // The range named is the parameter's own, not its integer type's.
+        let rows = app.get("/api/v1/org/local/datasets/train/1.0.0/rows?limit=99999999999999999999").await;
+        assert_eq!(rows.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", rows.body);
+        assert_eq!(
+            rows.body["errors"][0]["msg"],
+            "must be a whole number from 1 to 1000, got `99999999999999999999`"
         );
         let twice = app.get("/api/v1/org/local/capabilities?page=1&page=2").await;
         assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", twice.body);

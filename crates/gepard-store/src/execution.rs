@@ -402,20 +402,25 @@ impl Store {
             .bind(attempt)
             .fetch_all(&mut *tx)
             .await?;
+            let mut later = Vec::new();
             for row in &rows {
                 let found_at = serde_json::from_str::<serde_json::Value>(&text(row, "data")?)
                     .ok()
                     .and_then(|d| d["iteration"].as_i64());
                 if found_at.is_some_and(|found| found > iteration) {
-                    sqlx::query(
-                        "DELETE FROM job_candidates WHERE job_id = $1 AND attempt = $2 AND idx = $3",
-                    )
-                    .bind(job_id.to_string())
-                    .bind(attempt)
-                    .bind(int(row, "idx")?)
-                    .execute(&mut *tx)
-                    .await?;
+                    later.push(int(row, "idx")?.to_string());
                 }
+            }
+            if !later.is_empty() {
+                // Indexes read from the table as integers, not client text: safe to inline.
+                sqlx::query(&format!(
+                    "DELETE FROM job_candidates WHERE job_id = $1 AND attempt = $2 AND idx IN ({})",
+                    later.join(", ")
+                ))
+                .bind(job_id.to_string())
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         new_metrics_epoch(&mut tx, job_id).await?;

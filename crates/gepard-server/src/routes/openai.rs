@@ -145,6 +145,11 @@ pub async fn chat_completions(
         gepard_llm::LlmError::InvalidRequest { message, .. } => {
             ApiError::invalid(&["body", "messages"], message)
         }
+        // Not there at all (cannot be fetched or loaded): trying again will not help.
+        gepard_llm::LlmError::Config { .. } => {
+            tracing::warn!(error = %e, "in-process model unavailable");
+            ApiError::unavailable("the local model is not available on this server")
+        }
         other => {
             tracing::warn!(error = %other, "in-process model failed");
             ApiError::unavailable("the local model could not answer; try again")

@@ -58,8 +58,8 @@ pub struct RowsQuery {
 
 /// Validates `page` / `page_size` query values, naming the bad one.
 pub fn page_request(page: Option<&str>, page_size: Option<&str>) -> Result<PageRequest, ApiError> {
-    let page_no = query_number::<u32>("page", page)?;
-    let size = query_number::<u32>("page_size", page_size)?;
+    let page_no = query_number("page", page, 1..=u32::MAX)?;
+    let size = query_number("page_size", page_size, 1..=gepard_core::page::MAX_PAGE_SIZE)?;
     PageRequest::new(page_no, size).map_err(|e| match e {
         gepard_core::PageError::Page => ApiError::invalid(&["query", "page"], e.to_string()),
         gepard_core::PageError::PageSize => {
@@ -436,17 +436,8 @@ pub async fn dataset_rows(
 ) -> ApiResult<Json<RowsPage>> {
     let org = caller.org(&state, &org, Scope::Read).await?;
     let version = checked_version(&version)?;
-    let offset = query_number::<i64>("offset", q.offset.as_deref())?.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid(&["query", "offset"], "must be 0 or more"));
-    }
-    let limit = query_number::<i64>("limit", q.limit.as_deref())?.unwrap_or(20);
-    if !(1..=MAX_ROWS_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            &["query", "limit"],
-            format!("must be between 1 and {MAX_ROWS_LIMIT}"),
-        ));
-    }
+    let offset = query_number("offset", q.offset.as_deref(), 0..=i64::MAX)?.unwrap_or(0);
+    let limit = query_number("limit", q.limit.as_deref(), 1..=MAX_ROWS_LIMIT)?.unwrap_or(20);
     let rows = state
         .store
         .dataset_rows(org.id, &name, &version, offset, limit)
