@@ -133,6 +133,12 @@ impl gepard_llm::ChatModel for Echo {
             )),
             _ => None,
         };
+        if last == "unavailable" {
+            return Err(gepard_llm::LlmError::Config {
+                provider: "local".into(),
+                message: "cannot load /opt/secret/model.gguf".into(),
+            });
+        }
         if let Some((status, message)) = failed {
             let (provider, url) = ("local".to_owned(), "in-process".to_owned());
             return Err(if status == 400 {
@@ -225,6 +231,18 @@ async fn in_process_models_answer_on_the_openai_compatible_route() {
         !failed.body.to_string().contains("secret"),
         "{}",
         failed.body
+    );
+    // A model that cannot be loaded is not worth trying again, and says so.
+    let missing = app.post("/v1/chat/completions", ask("unavailable")).await;
+    assert_eq!(missing.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        missing.body["detail"],
+        "the local model is not available on this server"
+    );
+    assert!(
+        !missing.body.to_string().contains("secret"),
+        "{}",
+        missing.body
     );
     let remote = app
         .post(
