@@ -184,7 +184,9 @@ async function main() {
     await page.fill('#filter-text', '');
 
     step('a promotion refused for its version names the error once');
-    await page.route('**/promotion-preview', (route) => route.fulfill({
+    // Only the default target's preview is faked; a typed target's (with a query) reaches the server.
+    const defaultPreview = (url) => url.pathname.endsWith('/promotion-preview') && !url.search;
+    await page.route(defaultPreview, (route) => route.fulfill({
       status: 200, contentType: 'application/json',
       body: JSON.stringify({ promotable: true, reasons: [], source: {}, target: {}, diff: '' }),
     }));
@@ -206,7 +208,7 @@ async function main() {
     await promoteError.filter({ hasText: 'version' }).waitFor();
     const promoteText = await promoteError.innerText();
     if (promoteText.split('body.version').length - 1 !== 1) throw new Error(`the error repeats itself: ${promoteText}`);
-    await page.unroute('**/promotion-preview');
+    await page.unroute(defaultPreview);
     await page.click('#promote-close');
 
     step('an unknown organization clears the previous one from the screen');
@@ -406,7 +408,7 @@ async function main() {
     await page.locator(`#job-rows tr.selected[data-id="${firstId}"]`).waitFor();
     await page.waitForSelector('#detail-body:not([hidden])');
     step('the opened row keeps the focus, also across the list\'s refresh, and arrow keys move between rows');
-    await page.waitForTimeout(200);
+    await page.evaluate(() => renderList());
     if (await page.evaluate(() => document.activeElement.dataset.id) !== firstId) throw new Error('the focus left the opened row');
     await page.keyboard.press('ArrowDown');
     const secondId = await page.locator('#job-rows tr').nth(1).getAttribute('data-id');

@@ -167,6 +167,20 @@ function activatable(node, act) {
   });
 }
 
+// Tables of rows are redrawn on every refresh: a row that had the keyboard focus gets it back
+// (rows are known by their data attributes), or a keyboard user is sent to the top of the
+// page by each poll.
+function focusedRow(body) {
+  return body.contains(document.activeElement) ? JSON.stringify({ ...document.activeElement.dataset }) : null;
+}
+
+function restoreFocus(body, key) {
+  if (!key) return;
+  for (const row of body.children) {
+    if (JSON.stringify({ ...row.dataset }) === key) { row.focus({ preventScroll: true }); return; }
+  }
+}
+
 const SVG_NS = 'http://www.w3.org/2000/svg';
 function svg(tag, attrs) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -449,9 +463,7 @@ function capabilityLabel(job) {
 function renderList() {
   const text = $('filter-text').value.trim().toLowerCase();
   const rows = $('job-rows');
-  // Rows are redrawn on every refresh: a row that had the keyboard focus gets it back, or a
-  // keyboard user is sent to the top of the page by each poll.
-  const focused = rows.contains(document.activeElement) ? document.activeElement.dataset.id : null;
+  const focused = focusedRow(rows);
   rows.replaceChildren();
   let shown = 0;
   for (const job of state.jobs) {
@@ -469,8 +481,8 @@ function renderList() {
       el('td', { class: 'small col-created', text: fmtTime(job.created_at) }));
     activatable(tr, () => { selectJob(job.id); revealDetail(); });
     rows.append(tr);
-    if (job.id === focused) tr.focus({ preventScroll: true });
   }
+  restoreFocus(rows, focused);
   const all = Math.max(state.total, state.jobs.length);
   const status = $('filter-status').value;
   const from = (state.page - 1) * PAGE_SIZE + 1;
@@ -570,7 +582,11 @@ function promoteTarget() {
   return target.name || target.version ? target : null;
 }
 
+let targetPreviewGen = 0;
 async function refreshTargetPreview() {
+  // Only the newest request's answer is shown: typing sends one per pause, and an older,
+  // slower answer must not replace it.
+  const gen = ++targetPreviewGen;
   const id = state.selected;
   const target = promoteTarget();
   let preview = null;
@@ -581,7 +597,7 @@ async function refreshTargetPreview() {
       preview = { error: e };
     }
   }
-  if (state.selected !== id) return;
+  if (gen !== targetPreviewGen || state.selected !== id) return;
   state.targetPreview = preview;
   renderPreview();
 }
@@ -863,6 +879,7 @@ function renderTrainVal(job) {
 
 function renderCandidates() {
   const body = $('d-candidates');
+  const focused = focusedRow(body);
   body.replaceChildren();
   const bestIdx = state.preview && state.preview.candidate_index;
   for (const c of state.candidates) {
@@ -882,6 +899,7 @@ function renderCandidates() {
     body.append(tr);
   }
   if (!state.candidates.length) body.append(el('tr', {}, el('td', { colspan: 6, class: 'muted', text: 'No candidates yet.' })));
+  restoreFocus(body, focused);
 }
 
 // A summary's best candidate is `{"instructions": …}` for gepard's runs; other runtimes may
@@ -896,6 +914,7 @@ function bestInstructions(summary) {
 
 function renderAttempts() {
   const body = $('d-attempts');
+  const focused = focusedRow(body);
   body.replaceChildren();
   $('d-attempts-box').hidden = state.attempts.length === 0;
   // Newest first, like the job list: the attempt just retried is the one most often looked at.
@@ -918,6 +937,7 @@ function renderAttempts() {
     });
     body.append(tr);
   }
+  restoreFocus(body, focused);
 }
 
 function renderPreview() {
@@ -1252,9 +1272,11 @@ function wire() {
   });
   // Cancel asks first, as the CLI does without --yes; inline, the page shows no dialogs.
   $('act-cancel').addEventListener('click', () => { $('act-error').textContent = ''; $('cancel-confirm').hidden = false; $('cancel-yes').focus(); });
-  $('cancel-no').addEventListener('click', () => { $('cancel-confirm').hidden = true; });
+  // A confirmation's buttons disappear with it: the focus goes back to the action's button.
+  $('cancel-no').addEventListener('click', () => { $('cancel-confirm').hidden = true; $('act-cancel').focus(); });
   $('cancel-yes').addEventListener('click', () => {
     $('cancel-confirm').hidden = true;
+    $('act-cancel').focus();
     runAction($('act-cancel'), async () => {
       state.job = await api(API.cancel, scopeParams({ id: state.selected }));
       renderJob();
@@ -1263,9 +1285,10 @@ function wire() {
   });
   // Retry asks first too: it starts the run over (the earlier attempt stays listed).
   $('act-retry').addEventListener('click', () => { $('act-error').textContent = ''; $('retry-confirm').hidden = false; $('retry-yes').focus(); });
-  $('retry-no').addEventListener('click', () => { $('retry-confirm').hidden = true; });
+  $('retry-no').addEventListener('click', () => { $('retry-confirm').hidden = true; $('act-retry').focus(); });
   $('retry-yes').addEventListener('click', () => {
     $('retry-confirm').hidden = true;
+    $('act-retry').focus();
     runAction($('act-retry'), async () => {
       state.job = await api(API.retry, scopeParams({ id: state.selected }));
       renderJob();
@@ -1279,8 +1302,17 @@ function wire() {
     $('promote-error').textContent = '';
     $('promote-form').scrollIntoView({ block: 'nearest' });
     $('promote-name').focus();
+    refreshTargetPreview();
   });
-  $('promote-close').addEventListener('click', () => { $('promote-form').hidden = true; renderPreview(); });
+  // Closing drops the typed target, so the preview and a later Promote agree on the default.
+  $('promote-close').addEventListener('click', () => {
+    $('promote-form').hidden = true;
+    $('promote-name').value = '';
+    $('promote-version').value = '';
+    state.targetPreview = null;
+    renderPreview();
+    $('act-promote').focus();
+  });
   let targetTimer = null;
   for (const input of [$('promote-name'), $('promote-version')]) {
     input.addEventListener('input', () => {
