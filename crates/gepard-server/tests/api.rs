@@ -220,30 +220,24 @@ async fn in_process_models_answer_on_the_openai_compatible_route() {
         "{}",
         refused.body
     );
-    // A failure inside the model is a 503 that says nothing of the internals.
-    let failed = app.post("/v1/chat/completions", ask("crash")).await;
-    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        failed.body["detail"],
-        "the local model could not answer; try again"
-    );
-    assert!(
-        !failed.body.to_string().contains("secret"),
-        "{}",
-        failed.body
-    );
-    // A model that cannot be loaded is not worth trying again, and says so.
-    let missing = app.post("/v1/chat/completions", ask("unavailable")).await;
-    assert_eq!(missing.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        missing.body["detail"],
-        "the local model is not available on this server"
-    );
-    assert!(
-        !missing.body.to_string().contains("secret"),
-        "{}",
-        missing.body
-    );
+    // A failure inside the model, and a model that cannot be loaded (not worth trying
+    // again), are 503s that say which and nothing of the internals.
+    for (content, detail) in [
+        ("crash", "the local model could not answer; try again"),
+        (
+            "unavailable",
+            "the local model is not available on this server",
+        ),
+    ] {
+        let failed = app.post("/v1/chat/completions", ask(content)).await;
+        assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE, "{content}");
+        assert_eq!(failed.body["detail"], detail);
+        assert!(
+            !failed.body.to_string().contains("secret"),
+            "{}",
+            failed.body
+        );
+    }
     let remote = app
         .post(
             "/v1/chat/completions",

@@ -150,6 +150,17 @@ impl Env {
         (job, result)
     }
 
+    /// Runs the queued job `id` on a fresh worker, which must complete it; the job as it ends.
+    async fn completes_on_a_fresh_worker(&self, id: Uuid) -> Job {
+        self.worker("w2", Duration::from_secs(10))
+            .run_once(&CancellationToken::new())
+            .await
+            .unwrap();
+        let j = self.job(id).await;
+        assert_eq!(j.status, JobStatus::Completed, "{:?}", self.logs(id).await);
+        j
+    }
+
     /// Waits (bounded) until the first attempt of `id` has a checkpoint.
     async fn first_checkpoint(&self, id: Uuid) {
         for _ in 0..600 {
@@ -687,12 +698,7 @@ async fn a_killed_sandbox_is_resumed_from_its_checkpoint_with_the_same_result() 
         JobStatus::Queued,
         "a crashed sandbox puts the job back for a resume"
     );
-    e.worker("w2", Duration::from_secs(10))
-        .run_once(&CancellationToken::new())
-        .await
-        .unwrap();
-    let j = e.job(job.id).await;
-    assert_eq!(j.status, JobStatus::Completed, "{:?}", e.logs(job.id).await);
+    let j = e.completes_on_a_fresh_worker(job.id).await;
     assert_eq!(
         final_result(&e, job.id).await,
         expected,
@@ -745,12 +751,7 @@ async fn a_sandbox_killed_inside_a_batch_has_reported_the_model_calls_it_paid_fo
     let pid = child_with_mark(&mark).expect("the run-job child is running");
     sigkill(pid);
     run.await.unwrap().unwrap();
-    e.worker("w2", Duration::from_secs(10))
-        .run_once(&CancellationToken::new())
-        .await
-        .unwrap();
-    let j = e.job(job.id).await;
-    assert_eq!(j.status, JobStatus::Completed, "{:?}", e.logs(job.id).await);
+    let j = e.completes_on_a_fresh_worker(job.id).await;
     assert!(e
         .logs(job.id)
         .await
