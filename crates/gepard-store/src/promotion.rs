@@ -113,7 +113,7 @@ fn default_version(
     }
     let mut v = next_version(source)?;
     while existing.contains(&v) {
-        v = semver::Version::new(v.major, v.minor, v.patch.checked_add(1)?);
+        v = next_version(&v)?;
     }
     Some(v)
 }
@@ -319,11 +319,11 @@ async fn plan(conn: &mut AnyConnection, req: &PromotionRequest, lock: &str) -> R
     {
         // A promotion writes the source capability's whole bundle under the target name:
         // into an unrelated capability's line that would replace its agents and files.
+        let src = &source.name;
         reasons.push(format!(
-            "capability {target_name} already exists and is not linked to {} by an earlier \
-             promotion: its next version would hold {}'s agents and files instead of its own; \
-             choose a new name, or promote under {}",
-            source.name, source.name, source.name
+            "capability {target_name} already exists and is not linked to {src} by an earlier \
+             promotion: its next version would hold {src}'s agents and files instead of its \
+             own; choose a new name, or promote under {src}"
         ));
     }
     let already = |version: &semver::Version| {
