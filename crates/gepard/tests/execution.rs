@@ -550,19 +550,21 @@ fn proc_stat(pid: i32) -> Option<(i32, char)> {
 async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() {
     let e = env(Duration::from_millis(300)).await;
     let job = e.submit(config(400)).await;
-    let mut worker = std::process::Command::new(BIN)
-        .args(["worker", "--database-url"])
-        .arg(format!("sqlite://{}", e.dir.path().join("g.db").display()))
-        .arg("--data-dir")
-        .arg(e.dir.path())
-        .env("OPENAI_BASE_URL", &e.fake.url)
-        .env("OPENAI_API_KEY", "t")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let worker_pid = i32::try_from(worker.id()).unwrap();
+    let mut worker = KillOnDrop(
+        std::process::Command::new(BIN)
+            .args(["worker", "--database-url"])
+            .arg(format!("sqlite://{}", e.dir.path().join("g.db").display()))
+            .arg("--data-dir")
+            .arg(e.dir.path())
+            .env("OPENAI_BASE_URL", &e.fake.url)
+            .env("OPENAI_API_KEY", "t")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let worker_pid = i32::try_from(worker.0.id()).unwrap();
     e.wait_for(job.id, "the worker to start the job", |j| {
         j.status == JobStatus::Running
     })
@@ -592,7 +594,7 @@ async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() 
         "the runner is calling the model"
     );
     sigkill(worker_pid);
-    worker.wait().unwrap();
+    worker.0.wait().unwrap();
     // Gone, or a zombie nobody reaps (in a container, pid 1 may not): either way, not running.
     let mut alive = true;
     for _ in 0..250 {
@@ -610,6 +612,18 @@ async fn a_runner_dies_with_its_worker_process_even_when_the_worker_is_killed() 
         calls,
         "no model call after the worker died"
     );
+}
+
+/// A child process killed when the test lets go of it, so that a failed assertion before the
+/// test's own kill does not leave a worker running (and calling the model) after the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already gone after the test's own kill; then both calls just fail.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Kills `pid` the way the OOM killer or `kill -9` would.
