@@ -29,7 +29,7 @@ use gepard_store::{LocalNotifier, Notifier, Store};
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
-use crate::routes::{jobs, keys, ops, promotion, registry, tenancy};
+use crate::routes::{jobs, keys, openai, ops, promotion, registry, tenancy};
 
 /// Shared state of every request.
 #[derive(Debug, Clone)]
@@ -90,6 +90,7 @@ impl AppState {
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::retry_job, jobs::job_logs,
         jobs::job_artifacts, jobs::job_attempts, jobs::job_candidates, jobs::job_progress, jobs::job_events,
         promotion::promotion_preview, promotion::promote_job, promotion::audit_log,
+        openai::chat_completions, openai::models,
     ),
     components(schemas(error::ErrorBody, error::FieldError, jobs::JobBrief)),
     modifiers(&SecurityAddon, &CommonResponses),
@@ -137,7 +138,9 @@ impl utoipa::Modify for CommonResponses {
                 .build()
         };
         for (path, item) in &mut openapi.paths.paths {
-            let public = !path.starts_with("/api/v1/");
+            // The OpenAI-compatible routes take a key (as a Bearer token), the rest outside
+            // `/api/v1/` none.
+            let public = !path.starts_with("/api/v1/") && !path.starts_with("/v1/");
             let has_params = path.contains('{');
             let in_org = path.contains("{org}");
             for op in [
@@ -314,11 +317,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi))
         .nest("/api/v1", api)
-        .route(
-            "/v1/chat/completions",
-            post(routes::openai::chat_completions),
-        )
-        .route("/v1/models", get(routes::openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!("no route for {}", uri.path()))
         })

@@ -32,6 +32,8 @@ async fn the_committed_openapi_document_matches_the_code() {
         "/api/v1/org/{org}/capabilities",
         "/api/v1/org/{org}/datasets/{name}/{version}/rows",
         "/api/v1/user",
+        "/v1/chat/completions",
+        "/v1/models",
     ] {
         assert!(served["paths"][route].is_object(), "{route} is documented");
     }
@@ -57,9 +59,9 @@ async fn the_committed_openapi_document_matches_the_code() {
             }
             // Every answer a route can give is declared: a key's absence, a missing scope,
             // another organization, a malformed parameter or body. The operations routes
-            // need no key.
+            // need no key; the OpenAI-compatible ones (`/v1/…`) take one as a Bearer token.
             let responses = op["responses"].as_object().unwrap();
-            if route.starts_with("/api/v1/") {
+            if route.starts_with("/api/v1/") || route.starts_with("/v1/") {
                 assert!(responses.contains_key("401"), "{method} {route}: 401");
                 if route.contains("{org}") {
                     for status in ["403", "404", "422"] {

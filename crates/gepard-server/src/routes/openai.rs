@@ -11,9 +11,10 @@ use gepard_core::Scope;
 use gepard_llm::{ChatRequest, Message};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
 use crate::AppState;
 
@@ -21,26 +22,38 @@ use crate::AppState;
 const IN_PROCESS: &[&str] = &["local", "builtin"];
 
 /// One message of an OpenAI request (text content only).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct OpenAiMessage {
+    /// `system` (or `developer`), `user` or `assistant`.
     role: String,
+    /// A string, or a list of content parts whose `text` parts are kept in order.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     content: Option<Value>,
 }
 
 /// The part of an OpenAI chat-completions request this route honours.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct OpenAiRequest {
+    /// An in-process model: `local/smollm2-135m-instruct` (or just `smollm2-135m-instruct`)
+    /// or `builtin/rules`.
     model: String,
+    /// The conversation, at least one message.
     messages: Vec<OpenAiMessage>,
+    /// Sampling temperature.
     #[serde(default)]
     temperature: Option<f32>,
+    /// Most tokens to generate (`max_completion_tokens` wins when both are given).
     #[serde(default)]
     max_tokens: Option<u32>,
+    /// Most tokens to generate.
     #[serde(default)]
     max_completion_tokens: Option<u32>,
+    /// A stop string or a list of them.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     stop: Option<Value>,
+    /// Must be absent or `false`: answers are not streamed.
     #[serde(default)]
     stream: Option<bool>,
 }
@@ -71,6 +84,13 @@ fn model_id(model: &str) -> String {
 }
 
 /// `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "models", request_body = OpenAiRequest,
+    responses(
+        (status = 200, description = "An OpenAI `chat.completion` object: one choice, with token usage"),
+        (status = 404, body = ErrorBody, description = "This server runs no in-process models"),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "The local model is not available or could not answer"),
+    ))]
 pub async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,
@@ -174,6 +194,8 @@ pub async fn chat_completions(
 }
 
 /// `GET /v1/models`: the in-process models this server can run.
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, description = "An OpenAI model list (`object: list`, `data: [{id, object, owned_by}]`)")))]
 pub async fn models(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
     let names = if state.models.is_some() {
