@@ -11,8 +11,11 @@ use crate::types::{ChatRequest, ChatResponse, FinishReason, Message, ToolCall, U
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The API version sent as `anthropic-version`.
 pub const API_VERSION: &str = "2023-06-01";
-/// `max_tokens` is required by the Messages API; this is sent when the request has none.
-pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+/// `max_tokens` is required by the Messages API; this is sent when the request has none. A
+/// reflection answer restates the whole instruction text, which 1,024 tokens cut short for
+/// long instructions (and a cut-off proposal is discarded); 4,096 is the most every current
+/// Claude model can give.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// The Anthropic Messages wire format.
 pub struct Anthropic;

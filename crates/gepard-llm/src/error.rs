@@ -142,17 +142,19 @@ pub enum LlmError {
 impl LlmError {
     /// True when retrying other examples of the same run cannot succeed either, so the run should
     /// fail fast with this message instead of burning its budget: bad credentials, unknown model,
-    /// unreachable server, invalid request, bad model id or provider configuration.
+    /// unreachable server, bad model id or provider configuration.
     ///
-    /// Rate limits, timeouts, server errors and malformed responses are per-call problems: the
-    /// call scores 0 and the run goes on.
+    /// Rate limits, timeouts, server errors, malformed responses and invalid requests are
+    /// per-call problems: the call scores 0 and the run goes on. An invalid request is usually
+    /// about the one example (a prompt over the context length, a content filter); a request
+    /// that every example gets refused shows as every call failing, which callers catch by
+    /// counting failures in a row.
     pub fn is_fatal_for_run(&self) -> bool {
         matches!(
             self,
             Self::Auth { .. }
                 | Self::ModelNotFound { .. }
                 | Self::Unreachable { .. }
-                | Self::InvalidRequest { .. }
                 | Self::InvalidModelId { .. }
                 | Self::UnknownProvider { .. }
                 | Self::Config { .. }

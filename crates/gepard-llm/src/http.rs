@@ -220,15 +220,32 @@ impl HttpTransport {
                     let headers = response.headers().clone();
                     match response.text().await {
                         Ok(text) => Ok((status, headers, text)),
-                        Err(e) => Err(e),
+                        Err(e) => Err((Some(status), e)),
                     }
                 }
-                Err(e) => Err(e),
+                Err(e) => Err((None, e)),
             }
         };
         let (status, response_headers, text) = match response {
             Ok(parts) => parts,
-            Err(e) => return Err(self.transport_error(url, attempt, &e)),
+            // The server answered but its body broke off (connection closed early, a proxy
+            // cut it): a failure of this call, worth another attempt, not proof that the
+            // server cannot be reached.
+            Err((Some(status), e)) if !e.is_timeout() => {
+                return Err(AttemptError::Retryable {
+                    error: LlmError::BadResponse {
+                        provider,
+                        url: url.to_owned(),
+                        status,
+                        detail: format!(
+                            "the body broke off before its end ({})",
+                            self.redact(&error_chain(&e))
+                        ),
+                    },
+                    wait: None,
+                })
+            }
+            Err((_, e)) => return Err(self.transport_error(url, attempt, &e)),
         };
         if (200..300).contains(&status) {
             return serde_json::from_str::<Value>(&text).map_err(|e| {

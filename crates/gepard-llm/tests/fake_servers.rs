@@ -323,7 +323,7 @@ async fn a_404_or_a_model_not_found_message_is_fatal_and_not_retried() {
 }
 
 #[tokio::test]
-async fn a_400_is_an_invalid_request_that_is_fatal_and_not_retried() {
+async fn a_400_is_an_invalid_request_that_fails_only_its_call_and_is_not_retried() {
     let (base, seen) = serve(
         "/chat/completions",
         Arc::new(|_, _| {
@@ -343,8 +343,41 @@ async fn a_400_is_an_invalid_request_that_is_fatal_and_not_retried() {
         matches!(err, LlmError::InvalidRequest { status: 400, .. }),
         "{err:?}"
     );
-    assert!(err.is_fatal_for_run());
+    // Usually about the one example (over the context length, a content filter): that
+    // example scores 0 and the run goes on.
+    assert!(!err.is_fatal_for_run());
     assert!(err.to_string().contains("messages: field required"));
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_retried_and_then_a_bad_response_not_an_unreachable_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 65536];
+            let _ = socket.read(&mut buf).await;
+            // Promises 500 bytes, sends 20, hangs up.
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"choices\": [{\"mess")
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let mut settings = fast_settings("vllm", &format!("http://{addr}/v1"));
+    settings.retry.max_retries = 1;
+    let err = openai_model(settings).chat(&hello()).await.unwrap_err();
+    assert!(
+        matches!(err, LlmError::BadResponse { status: 200, .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_fatal_for_run());
+    assert!(err.to_string().contains("broke off"), "{err}");
+    assert_eq!(answered.load(Ordering::SeqCst), 2, "retried once");
 }
 
 #[tokio::test]
@@ -520,7 +553,7 @@ async fn an_anthropic_answer_with_text_and_tool_use_is_mapped_to_the_common_type
     );
     let body = seen.body(0);
     assert_eq!(body["system"], "You are terse.");
-    assert_eq!(body["max_tokens"], 1024);
+    assert_eq!(body["max_tokens"], 4096);
     assert_eq!(body["stop_sequences"], json!(["STOP"]));
     assert_eq!(body["tools"][0]["input_schema"]["type"], "object");
     let messages = body["messages"].as_array().unwrap();
