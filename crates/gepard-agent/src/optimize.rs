@@ -10,22 +10,29 @@
 //! - a model error on one example scores that example 0 with the error as its feedback, and the
 //!   run goes on (rate limits, timeouts, 5xx after retries, malformed answers);
 //! - an error that no other example could escape ([`LlmError::is_fatal_for_run`]: bad key,
-//!   unknown model, unreachable server, invalid request) aborts the run at once with that
-//!   message. Once one evaluation has seen such an error, every later evaluation of the run fails
-//!   the same way without calling the model, so a broken setup costs a handful of calls, not the
-//!   budget.
+//!   unknown model, unreachable server) aborts the run at once with that message. Once one
+//!   evaluation has seen such an error, every later evaluation of the run fails the same way
+//!   without calling the model, so a broken setup costs a handful of calls, not the budget;
+//! - so does a run of [`FAILURES_IN_A_ROW`] failed calls of the target model with nothing in
+//!   between (every call answering 5xx, 429, garbage or nothing, or refusing every request): the
+//!   error of any one call may be about its example, but that many in a row say the model cannot
+//!   be used, and scoring them all 0 would burn the budget on a run that reports a result;
+//! - likewise [`REFLECTIONS_FAILED_IN_A_ROW`] reflection calls in a row that fail or are cut off
+//!   at the output token limit: no proposal can come out of such a run.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use gepard_gepa::{
-    CancelToken, Checkpoint, Config, Engine, EngineError, Evaluation, Evaluator, EventSink,
-    FatalError, LlmReflector, ModelError, ReflectiveRecord, RunResult, Split, TextModel,
+    CancelToken, Checkpoint, Config, Engine, EngineError, Evaluation, Evaluator, Event, EventSink,
+    FatalError, LlmReflector, ModelError, ReflectiveRecord, RunResult, Split, StopReason,
+    TextModel,
 };
 use gepard_llm::{
-    ChatModel, ChatRequest, CountingModel, LlmError, Message, ModelRegistry, UsageCounter,
-    UsageSnapshot,
+    ChatModel, ChatRequest, CountingModel, FinishReason, LlmError, Message, ModelRegistry,
+    UsageCounter, UsageSnapshot,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -127,6 +134,47 @@ impl RunUsage {
     }
 }
 
+/// How many calls of the target model in a row may fail before the run fails with the last
+/// one's error. Each has already been retried by its provider; an example-specific refusal (a
+/// prompt over the context length) rarely strikes this many examples one after another.
+pub const FAILURES_IN_A_ROW: u32 = 10;
+
+/// How many reflection calls in a row may fail (or be cut off at the token limit) before the
+/// run fails: each iteration spends metric calls on its parent before it reflects, so a
+/// reflection model that cannot answer burns the budget without a single proposal.
+pub const REFLECTIONS_FAILED_IN_A_ROW: u32 = 5;
+
+/// Counts failures in a row and says when there have been too many. Concurrent calls finish in
+/// any order; a failing run fails, so which call tips it over does not matter, and a run that
+/// never fails that often is not affected by the order at all.
+#[derive(Debug)]
+struct FailureStreak {
+    limit: u32,
+    streak: AtomicU32,
+    last: Mutex<String>,
+}
+
+impl FailureStreak {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            streak: AtomicU32::new(0),
+            last: Mutex::new(String::new()),
+        }
+    }
+
+    fn succeeded(&self) {
+        self.streak.store(0, Ordering::SeqCst);
+    }
+
+    /// Records a failure; the last error when this one makes `limit` in a row.
+    fn failed(&self, error: &str) -> Option<String> {
+        *self.last.lock().expect("not poisoned") = error.to_owned();
+        (self.streak.fetch_add(1, Ordering::SeqCst) + 1 >= self.limit)
+            .then(|| self.last.lock().expect("not poisoned").clone())
+    }
+}
+
 /// The engine's [`Evaluator`] over dataset rows: one [`rollout`] of the candidate instructions on
 /// the row, scored by the recipe. Example `i` of a split is row `i` of that split's rows.
 pub struct RolloutEvaluator<'a> {
@@ -137,6 +185,8 @@ pub struct RolloutEvaluator<'a> {
     options: &'a RolloutOptions,
     /// The first run-fatal error seen; later evaluations fail with it without a model call.
     fatal: OnceLock<String>,
+    /// Failed model calls in a row (see [`FAILURES_IN_A_ROW`]).
+    failures: FailureStreak,
 }
 
 impl<'a> RolloutEvaluator<'a> {
@@ -155,6 +205,7 @@ impl<'a> RolloutEvaluator<'a> {
             recipe,
             options,
             fatal: OnceLock::new(),
+            failures: FailureStreak::new(FAILURES_IN_A_ROW),
         }
     }
 
@@ -192,6 +243,19 @@ impl Evaluator for RolloutEvaluator<'_> {
                 let message = self.fatal.get_or_init(|| e.to_string());
                 FatalError(message.clone())
             })?;
+        match &scored.model_error {
+            None => self.failures.succeeded(),
+            Some(error) => {
+                if let Some(last) = self.failures.failed(error) {
+                    let message = self.fatal.get_or_init(|| {
+                        format!(
+                            "the last {FAILURES_IN_A_ROW} calls of the target model all failed; the last one: {last}"
+                        )
+                    });
+                    return Err(FatalError(message.clone()));
+                }
+            }
+        }
         Ok(Evaluation {
             score: scored.score,
             reflective: capture_traces.then_some(scored.record),
@@ -203,6 +267,8 @@ impl Evaluator for RolloutEvaluator<'_> {
 struct RowScore {
     score: f64,
     record: ReflectiveRecord,
+    /// The model call's error, when it failed (not when the row could not be read).
+    model_error: Option<String>,
 }
 
 async fn score_row(
@@ -222,6 +288,10 @@ async fn score_row(
         .unwrap_or_else(|_| row.to_string());
     Ok(RowScore {
         score: scored.score,
+        model_error: outcome
+            .model_failed()
+            .then(|| outcome.error.clone())
+            .flatten(),
         record: ReflectiveRecord {
             inputs,
             generated_outputs: outcome.rendered(),
@@ -233,13 +303,17 @@ async fn score_row(
 /// The reflection model as the engine's [`TextModel`]: the prompt goes out as one user message,
 /// the answer's text comes back (an empty answer is returned as `""`, which the reflector then
 /// rejects as unfenced). Run-fatal model errors become [`ModelError::Fatal`], others
-/// [`ModelError::Failed`] (the iteration ends without a child and the run goes on).
+/// [`ModelError::Failed`] (the iteration ends without a child and the run goes on). An answer
+/// cut off at the output token limit is [`ModelError::Failed`] too: its text may look whole
+/// (fences included) and still have lost its end, so it is never adopted.
+/// [`REFLECTIONS_FAILED_IN_A_ROW`] failed or cut-off answers in a row are fatal.
 pub struct ChatTextModel {
     model: Arc<dyn ChatModel>,
     /// Sampling temperature of reflection calls (provider default when `None`).
     pub temperature: Option<f32>,
     /// Output token limit of reflection calls (provider default when `None`).
     pub max_tokens: Option<u32>,
+    failures: FailureStreak,
 }
 
 impl ChatTextModel {
@@ -249,6 +323,16 @@ impl ChatTextModel {
             model,
             temperature: None,
             max_tokens: None,
+            failures: FailureStreak::new(REFLECTIONS_FAILED_IN_A_ROW),
+        }
+    }
+
+    fn failed(&self, error: String) -> ModelError {
+        match self.failures.failed(&error) {
+            Some(last) => ModelError::Fatal(format!(
+                "the last {REFLECTIONS_FAILED_IN_A_ROW} reflection calls all failed; the last one: {last}"
+            )),
+            None => ModelError::Failed(error),
         }
     }
 }
@@ -262,9 +346,18 @@ impl TextModel for ChatTextModel {
             ..ChatRequest::new(vec![Message::user(prompt)])
         };
         match self.model.chat(&request).await {
-            Ok(response) => Ok(response.content.unwrap_or_default()),
+            Ok(response) if response.finish_reason == Some(FinishReason::Length) => Err(self
+                .failed(
+                    "the reflection model's answer was cut off at its output token limit, so the \
+                     proposal may have lost its end and is not used"
+                        .to_owned(),
+                )),
+            Ok(response) => {
+                self.failures.succeeded();
+                Ok(response.content.unwrap_or_default())
+            }
             Err(e) if e.is_fatal_for_run() => Err(ModelError::Fatal(e.to_string())),
-            Err(e) => Err(ModelError::Failed(e.to_string())),
+            Err(e) => Err(self.failed(e.to_string())),
         }
     }
 }
@@ -304,6 +397,25 @@ pub struct OptimizeError {
     pub error: EngineError,
     /// Model calls and tokens spent before it stopped.
     pub usage: RunUsage,
+    /// What the run had found at its last checkpoint (stop reason [`StopReason::Failed`]), when
+    /// it failed after the seed was evaluated: a key revoked half-way through does not throw
+    /// away the candidates already paid for.
+    pub best_so_far: Option<Box<RunResult>>,
+}
+
+/// A sink that passes every event on and keeps the last checkpoint (or the one resumed from).
+struct KeepLastCheckpoint<'a> {
+    inner: &'a dyn EventSink,
+    last: Mutex<Option<Checkpoint>>,
+}
+
+impl EventSink for KeepLastCheckpoint<'_> {
+    fn emit(&self, event: &Event) {
+        if let Event::Checkpoint { checkpoint, .. } = event {
+            *self.last.lock().expect("not poisoned") = Some((**checkpoint).clone());
+        }
+        self.inner.emit(event);
+    }
 }
 
 /// Runs a whole GEPA optimization of `spec.seed_instructions` with `models`, emitting the
@@ -322,6 +434,7 @@ pub async fn optimize(
     let fail = |error: EngineError| OptimizeError {
         error,
         usage: models.usage(),
+        best_so_far: None,
     };
     let engine = Engine::new(
         spec.config.clone(),
@@ -338,10 +451,26 @@ pub async fn optimize(
         &spec.rollout,
     );
     let proposer = LlmReflector::new(ChatTextModel::new(Arc::clone(models.reflection())));
+    let sink = KeepLastCheckpoint {
+        inner: sink,
+        last: Mutex::new(resume.clone()),
+    };
     let result = engine
-        .run(&evaluator, &proposer, sink, cancel, resume)
+        .run(&evaluator, &proposer, &sink, cancel, resume)
         .await
-        .map_err(fail)?;
+        .map_err(|error| {
+            let last = sink.last.lock().expect("not poisoned").take();
+            let best_so_far = last.map(|checkpoint| {
+                let reason = StopReason::Failed {
+                    error: error.to_string(),
+                };
+                Box::new(engine.result_at(&checkpoint, reason))
+            });
+            OptimizeError {
+                best_so_far,
+                ..fail(error)
+            }
+        })?;
     Ok(OptimizeOutcome {
         result,
         usage: models.usage(),

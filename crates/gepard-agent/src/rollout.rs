@@ -28,6 +28,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// True when the model was called and failed (not when the row could not be turned into a
+    /// request: the messages are set only once the request is ready to go out).
+    pub fn model_failed(&self) -> bool {
+        self.error.is_some() && !self.messages.is_empty()
+    }
+
     /// The agent's output as one text, for the reflective dataset: the final text, then one line
     /// per tool call (`name({"arg": …})`), or the error.
     pub fn rendered(&self) -> String {

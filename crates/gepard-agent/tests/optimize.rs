@@ -27,6 +27,12 @@ struct Scripted {
     failing_goal: Option<String>,
     /// Every call fails with this (fatal) error.
     fatal: bool,
+    /// The task call on this goal is refused as invalid (HTTP 400, e.g. over the context).
+    refused_goal: Option<String>,
+    /// Every call fails with a server error (after its retries).
+    down: bool,
+    /// Reflection answers come back cut off at the output token limit.
+    cut_off: bool,
     prompts: Mutex<Vec<ChatRequest>>,
 }
 
@@ -59,6 +65,15 @@ impl ChatModel for Scripted {
                 message: "invalid api key".into(),
             });
         }
+        if self.down {
+            return Err(LlmError::Server {
+                provider: "openai".into(),
+                url: "http://127.0.0.1:1/v1/chat/completions".into(),
+                status: 500,
+                attempts: 3,
+                message: "internal error".into(),
+            });
+        }
         let (system, user) = match request.messages.as_slice() {
             [Message::System { content: s }, Message::User { content: u }] => {
                 (Some(s.as_str()), u.as_str())
@@ -73,10 +88,20 @@ impl ChatModel for Scripted {
             } else {
                 "Watch for negation."
             };
-            return Ok(text(&format!(
-                "Here you go:\n```\n{current} {addition}\n```"
-            )));
+            let mut answer = text(&format!("Here you go:\n```\n{current} {addition}\n```"));
+            if self.cut_off {
+                answer.finish_reason = Some(FinishReason::Length);
+            }
+            return Ok(answer);
         };
+        if self.refused_goal.as_deref() == Some(user) {
+            return Err(LlmError::InvalidRequest {
+                provider: "openai".into(),
+                url: "http://127.0.0.1:1/v1/chat/completions".into(),
+                status: 400,
+                message: "This model's maximum context length is 8192 tokens".into(),
+            });
+        }
         if self.failing_goal.as_deref() == Some(user) {
             return Err(LlmError::Server {
                 provider: "openai".into(),
@@ -370,4 +395,130 @@ async fn fixed_instructions_are_scored_on_a_row_set_in_row_order() {
     .await
     .unwrap_err();
     assert!(err.is_fatal_for_run());
+}
+
+#[tokio::test]
+async fn a_request_refused_as_invalid_on_one_example_scores_it_zero_and_the_run_goes_on() {
+    let model = Arc::new(Scripted {
+        refused_goal: Some("Lovely.".into()),
+        ..Scripted::default()
+    });
+    let outcome = optimize(
+        &spec(2),
+        &RunModels::new(model, None),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    // Five of six validation rows can be right; the refused one never.
+    assert!((outcome.result.best_score - 5.0 / 6.0).abs() < 1e-12);
+    assert_eq!(
+        outcome.result.best_text,
+        "Classify the sentiment. Answer with one word. Watch for negation."
+    );
+    assert!(outcome.usage.task.failed_calls > 0);
+}
+
+#[tokio::test]
+async fn a_model_failing_every_call_fails_the_run_with_the_last_error_after_ten_calls() {
+    let model = Arc::new(Scripted {
+        down: true,
+        ..Scripted::default()
+    });
+    let mut spec = spec(2);
+    spec.val = (0..40)
+        .map(|i| json!({"goal": format!("row {i}"), "expected_output": "x"}))
+        .collect();
+    spec.config.max_metric_calls = Some(1000);
+    let err = optimize(
+        &spec,
+        &RunModels::new(model.clone(), None),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err.error, EngineError::Evaluator(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("the last 10 calls of the target model all failed")
+            && message.contains("HTTP 500")
+            && message.contains("internal error"),
+        "{message}"
+    );
+    let calls = model.calls.load(Ordering::SeqCst);
+    assert!(
+        (10..=11).contains(&calls),
+        "ten, and at most one more already in flight: {calls}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_succeeds_between_failures_starts_the_count_again() {
+    let model = Scripted {
+        failing_goal: Some("Lovely.".into()),
+        ..Scripted::default()
+    };
+    let (train, val, recipe, options) = (rows(), rows(), exact(), RolloutOptions::default());
+    let evaluator = RolloutEvaluator::new(&model, &train, &val, &recipe, &options);
+    for _ in 0..2 {
+        for _ in 0..9 {
+            let failed = evaluator.evaluate("x", 3, Split::Val, false).await.unwrap();
+            assert_eq!(failed.score, 0.0);
+        }
+        evaluator.evaluate("x", 0, Split::Val, false).await.unwrap();
+    }
+    for _ in 0..9 {
+        evaluator.evaluate("x", 3, Split::Val, false).await.unwrap();
+    }
+    let tenth = evaluator
+        .evaluate("x", 3, Split::Val, false)
+        .await
+        .unwrap_err();
+    assert!(tenth.0.contains("HTTP 503"), "{tenth:?}");
+    assert_eq!(evaluator.fatal_error(), Some(tenth.0.as_str()));
+}
+
+#[tokio::test]
+async fn a_reflection_answer_cut_off_at_the_token_limit_is_never_adopted() {
+    let task = Arc::new(Scripted::default());
+    let reflection = Arc::new(Scripted {
+        cut_off: true,
+        ..Scripted::default()
+    });
+    let adapter = ChatTextModel::new(reflection.clone());
+    // Whole-looking (both fences are there), but the model says it stopped at its limit.
+    assert!(matches!(
+        adapter.complete("```\nOld.\n```\nfeedback").await,
+        Err(ModelError::Failed(m)) if m.contains("cut off at its output token limit")
+    ));
+    let sink = RecordingSink::default();
+    let err = optimize(
+        &spec(2),
+        &RunModels::new(task, Some(reflection.clone())),
+        &sink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    // Five in a row (after the adapter's one above, in its own counter) end the run: no
+    // proposal could ever come out of it.
+    assert!(matches!(err.error, EngineError::Proposer(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the last 5 reflection calls all failed"),
+        "{err}"
+    );
+    assert_eq!(reflection.calls.load(Ordering::SeqCst), 1 + 5);
+    assert!(
+        !sink
+            .events()
+            .iter()
+            .any(|e| format!("{e:?}").contains("Accepted")),
+        "nothing was adopted"
+    );
 }

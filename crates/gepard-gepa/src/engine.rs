@@ -137,6 +137,12 @@ pub enum StopReason {
     MaxRuntime,
     /// The cancel token fired; an iteration in flight was abandoned.
     Cancelled,
+    /// The run failed with this error. [`Engine::run`] returns the error itself; a caller that
+    /// still wants what was found before it builds the result with [`Engine::result_at`].
+    Failed {
+        /// The error, as text.
+        error: String,
+    },
 }
 
 impl fmt::Display for StopReason {
@@ -157,6 +163,7 @@ impl fmt::Display for StopReason {
             }
             Self::MaxRuntime => f.write_str("reached max_runtime"),
             Self::Cancelled => f.write_str("cancelled"),
+            Self::Failed { error } => write!(f, "failed: {error}"),
         }
     }
 }
@@ -745,6 +752,12 @@ impl Engine {
             iteration: s.iterations,
             checkpoint: Box::new(s.clone()),
         });
+    }
+
+    /// The result a run reports when it stops at `checkpoint` for `stop_reason`: how a caller
+    /// keeps what a run found before it failed (from the last [`Event::Checkpoint`]).
+    pub fn result_at(&self, checkpoint: &Checkpoint, stop_reason: StopReason) -> RunResult {
+        self.result(checkpoint, stop_reason)
     }
 
     fn result(&self, s: &Checkpoint, stop_reason: StopReason) -> RunResult {

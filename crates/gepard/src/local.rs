@@ -189,8 +189,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let outcome = optimize(&prepared.spec, &prepared.models, &sink, &cancel, None).await;
     let wall = started.elapsed();
     bar.finish_and_clear();
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
+    // A run that fails after the seed was evaluated still reports what it found (then exits
+    // with its error): a key revoked half-way through must not throw away paid-for candidates.
+    let (outcome, failure) = match outcome {
+        Ok(outcome) => (outcome, None),
         Err(e)
             if matches!(
                 e.error,
@@ -200,13 +202,26 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
             eprintln!("interrupted before the seed instructions were evaluated: no result");
             return Ok(ExitCode::from(INTERRUPTED));
         }
-        Err(e) => return Err(anyhow::Error::new(e).context("the optimization failed")),
+        Err(mut e) => match e.best_so_far.take() {
+            Some(result) => {
+                let outcome = OptimizeOutcome {
+                    result: *result,
+                    usage: e.usage,
+                };
+                (outcome, Some(e))
+            }
+            None => return Err(anyhow::Error::new(e).context("the optimization failed")),
+        },
     };
 
     // Scoring the test set costs two passes over it; after a Ctrl-C the user wants out, not
-    // more model calls, so it is skipped (or abandoned when the Ctrl-C comes during it).
+    // more model calls, so it is skipped (or abandoned when the Ctrl-C comes during it). After
+    // a failure the model cannot be relied on to score it.
+    if failure.is_some() && prepared.test.is_some() {
+        eprintln!("note: the run failed: the test set (--test-dataset) was not scored");
+    }
     let test_scores = match &prepared.test {
-        Some(rows) if !cancel.is_cancelled() => tokio::select! {
+        Some(rows) if !cancel.is_cancelled() && failure.is_none() => tokio::select! {
             biased;
             () = cancel.cancelled() => None,
             scores = test_scores(&prepared, &outcome, rows) => Some(scores?),
@@ -219,10 +234,18 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     }
     let usage = prepared.models.usage();
     if args.json {
-        let report = json_report(&outcome, test_scores, wall, &usage);
+        let mut report = json_report(&outcome, test_scores, wall, &usage);
+        if let Some(e) = &failure {
+            report["error"] = json!(e.error.to_string());
+        }
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_human(&prepared, &outcome, test_scores, wall, &usage);
+    }
+    if let Some(e) = failure {
+        return Err(anyhow::Error::new(e).context(
+            "the optimization failed (the best result before the failure is reported above)",
+        ));
     }
     Ok(if interrupted {
         ExitCode::from(INTERRUPTED)
@@ -637,7 +660,8 @@ fn print_human(
     );
     match r.stop_reason {
         StopReason::Cancelled => println!("Stopped: interrupted (Ctrl-C)."),
-        ref reason => println!("Stopped: {reason}."),
+        StopReason::Failed { .. } => println!("Stopped: the run failed (the error follows)."),
+        ref reason => println!("Stop reason: {reason}."),
     }
     println!();
     if r.best_candidate == 0 {

@@ -116,6 +116,8 @@ struct Fake {
 struct Behaviour {
     /// Answer every request with 401.
     reject_keys: bool,
+    /// Answer with 401 from this many requests on (a key revoked half-way through a run).
+    reject_keys_after: Option<usize>,
     /// Wait this long before answering (a slow model).
     delay: Duration,
 }
@@ -186,9 +188,10 @@ fn serve(stream: TcpStream, calls: &AtomicUsize, users: &Mutex<Vec<String>>, beh
             .unwrap_or_default()
             .to_owned();
         users.lock().unwrap().push(user);
-        calls.fetch_add(1, Ordering::SeqCst);
+        let seen = calls.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(behaviour.delay);
-        let (status, reply) = if behaviour.reject_keys {
+        let revoked = behaviour.reject_keys_after.is_some_and(|n| seen >= n);
+        let (status, reply) = if behaviour.reject_keys || revoked {
             (
                 "401 Unauthorized",
                 json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
@@ -451,6 +454,45 @@ fn a_rejected_api_key_fails_fast_with_the_providers_message_after_few_calls() {
         "no more than the calls already in flight: {calls}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_key_revoked_half_way_fails_the_run_but_still_reports_the_best_result_found_before() {
+    // The scripted run's first child is accepted at 30 metric calls (31 model calls with its
+    // reflection); the key stops working at the 45th call.
+    let fake = start_fake_with(Behaviour {
+        reject_keys_after: Some(45),
+        ..Behaviour::default()
+    });
+    let inputs = Inputs::new();
+    let out = gepard(
+        &inputs.args(&["--json", "--concurrency", "1"]),
+        &fake.base_url,
+        "sk-test",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("rejected the credentials (HTTP 401)"), "{err}");
+    assert!(
+        err.contains("the test set (--test-dataset) was not scored"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["best_val_score"].as_f64().unwrap() >= 0.58,
+        "{report}"
+    );
+    assert!(report["best_candidate"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 401")),
+        "{report}"
+    );
+    assert!(report["stop_reason"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("failed: ")));
+    assert!(report.get("best_test_score").is_none());
 }
 
 #[test]
@@ -821,7 +863,7 @@ fn without_a_val_dataset_the_training_rows_validate_and_the_run_says_so_in_human
         "12 training / 12 validation rows",
         "seed  val 0.000",
         "best  val",
-        "Stopped: ",
+        "Stop reason: stopped with ",
         "of 100",
         "Answer with one word",
     ] {
