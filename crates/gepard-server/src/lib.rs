@@ -49,7 +49,14 @@ pub struct AppState {
     /// How long an outside runtime holds a job it reports on (`POST …/progress`) without
     /// reporting again; then the job goes back to the queue.
     pub runtime_lease: Duration,
+    /// How often an open event stream checks that the key it was opened with is still valid,
+    /// so that revoking a key also ends the streams it holds open.
+    pub key_recheck: Duration,
 }
+
+/// Default of [`AppState::key_recheck`]: a revoked key stops seeing a job within seconds, at one
+/// small read per open stream each time.
+pub const DEFAULT_KEY_RECHECK: Duration = Duration::from_secs(5);
 
 /// Default of [`AppState::runtime_lease`]: long enough for a slow model call between two
 /// reports, short enough that a dead runtime's job is soon picked up again.
@@ -70,6 +77,7 @@ impl AppState {
             metrics: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             runtime_lease: DEFAULT_RUNTIME_LEASE,
+            key_recheck: DEFAULT_KEY_RECHECK,
         }
     }
 }

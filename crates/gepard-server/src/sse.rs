@@ -257,11 +257,14 @@ async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Streams one job's events into `tx` until the client leaves or the job has finished.
+/// Streams one job's events into `tx` until the client leaves, the job has finished or the key
+/// `(org id, key id)` that opened the stream is revoked.
+#[allow(clippy::too_many_arguments)]
 pub async fn stream_job(
     state: AppState,
     workspace_id: Uuid,
     job_id: Uuid,
+    (org_id, key_id): (Uuid, Uuid),
     resume_after: i64,
     mut rx: broadcast::Receiver<Arc<JobNotice>>,
     tx: mpsc::Sender<Result<Event, Infallible>>,
@@ -293,6 +296,11 @@ pub async fn stream_job(
     let polls = !state.notifier.sees_other_processes();
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The key was checked once, when the stream opened; a stream can stay open for the whole
+    // of a long job, and revoking a key must cut it off too.
+    let every = state.key_recheck;
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !w.finished {
         tokio::select! {
             notice = rx.recv() => match notice {
@@ -333,6 +341,13 @@ pub async fn stream_job(
                     }
                 }
             }
+            _ = recheck.tick() => match state.store.api_key(org_id, key_id).await {
+                Ok(Some(key)) if key.revoked_at.is_none() => {}
+                // Revoked (or gone): end the stream; reconnecting answers 401.
+                Ok(_) => return,
+                // A database hiccup is not a revocation: check again next time.
+                Err(e) => tracing::warn!(error = %e, "could not re-check an event stream's key"),
+            },
             _ = beat.tick() => {
                 if !w.send(Event::default().event("heartbeat").id(w.last_seq.to_string()).data("{}")).await {
                     return;

@@ -1380,6 +1380,49 @@ on_both_databases! {
         assert_eq!(jobs, ["completed"]);
     }
 
+    async fn revoking_a_key_ends_the_event_streams_it_holds_open(app) {
+        let created = app
+            .post(
+                "/api/v1/org/local/keys",
+                json!({"name": "watcher", "scopes": ["read"]}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let (secret, key_id) = (
+            created.body["key"].as_str().unwrap().to_owned(),
+            created.body["id"].as_str().unwrap().to_owned(),
+        );
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        let open = |key: String| {
+            let req = Request::get(format!("{JOBS}/{id}/events"))
+                .header("x-api-key", key)
+                .body(Body::empty())
+                .unwrap();
+            app.router.clone().oneshot(req)
+        };
+        let resp = open(secret.clone()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut stream = resp.into_body();
+        assert_eq!(read_events(&mut stream, 1).await[0].0, "snapshot");
+        let revoked = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/org/local/keys/{key_id}"),
+                Some(&app.admin_key.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(revoked.status, StatusCode::OK);
+        // The job is queued and stays so: only the revocation can end this stream (the helper
+        // fails when nothing comes within 10 s, and a heartbeat would come only after 15 s).
+        let rest = read_events(&mut stream, 1).await;
+        assert!(rest.is_empty(), "the stream ended without another event: {rest:?}");
+        assert_eq!(
+            open(secret).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
     async fn events_resume_after_last_event_id_without_repeating_entries(app) {
         let runner = app.key(&["runner"], None).await;
         let id = submit(&app, body()).await["id"]

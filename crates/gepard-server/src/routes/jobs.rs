@@ -1350,7 +1350,8 @@ pub async fn job_events(
     let task_state = state.clone();
     tokio::spawn(async move {
         let _watching = watching;
-        crate::sse::stream_job(task_state, ws.id, job_id, resume, rx, tx, HEARTBEAT).await;
+        let key = (caller.key.org_id, caller.key.info.id);
+        crate::sse::stream_job(task_state, ws.id, job_id, key, resume, rx, tx, HEARTBEAT).await;
     });
     // No axum keep-alive: the stream sends its own `heartbeat` events, as API.md specifies.
     Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)))

@@ -55,7 +55,9 @@ impl TestApp {
             .bootstrap(&Bootstrap::first_start(key.clone()))
             .await
             .unwrap();
-        let state = AppState::new(store.clone());
+        let mut state = AppState::new(store.clone());
+        // Quick, so that a test of a revoked key's open stream does not wait seconds.
+        state.key_recheck = std::time::Duration::from_millis(100);
         Self {
             notifier: state.notifier.clone(),
             router: router(state),
