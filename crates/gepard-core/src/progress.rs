@@ -22,6 +22,15 @@ use crate::model::FieldError;
 /// stack trace, small enough that one chatty runner cannot bloat the log table.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Most metric points one report may carry. The engine's reports carry a handful each; the
+/// limit keeps one report from holding the database's write lock for seconds.
+pub const MAX_METRIC_POINTS_PER_REPORT: usize = 1_000;
+
+/// Most metric points one attempt of a job may hold. Every read of the job (and of the job
+/// list) carries its series, so an unbounded series would slow the workspace for everyone; a
+/// GEPA run writes a few points per iteration, far below this.
+pub const MAX_METRIC_POINTS_PER_ATTEMPT: usize = 100_000;
+
 /// Metric series gepard charts (API.md "Metric series names").
 pub const METRIC_NAMES: [&str; 10] = [
     "val_score",
@@ -334,6 +343,15 @@ impl ProgressEvent {
             }
         }
 
+        let points: usize = self.metrics.values().map(Vec::len).sum();
+        if points > MAX_METRIC_POINTS_PER_REPORT {
+            fail(
+                &["metrics"],
+                format!(
+                    "a report may carry at most {MAX_METRIC_POINTS_PER_REPORT} metric points; this one has {points} (send them in several reports)"
+                ),
+            );
+        }
         for (name, points) in &self.metrics {
             if !is_known_metric(name) {
                 fail(
@@ -1172,6 +1190,24 @@ mod tests {
         assert_eq!(locs, ["body.metrics.val_scor", "body.metrics.x_"]);
         assert!(errs[0].msg.contains("val_score, accepted_score"));
         assert_eq!(errs[0].kind, "value_error");
+    }
+
+    #[test]
+    fn a_report_with_more_metric_points_than_one_report_may_carry_is_refused() {
+        let points = |n: usize| {
+            (0..n)
+                .map(|i| json!({"value": 1.0, "step": i}))
+                .collect::<Vec<_>>()
+        };
+        let at_limit = event(json!({"event_type": "budget_updated", "metrics": {
+            "val_score": points(MAX_METRIC_POINTS_PER_REPORT - 1), "x_other": points(1)}}));
+        assert!(at_limit.validate().is_ok());
+        let over = event(json!({"event_type": "budget_updated", "metrics": {
+            "val_score": points(MAX_METRIC_POINTS_PER_REPORT), "x_other": points(1)}}));
+        let errs = invalid(&over);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].loc.join("."), "body.metrics");
+        assert!(errs[0].msg.contains("this one has 1001"), "{}", errs[0].msg);
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub struct Store {
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// Metric series read recently, extended instead of re-read (see `series`).
     series: Arc<series::SeriesCache>,
+    /// Most metric points one attempt of a job may hold (see
+    /// [`Store::with_max_metric_points_per_attempt`]).
+    max_metric_points: usize,
 }
 
 /// How long a writer waits for its turn before giving up, like SQLite's `busy_timeout`. Only
@@ -200,7 +203,16 @@ impl Store {
             backend,
             write_turn: Arc::default(),
             series: Arc::default(),
+            max_metric_points: gepard_core::progress::MAX_METRIC_POINTS_PER_ATTEMPT,
         })
+    }
+
+    /// The same store, refusing a progress report that would take an attempt of a job beyond
+    /// `max` metric points (default [`gepard_core::progress::MAX_METRIC_POINTS_PER_ATTEMPT`]).
+    #[must_use]
+    pub fn with_max_metric_points_per_attempt(mut self, max: usize) -> Self {
+        self.max_metric_points = max;
+        self
     }
 
     async fn sqlite_pool(url: &str) -> Result<AnyPool> {

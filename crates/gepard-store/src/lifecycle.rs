@@ -512,6 +512,28 @@ impl Store {
         } = Store::lock_job_in(conn, self.backend, job_id)
             .await?
             .ok_or(LifecycleError::NotFound(job_id))?;
+        let new_points: usize = event.metrics.values().map(Vec::len).sum();
+        if new_points > 0 {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM job_metrics WHERE job_id = $1 AND attempt = $2",
+            )
+            .bind(job_id.to_string())
+            .bind(job.attempt)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::from)?;
+            let held = usize::try_from(held).unwrap_or(usize::MAX);
+            if held.saturating_add(new_points) > self.max_metric_points {
+                return Err(LifecycleError::Invalid(vec![gepard_core::model::FieldError {
+                    loc: vec!["body".into(), "metrics".into()],
+                    msg: format!(
+                        "attempt {} of this job already holds {held} metric points, and an attempt may hold at most {}",
+                        job.attempt, self.max_metric_points
+                    ),
+                    kind: "value_error".into(),
+                }]));
+            }
+        }
         let now = gepard_core::time::now();
         let outcome = progress::apply(
             &state_of(&job),

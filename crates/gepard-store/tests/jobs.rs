@@ -624,6 +624,34 @@ gepard_store::conformance_tests! {
         assert_eq!(steps(job), [1, 2, 3]);
     }
 
+    async fn a_report_that_would_take_an_attempt_beyond_its_metric_point_limit_is_refused_whole(db) {
+        let f = fixture(db.store().await.with_max_metric_points_per_attempt(5)).await;
+        let n = LocalNotifier::default();
+        let id = f.submit("many points").await;
+        let claimed = f.store.claim_next(&n, "w", Duration::from_secs(60)).await.unwrap().unwrap();
+        let report = |steps: std::ops::Range<i64>| event(json!({"event_type": "budget_updated",
+            "message": "points", "metrics": {"metric_calls_used":
+                steps.map(|s| json!({"value": s, "step": s})).collect::<Vec<_>>()}}));
+        f.store.ingest_progress(&n, id, &report(0..3), Some(claimed.lease_token)).await.unwrap();
+        let logs_before = f.store.log_seq(id).await.unwrap();
+        let err = f.store.ingest_progress(&n, id, &report(3..6), Some(claimed.lease_token)).await.unwrap_err();
+        match err {
+            gepard_store::LifecycleError::Invalid(errors) => {
+                assert_eq!(errors[0].loc, ["body", "metrics"]);
+                assert!(errors[0].msg.contains("already holds 3 metric points") && errors[0].msg.contains("at most 5"), "{}", errors[0].msg);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing of the refused report was stored: neither its points nor its log entry.
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.metrics["metric_calls_used"].len(), 3);
+        assert_eq!(f.store.log_seq(id).await.unwrap(), logs_before);
+        // Up to the limit is fine.
+        f.store.ingest_progress(&n, id, &report(3..5), Some(claimed.lease_token)).await.unwrap();
+        let job = f.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.metrics["metric_calls_used"].len(), 5);
+    }
+
     async fn concurrent_reports_from_one_runtime_each_keep_their_summary_fields(db) {
         let f = fixture(db.store().await).await;
         let id = f.submit("parallel reports").await;
