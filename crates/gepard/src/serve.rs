@@ -1,6 +1,6 @@
 //! `gepard serve`: the API server on SQLite (default) or PostgreSQL, with first-start bootstrap.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +67,11 @@ pub fn init_tracing(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (whoever read stderr went away: a log shipper
+        // restarting, `| head`) is lost, and that is all: by default the layer reports its
+        // own write error with eprintln!, which panics on the broken pipe, inside whatever
+        // task was logging (a database connection's, which then never answers again).
+        .log_internal_errors(false)
         // The fmt layer colours by default; a log redirected to a file would keep the codes.
         .with_ansi(settings::use_color(std::io::stderr().is_terminal()));
     // A second init (tests, quickstart) is harmless: the first subscriber stays.
@@ -236,7 +241,10 @@ async fn bootstrap(
     // Printed once, on purpose: the database keeps only the hash. The page link carries the
     // key in the URL fragment, which browsers never send to a server, and the page removes
     // it from the address bar once read.
-    eprintln!(
+    // Not eprintln!: with nobody reading stderr any more it would panic; the key is in the
+    // credentials file either way.
+    let _ = writeln!(
+        std::io::stderr(),
         "gepard: created org `local`, workspace `default`, project `default`.\n\
          gepard: admin API key (shown once, saved to {}):\n\n    {}\n\n\
          gepard: the Optimization page, signed in with that key:\n\n    {}\n",

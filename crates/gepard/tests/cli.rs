@@ -593,6 +593,48 @@ fn the_server_log_written_to_a_file_has_no_colour_codes() {
     );
 }
 
+/// Whoever reads the server's log may go away (a log shipper restarting, `| head`): the log
+/// lines are then lost, but the server goes on answering and still stops on SIGTERM. It
+/// used to panic on the broken pipe in whatever task was logging, and hang when that was a
+/// database connection's.
+#[cfg(unix)]
+#[test]
+fn the_server_keeps_serving_after_the_reader_of_its_log_goes_away() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = base_command(data_dir.path())
+        .env("GEPARD_LOG", "debug")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read until the server listens, then hang up, as `head -3` would.
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut log, &mut first).unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if healthy(port) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(log);
+    // Every request logs (at debug, the database's too): each write now meets a closed pipe.
+    let answered = (0..20).filter(|_| healthy(port)).count();
+    let still_running = child.try_wait().unwrap().is_none();
+    let status = sigterm(&mut child);
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    assert!(up, "gepard serve did not start listening");
+    assert!(still_running, "the server exited");
+    assert_eq!(answered, 20, "every request after the hang-up was answered");
+    assert!(status.is_some(), "gepard serve did not stop after SIGTERM");
+}
+
 /// A database server that is not there is named as such at start (the pool alone would wait
 /// its 30 s acquire timeout and then say only "pool timed out"), with the password hidden.
 #[test]
