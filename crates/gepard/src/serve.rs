@@ -117,6 +117,7 @@ pub async fn start(
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     bootstrap(&store, &data_dir, addr).await?;
+    follow_credentials(&store, &data_dir, addr).await;
     // On PostgreSQL, changes written by other servers and worker processes reach this
     // server's watchers too.
     let notifier: Arc<dyn Notifier> = gepard_store::notify::for_store(&store, &url)
@@ -229,7 +230,7 @@ async fn bootstrap(
         tracing::info!("bootstrapped org `local` with the admin key from GEPARD_ADMIN_KEY");
         return Ok(());
     }
-    let server = format!("http://{addr}");
+    let server = format!("http://{}", reachable(addr));
     let path = settings::write_credentials(
         data_dir,
         &Credentials {
@@ -255,15 +256,43 @@ async fn bootstrap(
     Ok(())
 }
 
-/// The page's address with `key` in its fragment. A server listening on every interface
-/// (`0.0.0.0`, `::`) is reached locally through loopback, so the link works when clicked.
-fn page_url(addr: SocketAddr, key: &str) -> String {
+/// A later start of a server on this data directory, on another address (the quickstart's
+/// random port, another `--listen`), points the credentials file at itself, so that the CLI's
+/// default keeps reaching the server of this data directory. Only when the file's key is a
+/// key of this server's database: the file pairs a key with the server that knows it.
+async fn follow_credentials(store: &Store, data_dir: &std::path::Path, addr: SocketAddr) {
+    let Some(mut creds) = settings::read_credentials(data_dir) else {
+        return;
+    };
+    let here = format!("http://{}", reachable(addr));
+    if creds.server == here || !matches!(store.authenticate(&creds.api_key).await, Ok(Some(_))) {
+        return;
+    }
+    let before = std::mem::replace(&mut creds.server, here);
+    match settings::write_credentials(data_dir, &creds) {
+        Ok(path) => tracing::info!(
+            file = %path.display(), from = %before, to = %creds.server,
+            "the credentials file now names this server"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not update the credentials file"),
+    }
+}
+
+/// Where a client on this machine reaches a server listening on `addr`: one listening on
+/// every interface (`0.0.0.0`, `::`) is reached through loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
         ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/#key={key}", SocketAddr::new(host, addr.port()))
+    SocketAddr::new(host, addr.port())
+}
+
+/// The page's address with `key` in its fragment, reachable from this machine so that the
+/// link works when clicked.
+fn page_url(addr: SocketAddr, key: &str) -> String {
+    format!("http://{}/#key={key}", reachable(addr))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

@@ -189,6 +189,76 @@ fn first_start_writes_a_private_credentials_file_that_the_cli_uses() {
     assert_eq!(found.stdout, out.stdout);
 }
 
+/// `gepard serve` on `data_dir` at `port`, until it answers /healthz.
+fn serve_on(data_dir: &Path, port: u16) -> Child {
+    let mut child = base_command(data_dir)
+        .args([
+            "serve",
+            "--workers",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if healthy(port) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("gepard serve did not start listening");
+}
+
+/// The quickstart's server (a random port) and then `gepard serve` (another) share a data
+/// directory: the CLI's default must follow to the server running now, or every command the
+/// quickstart suggests next fails with "connection refused".
+#[test]
+fn a_later_start_on_another_port_points_the_credentials_file_at_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials.json");
+    let mut first = serve_on(dir.path(), free_port());
+    let _ = first.kill();
+    let _ = first.wait();
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
+    let port = free_port();
+    let mut second = serve_on(dir.path(), port);
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
+    let listed = base_command(dir.path())
+        .args(["keys", "list", "--json"])
+        .output()
+        .unwrap();
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(after["server"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(after["api_key"], before["api_key"], "the key stays");
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // A file whose key this server's database does not know is not about this server.
+    let foreign = serde_json::json!({"server": "http://127.0.0.1:1", "org": "local",
+        "api_key": "gpd_000000000000000000000000000000000000000a"});
+    std::fs::write(&creds, foreign.to_string()).unwrap();
+    let mut third = serve_on(dir.path(), free_port());
+    let _ = third.kill();
+    let _ = third.wait();
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
+    assert_eq!(kept, foreign);
+}
+
 #[test]
 fn a_bad_provider_configuration_stops_serve_before_it_sets_up_the_database() {
     let dir = tempfile::tempdir().unwrap();
