@@ -286,6 +286,9 @@ impl Store {
         tx.commit().await.map_err(StoreError::from)?;
         let mut ids = Vec::with_capacity(reaped.len());
         for (id, workspace_id, seq) in reaped {
+            // Its holder went silent (a killed worker, a lost runtime): an operator's log
+            // must show it, not only the job's.
+            tracing::warn!(job = %id, "the lease of the job's holder expired; the job is back in the queue (or cancelled, if a cancel was requested)");
             publish(self, notifier, seq, workspace_id, id).await?;
             ids.push(id);
         }

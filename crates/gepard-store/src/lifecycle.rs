@@ -672,10 +672,14 @@ fn command_log(cmd: &JobCommand, job: &Job, t: &Transition) -> Option<String> {
         // The cancel request wins over a requeue (see `job::decide`), so the line must say
         // which of the two happened.
         JobCommand::LeaseExpired if t.to.status == JobStatus::Cancelled => {
-            "cancelled: the runtime's lease expired after the cancel request".to_owned()
+            "cancelled: the lease expired after the cancel request (its worker or runtime went \
+             silent)"
+                .to_owned()
         }
         JobCommand::LeaseExpired => {
-            "the runtime's lease expired; the job is queued again".to_owned()
+            "the lease expired (its worker or runtime went silent: killed, cut off, or lost); the \
+             job is queued again"
+                .to_owned()
         }
         JobCommand::Release if t.to.status == JobStatus::Cancelled => {
             "cancelled: the worker stopped the runtime after the cancel request".to_owned()

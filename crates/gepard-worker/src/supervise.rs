@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gepard_core::job::JobCommand;
+use gepard_core::job::{JobCommand, JobStatus};
 use gepard_core::model::JobUsage;
 use gepard_core::progress::{LogLevel, ProgressEvent, ProgressEventType};
 use gepard_store::{Claimed, LifecycleError, Notifier, Store};
@@ -185,6 +185,29 @@ impl Worker {
         // The job's state after the run, so a failure shows in the operator's log with its
         // reason, not only in the job's own log.
         match self.store.job_by_id(id).await {
+            // A failed job, or a runner that ended without a word while nobody was stopping it
+            // (killed, crashed): what an operator's alerting must see, so at WARN.
+            Ok(Some(job))
+                if job.status == JobStatus::Failed
+                    || (end == RunEnd::Stopped && !shutdown.is_cancelled()) =>
+            {
+                // Why: the job's last log entry ("killed by signal 9 …", the error).
+                let last = match self.store.log_seq(id).await {
+                    Ok(seq) => self.store.job_logs(id, seq - 1, 1).await.ok(),
+                    Err(_) => None,
+                }
+                .and_then(|logs| logs.into_iter().next())
+                .map(|l| l.entry.message)
+                .unwrap_or_default();
+                tracing::warn!(
+                    job = %id,
+                    end = ?end,
+                    status = job.status.as_str(),
+                    error = job.error.as_deref().unwrap_or(""),
+                    last_log = %last,
+                    "run ended abnormally"
+                );
+            }
             Ok(Some(job)) => tracing::info!(
                 job = %id,
                 end = ?end,

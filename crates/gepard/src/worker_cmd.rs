@@ -21,8 +21,8 @@ pub struct WorkerArgs {
     /// Database URL (`sqlite://PATH` or `postgres://…`); default: the SQLite file in the data directory.
     #[arg(long, env = "GEPARD_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Workers in this process.
-    #[arg(long, default_value_t = 1)]
+    /// Workers in this process (at least 1: a worker process with none would do nothing).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: u32,
     /// Log format.
     #[arg(long, env = "GEPARD_LOG_FORMAT", value_enum, default_value = "text")]

@@ -260,6 +260,18 @@ fn a_later_start_on_another_port_points_the_credentials_file_at_itself() {
 }
 
 #[test]
+fn a_worker_process_with_no_workers_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = base_command(dir.path())
+        .args(["worker", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--workers"), "{}", stderr(&out));
+    assert!(!dir.path().join("gepard.db").exists());
+}
+
+#[test]
 fn a_bad_provider_configuration_stops_serve_before_it_sets_up_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let out = base_command(dir.path())
