@@ -1815,6 +1815,27 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_version_longer_than_the_limit_is_refused_naming_the_field() {
+        let long = format!("1.0.0-{}", "a".repeat(1024 * 1024));
+        let err = capability(&[
+            (
+                "capability.yaml",
+                &format!("name: support\nversion: {long}\n"),
+            ),
+            ("agents/triage.md", AGENT),
+        ])
+        .unwrap_err();
+        assert_eq!(err.location(), ["capability.yaml", "version"], "{err}");
+        assert!(err.to_string().contains("at most 128 characters"), "{err}");
+        let err = dataset(&[
+            ("dataset.yaml", &format!("name: s\nversion: {long}\n")),
+            ("rows.jsonl", "{}\n"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.location(), ["dataset.yaml", "version"], "{err}");
+    }
+
+    #[test]
     fn directories_pack_without_hidden_files() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("agents")).unwrap();
