@@ -396,6 +396,35 @@ on_both_databases! {
         assert_eq!(app.post(JOBS, reward).await.status, StatusCode::CREATED);
     }
 
+    async fn a_row_reward_outside_0_to_1_is_named_at_submission_instead_of_clamped(app) {
+        for (name, reward) in [("too-high", "5"), ("negative", "-1")] {
+            let rows = format!("{{\"goal\": \"a\", \"reward\": 1}}\n{{\"goal\": \"b\", \"reward\": {reward}}}\n");
+            let tar = common::tar(&[
+                ("dataset.yaml", &format!("name: {name}\nversion: 1.0.0\n")),
+                ("rows.jsonl", &rows),
+            ]);
+            let r = app.upload("/api/v1/org/local/datasets", tar).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            let b = with(
+                with(body(), &["val_dataset_ref"], json!({"name": name, "version": "1.0.0"})),
+                &["reward_recipe"],
+                json!({"name": "row_reward_v1", "params": {}}),
+            );
+            let r = app.post(JOBS, b).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], json!(["body", "val_dataset_ref"]));
+            assert_eq!(
+                r.body["errors"][0]["msg"],
+                format!(
+                    "row 2 of dataset {name}@1.0.0 cannot be scored by row_reward_v1: the row's \
+                     reward is {reward}, not a number from 0 to 1 (row_reward_v1 scores with it, \
+                     and a score is between 0 and 1)"
+                )
+            );
+        }
+        assert_eq!(app.get(JOBS).await.body["total"], 0);
+    }
+
     async fn a_row_whose_tools_cannot_be_offered_is_named_at_submission_and_openai_tools_pass(
         app
     ) {
