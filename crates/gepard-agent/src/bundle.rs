@@ -26,6 +26,10 @@ pub enum BundleError {
     /// The body is not a readable gzip'd tar.
     #[error("the bundle is not a readable gzip'd tar archive: {0}")]
     Archive(String),
+    /// The gzip stream fails its own integrity check (CRC-32 or length trailer wrong or cut
+    /// off): the unpacked files cannot be trusted to be the ones that were packed.
+    #[error("the bundle's gzip data is corrupt: {0}")]
+    Corrupt(String),
     /// An entry escapes the bundle root or is not a plain file or directory.
     #[error("`{path}`: {reason}")]
     UnsafeEntry {
@@ -79,7 +83,7 @@ impl BundleError {
     /// Where the error is, as a path of names (file, then field or line), for API error locations.
     pub fn location(&self) -> Vec<String> {
         match self {
-            Self::Archive(_) | Self::TooLarge(_) => vec![],
+            Self::Archive(_) | Self::Corrupt(_) | Self::TooLarge(_) => vec![],
             Self::UnsafeEntry { path, .. } => vec![path.clone()],
             Self::MissingFile { file, .. } => vec![file.clone()],
             Self::Invalid { file, field, .. } => {
@@ -225,6 +229,30 @@ impl Bundle {
                 )));
             }
             files.insert(path.clone(), BundleFile::new(path, content));
+        }
+        // The tar reader stops at the end-of-archive marker, before the gzip trailer, so the
+        // CRC-32 and length checks (done by the decoder only once it reaches the end of the
+        // stream) would never run and a flipped bit or a cut-off trailer would go unnoticed.
+        // Reading on to the end makes them run. What is left still counts against the
+        // unpacked budget, so trailing padding cannot be a gzip bomb.
+        let budget = MAX_UNPACKED_BYTES - total;
+        let rest = std::io::copy(
+            &mut archive.into_inner().take(budget + 1),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| {
+            BundleError::Corrupt(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "the stream ends early (its CRC-32 and length trailer is missing or cut short)"
+                    .to_owned()
+            } else {
+                e.to_string()
+            })
+        })?;
+        if rest > budget {
+            return Err(BundleError::TooLarge(format!(
+                "more than {} MiB once unpacked",
+                MAX_UNPACKED_BYTES / 1024 / 1024
+            )));
         }
         if files.is_empty() {
             return Err(BundleError::Archive("the archive holds no files".into()));
@@ -1359,6 +1387,52 @@ mod tests {
         assert!(capability(&[("capability.yaml", MANIFEST), ("agents/a.md", flow)]).is_ok());
     }
 
+    /// A valid bundle's tar.gz, its gzip stream holding the tar uncompressed (stored deflate
+    /// blocks), so a byte of a file's content can be found in it and changed.
+    fn stored_tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+        let packed =
+            Bundle::from_files(files.iter().map(|(p, t)| file(p, t)).collect()).to_tar_gz();
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(packed.as_slice())
+            .read_to_end(&mut tar)
+            .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_bundle_whose_gzip_data_fails_its_checksum_or_lost_its_trailer_is_refused() {
+        let files = [("capability.yaml", MANIFEST), ("agents/triage.md", AGENT)];
+        let good = stored_tar_gz(&files);
+        assert!(Bundle::from_tar_gz(&good).is_ok());
+        // One flipped bit in a file's content: the deflate data still decodes, and only the
+        // CRC-32 tells; before, the altered text was taken as the bundle.
+        let at = good
+            .windows(5)
+            .position(|w| w == b"route")
+            .expect("the agent's text is stored as is");
+        let mut flipped = good.clone();
+        flipped[at] ^= 0x01;
+        // Its checksum written wrong, on the ordinary (compressed) packing.
+        let mut bad_crc =
+            Bundle::from_files(files.iter().map(|(p, t)| file(p, t)).collect()).to_tar_gz();
+        let crc_at = bad_crc.len() - 8;
+        bad_crc[crc_at] ^= 0x80;
+        // The 8-byte trailer (CRC-32 and length) cut off.
+        let cut = good[..good.len() - 8].to_vec();
+        for (case, bytes) in [("flipped bit", flipped), ("bad crc", bad_crc), ("cut", cut)] {
+            let err = Bundle::from_tar_gz(&bytes).unwrap_err();
+            assert!(matches!(err, BundleError::Corrupt(_)), "{case}: {err:?}");
+            assert!(
+                err.to_string()
+                    .starts_with("the bundle's gzip data is corrupt: "),
+                "{case}: {err}"
+            );
+            assert!(err.location().is_empty(), "{case}");
+        }
+    }
+
     #[test]
     fn the_digest_ignores_archive_order_and_tracks_content() {
         let a = capability(&[("capability.yaml", MANIFEST), ("agents/triage.md", AGENT)]).unwrap();
@@ -1738,6 +1812,27 @@ mod tests {
             let err = dataset(files).unwrap_err();
             assert_eq!(err.location(), *loc, "{err}");
         }
+    }
+
+    #[test]
+    fn a_manifest_version_longer_than_the_limit_is_refused_naming_the_field() {
+        let long = format!("1.0.0-{}", "a".repeat(1024 * 1024));
+        let err = capability(&[
+            (
+                "capability.yaml",
+                &format!("name: support\nversion: {long}\n"),
+            ),
+            ("agents/triage.md", AGENT),
+        ])
+        .unwrap_err();
+        assert_eq!(err.location(), ["capability.yaml", "version"], "{err}");
+        assert!(err.to_string().contains("at most 128 characters"), "{err}");
+        let err = dataset(&[
+            ("dataset.yaml", &format!("name: s\nversion: {long}\n")),
+            ("rows.jsonl", "{}\n"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.location(), ["dataset.yaml", "version"], "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `exact_match_v1` | `expected?` | 1 when the trimmed final text equals `params.expected`, else the row's `expected_output`, else its `answer` (case-sensitive) |
 //! | `contains_v1` | `needle`, `reward_if_true?` (1), `reward_if_false?` (0) | whether the final text contains `needle` (case-sensitive) |
-//! | `row_reward_v1` | `default?` (0) | the row's numeric `reward`, else `params.default` |
+//! | `row_reward_v1` | `default?` (0) | the row's `reward` (a number from 0 to 1; any other value is refused up front), else `params.default` |
 //! | `trajectory_imitation_v1` | none | the row's `expected_trajectory` tool calls, call by call with partial credit (`[]`: no call may be made); rows without one: exact final answer |
 //!
 //! Every recipe gives 0 with the error as feedback when the rollout failed. Unknown params are
@@ -190,7 +190,8 @@ impl Recipe {
             // An absent, null or blank reward takes params.default (a blank one is how a CSV
             // cell stored before blank cells were read as absent); a reward that is there but
             // not a number is a data error that would silently score the default on every
-            // answer.
+            // answer. One outside 0..1 would be clamped to 0 or 1 just as silently (rewards
+            // are in [0, 1], as params.default must be), so it is refused too.
             Self::RowReward { .. } => match row.get("reward") {
                 Some(r)
                     if !r.is_null()
@@ -202,6 +203,10 @@ impl Recipe {
                         r.to_string().chars().take(100).collect::<String>()
                     ))
                 }
+                Some(r) if r.as_f64().is_some_and(|x| !(0.0..=1.0).contains(&x)) => Err(format!(
+                    "the row's reward is {r}, not a number from 0 to 1 (row_reward_v1 scores \
+                     with it, and a score is between 0 and 1)"
+                )),
                 _ => Ok(()),
             },
             _ => Ok(()),
@@ -908,13 +913,24 @@ mod tests {
     }
 
     #[test]
-    fn row_reward_refuses_a_row_whose_reward_is_there_but_not_a_number() {
+    fn row_reward_refuses_a_row_whose_reward_is_there_but_not_a_number_from_0_to_1() {
         let recipe = Recipe::from_spec("row_reward_v1", &json!({"default": 0.5})).unwrap();
         assert_eq!(
             recipe.check_row(&json!({"goal": "?", "reward": "high"})),
             Err("the row's reward is \"high\", not a number (row_reward_v1 scores with it)".into())
         );
+        for (outside, shown) in [(json!(5), "5"), (json!(-1), "-1"), (json!(1.5), "1.5")] {
+            assert_eq!(
+                recipe.check_row(&json!({"goal": "?", "reward": outside})),
+                Err(format!(
+                    "the row's reward is {shown}, not a number from 0 to 1 (row_reward_v1 \
+                     scores with it, and a score is between 0 and 1)"
+                )),
+            );
+        }
         for fine in [
+            json!({"goal": "?", "reward": 0}),
+            json!({"goal": "?", "reward": 1}),
             json!({"goal": "?", "reward": 0.3}),
             json!({"goal": "?", "reward": null}),
             json!({"goal": "?", "reward": " "}),

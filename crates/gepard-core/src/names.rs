@@ -31,6 +31,18 @@ pub enum NameError {
         /// The parser's complaint.
         reason: String,
     },
+    /// A version longer than [`MAX_VERSION_LEN`]. Only its start is kept: echoing a
+    /// megabyte-long value back in an error would make the error as large as the abuse.
+    #[error(
+        "invalid version `{start}…` ({len} characters): a version must be at most \
+         {MAX_VERSION_LEN} characters"
+    )]
+    VersionTooLong {
+        /// The first characters of the rejected value.
+        start: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A version carried build metadata (`+…`).
     #[error(
         "invalid version `{value}`: build metadata (`+{build}`) is not allowed: semver gives \
@@ -53,6 +65,10 @@ pub enum NameError {
 
 /// Longest key or name we accept; long enough for real names, short enough for URLs and logs.
 const MAX_LEN: usize = 63;
+
+/// Longest version we accept. Versions sit in URLs, refs and logs like names, but get more
+/// room: a pre-release part may carry a date and a commit hash (`1.4.0-rc.1.20250101.<sha>`).
+pub const MAX_VERSION_LEN: usize = 128;
 
 /// A tenancy key (organization, workspace, project): lowercase `[a-z0-9-]`, 1 to 63
 /// characters, starting and ending with a letter or digit.
@@ -155,13 +171,20 @@ impl<'de> Deserialize<'de> for ArtifactName {
     }
 }
 
-/// Parses a capability or dataset version: full `X.Y.Z[-pre]` semver, without build metadata.
+/// Parses a capability or dataset version: full `X.Y.Z[-pre]` semver, without build metadata,
+/// at most [`MAX_VERSION_LEN`] characters.
 ///
 /// Build metadata is refused rather than ignored: semver orders `1.0.0+build.1` and
 /// `1.0.0+build.2` equal, yet as strings they are two versions, so the registry would hold
 /// two immutable "1.0.0"s with different content and a ref could not say which one it pins.
 /// Refusing keeps one version string per precedence, and `latest` well defined.
 pub fn parse_version(value: &str) -> Result<semver::Version, NameError> {
+    if value.len() > MAX_VERSION_LEN {
+        return Err(NameError::VersionTooLong {
+            start: value.chars().take(20).collect(),
+            len: value.len(),
+        });
+    }
     let version = semver::Version::parse(value).map_err(|e| NameError::Version {
         value: value.to_owned(),
         reason: e.to_string(),
@@ -234,6 +257,22 @@ mod tests {
         for bad in ["", "Local", "a_b", "-a", "a-", "a b", "é", &"a".repeat(64)] {
             assert!(TenantKey::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn a_version_longer_than_the_limit_is_refused_without_echoing_it_whole() {
+        let longest = format!("1.0.0-{}", "a".repeat(MAX_VERSION_LEN - 6));
+        assert!(parse_version(&longest).is_ok());
+        let long = format!("1.0.0-{}", "a".repeat(1024 * 1024));
+        let err = parse_version(&long).unwrap_err();
+        assert!(
+            matches!(&err, NameError::VersionTooLong { len, .. } if *len == long.len()),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("at most 128 characters"), "{text}");
+        assert!(text.len() < 200, "the error echoes the whole value");
+        assert!(ArtifactRef::parse(&format!("support@{long}")).is_err());
     }
 
     #[test]

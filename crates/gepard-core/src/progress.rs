@@ -46,6 +46,14 @@ pub const METRIC_NAMES: [&str; 10] = [
     "metric_calls_remaining",
 ];
 
+/// Whether `v` is a score: a number from 0 to 1. Rewards are in [0, 1] (every recipe scores
+/// so, and `config.perfect_score` is at most 1), so a validation score or its subscores
+/// outside that range is a runtime's bug, which would otherwise be stored and shown in the
+/// promotion preview as if it were a result.
+fn is_score(v: &Value) -> bool {
+    v.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x))
+}
+
 /// Prefix of runtime-defined metric series, accepted besides [`METRIC_NAMES`]. Unknown names
 /// without it are refused so a typo (`val_scor`) is a 422 rather than a silently empty chart.
 pub const CUSTOM_METRIC_PREFIX: &str = "x_";
@@ -219,7 +227,8 @@ pub struct ProgressEvent {
     /// GEPA iteration the event belongs to.
     #[serde(default)]
     pub iteration: Option<i64>,
-    /// A partial [`JobSummary`]: non-null fields replace, unknown keys go to `metadata`.
+    /// A partial [`JobSummary`]: non-null fields replace, unknown keys go to `metadata`. Its
+    /// scores (`best_score`, `seed_score`, `best_scores`) must be from 0 to 1.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub summary: Option<Value>,
@@ -245,8 +254,9 @@ pub struct ProgressEvent {
     pub attempt: Option<i64>,
     /// A candidate evaluated on the validation set, for the job's candidate table (`GET
     /// …/candidates`: lineage and frontier): `{index, instructions, parents?, val_score?,
-    /// val_subscores?, iteration?, discovered_at_metric_calls?}`. gepard's extension for
-    /// outside runtimes; gepard's own runner records its candidates itself.
+    /// val_subscores?, iteration?, discovered_at_metric_calls?}`, its scores from 0 to 1.
+    /// gepard's extension for outside runtimes; gepard's own runner records its candidates
+    /// itself.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub candidate: Option<Value>,
@@ -445,7 +455,6 @@ fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> 
     let Some(c) = candidate.as_object() else {
         return vec![(None, "candidate must be an object".to_owned())];
     };
-    let finite = |v: &Value| v.as_f64().is_some_and(f64::is_finite);
     let count = |v: &Value| v.as_i64().is_some_and(|n| n >= 0);
     let mut problems = Vec::new();
     let mut check = |field: &'static str, required: bool, ok: bool, what: &str| match c.get(field) {
@@ -474,16 +483,16 @@ fn candidate_problems(candidate: &Value) -> Vec<(Option<&'static str>, String)> 
     check(
         "val_score",
         false,
-        c.get("val_score").is_some_and(finite),
-        "a finite number",
+        c.get("val_score").is_some_and(is_score),
+        "a number from 0 to 1",
     );
     check(
         "val_subscores",
         false,
         c.get("val_subscores")
             .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().all(finite)),
-        "an array of finite numbers",
+            .is_some_and(|a| a.iter().all(is_score)),
+        "an array of numbers from 0 to 1",
     );
     check(
         "parents",
@@ -546,11 +555,9 @@ fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
         "best_candidate" => value.as_object().is_some_and(|m| {
             m.values().all(Value::is_string) && m.get("instructions").is_some_and(Value::is_string)
         }),
-        "best_scores" => value
-            .as_object()
-            .is_some_and(|m| m.values().all(|v| v.as_f64().is_some_and(f64::is_finite))),
+        "best_scores" => value.as_object().is_some_and(|m| m.values().all(is_score)),
         "metadata" => value.is_object(),
-        "best_score" | "seed_score" => value.as_f64().is_some_and(f64::is_finite),
+        "best_score" | "seed_score" => is_score(value),
         "objective" => value.is_string(),
         "train_size" | "val_size" | "frontier_size" => value.as_i64().is_some_and(|n| n >= 0),
         _ => true,
@@ -560,9 +567,9 @@ fn summary_type_problem(key: &str, value: &Value) -> Option<&'static str> {
     }
     Some(match key {
         "best_candidate" => "an object of strings with `instructions`",
-        "best_scores" => "an object of finite numbers",
+        "best_scores" => "an object of numbers from 0 to 1",
         "metadata" => "an object",
-        "best_score" | "seed_score" => "a finite number",
+        "best_score" | "seed_score" => "a number from 0 to 1",
         "objective" => "a string",
         _ => "a non-negative integer",
     })
@@ -575,9 +582,9 @@ pub struct JobSummary {
     /// The best candidate, e.g. `{"instructions": "..."}`.
     #[schema(value_type = Option<Object>)]
     pub best_candidate: Option<Value>,
-    /// Its aggregate validation score.
+    /// Its aggregate validation score, from 0 to 1.
     pub best_score: Option<f64>,
-    /// Its per-example (or per-objective) validation scores (`{}` until known).
+    /// Its per-example (or per-objective) validation scores, each 0 to 1 (`{}` until known).
     #[schema(value_type = Object)]
     #[serde(serialize_with = "empty_object_if_none")]
     pub best_scores: Option<Value>,
@@ -595,7 +602,7 @@ pub struct JobSummary {
     #[serde(serialize_with = "zero_if_none")]
     #[schema(value_type = i64, default = 0)]
     pub frontier_size: Option<i64>,
-    /// Validation score of the seed (unoptimized) candidate: the baseline to beat.
+    /// Validation score of the seed (unoptimized) candidate, from 0 to 1: the baseline to beat.
     pub seed_score: Option<f64>,
     /// Anything else runtimes reported (an object).
     #[schema(value_type = Object)]
@@ -1269,7 +1276,10 @@ mod tests {
         let errs = invalid(&e);
         let locs: Vec<_> = errs.iter().map(|e| e.loc.join(".")).collect();
         assert_eq!(locs, ["body.summary.best_score", "body.summary.train_size"]);
-        assert_eq!(errs[0].msg, "summary.best_score must be a finite number");
+        assert_eq!(
+            errs[0].msg,
+            "summary.best_score must be a number from 0 to 1"
+        );
         let e = event(json!({"event_type": "valset_evaluated",
             "summary": {"best_candidate": {"instructions": 1}, "best_scores": [0.5]}}));
         let locs: Vec<_> = invalid(&e).iter().map(|e| e.loc.join(".")).collect();
@@ -1290,6 +1300,43 @@ mod tests {
                 errs[0].msg
             );
         }
+    }
+
+    #[test]
+    fn scores_outside_0_to_1_are_refused_where_they_are_and_metric_values_only_need_be_finite() {
+        let e = event(json!({"event_type": "valset_evaluated",
+            "summary": {"best_score": 1e308, "seed_score": -5, "best_scores": {"a": 0.5, "b": 1.5}},
+            "candidate": {"index": 1, "parents": [0], "instructions": "x", "val_score": 99,
+                          "val_subscores": [1.0, -0.1]},
+            "metrics": {"x_loss": [{"value": 42.0, "step": 0}], "val_score": [{"value": 7.0, "step": 0}]}}));
+        let errs = invalid(&e);
+        let locs: Vec<_> = errs.iter().map(|e| e.loc.join(".")).collect();
+        assert_eq!(
+            locs,
+            [
+                "body.candidate.val_score",
+                "body.candidate.val_subscores",
+                "body.summary.best_score",
+                "body.summary.best_scores",
+                "body.summary.seed_score",
+            ]
+        );
+        assert_eq!(
+            errs[0].msg,
+            "candidate.val_score must be a number from 0 to 1"
+        );
+        assert_eq!(
+            errs[4].msg,
+            "summary.seed_score must be a number from 0 to 1"
+        );
+        // The bounds themselves are scores, and a patch refused by validate is not applied.
+        let e = event(json!({"event_type": "valset_evaluated",
+            "summary": {"best_score": 1, "seed_score": 0, "best_scores": {"a": 0.0, "b": 1.0}},
+            "candidate": {"index": 1, "instructions": "x", "val_score": 1.0, "val_subscores": [0, 1]}}));
+        assert!(e.validate().is_ok(), "{:?}", e.validate());
+        let mut summary = JobSummary::default();
+        summary.apply_patch(&json!({"best_score": 2.0, "seed_score": 0.25}));
+        assert_eq!((summary.best_score, summary.seed_score), (None, Some(0.25)));
     }
 
     #[test]

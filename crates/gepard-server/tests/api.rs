@@ -895,6 +895,41 @@ on_both_databases! {
         assert_eq!(app.get("/api/v1/org/local/datasets").await.body["total"], 0);
     }
 
+    async fn a_bundle_whose_gzip_checksum_fails_or_whose_trailer_is_cut_is_422_and_not_stored(app) {
+        for (collection, good) in [
+            ("capabilities", capability_tar("1.0.0", "Label the text.")),
+            ("datasets", dataset_tar("calls", "1.0.0", 3)),
+        ] {
+            // The last 8 bytes are the gzip trailer: CRC-32, then the length.
+            let mut bad_crc = good.clone();
+            let at = bad_crc.len() - 8;
+            bad_crc[at] ^= 0x01;
+            let cut = good[..good.len() - 8].to_vec();
+            for bytes in [bad_crc, cut] {
+                let r = app
+                    .upload(&format!("/api/v1/org/local/{collection}"), bytes)
+                    .await;
+                assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+                assert_eq!(r.body["errors"][0]["loc"], json!(["body"]), "{}", r.body);
+                assert!(
+                    r.body["errors"][0]["msg"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("the bundle's gzip data is corrupt"),
+                    "{}",
+                    r.body
+                );
+            }
+            assert_eq!(
+                app.get(&format!("/api/v1/org/local/{collection}"))
+                    .await
+                    .body["total"],
+                0,
+                "{collection}: nothing stored"
+            );
+        }
+    }
+
     async fn bundles_need_the_gzip_content_type(app) {
         let req = Request::post("/api/v1/org/local/capabilities")
             .header("x-api-key", &app.admin_key)

@@ -396,6 +396,35 @@ on_both_databases! {
         assert_eq!(app.post(JOBS, reward).await.status, StatusCode::CREATED);
     }
 
+    async fn a_row_reward_outside_0_to_1_is_named_at_submission_instead_of_clamped(app) {
+        for (name, reward) in [("too-high", "5"), ("negative", "-1")] {
+            let rows = format!("{{\"goal\": \"a\", \"reward\": 1}}\n{{\"goal\": \"b\", \"reward\": {reward}}}\n");
+            let tar = common::tar(&[
+                ("dataset.yaml", &format!("name: {name}\nversion: 1.0.0\n")),
+                ("rows.jsonl", &rows),
+            ]);
+            let r = app.upload("/api/v1/org/local/datasets", tar).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            let b = with(
+                with(body(), &["val_dataset_ref"], json!({"name": name, "version": "1.0.0"})),
+                &["reward_recipe"],
+                json!({"name": "row_reward_v1", "params": {}}),
+            );
+            let r = app.post(JOBS, b).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], json!(["body", "val_dataset_ref"]));
+            assert_eq!(
+                r.body["errors"][0]["msg"],
+                format!(
+                    "row 2 of dataset {name}@1.0.0 cannot be scored by row_reward_v1: the row's \
+                     reward is {reward}, not a number from 0 to 1 (row_reward_v1 scores with it, \
+                     and a score is between 0 and 1)"
+                )
+            );
+        }
+        assert_eq!(app.get(JOBS).await.body["total"], 0);
+    }
+
     async fn a_row_whose_tools_cannot_be_offered_is_named_at_submission_and_openai_tools_pass(
         app
     ) {
@@ -1077,6 +1106,49 @@ on_both_databases! {
             [false, true],
             "both tie for the best on the second example, but 1 is also alone on the first: 0 is dominated"
         );
+    }
+
+    async fn a_score_outside_0_to_1_is_422_at_its_field_and_nothing_of_the_report_is_stored(app) {
+        let runtime = app.key(&["runner"], None).await;
+        let id = submit(&app, body()).await["id"].as_str().unwrap().to_owned();
+        progress(&app, &runtime, &id, json!({"event_type": "optimization_start"})).await;
+        let good = progress(&app, &runtime, &id, json!({"event_type": "valset_evaluated", "iteration": 0,
+            "summary": {"seed_score": 0.25, "best_score": 0.25, "best_candidate": {"instructions": "Classify."}},
+            "candidate": {"index": 0, "instructions": "Classify.", "val_score": 0.25, "val_subscores": [0.0, 0.5]},
+            // Runtime-defined series are not scores: any finite value goes.
+            "metrics": {"x_loss": [{"value": 42.0, "step": 0}]}})).await;
+        assert_eq!(good.status, StatusCode::OK, "{}", good.body);
+        let logs_before = app.get(&format!("{JOBS}/{id}/logs")).await.body["items"].as_array().unwrap().len();
+        for (bad, loc) in [
+            (json!({"summary": {"best_score": 1e308, "best_candidate": {"instructions": "Forged."}}}),
+             json!(["body", "summary", "best_score"])),
+            (json!({"summary": {"seed_score": -5}}), json!(["body", "summary", "seed_score"])),
+            (json!({"summary": {"best_scores": {"a": 2}}}), json!(["body", "summary", "best_scores"])),
+            (json!({"candidate": {"index": 1, "parents": [0], "instructions": "Forged.", "val_score": 99}}),
+             json!(["body", "candidate", "val_score"])),
+            (json!({"candidate": {"index": 1, "instructions": "Forged.", "val_subscores": [0.5, 1.5]}}),
+             json!(["body", "candidate", "val_subscores"])),
+        ] {
+            let mut event = json!({"event_type": "valset_evaluated", "iteration": 1,
+                "metrics": {"val_score": [{"value": 0.9, "step": 1}]}});
+            event.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+            let r = progress(&app, &runtime, &id, event).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
+            assert_eq!(r.body["errors"][0]["loc"], loc, "{bad}: {}", r.body);
+            assert!(r.body["errors"][0]["msg"].as_str().unwrap().ends_with("from 0 to 1"), "{}", r.body);
+        }
+        let job = app.get(&format!("{JOBS}/{id}")).await.body;
+        assert_eq!(job["summary"]["best_score"], 0.25, "{job}");
+        assert_eq!(job["summary"]["seed_score"], 0.25, "{job}");
+        assert_eq!(job["summary"]["best_candidate"]["instructions"], "Classify.");
+        assert_eq!(job["metrics"]["x_loss"][0]["value"], 42.0, "{job}");
+        assert!(job["metrics"].get("val_score").is_none(), "{job}");
+        let candidates = app.get(&format!("{JOBS}/{id}/candidates")).await.body;
+        assert_eq!(candidates["items"].as_array().unwrap().len(), 1, "{candidates}");
+        let logs = app.get(&format!("{JOBS}/{id}/logs")).await.body;
+        assert_eq!(logs["items"].as_array().unwrap().len(), logs_before, "{logs}");
+        let preview = app.get(&format!("{JOBS}/{id}/promotion-preview")).await.body;
+        assert!(!preview.to_string().contains("1e308") && !preview.to_string().contains("Forged"), "{preview}");
     }
 
     async fn a_runtime_preferring_a_minimal_answer_gets_the_jobs_brief_state_not_its_series(app) {

@@ -462,6 +462,11 @@ async fn each_refusal_says_why() {
     // Bad targets name the field.
     for (target, loc) in [
         (json!({"version": "one"}), json!(["body", "version"])),
+        // A megabyte of pre-release: valid semver, far too long for a version.
+        (
+            json!({"version": format!("3.0.0-{}", "a".repeat(1024 * 1024))}),
+            json!(["body", "version"]),
+        ),
         (json!({"name": "Bad Name"}), json!(["body", "name"])),
         (json!({"name": "acme/sentiment"}), json!(["body", "name"])),
         (json!({"colour": "red"}), json!(["body", "colour"])),

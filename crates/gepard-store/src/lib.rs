@@ -221,6 +221,7 @@ impl Store {
         } else {
             format!("{url}?mode=rwc")
         };
+        create_private_sqlite_file(&url)?;
         let options = AnyConnectOptions::from_str(&url)?;
         Ok(AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -380,6 +381,42 @@ impl StoreError {
     }
 }
 
+/// Creates the (empty) database file of a SQLite `url` readable and writable by its owner
+/// only, before SQLite creates it with the process umask (0644 under the usual 022): the
+/// database holds key hashes, prompts and rows. SQLite gives its `-wal` and `-shm` files the
+/// database file's mode, so they stay private too. An existing file is left as it is (its
+/// mode may be the operator's choice); in-memory databases and URLs whose `mode` does not
+/// allow creating the file are skipped, as SQLite would not create one either.
+#[cfg(unix)]
+fn create_private_sqlite_file(url: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let creates = params.split('&').any(|p| p == "mode=rwc");
+    if database.is_empty() || database == ":memory:" || !creates {
+        return Ok(());
+    }
+    // sqlx's own reading of the URL, so a percent-encoded path means the same file here.
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    // An empty file is a valid empty SQLite database. When this fails (the file exists, or
+    // its directory is missing or read-only) SQLite's own open goes ahead as before: it uses
+    // an existing file as it is, and otherwise fails with an error naming the database.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(options.get_filename());
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_sqlite_file(_url: &str) -> Result<()> {
+    Ok(())
+}
+
 /// Whether a database error is a unique-constraint violation (a lost insert race).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -396,6 +433,39 @@ mod tests {
         assert!(!StoreError::Conflict("version exists".into()).is_transient());
         assert!(!StoreError::Corrupt("bad json".into()).is_transient());
         assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_and_its_wal_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("g.db");
+        let store = Store::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        // A write, so the WAL and shared-memory files exist.
+        store.write_tx().await.unwrap().commit().await.unwrap();
+        sqlx::query("CREATE TABLE probe (x BIGINT NOT NULL)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            seen.push((entry.file_name().to_string_lossy().into_owned(), mode));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("g.db".to_owned(), 0o600),
+                ("g.db-shm".to_owned(), 0o600),
+                ("g.db-wal".to_owned(), 0o600)
+            ]
+        );
+        store.close().await;
     }
 
     /// A real SQLite lock: a second connection that cannot wait for the first writer gets

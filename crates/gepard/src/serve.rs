@@ -102,7 +102,7 @@ pub async fn start(
     // empty database is set up and its admin key printed.
     let providers = crate::models::providers_config()?;
     let data_dir = settings::data_dir(args.data_dir.as_deref());
-    std::fs::create_dir_all(&data_dir)
+    settings::create_data_dir(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let url = args
         .database_url

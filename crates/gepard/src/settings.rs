@@ -31,6 +31,18 @@ pub fn data_dir(flag: Option<&Path>) -> PathBuf {
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
+/// Creates the data directory (and any missing parents) readable by its owner only, as the
+/// credentials file is: the directory holds the database with its key hashes, prompts and
+/// rows. An existing directory keeps its mode, which may be the operator's choice (a group
+/// shared on purpose).
+pub fn create_data_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// The SQLite URL of the database file inside a data directory.
 pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("gepard.db").display())

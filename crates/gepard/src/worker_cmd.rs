@@ -112,7 +112,7 @@ fn provider_key_vars(
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     serve::init_tracing(args.log_format, "info");
     let data_dir = settings::data_dir(args.data_dir.as_deref());
-    std::fs::create_dir_all(&data_dir)?;
+    settings::create_data_dir(&data_dir)?;
     // Runners read the same provider configuration; a broken one fails here, at start, not
     // in every job.
     let providers = crate::models::providers_config()?;

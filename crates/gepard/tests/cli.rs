@@ -271,6 +271,51 @@ fn a_worker_process_with_no_workers_is_a_usage_error() {
     assert!(!dir.path().join("gepard.db").exists());
 }
 
+#[cfg(unix)]
+#[test]
+fn first_start_creates_a_data_directory_and_database_only_their_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    // Not there yet, nor its parent: serve creates both.
+    let data_dir = root.path().join("state/gepard");
+    let port = free_port();
+    let mut child = base_command(&data_dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        healthy(port)
+    });
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut seen: Vec<(String, u32)> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                mode(&e.path()),
+            )
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "gepard serve did not start listening");
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(mode(&root.path().join("state")), 0o700);
+    seen.sort();
+    let db: Vec<_> = seen
+        .iter()
+        .filter(|(n, _)| n.starts_with("gepard.db"))
+        .collect();
+    assert!(!db.is_empty(), "{seen:?}");
+    for (name, mode) in seen {
+        assert_eq!(mode & 0o077, 0, "{name} is {mode:o}");
+    }
+}
+
 #[test]
 fn a_bad_provider_configuration_stops_serve_before_it_sets_up_the_database() {
     let dir = tempfile::tempdir().unwrap();

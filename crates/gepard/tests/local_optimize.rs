@@ -609,6 +609,40 @@ fn a_row_whose_tools_cannot_be_offered_exits_2_naming_the_row() {
     );
 }
 
+#[test]
+fn a_row_reward_outside_0_to_1_exits_2_naming_the_row_before_any_model_call() {
+    for reward in ["5", "-1"] {
+        let fake = start_fake(false);
+        let inputs = Inputs::new();
+        std::fs::write(
+            inputs.path("val.jsonl"),
+            format!(
+                "{{\"goal\": \"a\", \"reward\": 0.5}}\n{{\"goal\": \"b\", \"reward\": {reward}}}\n"
+            ),
+        )
+        .unwrap();
+        let mut args = inputs.args(&[]);
+        let i = args.iter().position(|a| a == "exact_match_v1").unwrap();
+        args[i] = "row_reward_v1".to_owned();
+        let out = gepard(&args, &fake.base_url, "sk-test");
+        assert_eq!(out.status.code(), Some(2), "{reward}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "--val-dataset {}: row 2 cannot be scored by row_reward_v1: the row's reward is \
+                 {reward}, not a number from 0 to 1",
+                inputs.path("val.jsonl").display()
+            )),
+            "{reward}: {err}"
+        );
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            0,
+            "{reward}: no model call"
+        );
+    }
+}
+
 /// Ctrl-C through a real child process and a slow model: the run stops, the test set is not
 /// scored (no test row ever reaches the model), the best result so far is still printed, and
 /// the exit code says the run was interrupted.
