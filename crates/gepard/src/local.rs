@@ -60,7 +60,9 @@ pub struct LocalArgs {
     options: Box<LocalOptions>,
 }
 
-/// The flags of `gepard optimize local`.
+/// The flags of `gepard optimize local`. Numbers take a leading `-` as part of the value
+/// (`allow_negative_numbers`), so `--seed -1` is refused naming the flag instead of as an
+/// unexpected argument `-1`.
 #[derive(Debug, clap::Args)]
 pub struct LocalOptions {
     /// Capability directory (`capability.yaml` + `agents/*.md`).
@@ -97,25 +99,25 @@ pub struct LocalOptions {
     /// Metric-call budget (one call = one candidate scored on one example), never exceeded.
     /// This or another limit (--max-trials, --max-trials-without-improvement,
     /// --max-runtime-sec) is required.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_metric_calls: Option<u64>,
     /// Stop after this many iterations.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_trials: Option<u64>,
     /// Stop after this many iterations in a row without a better validation score.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_trials_without_improvement: Option<u64>,
     /// Stop after this many seconds, keeping the best result so far.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub max_runtime_sec: Option<u64>,
     /// Seed of GEPA's random choices.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Evaluations in flight at once (never changes the result).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true)]
     pub concurrency: usize,
     /// Training examples per reflection minibatch.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub minibatch: usize,
     /// Parent selection strategy.
     #[arg(long, value_enum, default_value_t = Selection::Pareto)]
@@ -124,7 +126,7 @@ pub struct LocalOptions {
     #[arg(long, value_enum, default_value_t = Frontier::Instance)]
     pub frontier_type: Frontier,
     /// Exploration probability of `--candidate-selection epsilon_greedy`.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub epsilon: f64,
     /// Print one JSON object instead of the human summary (and no progress bar).
     #[arg(long)]
@@ -235,6 +237,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let usage = prepared.models.usage();
     if args.json {
         let mut report = json_report(&outcome, test_scores, wall, &usage);
+        // Which agent of the capability was optimized (the first one unless --agent-name).
+        report["agent"] = json!(prepared.agent);
         if let Some(e) = &failure {
             report["error"] = json!(e.error.to_string());
         }

@@ -832,6 +832,30 @@ fn an_unknown_recipe_or_agent_exits_2_listing_what_exists() {
 }
 
 #[test]
+fn a_negative_number_exits_2_naming_its_flag() {
+    let inputs = Inputs::new();
+    for flag in [
+        "--max-metric-calls",
+        "--seed",
+        "--minibatch",
+        "--concurrency",
+    ] {
+        let mut args = inputs.args(&[]);
+        match args.iter().position(|a| a == flag) {
+            Some(i) => args[i + 1] = "-5".to_owned(),
+            None => args.extend([flag.to_owned(), "-5".to_owned()]),
+        }
+        let out = gepard(&args, "http://127.0.0.1:9/v1", "sk-test");
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("invalid value '-5' for '{flag}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_budget_below_the_seed_validation_pass_exits_2_naming_the_flag() {
     let inputs = Inputs::new();
     let mut args = inputs.args(&[]);
