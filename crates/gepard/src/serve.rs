@@ -55,6 +55,37 @@ pub enum LogFormat {
 /// Sets up `tracing` (level from `GEPARD_LOG`, else `RUST_LOG`, else `default_level`),
 /// logging to stderr, in colour only when stderr is a terminal.
 pub fn init_tracing(format: LogFormat, default_level: &str) {
+    // A typo in the level must not silently leave the operator without the log they asked
+    // for: a bare word that is not a level (`debg`) is valid filter syntax (a target name),
+    // and turns every other log line off.
+    if let Ok(value) = std::env::var("GEPARD_LOG") {
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+        let problem = match tracing_subscriber::EnvFilter::try_new(&value) {
+            Err(e) => Some(e.to_string()),
+            Ok(_) => value
+                .split(',')
+                .map(str::trim)
+                .find(|d| {
+                    !d.is_empty()
+                        && !d.contains(['=', ':', '['])
+                        && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+                })
+                .map(|d| {
+                    format!(
+                        "`{d}` is not a level ({}); as written it names a log target, and turns \
+                         every other log line off",
+                        LEVELS.join(", ")
+                    )
+                }),
+        };
+        if let Some(problem) = problem {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: GEPARD_LOG={value:?}: {problem} (e.g. GEPARD_LOG=debug or \
+                 GEPARD_LOG=info,sqlx=warn)"
+            );
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("GEPARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         // PostgreSQL's NOTICEs (`relation "_sqlx_migrations" already exists, skipping` at

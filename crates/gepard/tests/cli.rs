@@ -260,6 +260,29 @@ fn a_later_start_on_another_port_points_the_credentials_file_at_itself() {
 }
 
 #[test]
+fn a_misspelled_log_level_is_named_in_a_warning_at_start() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = base_command(dir.path())
+        .env("GEPARD_LOG", "debg")
+        .args(["worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.starts_with("warning: GEPARD_LOG=\"debg\": `debg` is not a level"),
+        "{first}"
+    );
+}
+
+#[test]
 fn a_worker_process_with_no_workers_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = base_command(dir.path())
