@@ -184,7 +184,14 @@ fn to_llm_error(e: LocalError) -> LlmError {
                 message: e.to_string(),
             }
         }
-        LocalError::PromptTooLong { .. } | LocalError::Unsupported(_) => LlmError::InvalidRequest {
+        // Tools asked of a model that has none: every row with tools gets the same refusal,
+        // so the run fails at once with it instead of scoring those rows 0.
+        LocalError::Unsupported(_) => LlmError::Config {
+            provider,
+            message: e.to_string(),
+        },
+        // About this one prompt: that row scores 0, the others go on.
+        LocalError::PromptTooLong { .. } => LlmError::InvalidRequest {
             provider,
             url,
             status: 400,

@@ -223,7 +223,7 @@ async fn the_registry_resolves_local_models_and_reports_usage() {
 }
 
 #[tokio::test]
-async fn tool_requests_are_refused_as_invalid() {
+async fn tool_requests_are_refused_and_fail_the_run() {
     let registry = ModelRegistry::empty();
     gepard_local::register(&registry, LocalConfig::default());
     let model = registry.resolve("local/smollm2-135m-instruct").unwrap();
