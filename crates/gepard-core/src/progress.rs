@@ -26,9 +26,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// limit keeps one report from holding the database's write lock for seconds.
 pub const MAX_METRIC_POINTS_PER_REPORT: usize = 1_000;
 
-/// Most metric points one attempt of a job may hold. Every read of the job (and of the job
-/// list) carries its series, so an unbounded series would slow the workspace for everyone; a
-/// GEPA run writes a few points per iteration, far below this.
+/// Most metric points an outside runtime may write into one attempt of a job. Every read of
+/// the job (and of the job list) carries its series, so an unbounded series would slow the
+/// workspace for everyone. gepard's own runner is not held to it: it writes a few points per
+/// iteration, and budgets the API accepts can take a long run past it.
 pub const MAX_METRIC_POINTS_PER_ATTEMPT: usize = 100_000;
 
 /// Metric series gepard charts (API.md "Metric series names").
