@@ -186,10 +186,13 @@ impl Worker {
         // reason, not only in the job's own log.
         match self.store.job_by_id(id).await {
             // A failed job, or a runner that ended without a word while nobody was stopping it
-            // (killed, crashed): what an operator's alerting must see, so at WARN.
+            // (killed, crashed; not a cancel or a shutdown): what an operator's alerting must
+            // see, so at WARN.
             Ok(Some(job))
                 if job.status == JobStatus::Failed
-                    || (end == RunEnd::Stopped && !shutdown.is_cancelled()) =>
+                    || (end == RunEnd::Stopped
+                        && !shutdown.is_cancelled()
+                        && job.status != JobStatus::Cancelled) =>
             {
                 // Why: the job's last log entry ("killed by signal 9 …", the error).
                 let last = match self.store.log_seq(id).await {
