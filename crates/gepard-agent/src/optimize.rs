@@ -17,8 +17,8 @@
 //!   between (every call answering 5xx, 429, garbage or nothing, or refusing every request): the
 //!   error of any one call may be about its example, but that many in a row say the model cannot
 //!   be used, and scoring them all 0 would burn the budget on a run that reports a result;
-//! - likewise [`REFLECTIONS_FAILED_IN_A_ROW`] reflection calls in a row that fail or are cut off
-//!   at the output token limit: no proposal can come out of such a run.
+//! - likewise [`REFLECTIONS_FAILED_IN_A_ROW`] reflection calls in a row that fail: no proposal
+//!   can come out of such a run.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -135,12 +135,13 @@ impl RunUsage {
 }
 
 /// How many calls of the target model in a row may fail before the run fails with the last
-/// one's error. Each has already been retried by its provider; an example-specific refusal (a
-/// prompt over the context length) rarely strikes this many examples one after another.
+/// one's error. Each has already been retried by its provider. A request refused as invalid
+/// (HTTP 400) counts only until a first call of the run has succeeded: until then it says the
+/// request itself is wrong (a parameter the model does not take); afterwards it is about its
+/// row (over the context length, filtered), and rows like that may well sit side by side.
 pub const FAILURES_IN_A_ROW: u32 = 10;
 
-/// How many reflection calls in a row may fail (or be cut off at the token limit) before the
-/// run fails: each iteration spends metric calls on its parent before it reflects, so a
+/// How many reflection calls in a row may fail before the run fails: each iteration spends metric calls on its parent before it reflects, so a
 /// reflection model that cannot answer burns the budget without a single proposal.
 pub const REFLECTIONS_FAILED_IN_A_ROW: u32 = 5;
 
@@ -187,6 +188,8 @@ pub struct RolloutEvaluator<'a> {
     fatal: OnceLock<String>,
     /// Failed model calls in a row (see [`FAILURES_IN_A_ROW`]).
     failures: FailureStreak,
+    /// Whether a call of this run has succeeded yet.
+    any_success: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> RolloutEvaluator<'a> {
@@ -206,6 +209,7 @@ impl<'a> RolloutEvaluator<'a> {
             options,
             fatal: OnceLock::new(),
             failures: FailureStreak::new(FAILURES_IN_A_ROW),
+            any_success: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -244,7 +248,12 @@ impl Evaluator for RolloutEvaluator<'_> {
                 FatalError(message.clone())
             })?;
         match &scored.model_error {
-            None => self.failures.succeeded(),
+            None => {
+                self.any_success.store(true, Ordering::SeqCst);
+                self.failures.succeeded();
+            }
+            // A row the model refused, in a run where the model has answered before.
+            Some(_) if scored.refused_as_invalid && self.any_success.load(Ordering::SeqCst) => {}
             Some(error) => {
                 if let Some(last) = self.failures.failed(error) {
                     let message = self.fatal.get_or_init(|| {
@@ -269,6 +278,8 @@ struct RowScore {
     record: ReflectiveRecord,
     /// The model call's error, when it failed (not when the row could not be read).
     model_error: Option<String>,
+    /// The model refused the request as invalid (see [`crate::rollout::Outcome::refused_as_invalid`]).
+    refused_as_invalid: bool,
 }
 
 async fn score_row(
@@ -292,6 +303,7 @@ async fn score_row(
             .model_failed()
             .then(|| outcome.error.clone())
             .flatten(),
+        refused_as_invalid: outcome.refused_as_invalid,
         record: ReflectiveRecord {
             inputs,
             generated_outputs: outcome.rendered(),
@@ -306,7 +318,7 @@ async fn score_row(
 /// [`ModelError::Failed`] (the iteration ends without a child and the run goes on). An answer
 /// cut off at the output token limit is [`ModelError::Failed`] too: its text may look whole
 /// (fences included) and still have lost its end, so it is never adopted.
-/// [`REFLECTIONS_FAILED_IN_A_ROW`] failed or cut-off answers in a row are fatal.
+/// [`REFLECTIONS_FAILED_IN_A_ROW`] failed calls in a row are fatal.
 pub struct ChatTextModel {
     model: Arc<dyn ChatModel>,
     /// Sampling temperature of reflection calls (provider default when `None`).
@@ -346,12 +358,15 @@ impl TextModel for ChatTextModel {
             ..ChatRequest::new(vec![Message::user(prompt)])
         };
         match self.model.chat(&request).await {
-            Ok(response) if response.finish_reason == Some(FinishReason::Length) => Err(self
-                .failed(
+            // Rejected like an unfenced answer, and not counted as a failed call: a chatty
+            // model that closed its fence and rambled on until the limit is not broken.
+            Ok(response) if response.finish_reason == Some(FinishReason::Length) => {
+                Err(ModelError::Failed(
                     "the reflection model's answer was cut off at its output token limit, so the \
                      proposal may have lost its end and is not used"
                         .to_owned(),
-                )),
+                ))
+            }
             Ok(response) => {
                 self.failures.succeeded();
                 Ok(response.content.unwrap_or_default())
@@ -459,7 +474,11 @@ pub async fn optimize(
         .run(&evaluator, &proposer, &sink, cancel, resume)
         .await
         .map_err(|error| {
-            let last = sink.last.lock().expect("not poisoned").take();
+            // A checkpoint the engine refused to resume from is no result to report.
+            let last = match error {
+                EngineError::Checkpoint(_) => None,
+                _ => sink.last.lock().expect("not poisoned").take(),
+            };
             let best_so_far = last.map(|checkpoint| {
                 let reason = StopReason::Failed {
                     error: error.to_string(),

@@ -25,6 +25,10 @@ pub struct Outcome {
     pub usage: Usage,
     /// Why there is no answer (a non-fatal model error, or a row the mapping cannot read).
     pub error: Option<String>,
+    /// The model refused the request as invalid (HTTP 400): usually about this one row (over
+    /// the context length, filtered), unlike an outage. Not part of the recorded trajectory.
+    #[serde(skip)]
+    pub refused_as_invalid: bool,
 }
 
 impl Outcome {
@@ -262,7 +266,10 @@ pub async fn rollout(
             outcome.usage = response.usage;
         }
         Err(e) if e.is_fatal_for_run() => return Err(e),
-        Err(e) => outcome.error = Some(e.to_string()),
+        Err(e) => {
+            outcome.refused_as_invalid = matches!(e, LlmError::InvalidRequest { .. });
+            outcome.error = Some(e.to_string());
+        }
     }
     Ok(outcome)
 }

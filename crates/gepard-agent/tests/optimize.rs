@@ -496,7 +496,7 @@ async fn a_reflection_answer_cut_off_at_the_token_limit_is_never_adopted() {
         Err(ModelError::Failed(m)) if m.contains("cut off at its output token limit")
     ));
     let sink = RecordingSink::default();
-    let err = optimize(
+    let outcome = optimize(
         &spec(2),
         &RunModels::new(task, Some(reflection.clone())),
         &sink,
@@ -504,21 +504,98 @@ async fn a_reflection_answer_cut_off_at_the_token_limit_is_never_adopted() {
         None,
     )
     .await
-    .unwrap_err();
-    // Five in a row (after the adapter's one above, in its own counter) end the run: no
-    // proposal could ever come out of it.
-    assert!(matches!(err.error, EngineError::Proposer(_)), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("the last 5 reflection calls all failed"),
-        "{err}"
-    );
-    assert_eq!(reflection.calls.load(Ordering::SeqCst), 1 + 5);
+    .unwrap();
+    // Every proposal was discarded (not counted as failed calls: the run went on to its
+    // budget), and the seed is still the best.
+    let r = &outcome.result;
+    assert_eq!(r.best_candidate, 0);
+    assert_eq!(r.candidates.len(), 1);
+    assert_eq!(r.counts.accepted, 0);
+    assert!(r.counts.proposals_rejected > 5, "{:?}", r.counts);
     assert!(
         !sink
             .events()
             .iter()
             .any(|e| format!("{e:?}").contains("Accepted")),
         "nothing was adopted"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_does_not_fit_is_refused_without_a_result_so_far() {
+    let sink = RecordingSink::default();
+    optimize(
+        &spec(2),
+        &RunModels::new(Arc::new(Scripted::default()), None),
+        &sink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut checkpoint = sink
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            gepard_gepa::Event::Checkpoint { checkpoint, .. } => Some(*checkpoint),
+            _ => None,
+        })
+        .unwrap();
+    // Points at a candidate that does not exist: reading a result from it would panic.
+    checkpoint.best = checkpoint.candidates.len() + 5;
+    let err = optimize(
+        &spec(2),
+        &RunModels::new(Arc::new(Scripted::default()), None),
+        &NullSink,
+        &CancelToken::new(),
+        Some(checkpoint),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err.error, EngineError::Checkpoint(_)), "{err:?}");
+    assert!(err.best_so_far.is_none());
+}
+
+#[tokio::test]
+async fn rows_refused_as_invalid_side_by_side_do_not_fail_a_run_whose_model_answers_the_others() {
+    // Twelve rows in a row over the context length, after rows the model answers.
+    let mut val = rows();
+    val.extend((0..12).map(|i| json!({"goal": "too long", "expected_output": format!("x{i}")})));
+    let model = Arc::new(Scripted {
+        refused_goal: Some("too long".into()),
+        ..Scripted::default()
+    });
+    let mut spec = spec(1);
+    spec.val = val;
+    let outcome = optimize(
+        &spec,
+        &RunModels::new(model, None),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(outcome.usage.task.failed_calls >= 12);
+    // When the model has never answered, the same refusals say the request itself is wrong.
+    let model = Arc::new(Scripted {
+        refused_goal: Some("too long".into()),
+        ..Scripted::default()
+    });
+    let mut refused_first = spec.clone();
+    refused_first.val.rotate_left(6);
+    let err = optimize(
+        &refused_first,
+        &RunModels::new(model, None),
+        &NullSink,
+        &CancelToken::new(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the last 10 calls of the target model all failed"),
+        "{err}"
     );
 }
