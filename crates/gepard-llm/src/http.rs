@@ -220,6 +220,10 @@ impl HttpTransport {
                     let headers = response.headers().clone();
                     match response.text().await {
                         Ok(text) => Ok((status, headers, text)),
+                        // An error status says what went wrong without its body.
+                        Err(e) if !(200..300).contains(&status) && !e.is_timeout() => {
+                            Ok((status, headers, String::new()))
+                        }
                         Err(e) => Err((Some(status), e)),
                     }
                 }
@@ -228,8 +232,8 @@ impl HttpTransport {
         };
         let (status, response_headers, text) = match response {
             Ok(parts) => parts,
-            // The server answered but its body broke off (connection closed early, a proxy
-            // cut it): a failure of this call, worth another attempt, not proof that the
+            // The server answered success but its body broke off (connection closed early, a
+            // proxy cut it): a failure of this call, worth another attempt, not proof that the
             // server cannot be reached.
             Err((Some(status), e)) if !e.is_timeout() => {
                 return Err(AttemptError::Retryable {

@@ -349,8 +349,9 @@ async fn a_400_is_an_invalid_request_that_fails_only_its_call_and_is_not_retried
     assert!(err.to_string().contains("messages: field required"));
 }
 
-#[tokio::test]
-async fn a_body_that_breaks_off_is_retried_and_then_a_bad_response_not_an_unreachable_server() {
+/// A server that answers `status_line` with a body that promises 500 bytes, sends 20 and hangs
+/// up; its base URL and how many requests it took.
+async fn broken_body_server(status_line: &'static str) -> (String, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -361,14 +362,21 @@ async fn a_body_that_breaks_off_is_retried_and_then_a_bad_response_not_an_unreac
             count.fetch_add(1, Ordering::SeqCst);
             let mut buf = vec![0u8; 65536];
             let _ = socket.read(&mut buf).await;
-            // Promises 500 bytes, sends 20, hangs up.
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"choices\": [{\"mess")
-                .await;
+            let head = format!(
+                "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n"
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(b"{\"choices\": [{\"mess").await;
             let _ = socket.shutdown().await;
         }
     });
-    let mut settings = fast_settings("vllm", &format!("http://{addr}/v1"));
+    (format!("http://{addr}/v1"), answered)
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_retried_and_then_a_bad_response_not_an_unreachable_server() {
+    let (base, answered) = broken_body_server("200 OK").await;
+    let mut settings = fast_settings("vllm", &base);
     settings.retry.max_retries = 1;
     let err = openai_model(settings).chat(&hello()).await.unwrap_err();
     assert!(
@@ -378,6 +386,17 @@ async fn a_body_that_breaks_off_is_retried_and_then_a_bad_response_not_an_unreac
     assert!(!err.is_fatal_for_run());
     assert!(err.to_string().contains("broke off"), "{err}");
     assert_eq!(answered.load(Ordering::SeqCst), 2, "retried once");
+}
+
+#[tokio::test]
+async fn an_error_status_whose_body_breaks_off_is_still_classified_by_its_status() {
+    let (base, answered) = broken_body_server("401 Unauthorized").await;
+    let mut settings = fast_settings("vllm", &base);
+    settings.retry.max_retries = 2;
+    let err = openai_model(settings).chat(&hello()).await.unwrap_err();
+    assert!(matches!(err, LlmError::Auth { status: 401, .. }), "{err:?}");
+    assert!(err.is_fatal_for_run());
+    assert_eq!(answered.load(Ordering::SeqCst), 1, "not retried");
 }
 
 #[tokio::test]
