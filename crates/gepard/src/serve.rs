@@ -290,13 +290,20 @@ async fn bootstrap(
 /// A later start of a server on this data directory, on another address (the quickstart's
 /// random port, another `--listen`), points the credentials file at itself, so that the CLI's
 /// default keeps reaching the server of this data directory. Only when the file's key is a
-/// key of this server's database: the file pairs a key with the server that knows it.
+/// key of this server's database (the file pairs a key with the server that knows it), and
+/// the server it names does not answer: a server still running there (another server on the
+/// same data directory, or a hand-edited address that works) keeps the file.
 async fn follow_credentials(store: &Store, data_dir: &std::path::Path, addr: SocketAddr) {
     let Some(mut creds) = settings::read_credentials(data_dir) else {
         return;
     };
     let here = format!("http://{}", reachable(addr));
     if creds.server == here || !matches!(store.authenticate(&creds.api_key).await, Ok(Some(_))) {
+        return;
+    }
+    let named = gepard_client::Client::new(&creds.server, None);
+    let answers = tokio::time::timeout(Duration::from_secs(2), named.healthz()).await;
+    if matches!(answers, Ok(Ok(_))) {
         return;
     }
     let before = std::mem::replace(&mut creds.server, here);

@@ -72,17 +72,22 @@ pub fn write_credentials(data_dir: &Path, creds: &Credentials) -> anyhow::Result
     Ok(path)
 }
 
+/// Written beside the file, then renamed over it: a reader (or a crash) never sees it half
+/// written, which a rewrite at a later start would otherwise risk.
 #[cfg(unix)]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let temp = path.with_extension("json.tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+        .open(&temp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&temp, path)
 }
 
 #[cfg(not(unix))]

@@ -234,8 +234,15 @@ fn a_later_start_on_another_port_points_the_credentials_file_at_itself() {
         .args(["keys", "list", "--json"])
         .output()
         .unwrap();
-    let _ = second.kill();
-    let _ = second.wait();
+    // While the server the file names answers, another start leaves the file alone.
+    let mut beside = serve_on(dir.path(), free_port());
+    let while_running: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
+    for child in [&mut beside, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(while_running, after);
     assert_eq!(after["server"], format!("http://127.0.0.1:{port}"));
     assert_eq!(after["api_key"], before["api_key"], "the key stays");
     assert!(listed.status.success(), "{}", stderr(&listed));
