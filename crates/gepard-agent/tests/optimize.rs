@@ -267,12 +267,9 @@ async fn a_model_error_on_one_example_scores_zero_with_the_error_as_feedback() {
     assert_eq!(next.score, 1.0);
 }
 
-#[tokio::test]
-async fn a_run_fatal_model_error_aborts_the_run_with_its_message_after_few_calls() {
-    let model = Arc::new(Scripted {
-        fatal: true,
-        ..Scripted::default()
-    });
+/// Runs `model` (which must fail) on 40 validation rows with budget to spare, two calls at a
+/// time; the error, which must come from the evaluator.
+async fn failed_run_on_forty_rows(model: &Arc<Scripted>) -> gepard_agent::optimize::OptimizeError {
     let mut spec = spec(2);
     spec.val = (0..40)
         .map(|i| json!({"goal": format!("row {i}"), "expected_output": "x"}))
@@ -288,6 +285,16 @@ async fn a_run_fatal_model_error_aborts_the_run_with_its_message_after_few_calls
     .await
     .unwrap_err();
     assert!(matches!(err.error, EngineError::Evaluator(_)), "{err:?}");
+    err
+}
+
+#[tokio::test]
+async fn a_run_fatal_model_error_aborts_the_run_with_its_message_after_few_calls() {
+    let model = Arc::new(Scripted {
+        fatal: true,
+        ..Scripted::default()
+    });
+    let err = failed_run_on_forty_rows(&model).await;
     let message = err.to_string();
     assert!(
         message.contains("rejected the credentials (HTTP 401)")
@@ -427,21 +434,7 @@ async fn a_model_failing_every_call_fails_the_run_with_the_last_error_after_ten_
         down: true,
         ..Scripted::default()
     });
-    let mut spec = spec(2);
-    spec.val = (0..40)
-        .map(|i| json!({"goal": format!("row {i}"), "expected_output": "x"}))
-        .collect();
-    spec.config.max_metric_calls = Some(1000);
-    let err = optimize(
-        &spec,
-        &RunModels::new(model.clone(), None),
-        &NullSink,
-        &CancelToken::new(),
-        None,
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(err.error, EngineError::Evaluator(_)), "{err:?}");
+    let err = failed_run_on_forty_rows(&model).await;
     let message = err.to_string();
     assert!(
         message.contains("the last 10 calls of the target model all failed")
