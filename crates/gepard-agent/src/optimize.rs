@@ -20,7 +20,7 @@
 //! - likewise [`REFLECTIONS_FAILED_IN_A_ROW`] reflection calls in a row that fail: no proposal
 //!   can come out of such a run.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -141,8 +141,9 @@ impl RunUsage {
 /// row (over the context length, filtered), and rows like that may well sit side by side.
 pub const FAILURES_IN_A_ROW: u32 = 10;
 
-/// How many reflection calls in a row may fail before the run fails: each iteration spends metric calls on its parent before it reflects, so a
-/// reflection model that cannot answer burns the budget without a single proposal.
+/// How many reflection calls in a row may fail before the run fails: each iteration spends
+/// metric calls on its parent before it reflects, so a reflection model that cannot answer
+/// burns the budget without a single proposal.
 pub const REFLECTIONS_FAILED_IN_A_ROW: u32 = 5;
 
 /// Counts failures in a row and says when there have been too many. Concurrent calls finish in
@@ -152,7 +153,6 @@ pub const REFLECTIONS_FAILED_IN_A_ROW: u32 = 5;
 struct FailureStreak {
     limit: u32,
     streak: AtomicU32,
-    last: Mutex<String>,
 }
 
 impl FailureStreak {
@@ -160,7 +160,6 @@ impl FailureStreak {
         Self {
             limit,
             streak: AtomicU32::new(0),
-            last: Mutex::new(String::new()),
         }
     }
 
@@ -168,11 +167,10 @@ impl FailureStreak {
         self.streak.store(0, Ordering::SeqCst);
     }
 
-    /// Records a failure; the last error when this one makes `limit` in a row.
-    fn failed(&self, error: &str) -> Option<String> {
-        *self.last.lock().expect("not poisoned") = error.to_owned();
-        (self.streak.fetch_add(1, Ordering::SeqCst) + 1 >= self.limit)
-            .then(|| self.last.lock().expect("not poisoned").clone())
+    /// Records a failure; true when it makes `limit` in a row (the caller names its own error
+    /// as the last one).
+    fn failed(&self) -> bool {
+        self.streak.fetch_add(1, Ordering::SeqCst) + 1 >= self.limit
     }
 }
 
@@ -189,7 +187,7 @@ pub struct RolloutEvaluator<'a> {
     /// Failed model calls in a row (see [`FAILURES_IN_A_ROW`]).
     failures: FailureStreak,
     /// Whether a call of this run has succeeded yet.
-    any_success: std::sync::atomic::AtomicBool,
+    any_success: AtomicBool,
 }
 
 impl<'a> RolloutEvaluator<'a> {
@@ -209,7 +207,7 @@ impl<'a> RolloutEvaluator<'a> {
             options,
             fatal: OnceLock::new(),
             failures: FailureStreak::new(FAILURES_IN_A_ROW),
-            any_success: std::sync::atomic::AtomicBool::new(false),
+            any_success: AtomicBool::new(false),
         }
     }
 
@@ -254,8 +252,8 @@ impl Evaluator for RolloutEvaluator<'_> {
             }
             // A row the model refused, in a run where the model has answered before.
             Some(_) if scored.refused_as_invalid && self.any_success.load(Ordering::SeqCst) => {}
-            Some(error) => {
-                if let Some(last) = self.failures.failed(error) {
+            Some(last) => {
+                if self.failures.failed() {
                     let message = self.fatal.get_or_init(|| {
                         format!(
                             "the last {FAILURES_IN_A_ROW} calls of the target model all failed; the last one: {last}"
@@ -340,11 +338,12 @@ impl ChatTextModel {
     }
 
     fn failed(&self, error: String) -> ModelError {
-        match self.failures.failed(&error) {
-            Some(last) => ModelError::Fatal(format!(
-                "the last {REFLECTIONS_FAILED_IN_A_ROW} reflection calls all failed; the last one: {last}"
-            )),
-            None => ModelError::Failed(error),
+        if self.failures.failed() {
+            ModelError::Fatal(format!(
+                "the last {REFLECTIONS_FAILED_IN_A_ROW} reflection calls all failed; the last one: {error}"
+            ))
+        } else {
+            ModelError::Failed(error)
         }
     }
 }
