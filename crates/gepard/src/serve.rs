@@ -261,7 +261,7 @@ async fn bootstrap(
         tracing::info!("bootstrapped org `local` with the admin key from GEPARD_ADMIN_KEY");
         return Ok(());
     }
-    let server = format!("http://{}", reachable(addr));
+    let server = local_url(addr);
     let path = settings::write_credentials(
         data_dir,
         &Credentials {
@@ -297,7 +297,7 @@ async fn follow_credentials(store: &Store, data_dir: &std::path::Path, addr: Soc
     let Some(mut creds) = settings::read_credentials(data_dir) else {
         return;
     };
-    let here = format!("http://{}", reachable(addr));
+    let here = local_url(addr);
     if creds.server == here || !matches!(store.authenticate(&creds.api_key).await, Ok(Some(_))) {
         return;
     }
@@ -316,21 +316,22 @@ async fn follow_credentials(store: &Store, data_dir: &std::path::Path, addr: Soc
     }
 }
 
-/// Where a client on this machine reaches a server listening on `addr`: one listening on
-/// every interface (`0.0.0.0`, `::`) is reached through loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
+/// The URL a client on this machine reaches a server listening on `addr` at (what the
+/// credentials file names): one listening on every interface (`0.0.0.0`, `::`) is reached
+/// through loopback.
+fn local_url(addr: SocketAddr) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
         ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    SocketAddr::new(host, addr.port())
+    format!("http://{}", SocketAddr::new(host, addr.port()))
 }
 
 /// The page's address with `key` in its fragment, reachable from this machine so that the
 /// link works when clicked.
 fn page_url(addr: SocketAddr, key: &str) -> String {
-    format!("http://{}/#key={key}", reachable(addr))
+    format!("{}/#key={key}", local_url(addr))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

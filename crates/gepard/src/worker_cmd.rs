@@ -132,7 +132,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     // a fresh, empty database in silence.
     tracing::info!(
         database = %gepard_store::redact_url(&url),
-        workers = args.workers.max(1),
+        workers = args.workers,
         "worker connected"
     );
     let shutdown = CancellationToken::new();
@@ -141,7 +141,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         &notifier,
         &data_dir,
         &providers,
-        args.workers.max(1),
+        args.workers,
         &shutdown,
     )?;
     serve::wait_for_signal().await;

@@ -81,15 +81,21 @@ fn start_server_with(admin_key: Option<&str>, serve_args: &[&str]) -> Server {
         url,
         data_dir,
     };
-    // Wait until /healthz answers: a bare TCP connect could land in the listen backlog before
-    // the first-start bootstrap has finished (bounded; startup takes well under a second).
+    assert!(comes_up(port), "gepard serve did not start listening");
+    server
+}
+
+/// Waits until /healthz answers on `port`, for up to 10 s (startup takes well under a
+/// second); whether it did. Not a bare TCP connect: that could land in the listen backlog
+/// before the first-start bootstrap has finished.
+fn comes_up(port: u16) -> bool {
     for _ in 0..200 {
         if healthy(port) {
-            return server;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("gepard serve did not start listening");
+    false
 }
 
 fn healthy(port: u16) -> bool {
@@ -203,11 +209,8 @@ fn serve_on(data_dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if healthy(port) {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if comes_up(port) {
+        return child;
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -315,10 +318,7 @@ fn first_start_creates_a_data_directory_and_database_only_their_owner_can_read()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        healthy(port)
-    });
+    let started = comes_up(port);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let mut seen: Vec<(String, u32)> = std::fs::read_dir(&data_dir)
         .unwrap()
@@ -731,14 +731,7 @@ fn the_server_log_written_to_a_file_has_no_colour_codes() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let mut up = false;
-    for _ in 0..200 {
-        if healthy(port) {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let up = comes_up(port);
     let status = sigterm(&mut child);
     assert!(up, "gepard serve did not start listening");
     assert!(status.is_some(), "gepard serve did not stop after SIGTERM");
@@ -770,14 +763,7 @@ fn the_server_keeps_serving_after_the_reader_of_its_log_goes_away() {
     let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut log, &mut first).unwrap();
-    let mut up = false;
-    for _ in 0..200 {
-        if healthy(port) {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let up = comes_up(port);
     drop(log);
     // Every request logs (at debug, the database's too): each write now meets a closed pipe.
     let answered = (0..20).filter(|_| healthy(port)).count();
